@@ -1,0 +1,109 @@
+using ILGPU;
+using ILGPU.Algorithms;
+using ILGPU.Runtime;
+
+namespace LoraEngine.Tensors.Kernels;
+
+/// <summary>Residual add, SwiGLU and the embedding gather.</summary>
+public sealed class ElementwiseOps
+{
+    readonly ComputeDevice _device;
+    readonly Action<Index1D, ArrayView<float>, ArrayView<float>> _addInPlace;
+    readonly Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>> _swiGlu;
+    readonly Action<Index1D, ArrayView<float>, ArrayView<int>, ArrayView<float>, int, int> _embedF32;
+    readonly Action<Index1D, ArrayView<float>, ArrayView<int>, ArrayView<ushort>, int, int> _embedBf16;
+    readonly Action<Index1D, ArrayView<float>, ArrayView<int>, ArrayView<ILGPU.Half>, int, int> _embedF16;
+
+    internal ElementwiseOps(ComputeDevice device)
+    {
+        _device = device;
+        var acc = device.Accelerator;
+        _addInPlace = acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>>(AddInPlaceKernel);
+        _swiGlu = acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>>(SwiGluKernel);
+        _embedF32 = acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<int>, ArrayView<float>, int, int>(EmbeddingKernel<float, F32Decoder>);
+        _embedBf16 = acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<int>, ArrayView<ushort>, int, int>(EmbeddingKernel<ushort, Bf16Decoder>);
+        _embedF16 = acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<int>, ArrayView<ILGPU.Half>, int, int>(EmbeddingKernel<ILGPU.Half, F16Decoder>);
+    }
+
+    // x[i] += y[i]
+    static void AddInPlaceKernel(Index1D i, ArrayView<float> x, ArrayView<float> y) => x[i] += y[i];
+
+    // out[i] = silu(gate[i]) * up[i],  silu(g) = g / (1 + exp(-g))
+    static void SwiGluKernel(Index1D i, ArrayView<float> output, ArrayView<float> gate, ArrayView<float> up)
+    {
+        float g = gate[i];
+        output[i] = g / (1f + XMath.Exp(-g)) * up[i];
+    }
+
+    // out[t, d] = table[ids[t], d]; an id outside [0, vocab) gives zeros (never an out-of-bounds read)
+    static void EmbeddingKernel<TW, TDec>(Index1D i, ArrayView<float> output, ArrayView<int> ids, ArrayView<TW> table, int dim, int vocab)
+        where TW : unmanaged where TDec : struct, IWeightDecoder<TW>
+    {
+        int t = i / dim, d = i % dim;
+        int id = ids[t];
+        output[i] = id >= 0 && id < vocab ? default(TDec).Decode(table[(long)id * dim + d]) : 0f;
+    }
+
+    /// <summary>Residual add in place: x[i] += y[i].</summary>
+    public void AddInPlace(DeviceTensor x, DeviceTensor y)
+    {
+        Check.DType(x, DType.F32, nameof(x));
+        Check.DType(y, DType.F32, nameof(y));
+        if (!x.Shape.SequenceEqual(y.Shape)) throw new ArgumentException($"y has shape {y.ShapeString}, x has {x.ShapeString}", nameof(y));
+        if (x.Length == 0) return;
+        if (_device.UseHostFastPaths && _device.IsCpu)
+        {
+            HostKernels.AddInPlace(x.HostSpan<float>(), y.HostSpan<float>());
+            return;
+        }
+        _addInPlace((int)x.Length, x.F32, y.F32);
+    }
+
+    /// <summary>SwiGLU: output[i] = silu(gate[i]) * up[i].</summary>
+    /// <param name="output">[tokens, intermediate] F32 (may alias gate)</param>
+    /// <param name="gate">[tokens, intermediate] F32</param>
+    /// <param name="up">[tokens, intermediate] F32</param>
+    public void SwiGlu(DeviceTensor output, DeviceTensor gate, DeviceTensor up)
+    {
+        Check.DType(gate, DType.F32, nameof(gate));
+        Check.DType(up, DType.F32, nameof(up));
+        Check.DType(output, DType.F32, nameof(output));
+        if (!gate.Shape.SequenceEqual(up.Shape)) throw new ArgumentException($"up has shape {up.ShapeString}, gate has {gate.ShapeString}", nameof(up));
+        if (!gate.Shape.SequenceEqual(output.Shape)) throw new ArgumentException($"output has shape {output.ShapeString}, gate has {gate.ShapeString}", nameof(output));
+        if (gate.Length == 0) return;
+        if (_device.UseHostFastPaths && _device.IsCpu)
+        {
+            HostKernels.SwiGlu(output.HostSpan<float>(), gate.HostSpan<float>(), up.HostSpan<float>());
+            return;
+        }
+        _swiGlu((int)gate.Length, output.F32, gate.F32, up.F32);
+    }
+
+    /// <summary>Embedding gather: output[t, :] = table[ids[t], :]; ids outside [0, vocab) give a zero row.</summary>
+    /// <param name="output">[tokens, dim] F32</param>
+    /// <param name="ids">[tokens] I32</param>
+    /// <param name="table">[vocab, dim] F32, F16 or BF16</param>
+    public void Embedding(DeviceTensor output, DeviceTensor ids, DeviceTensor table)
+    {
+        Check.DType(ids, DType.I32, nameof(ids));
+        Check.Rank(ids, 1, nameof(ids));
+        Check.FloatWeight(table, nameof(table));
+        Check.Rank(table, 2, nameof(table));
+        int tokens = ids.Dim(0), vocab = table.Dim(0), dim = table.Dim(1);
+        Check.DType(output, DType.F32, nameof(output));
+        Check.Shape(output, nameof(output), tokens, dim);
+        if (output.Length == 0) return;
+        if (_device.UseHostFastPaths && _device.IsCpu)
+        {
+            HostKernels.Embedding(output.HostSpan<float>(), ids.HostSpan<int>(), table, dim, vocab);
+            return;
+        }
+        int n = checked(tokens * dim);
+        switch (table.DType)
+        {
+            case DType.F32: _embedF32(n, output.F32, ids.I32, table.F32, dim, vocab); break;
+            case DType.BF16: _embedBf16(n, output.F32, ids.I32, table.U16, dim, vocab); break;
+            default: _embedF16(n, output.F32, ids.I32, table.AsHalf(), dim, vocab); break;
+        }
+    }
+}
