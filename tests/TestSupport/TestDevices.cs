@@ -34,4 +34,14 @@ public static class TestDevices
     public static IEnumerable<ComputeDevice> All => [Configured, CpuFast];
 
     public static bool ConfiguredIsGpu => Configured.Kind != DeviceKind.Cpu;
+
+    /// <summary>
+    /// Devices for whole-model tests: the CPU device's fast paths, plus the configured device when it is a GPU.
+    /// (ILGPU's CPU accelerator emulates warps with OS threads — seconds per kernel at model sizes — so on a CPU
+    /// the kernels themselves are covered by the per-kernel properties on small shapes.)
+    /// </summary>
+    public static IEnumerable<ComputeDevice> ForModels => ConfiguredIsGpu ? [CpuFast, Configured] : [CpuFast];
+
+    /// <summary>The device a single whole-model test runs on: the configured GPU, else the CPU fast paths.</summary>
+    public static ComputeDevice ForModel => ConfiguredIsGpu ? Configured : CpuFast;
 }

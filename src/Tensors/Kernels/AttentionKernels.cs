@@ -1,13 +1,200 @@
+using ILGPU;
+using ILGPU.Algorithms;
+using ILGPU.Runtime;
+
 namespace LoraEngine.Tensors.Kernels;
 
+/// <summary>
+/// Causal attention over a paged KV cache (vLLM's layout): K and V of a layer are [numBlocks, blockSize,
+/// kvHeads, headDim]; each sequence's block table maps its logical blocks to physical ones. One launch serves
+/// prefill chunks and decode tokens of many sequences, with GQA/MQA.
+/// </summary>
 public sealed class AttentionOps
 {
+    /// <summary>Largest head_dim: each of a warp's 32 lanes holds up to 8 dimensions.</summary>
+    public const int MaxHeadDim = 256;
+
+    const int WarpsPerGroup = 4;
+
     readonly ComputeDevice _device;
+    readonly Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, int, int> _writeKv;
+    readonly Action<KernelConfig, AttentionViews, AttentionShape> _attention;
 
     internal AttentionOps(ComputeDevice device)
     {
         _device = device;
+        var acc = device.Accelerator;
+        _writeKv = acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, int, int>(WriteKvKernel);
+        _attention = acc.LoadStreamKernel<AttentionViews, AttentionShape>(AttentionKernel);
     }
 
-    public ComputeDevice Device => _device;
+    /// <summary>The buffers of one attention launch (a struct keeps the kernel signature short).</summary>
+    internal struct AttentionViews
+    {
+        public ArrayView<float> Output, Q, KCache, VCache;
+        public ArrayView<int> BlockTables, TokenSeq, TokenPos;
+    }
+
+    internal struct AttentionShape
+    {
+        public int Tokens, Heads, KvHeads, HeadDim, BlockSize, NumBlocks, MaxBlocks;
+        public float Scale;
+    }
+
+    // kCache[slot[t]] = k[t], vCache[slot[t]] = v[t]; slot −1 (or outside the cache) skipped
+    static void WriteKvKernel(Index1D i, ArrayView<float> kCache, ArrayView<float> vCache, ArrayView<float> k, ArrayView<float> v, ArrayView<int> slots, int kvWidth, int numSlots)
+    {
+        int t = i / kvWidth, d = i % kvWidth;
+        int slot = slots[t];
+        if (slot < 0 || slot >= numSlots) return;
+        kCache[(long)slot * kvWidth + d] = k[i];
+        vCache[(long)slot * kvWidth + d] = v[i];
+    }
+
+    // out[t,h] = Σ_{p ≤ pos[t]} softmax_p(scale · q[t,h] · K[p,kvh]) · V[p,kvh], kvh = h / (heads / kvHeads):
+    // one warp per (token, head), lanes split head_dim, online softmax over the sequence's cached positions.
+    static void AttentionKernel(AttentionViews v, AttentionShape s)
+    {
+        int warp = Grid.IdxX * WarpsPerGroup + Warp.WarpIdx;
+        if (warp >= s.Tokens * s.Heads) return;
+        int t = warp / s.Heads, h = warp % s.Heads;
+        int kvh = h / (s.Heads / s.KvHeads);
+        int seq = v.TokenSeq[t], pos = v.TokenPos[t];
+        int lane = Warp.LaneIdx;
+        long qBase = ((long)t * s.Heads + h) * s.HeadDim;
+
+        float q0 = Load(v.Q, qBase, lane, s.HeadDim) * s.Scale, q1 = Load(v.Q, qBase, lane + 32, s.HeadDim) * s.Scale;
+        float q2 = Load(v.Q, qBase, lane + 64, s.HeadDim) * s.Scale, q3 = Load(v.Q, qBase, lane + 96, s.HeadDim) * s.Scale;
+        float q4 = Load(v.Q, qBase, lane + 128, s.HeadDim) * s.Scale, q5 = Load(v.Q, qBase, lane + 160, s.HeadDim) * s.Scale;
+        float q6 = Load(v.Q, qBase, lane + 192, s.HeadDim) * s.Scale, q7 = Load(v.Q, qBase, lane + 224, s.HeadDim) * s.Scale;
+        float o0 = 0, o1 = 0, o2 = 0, o3 = 0, o4 = 0, o5 = 0, o6 = 0, o7 = 0;
+        float max = float.NegativeInfinity, sum = 0;
+
+        for (int p = 0; p <= pos; p++)
+        {
+            int logical = p / s.BlockSize;
+            if (logical >= s.MaxBlocks) break;
+            int block = v.BlockTables[(long)seq * s.MaxBlocks + logical];
+            if (block < 0 || block >= s.NumBlocks) break;
+            long kv = (((long)block * s.BlockSize + p % s.BlockSize) * s.KvHeads + kvh) * s.HeadDim;
+            float dot = q0 * Load(v.KCache, kv, lane, s.HeadDim) + q1 * Load(v.KCache, kv, lane + 32, s.HeadDim)
+                      + q2 * Load(v.KCache, kv, lane + 64, s.HeadDim) + q3 * Load(v.KCache, kv, lane + 96, s.HeadDim)
+                      + q4 * Load(v.KCache, kv, lane + 128, s.HeadDim) + q5 * Load(v.KCache, kv, lane + 160, s.HeadDim)
+                      + q6 * Load(v.KCache, kv, lane + 192, s.HeadDim) + q7 * Load(v.KCache, kv, lane + 224, s.HeadDim);
+            float score = MatMulOps.WarpSum(dot);
+            float newMax = XMath.Max(max, score);
+            float correction = XMath.Exp(max - newMax);
+            float weight = XMath.Exp(score - newMax);
+            sum = sum * correction + weight;
+            o0 = o0 * correction + weight * Load(v.VCache, kv, lane, s.HeadDim);
+            o1 = o1 * correction + weight * Load(v.VCache, kv, lane + 32, s.HeadDim);
+            o2 = o2 * correction + weight * Load(v.VCache, kv, lane + 64, s.HeadDim);
+            o3 = o3 * correction + weight * Load(v.VCache, kv, lane + 96, s.HeadDim);
+            o4 = o4 * correction + weight * Load(v.VCache, kv, lane + 128, s.HeadDim);
+            o5 = o5 * correction + weight * Load(v.VCache, kv, lane + 160, s.HeadDim);
+            o6 = o6 * correction + weight * Load(v.VCache, kv, lane + 192, s.HeadDim);
+            o7 = o7 * correction + weight * Load(v.VCache, kv, lane + 224, s.HeadDim);
+            max = newMax;
+        }
+        float inv = sum > 0 ? 1f / sum : 0f;
+        Store(v.Output, qBase, lane, s.HeadDim, o0 * inv);
+        Store(v.Output, qBase, lane + 32, s.HeadDim, o1 * inv);
+        Store(v.Output, qBase, lane + 64, s.HeadDim, o2 * inv);
+        Store(v.Output, qBase, lane + 96, s.HeadDim, o3 * inv);
+        Store(v.Output, qBase, lane + 128, s.HeadDim, o4 * inv);
+        Store(v.Output, qBase, lane + 160, s.HeadDim, o5 * inv);
+        Store(v.Output, qBase, lane + 192, s.HeadDim, o6 * inv);
+        Store(v.Output, qBase, lane + 224, s.HeadDim, o7 * inv);
+    }
+
+    static float Load(ArrayView<float> a, long baseIndex, int d, int headDim) => d < headDim ? a[baseIndex + d] : 0f;
+
+    static void Store(ArrayView<float> a, long baseIndex, int d, int headDim, float value)
+    {
+        if (d < headDim) a[baseIndex + d] = value;
+    }
+
+    /// <summary>Writes each token's key and value into its cache slot (−1: skip).</summary>
+    /// <param name="kCache">[numBlocks, blockSize, kvHeads, headDim] F32</param>
+    /// <param name="vCache">same shape as kCache</param>
+    /// <param name="k">[tokens, kvHeads*headDim] F32</param>
+    /// <param name="v">[tokens, kvHeads*headDim] F32</param>
+    /// <param name="slotMapping">[tokens] I32 block*blockSize + offset</param>
+    public void WriteKv(DeviceTensor kCache, DeviceTensor vCache, DeviceTensor k, DeviceTensor v, DeviceTensor slotMapping)
+    {
+        Check.DType(kCache, DType.F32, nameof(kCache));
+        Check.Rank(kCache, 4, nameof(kCache));
+        Check.DType(vCache, DType.F32, nameof(vCache));
+        if (!vCache.Shape.SequenceEqual(kCache.Shape)) throw new ArgumentException($"vCache {vCache.ShapeString} differs from kCache {kCache.ShapeString}", nameof(vCache));
+        int kvWidth = kCache.Dim(2) * kCache.Dim(3), numSlots = kCache.Dim(0) * kCache.Dim(1);
+        Check.DType(k, DType.F32, nameof(k));
+        Check.Rank(k, 2, nameof(k));
+        int tokens = k.Dim(0);
+        Check.Shape(k, nameof(k), tokens, kvWidth);
+        Check.DType(v, DType.F32, nameof(v));
+        Check.Shape(v, nameof(v), tokens, kvWidth);
+        Check.DType(slotMapping, DType.I32, nameof(slotMapping));
+        Check.Shape(slotMapping, nameof(slotMapping), tokens);
+        if (k.Length == 0) return;
+        if (_device.UseHostFastPaths && _device.IsCpu)
+        {
+            HostAttention.WriteKv(kCache.HostSpan<float>(), vCache.HostSpan<float>(), k.HostSpan<float>(), v.HostSpan<float>(), slotMapping.HostSpan<int>(), kvWidth, numSlots);
+            return;
+        }
+        _writeKv((int)k.Length, kCache.F32, vCache.F32, k.F32, v.F32, slotMapping.I32, kvWidth, numSlots);
+    }
+
+    /// <summary>Causal paged attention for every token of a step.</summary>
+    /// <param name="output">[tokens, heads*headDim] F32</param>
+    /// <param name="q">[tokens, heads*headDim] F32 (RoPE applied)</param>
+    /// <param name="kCache">[numBlocks, blockSize, kvHeads, headDim] F32</param>
+    /// <param name="vCache">same shape as kCache</param>
+    /// <param name="blockTables">[sequences, maxBlocksPerSequence] I32</param>
+    /// <param name="tokenSeq">[tokens] I32 row of blockTables</param>
+    /// <param name="tokenPos">[tokens] I32 position; the token attends to positions 0..pos of its sequence</param>
+    public void PagedAttention(DeviceTensor output, DeviceTensor q, DeviceTensor kCache, DeviceTensor vCache, DeviceTensor blockTables,
+        DeviceTensor tokenSeq, DeviceTensor tokenPos, int numHeads, int numKvHeads, int headDim, float scale)
+    {
+        if (numHeads <= 0) throw new ArgumentOutOfRangeException(nameof(numHeads), numHeads, "must be positive");
+        if (numKvHeads <= 0 || numHeads % numKvHeads != 0)
+            throw new ArgumentOutOfRangeException(nameof(numKvHeads), numKvHeads, $"must divide numHeads ({numHeads})");
+        if (headDim <= 0 || headDim > MaxHeadDim) throw new ArgumentOutOfRangeException(nameof(headDim), headDim, $"must be in 1..{MaxHeadDim}");
+        if (!(scale > 0) || float.IsInfinity(scale)) throw new ArgumentOutOfRangeException(nameof(scale), scale, "must be positive and finite");
+        Check.DType(q, DType.F32, nameof(q));
+        Check.Rank(q, 2, nameof(q));
+        int tokens = q.Dim(0);
+        Check.Shape(q, nameof(q), tokens, numHeads * headDim);
+        Check.DType(output, DType.F32, nameof(output));
+        Check.Shape(output, nameof(output), tokens, numHeads * headDim);
+        Check.DType(kCache, DType.F32, nameof(kCache));
+        Check.Shape(kCache, nameof(kCache), -1, -1, numKvHeads, headDim);
+        Check.DType(vCache, DType.F32, nameof(vCache));
+        if (!vCache.Shape.SequenceEqual(kCache.Shape)) throw new ArgumentException($"vCache {vCache.ShapeString} differs from kCache {kCache.ShapeString}", nameof(vCache));
+        Check.DType(blockTables, DType.I32, nameof(blockTables));
+        Check.Rank(blockTables, 2, nameof(blockTables));
+        Check.DType(tokenSeq, DType.I32, nameof(tokenSeq));
+        Check.Shape(tokenSeq, nameof(tokenSeq), tokens);
+        Check.DType(tokenPos, DType.I32, nameof(tokenPos));
+        Check.Shape(tokenPos, nameof(tokenPos), tokens);
+        if (tokens == 0) return;
+
+        var shape = new AttentionShape
+        {
+            Tokens = tokens, Heads = numHeads, KvHeads = numKvHeads, HeadDim = headDim, BlockSize = kCache.Dim(1),
+            NumBlocks = kCache.Dim(0), MaxBlocks = blockTables.Dim(1), Scale = scale,
+        };
+        if (_device.UseHostFastPaths && _device.IsCpu)
+        {
+            HostAttention.Attend(output.HostSpan<float>(), q.HostSpan<float>(), kCache.HostSpan<float>(), vCache.HostSpan<float>(),
+                blockTables.HostSpan<int>(), tokenSeq.HostSpan<int>(), tokenPos.HostSpan<int>(), shape);
+            return;
+        }
+        var views = new AttentionViews
+        {
+            Output = output.F32, Q = q.F32, KCache = kCache.F32, VCache = vCache.F32,
+            BlockTables = blockTables.I32, TokenSeq = tokenSeq.I32, TokenPos = tokenPos.I32,
+        };
+        int warps = tokens * numHeads;
+        _attention(new KernelConfig((warps + WarpsPerGroup - 1) / WarpsPerGroup, WarpsPerGroup * 32), views, shape);
+    }
 }

@@ -51,4 +51,80 @@ internal static class HostKernels
             else WeightRow(table, (long)id * dim, dim, dst).CopyTo(dst);
         }
     }
+
+    public static void Rope(Span<float> x, Span<int> positions, Span<float> invFreq, int width, int headDim)
+    {
+        int half = headDim / 2;
+        var cos = new float[half];
+        var sin = new float[half];
+        for (int t = 0; t < positions.Length; t++)
+        {
+            for (int j = 0; j < half; j++)
+            {
+                double angle = (double)positions[t] * invFreq[j];
+                cos[j] = (float)Math.Cos(angle);
+                sin[j] = (float)Math.Sin(angle);
+            }
+            for (int head = 0; head < width / headDim; head++)
+            {
+                var v = x.Slice(t * width + head * headDim, headDim);
+                for (int j = 0; j < half; j++)
+                {
+                    float x1 = v[j], x2 = v[j + half];
+                    v[j] = x1 * cos[j] - x2 * sin[j];
+                    v[j + half] = x2 * cos[j] + x1 * sin[j];
+                }
+            }
+        }
+    }
+
+    public static void SoftmaxRows(Span<float> y, Span<float> x, int vocab, bool log)
+    {
+        for (int r = 0; r < x.Length / vocab; r++)
+        {
+            var xr = x.Slice(r * vocab, vocab);
+            var yr = y.Slice(r * vocab, vocab);
+            float max = TensorPrimitives.Max(xr);
+            TensorPrimitives.Subtract(xr, max, yr);
+            if (log)
+            {
+                var tmp = new float[vocab];
+                TensorPrimitives.Exp(yr, tmp);
+                float logSum = MathF.Log(TensorPrimitives.Sum(tmp));
+                TensorPrimitives.Subtract(yr, logSum, yr);
+            }
+            else
+            {
+                TensorPrimitives.Exp(yr, yr);
+                TensorPrimitives.Divide(yr, TensorPrimitives.Sum(yr), yr);
+            }
+        }
+    }
+
+    /// <summary>Top k per row by (value desc, index asc); NaN ranks last.</summary>
+    public static void TopKRows(Span<float> values, Span<int> indices, Span<float> x, int vocab, int k)
+    {
+        for (int r = 0; r < x.Length / vocab; r++)
+        {
+            var row = x.Slice(r * vocab, vocab);
+            // A min-ordered selection of the best k seen so far, kept sorted best first (k is small).
+            var bestV = values.Slice(r * k, k);
+            var bestI = indices.Slice(r * k, k);
+            int count = 0;
+            for (int i = 0; i < vocab; i++)
+            {
+                float v = float.IsNaN(row[i]) ? float.NegativeInfinity : row[i];
+                if (count == k && !(v > bestV[k - 1])) continue; // equal values keep the earlier (lower) index
+                int at = count < k ? count++ : k - 1;
+                while (at > 0 && v > bestV[at - 1])
+                {
+                    bestV[at] = bestV[at - 1];
+                    bestI[at] = bestI[at - 1];
+                    at--;
+                }
+                bestV[at] = v;
+                bestI[at] = i;
+            }
+        }
+    }
 }

@@ -1,13 +1,139 @@
+using ILGPU;
+using ILGPU.Runtime;
+
 namespace LoraEngine.Tensors.Kernels;
 
+/// <summary>
+/// Batched LoRA for a mixed batch (vLLM's punica shrink/expand): each token uses the adapter in its own slot,
+/// all tokens in one launch. Slot-stacked A [slots, maxRank, in] and B [slots, out, maxRank], rank zero-padded.
+/// </summary>
 public sealed class LoraOps
 {
+    const int WarpsPerGroup = 4;
+
     readonly ComputeDevice _device;
+    readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, LoraShape> _shrinkF32;
+    readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<ushort>, ArrayView<int>, LoraShape> _shrinkBf16;
+    readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<ILGPU.Half>, ArrayView<int>, LoraShape> _shrinkF16;
+    readonly Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, LoraShape> _expandF32;
+    readonly Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<ushort>, ArrayView<int>, LoraShape> _expandBf16;
+    readonly Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<ILGPU.Half>, ArrayView<int>, LoraShape> _expandF16;
+
+    internal struct LoraShape
+    {
+        public int Tokens, Slots, Rank, In, Out;
+    }
 
     internal LoraOps(ComputeDevice device)
     {
         _device = device;
+        var acc = device.Accelerator;
+        _shrinkF32 = acc.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, LoraShape>(ShrinkKernel<float, F32Decoder>);
+        _shrinkBf16 = acc.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<ushort>, ArrayView<int>, LoraShape>(ShrinkKernel<ushort, Bf16Decoder>);
+        _shrinkF16 = acc.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<ILGPU.Half>, ArrayView<int>, LoraShape>(ShrinkKernel<ILGPU.Half, F16Decoder>);
+        _expandF32 = acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, LoraShape>(ExpandKernel<float, F32Decoder>);
+        _expandBf16 = acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<ushort>, ArrayView<int>, LoraShape>(ExpandKernel<ushort, Bf16Decoder>);
+        _expandF16 = acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<ILGPU.Half>, ArrayView<int>, LoraShape>(ExpandKernel<ILGPU.Half, F16Decoder>);
     }
 
-    public ComputeDevice Device => _device;
+    // buffer[t, r] = A[s, r, :] · x[t, :], s = slot[t]; s = −1 (or out of range): buffer[t, :] = 0.   One warp per (t, r).
+    static void ShrinkKernel<TW, TDec>(ArrayView<float> buffer, ArrayView<float> x, ArrayView<TW> a, ArrayView<int> slots, LoraShape s)
+        where TW : unmanaged where TDec : struct, IWeightDecoder<TW>
+    {
+        int warp = Grid.IdxX * WarpsPerGroup + Warp.WarpIdx;
+        if (warp >= s.Tokens * s.Rank) return;
+        int t = warp / s.Rank, r = warp % s.Rank;
+        int slot = slots[t];
+        float sum = 0;
+        if (slot >= 0 && slot < s.Slots)
+        {
+            TDec dec = default;
+            long aRow = ((long)slot * s.Rank + r) * s.In, xRow = (long)t * s.In;
+            for (int i = Warp.LaneIdx; i < s.In; i += Warp.WarpSize) sum += dec.Decode(a[aRow + i]) * x[xRow + i];
+            sum = MatMulOps.WarpSum(sum);
+        }
+        if (Warp.LaneIdx == 0) buffer[(long)t * s.Rank + r] = sum;
+    }
+
+    // y[t, o] += B[s, o, :] · buffer[t, :], s = slot[t]; s = −1 (or out of range): skip.   One thread per (t, o).
+    static void ExpandKernel<TW, TDec>(Index1D i, ArrayView<float> y, ArrayView<float> buffer, ArrayView<TW> b, ArrayView<int> slots, LoraShape s)
+        where TW : unmanaged where TDec : struct, IWeightDecoder<TW>
+    {
+        int t = i / s.Out, o = i % s.Out;
+        int slot = slots[t];
+        if (slot < 0 || slot >= s.Slots) return;
+        TDec dec = default;
+        long bRow = ((long)slot * s.Out + o) * s.Rank, buf = (long)t * s.Rank;
+        float sum = 0;
+        for (int r = 0; r < s.Rank; r++) sum += dec.Decode(b[bRow + r]) * buffer[buf + r];
+        y[i] += sum;
+    }
+
+    /// <summary>buffer[t, r] = A[slot[t], r, :] · x[t, :]; zero rows for slot −1.</summary>
+    /// <param name="buffer">[tokens, maxRank] F32</param>
+    /// <param name="x">[tokens, in] F32</param>
+    /// <param name="a">[slots, maxRank, in] F32/F16/BF16</param>
+    /// <param name="tokenSlots">[tokens] I32</param>
+    public void Shrink(DeviceTensor buffer, DeviceTensor x, DeviceTensor a, DeviceTensor tokenSlots)
+    {
+        var s = Validate(x, a, tokenSlots, nameof(a));
+        s.In = a.Dim(2);
+        if (x.Dim(1) != s.In) throw new ArgumentException($"x has {x.Dim(1)} features, A has {s.In}", nameof(x));
+        Check.DType(buffer, DType.F32, nameof(buffer));
+        Check.Shape(buffer, nameof(buffer), s.Tokens, s.Rank);
+        if (s.Tokens == 0) return;
+        if (_device.UseHostFastPaths && _device.IsCpu)
+        {
+            HostLora.Shrink(buffer.HostSpan<float>(), x.HostSpan<float>(), a, tokenSlots.HostSpan<int>(), s.Slots, s.Rank, s.In);
+            return;
+        }
+        var config = new KernelConfig((s.Tokens * s.Rank + WarpsPerGroup - 1) / WarpsPerGroup, WarpsPerGroup * 32);
+        switch (a.DType)
+        {
+            case DType.F32: _shrinkF32(config, buffer.F32, x.F32, a.F32, tokenSlots.I32, s); break;
+            case DType.BF16: _shrinkBf16(config, buffer.F32, x.F32, a.U16, tokenSlots.I32, s); break;
+            default: _shrinkF16(config, buffer.F32, x.F32, a.AsHalf(), tokenSlots.I32, s); break;
+        }
+    }
+
+    /// <summary>y[t, o] += B[slot[t], o, :] · buffer[t, :]; tokens with slot −1 untouched.</summary>
+    /// <param name="y">[tokens, out] F32</param>
+    /// <param name="buffer">[tokens, maxRank] F32</param>
+    /// <param name="b">[slots, out, maxRank] F32/F16/BF16 (scale folded in)</param>
+    /// <param name="tokenSlots">[tokens] I32</param>
+    public void Expand(DeviceTensor y, DeviceTensor buffer, DeviceTensor b, DeviceTensor tokenSlots)
+    {
+        Check.FloatWeight(b, nameof(b));
+        Check.Rank(b, 3, nameof(b));
+        var s = Validate(buffer, b, tokenSlots, nameof(b), rankDim: 2);
+        s.Out = b.Dim(1);
+        if (buffer.Dim(1) != s.Rank) throw new ArgumentException($"buffer has {buffer.Dim(1)} columns, B has rank {s.Rank}", nameof(buffer));
+        Check.DType(y, DType.F32, nameof(y));
+        Check.Shape(y, nameof(y), s.Tokens, s.Out);
+        if (s.Tokens == 0 || s.Out == 0) return;
+        if (_device.UseHostFastPaths && _device.IsCpu)
+        {
+            HostLora.Expand(y.HostSpan<float>(), buffer.HostSpan<float>(), b, tokenSlots.HostSpan<int>(), s.Slots, s.Rank, s.Out);
+            return;
+        }
+        int n = checked(s.Tokens * s.Out);
+        switch (b.DType)
+        {
+            case DType.F32: _expandF32(n, y.F32, buffer.F32, b.F32, tokenSlots.I32, s); break;
+            case DType.BF16: _expandBf16(n, y.F32, buffer.F32, b.U16, tokenSlots.I32, s); break;
+            default: _expandF16(n, y.F32, buffer.F32, b.AsHalf(), tokenSlots.I32, s); break;
+        }
+    }
+
+    static LoraShape Validate(DeviceTensor input, DeviceTensor weights, DeviceTensor tokenSlots, string weightsName, int rankDim = 1)
+    {
+        Check.DType(input, DType.F32, rankDim == 1 ? "x" : "buffer");
+        Check.Rank(input, 2, rankDim == 1 ? "x" : "buffer");
+        Check.FloatWeight(weights, weightsName);
+        Check.Rank(weights, 3, weightsName);
+        int tokens = input.Dim(0);
+        Check.DType(tokenSlots, DType.I32, nameof(tokenSlots));
+        Check.Shape(tokenSlots, nameof(tokenSlots), tokens);
+        return new LoraShape { Tokens = tokens, Slots = weights.Dim(0), Rank = weights.Dim(rankDim) };
+    }
 }

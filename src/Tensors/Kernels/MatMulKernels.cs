@@ -1,13 +1,186 @@
+using ILGPU;
+using ILGPU.Runtime;
+
 namespace LoraEngine.Tensors.Kernels;
 
+/// <summary>
+/// Linear layers y[t] = W · x[t] with W stored [out, in] (safetensors layout) in F32, F16 or BF16 and F32
+/// accumulation. Decode shapes (≤ 8 tokens) take a GEMV kernel that streams each weight row once for all
+/// tokens; larger batches take a shared-memory tiled GEMM.
+/// </summary>
 public sealed class MatMulOps
 {
+    /// <summary>Largest token count the GEMV kernel takes.</summary>
+    public const int MaxGemvTokens = 8;
+
+    const int GemvWarps = 4;     // output rows per group, one warp each
+    const int TileTokens = 32;   // GEMM tile: 32 tokens × 64 outputs, k-steps of 32
+    const int TileOut = 64;
+    const int TileK = 32;
+    const int TilePitch = TileK + 1; // padding against shared-memory bank conflicts
+    const int GemmThreads = 256;
+
     readonly ComputeDevice _device;
+    readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int> _gemvF32, _gemmF32;
+    readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<ushort>, int, int, int> _gemvBf16, _gemmBf16;
+    readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<ILGPU.Half>, int, int, int> _gemvF16, _gemmF16;
 
     internal MatMulOps(ComputeDevice device)
     {
         _device = device;
+        var acc = device.Accelerator;
+        _gemvF32 = acc.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int>(GemvKernel<float, F32Decoder>);
+        _gemvBf16 = acc.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<ushort>, int, int, int>(GemvKernel<ushort, Bf16Decoder>);
+        _gemvF16 = acc.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<ILGPU.Half>, int, int, int>(GemvKernel<ILGPU.Half, F16Decoder>);
+        _gemmF32 = acc.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int>(GemmKernel<float, F32Decoder>);
+        _gemmBf16 = acc.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<ushort>, int, int, int>(GemmKernel<ushort, Bf16Decoder>);
+        _gemmF16 = acc.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<ILGPU.Half>, int, int, int>(GemmKernel<ILGPU.Half, F16Decoder>);
     }
 
-    public ComputeDevice Device => _device;
+    // y[t, o] = Σ_i W[o, i] · x[t, i] for t < tokens ≤ 8: one warp per output row o, lanes stride over i,
+    // one accumulator per token, then a warp reduction. Each weight element is read once for all tokens.
+    static void GemvKernel<TW, TDec>(ArrayView<float> y, ArrayView<float> x, ArrayView<TW> w, int tokens, int outF, int inF)
+        where TW : unmanaged where TDec : struct, IWeightDecoder<TW>
+    {
+        int o = Grid.IdxX * GemvWarps + Warp.WarpIdx;
+        if (o >= outF) return;
+        TDec dec = default;
+        long row = (long)o * inF;
+        float a0 = 0, a1 = 0, a2 = 0, a3 = 0, a4 = 0, a5 = 0, a6 = 0, a7 = 0;
+        for (int i = Warp.LaneIdx; i < inF; i += Warp.WarpSize)
+        {
+            float wv = dec.Decode(w[row + i]);
+            a0 += wv * x[i];
+            if (tokens > 1) a1 += wv * x[inF + i];
+            if (tokens > 2) a2 += wv * x[2 * inF + i];
+            if (tokens > 3) a3 += wv * x[3 * inF + i];
+            if (tokens > 4) a4 += wv * x[4 * inF + i];
+            if (tokens > 5) a5 += wv * x[5 * inF + i];
+            if (tokens > 6) a6 += wv * x[6 * inF + i];
+            if (tokens > 7) a7 += wv * x[7 * inF + i];
+        }
+        a0 = WarpSum(a0);
+        if (tokens > 1) a1 = WarpSum(a1);
+        if (tokens > 2) a2 = WarpSum(a2);
+        if (tokens > 3) a3 = WarpSum(a3);
+        if (tokens > 4) a4 = WarpSum(a4);
+        if (tokens > 5) a5 = WarpSum(a5);
+        if (tokens > 6) a6 = WarpSum(a6);
+        if (tokens > 7) a7 = WarpSum(a7);
+        if (Warp.LaneIdx != 0) return;
+        y[o] = a0;
+        if (tokens > 1) y[outF + o] = a1;
+        if (tokens > 2) y[2 * outF + o] = a2;
+        if (tokens > 3) y[3 * outF + o] = a3;
+        if (tokens > 4) y[4 * outF + o] = a4;
+        if (tokens > 5) y[5 * outF + o] = a5;
+        if (tokens > 6) y[6 * outF + o] = a6;
+        if (tokens > 7) y[7 * outF + o] = a7;
+    }
+
+    /// <summary>Sum over the warp in a fixed butterfly order (the same for every launch: batch-invariant).</summary>
+    internal static float WarpSum(float v)
+    {
+        for (int offset = Warp.WarpSize / 2; offset > 0; offset >>= 1) v += Warp.ShuffleXor(v, offset);
+        return v;
+    }
+
+    // y[t, o] = Σ_i W[o, i] · x[t, i]: a group computes a 32-token × 64-output tile, staging 32-wide k slices
+    // of x and W (decoded to F32) in shared memory; each thread owns 2 tokens × 4 outputs.
+    static void GemmKernel<TW, TDec>(ArrayView<float> y, ArrayView<float> x, ArrayView<TW> w, int tokens, int outF, int inF)
+        where TW : unmanaged where TDec : struct, IWeightDecoder<TW>
+    {
+        var xs = SharedMemory.Allocate<float>(TileTokens * TilePitch);
+        var ws = SharedMemory.Allocate<float>(TileOut * TilePitch);
+        TDec dec = default;
+        int tid = Group.IdxX;
+        int t0 = Grid.IdxY * TileTokens, o0 = Grid.IdxX * TileOut;
+        int tx = tid % 16, ty = tid / 16;
+        float c00 = 0, c01 = 0, c02 = 0, c03 = 0, c10 = 0, c11 = 0, c12 = 0, c13 = 0;
+        for (int k0 = 0; k0 < inF; k0 += TileK)
+        {
+            for (int e = tid; e < TileTokens * TileK; e += GemmThreads)
+            {
+                int r = e / TileK, c = e % TileK, t = t0 + r, k = k0 + c;
+                xs[r * TilePitch + c] = t < tokens && k < inF ? x[(long)t * inF + k] : 0f;
+            }
+            for (int e = tid; e < TileOut * TileK; e += GemmThreads)
+            {
+                int r = e / TileK, c = e % TileK, o = o0 + r, k = k0 + c;
+                ws[r * TilePitch + c] = o < outF && k < inF ? dec.Decode(w[(long)o * inF + k]) : 0f;
+            }
+            Group.Barrier();
+            for (int kk = 0; kk < TileK; kk++)
+            {
+                float x0 = xs[(2 * ty) * TilePitch + kk], x1 = xs[(2 * ty + 1) * TilePitch + kk];
+                float w0 = ws[tx * TilePitch + kk], w1 = ws[(tx + 16) * TilePitch + kk];
+                float w2 = ws[(tx + 32) * TilePitch + kk], w3 = ws[(tx + 48) * TilePitch + kk];
+                c00 += x0 * w0; c01 += x0 * w1; c02 += x0 * w2; c03 += x0 * w3;
+                c10 += x1 * w0; c11 += x1 * w1; c12 += x1 * w2; c13 += x1 * w3;
+            }
+            Group.Barrier();
+        }
+        int ta = t0 + 2 * ty, tb = ta + 1;
+        Store(y, ta, tokens, o0 + tx, outF, c00);
+        Store(y, ta, tokens, o0 + tx + 16, outF, c01);
+        Store(y, ta, tokens, o0 + tx + 32, outF, c02);
+        Store(y, ta, tokens, o0 + tx + 48, outF, c03);
+        Store(y, tb, tokens, o0 + tx, outF, c10);
+        Store(y, tb, tokens, o0 + tx + 16, outF, c11);
+        Store(y, tb, tokens, o0 + tx + 32, outF, c12);
+        Store(y, tb, tokens, o0 + tx + 48, outF, c13);
+    }
+
+    static void Store(ArrayView<float> y, int t, int tokens, int o, int outF, float v)
+    {
+        if (t < tokens && o < outF) y[(long)t * outF + o] = v;
+    }
+
+    /// <summary>y[t, o] = Σ_i W[o, i] · x[t, i].</summary>
+    /// <param name="y">[tokens, out] F32 (must not alias x)</param>
+    /// <param name="x">[tokens, in] F32</param>
+    /// <param name="w">[out, in] F32, F16 or BF16</param>
+    public void Linear(DeviceTensor y, DeviceTensor x, DeviceTensor w)
+    {
+        Check.DType(x, DType.F32, nameof(x));
+        Check.Rank(x, 2, nameof(x));
+        Check.FloatWeight(w, nameof(w));
+        Check.Rank(w, 2, nameof(w));
+        int tokens = x.Dim(0), inF = x.Dim(1), outF = w.Dim(0);
+        if (w.Dim(1) != inF) throw new ArgumentException($"w has shape {w.ShapeString} but x has {inF} features", nameof(w));
+        Check.DType(y, DType.F32, nameof(y));
+        Check.Shape(y, nameof(y), tokens, outF);
+        if (tokens == 0 || outF == 0) return;
+        if (inF == 0)
+        {
+            y.Clear();
+            return;
+        }
+
+        if (_device.UseHostFastPaths && _device.IsCpu)
+        {
+            HostMatMul.Linear(y.HostSpan<float>(), x.HostSpan<float>(), w, tokens, inF, outF);
+            return;
+        }
+        if (tokens <= MaxGemvTokens)
+        {
+            var config = new KernelConfig((outF + GemvWarps - 1) / GemvWarps, GemvWarps * 32);
+            switch (w.DType)
+            {
+                case DType.F32: _gemvF32(config, y.F32, x.F32, w.F32, tokens, outF, inF); break;
+                case DType.BF16: _gemvBf16(config, y.F32, x.F32, w.U16, tokens, outF, inF); break;
+                default: _gemvF16(config, y.F32, x.F32, w.AsHalf(), tokens, outF, inF); break;
+            }
+        }
+        else
+        {
+            var config = new KernelConfig(new Index2D((outF + TileOut - 1) / TileOut, (tokens + TileTokens - 1) / TileTokens), new Index2D(GemmThreads, 1));
+            switch (w.DType)
+            {
+                case DType.F32: _gemmF32(config, y.F32, x.F32, w.F32, tokens, outF, inF); break;
+                case DType.BF16: _gemmBf16(config, y.F32, x.F32, w.U16, tokens, outF, inF); break;
+                default: _gemmF16(config, y.F32, x.F32, w.AsHalf(), tokens, outF, inF); break;
+            }
+        }
+    }
 }

@@ -1,13 +1,151 @@
+using ILGPU;
+using ILGPU.Algorithms;
+using ILGPU.Algorithms.ScanReduceOperations;
+using ILGPU.Runtime;
+
 namespace LoraEngine.Tensors.Kernels;
 
+/// <summary>Row-wise softmax, log-softmax, argmax and top-k over logits [rows, vocab], one group per row.</summary>
 public sealed class SamplingOps
 {
+    const int GroupSize = 256;
+
     readonly ComputeDevice _device;
+    readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, int, int> _softmax;
+    readonly Action<KernelConfig, ArrayView<float>, ArrayView<int>, ArrayView<float>, int, int> _topK;
 
     internal SamplingOps(ComputeDevice device)
     {
         _device = device;
+        var acc = device.Accelerator;
+        _softmax = acc.LoadStreamKernel<ArrayView<float>, ArrayView<float>, int, int>(SoftmaxKernel);
+        _topK = acc.LoadStreamKernel<ArrayView<float>, ArrayView<int>, ArrayView<float>, int, int>(TopKKernel);
     }
 
-    public ComputeDevice Device => _device;
+    // y[r,i] = exp(x[r,i] − m) / Σ_j exp(x[r,j] − m)   (log: y = x − m − log Σ exp(x − m)), m = max_j x[r,j]
+    static void SoftmaxKernel(ArrayView<float> y, ArrayView<float> x, int vocab, int log)
+    {
+        long row = (long)Grid.IdxX * vocab;
+        float localMax = float.NegativeInfinity;
+        for (int i = Group.IdxX; i < vocab; i += Group.DimX) localMax = XMath.Max(localMax, x[row + i]);
+        float max = GroupExtensions.AllReduce<float, MaxFloat>(localMax);
+        float localSum = 0;
+        for (int i = Group.IdxX; i < vocab; i += Group.DimX) localSum += XMath.Exp(x[row + i] - max);
+        float sum = GroupExtensions.AllReduce<float, AddFloat>(localSum);
+        float logSum = XMath.Log(sum);
+        for (int i = Group.IdxX; i < vocab; i += Group.DimX)
+        {
+            float shifted = x[row + i] - max;
+            y[row + i] = log != 0 ? shifted - logSum : XMath.Exp(shifted) / sum;
+        }
+    }
+
+    // (values[r,j], indices[r,j]) = the j-th largest of x[r,:] in the order (value desc, index asc): pass j takes the
+    // best element strictly after pass j−1's, so no selected set is stored.
+    static void TopKKernel(ArrayView<float> values, ArrayView<int> indices, ArrayView<float> x, int vocab, int k)
+    {
+        var bestValue = SharedMemory.Allocate<float>(GroupSize);
+        var bestIndex = SharedMemory.Allocate<int>(GroupSize);
+        long row = (long)Grid.IdxX * vocab;
+        int tid = Group.IdxX;
+        float prevValue = float.PositiveInfinity;
+        int prevIndex = -1;
+        for (int j = 0; j < k; j++)
+        {
+            float v = float.NegativeInfinity;
+            int idx = int.MaxValue;
+            for (int i = tid; i < vocab; i += GroupSize)
+            {
+                float xi = x[row + i];
+                if (float.IsNaN(xi)) xi = float.NegativeInfinity; // NaN ranks last
+                bool afterPrev = xi < prevValue || (xi == prevValue && i > prevIndex);
+                if (afterPrev && (xi > v || (xi == v && i < idx)))
+                {
+                    v = xi;
+                    idx = i;
+                }
+            }
+            bestValue[tid] = v;
+            bestIndex[tid] = idx;
+            Group.Barrier();
+            for (int stride = GroupSize / 2; stride > 0; stride >>= 1)
+            {
+                if (tid < stride)
+                {
+                    float ov = bestValue[tid + stride];
+                    int oi = bestIndex[tid + stride];
+                    if (ov > bestValue[tid] || (ov == bestValue[tid] && oi < bestIndex[tid]))
+                    {
+                        bestValue[tid] = ov;
+                        bestIndex[tid] = oi;
+                    }
+                }
+                Group.Barrier();
+            }
+            prevValue = bestValue[0];
+            prevIndex = bestIndex[0];
+            if (tid == 0)
+            {
+                values[(long)Grid.IdxX * k + j] = prevValue;
+                indices[(long)Grid.IdxX * k + j] = prevIndex;
+            }
+            Group.Barrier();
+        }
+    }
+
+    /// <summary>Softmax of each row: y[r,i] = exp(x[r,i]) / Σ_j exp(x[r,j]) (max-shifted).</summary>
+    public void Softmax(DeviceTensor y, DeviceTensor x) => RowWise(y, x, log: false);
+
+    /// <summary>Log-softmax of each row: y[r,i] = x[r,i] − log Σ_j exp(x[r,j]).</summary>
+    public void LogSoftmax(DeviceTensor y, DeviceTensor x) => RowWise(y, x, log: true);
+
+    void RowWise(DeviceTensor y, DeviceTensor x, bool log)
+    {
+        Check.DType(x, DType.F32, nameof(x));
+        Check.Rank(x, 2, nameof(x));
+        Check.DType(y, DType.F32, nameof(y));
+        Check.Shape(y, nameof(y), x.Dim(0), x.Dim(1));
+        if (x.Length == 0) return;
+        if (_device.UseHostFastPaths && _device.IsCpu)
+        {
+            HostKernels.SoftmaxRows(y.HostSpan<float>(), x.HostSpan<float>(), x.Dim(1), log);
+            return;
+        }
+        _softmax(new KernelConfig(x.Dim(0), GroupSize), y.F32, x.F32, x.Dim(1), log ? 1 : 0);
+    }
+
+    /// <summary>Index of each row's largest value (ties: the lowest index).</summary>
+    /// <param name="indices">[rows] I32</param>
+    /// <param name="x">[rows, vocab] F32</param>
+    public void Argmax(DeviceTensor indices, DeviceTensor x)
+    {
+        Check.DType(indices, DType.I32, nameof(indices));
+        Check.Rank(x, 2, nameof(x));
+        Check.Shape(indices, nameof(indices), x.Dim(0));
+        using var values = _device.Allocate(DType.F32, x.Dim(0), 1);
+        TopK(values, indices.Reshape(x.Dim(0), 1), x, 1);
+    }
+
+    /// <summary>The k largest values of each row, sorted descending (ties: lower index first).</summary>
+    /// <param name="values">[rows, k] F32</param>
+    /// <param name="indices">[rows, k] I32</param>
+    /// <param name="x">[rows, vocab] F32</param>
+    public void TopK(DeviceTensor values, DeviceTensor indices, DeviceTensor x, int k)
+    {
+        Check.DType(x, DType.F32, nameof(x));
+        Check.Rank(x, 2, nameof(x));
+        int rows = x.Dim(0), vocab = x.Dim(1);
+        if (k <= 0 || k > vocab) throw new ArgumentOutOfRangeException(nameof(k), k, $"k must be in 1..{vocab}");
+        Check.DType(values, DType.F32, nameof(values));
+        Check.Shape(values, nameof(values), rows, k);
+        Check.DType(indices, DType.I32, nameof(indices));
+        Check.Shape(indices, nameof(indices), rows, k);
+        if (rows == 0) return;
+        if (_device.UseHostFastPaths && _device.IsCpu)
+        {
+            HostKernels.TopKRows(values.HostSpan<float>(), indices.HostSpan<int>(), x.HostSpan<float>(), vocab, k);
+            return;
+        }
+        _topK(new KernelConfig(rows, GroupSize), values.F32, indices.I32, x.F32, vocab, k);
+    }
 }

@@ -1,0 +1,71 @@
+using LoraEngine.Tensors;
+
+namespace LoraEngine.Models.Llama;
+
+/// <summary>
+/// One decoder layer: h = x + attention(rmsnorm(x)); out = h + mlp(rmsnorm(h)). Projections keep their
+/// Hugging Face names so PEFT target modules map 1:1; each is an <see cref="ILinear"/> that LoRA may wrap.
+/// </summary>
+public sealed class LlamaLayer : IDisposable
+{
+    public required DeviceTensor InputLayerNorm { get; init; }          // [hidden]
+    public required DeviceTensor PostAttentionLayerNorm { get; init; }  // [hidden]
+    public required ILinear QProj { get; set; }                         // [heads*headDim, hidden]
+    public required ILinear KProj { get; set; }                         // [kvHeads*headDim, hidden]
+    public required ILinear VProj { get; set; }                         // [kvHeads*headDim, hidden]
+    public required ILinear OProj { get; set; }                         // [hidden, heads*headDim]
+    public required ILinear GateProj { get; set; }                      // [intermediate, hidden]
+    public required ILinear UpProj { get; set; }                        // [intermediate, hidden]
+    public required ILinear DownProj { get; set; }                      // [hidden, intermediate]
+
+    /// <summary>x [T, hidden] is updated in place: x += attention(norm(x)); x += mlp(norm(x)).</summary>
+    public void Forward(DeviceTensor x, int layer, StepBatch batch, PagedKvCache cache, ForwardWorkspace ws, LlamaConfig config, DeviceTensor invFreq)
+    {
+        var device = x.Device;
+        int t = batch.NumTokens;
+        var h = ws.Normed.Slice(0, t);
+
+        // Attention block.
+        device.Norm.RmsNorm(h, x, InputLayerNorm, (float)config.RmsNormEps);
+        var q = ws.Q.Slice(0, t);
+        var k = ws.K.Slice(0, t);
+        var v = ws.V.Slice(0, t);
+        QProj.Forward(q, h, batch);
+        KProj.Forward(k, h, batch);
+        VProj.Forward(v, h, batch);
+        device.Rope.Apply(q, batch.Positions, invFreq, config.HeadDim);
+        device.Rope.Apply(k, batch.Positions, invFreq, config.HeadDim);
+        device.Attention.WriteKv(cache.Keys(layer), cache.Values(layer), k, v, batch.SlotMapping);
+        var attn = ws.Attention.Slice(0, t);
+        device.Attention.PagedAttention(attn, q, cache.Keys(layer), cache.Values(layer), batch.BlockTables,
+            batch.TokenSequence, batch.Positions, config.NumAttentionHeads, config.NumKeyValueHeads, config.HeadDim,
+            1f / MathF.Sqrt(config.HeadDim));
+        var o = ws.Out.Slice(0, t);
+        OProj.Forward(o, attn, batch);
+        device.Elementwise.AddInPlace(x, o);
+
+        // MLP block: down(silu(gate(h)) * up(h)).
+        device.Norm.RmsNorm(h, x, PostAttentionLayerNorm, (float)config.RmsNormEps);
+        var gate = ws.Gate.Slice(0, t);
+        var up = ws.Up.Slice(0, t);
+        GateProj.Forward(gate, h, batch);
+        UpProj.Forward(up, h, batch);
+        device.Elementwise.SwiGlu(gate, gate, up);
+        DownProj.Forward(o, gate, batch);
+        device.Elementwise.AddInPlace(x, o);
+    }
+
+    /// <summary>The seven projections by their Hugging Face module names.</summary>
+    public IEnumerable<(string Name, ILinear Linear)> Projections() =>
+    [
+        ("q_proj", QProj), ("k_proj", KProj), ("v_proj", VProj), ("o_proj", OProj),
+        ("gate_proj", GateProj), ("up_proj", UpProj), ("down_proj", DownProj),
+    ];
+
+    public void Dispose()
+    {
+        InputLayerNorm.Dispose();
+        PostAttentionLayerNorm.Dispose();
+        foreach (var (_, linear) in Projections()) (linear as IDisposable)?.Dispose();
+    }
+}

@@ -1,0 +1,28 @@
+using LoraEngine.Lora;
+using LoraEngine.Models;
+using LoraEngine.Tensors;
+using Xunit;
+
+namespace LoraEngine.Lora.Tests;
+
+public class LoraLayersTests
+{
+    /// <summary>The Llama-3.2-1B shape of the issue: hidden 2048, 16 layers, MLP 8192, 8 KV heads of 64.</summary>
+    internal static LlamaConfig Llama32_1B() => LlamaConfig.Parse("""
+        {"architectures": ["LlamaForCausalLM"], "hidden_size": 2048, "intermediate_size": 8192, "num_hidden_layers": 16,
+         "num_attention_heads": 32, "num_key_value_heads": 8, "head_dim": 64, "vocab_size": 128256,
+         "max_position_embeddings": 131072, "rms_norm_eps": 1e-5, "rope_theta": 500000.0, "tie_word_embeddings": true,
+         "torch_dtype": "bfloat16", "bos_token_id": 128000, "eos_token_id": 128001}
+        """);
+
+    [Fact]
+    public void Slot_memory_formula_for_Llama_3_2_1B_at_4_slots_of_rank_16()
+    {
+        // Per layer Σ(in + out): q 2048+2048, k 2048+512, v 2048+512, o 2048+2048, gate/up 2048+8192, down 8192+2048 = 44032.
+        // 16 layers × 44032 × 4 slots × rank 16 × 2 bytes (BF16) = 90,177,536 bytes, plus the shrink buffer.
+        long slots = 16L * 44032 * 4 * 16 * 2;
+        Assert.Equal(90_177_536L, slots);
+        Assert.Equal(slots + 4L * 256 * 16, LoraLayers.MemoryBytes(Llama32_1B(), 4, 16, DType.BF16, maxTokens: 256));
+        Assert.Equal(2 * slots + 4L * 256 * 16, LoraLayers.MemoryBytes(Llama32_1B(), 4, 16, DType.F32, maxTokens: 256));
+    }
+}

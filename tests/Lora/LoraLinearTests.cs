@@ -1,0 +1,155 @@
+using FsCheck.Xunit;
+using LoraEngine.Lora;
+using LoraEngine.Models.Llama;
+using LoraEngine.Tensors;
+using LoraEngine.TestSupport;
+using Xunit;
+
+namespace LoraEngine.Lora.Tests;
+
+/// <summary>
+/// A LoRA linear over a random mixed batch equals, token by token, the merged-weight reference
+/// y = (W + scale·B·A) x of that token's adapter (or W x without one).
+/// </summary>
+public class LoraLinearTests
+{
+    sealed record Adapter(int Rank, float Scale, float[] A, float[] B);
+
+    static StepBatch BatchFor(ComputeDevice device, int tokens, DeviceTensor slots, List<IDisposable> owned)
+    {
+        var dummy = device.Zeros(DType.I32, tokens);
+        owned.Add(dummy);
+        return new StepBatch
+        {
+            NumTokens = tokens, TokenIds = dummy, Positions = dummy, SlotMapping = dummy, TokenSequence = dummy,
+            BlockTables = dummy.Reshape(1, tokens), LogitRows = dummy,
+            LinearContext = new LoraBatchMapping(slots, anyAdapter: true),
+        };
+    }
+
+    static float[] Run(ComputeDevice device, float[] w, DType wType, DType loraType, int inF, int outF, int maxSlots, int maxRank,
+        Adapter?[] slots, int[] tokenSlots, float[] x)
+    {
+        var owned = new List<IDisposable>();
+        try
+        {
+            int tokens = tokenSlots.Length;
+            var (wt, _) = RandomData.UploadWeight(device, w, wType, outF, inF);
+            var shrink = device.Zeros(DType.F32, tokens, maxRank);
+            owned.Add(shrink);
+            var lora = new LoraLinear(new DenseLinear(wt), maxSlots, maxRank, loraType, device, shrink);
+            owned.Add(lora);
+            for (int s = 0; s < slots.Length; s++)
+                if (slots[s] is { } a) lora.SetSlot(s, a.Rank, a.Scale, a.A, a.B);
+            var slotTensor = device.Upload(tokenSlots, tokens);
+            owned.Add(slotTensor);
+            var xt = device.Upload(x, tokens, inF);
+            owned.Add(xt);
+            var y = device.Allocate(DType.F32, tokens, outF);
+            owned.Add(y);
+            lora.Forward(y, xt, BatchFor(device, tokens, slotTensor, owned));
+            return y.ToArray<float>();
+        }
+        finally
+        {
+            foreach (var o in owned) o.Dispose();
+        }
+    }
+
+    static float[] MergedReference(float[] w, int inF, int outF, Adapter?[] slots, int[] tokenSlots, float[] x)
+    {
+        var y = new float[tokenSlots.Length * outF];
+        for (int t = 0; t < tokenSlots.Length; t++)
+        {
+            var a = tokenSlots[t] >= 0 ? slots[tokenSlots[t]] : null;
+            for (int o = 0; o < outF; o++)
+            {
+                double sum = 0;
+                for (int i = 0; i < inF; i++)
+                {
+                    double merged = w[o * inF + i];
+                    if (a != null)
+                        for (int r = 0; r < a.Rank; r++) merged += a.Scale * (double)a.B[o * a.Rank + r] * a.A[r * inF + i];
+                    sum += merged * x[t * inF + i];
+                }
+                y[t * outF + o] = (float)sum;
+            }
+        }
+        return y;
+    }
+
+    [Property(MaxTest = 12)]
+    public void Mixed_batch_equals_merged_weight_reference(int seed)
+    {
+        var rnd = new RandomData(seed);
+        int inF = rnd.Int(1, 48), outF = rnd.Int(1, 48), maxSlots = rnd.Int(1, 4), maxRank = rnd.Int(1, 16);
+        int tokens = rnd.Int(1, 12);
+        var wType = rnd.WeightType();
+        var w = rnd.Floats(outF * inF);
+        var stored = RandomData.UploadWeight(TestDevices.Cpu, w, wType, outF, inF).Stored;
+        var adapters = new Adapter?[maxSlots];
+        for (int s = 0; s < maxSlots; s++)
+        {
+            if (rnd.Int(0, 4) == 0) continue; // an empty slot
+            int r = rnd.Int(1, maxRank);
+            adapters[s] = new Adapter(r, (float)(rnd.Random.NextDouble() * 4), rnd.Floats(r * inF, 0.5f), rnd.Floats(outF * r, 0.5f));
+        }
+        var tokenSlots = Enumerable.Range(0, tokens).Select(_ => rnd.Int(-1, maxSlots - 1)).ToArray();
+        var x = rnd.Floats(tokens * inF);
+        // Empty slots are zero: tokens mapped there get the base output.
+        var expected = MergedReference(stored, inF, outF, adapters, tokenSlots, x);
+        foreach (var device in TestDevices.All)
+        {
+            var y = Run(device, w, wType, DType.F32, inF, outF, maxSlots, maxRank, adapters, tokenSlots, x);
+            Tolerance.AssertClose(y, expected, 1e-4, 1e-4, $"{device} {wType}");
+        }
+    }
+
+    [Property(MaxTest = 10)]
+    public void A_token_result_does_not_depend_on_its_batch(int seed)
+    {
+        var rnd = new RandomData(seed);
+        int inF = rnd.Int(8, 70), outF = rnd.Int(8, 70), rank = rnd.Int(1, 8);
+        var w = rnd.Floats(outF * inF);
+        var adapter = new Adapter(rank, 2f, rnd.Floats(rank * inF), rnd.Floats(outF * rank));
+        var adapters = new Adapter?[] { adapter, null };
+        var x = rnd.Floats(inF);
+        var device = TestDevices.Configured;
+        var alone = Run(device, w, DType.BF16, DType.F32, inF, outF, 2, 8, adapters, [0], x);
+        // The same token as row 3 of a batch of 6 (the GEMV path) with other tokens on other adapters or none.
+        int others = 6;
+        var xs = rnd.Floats(others * inF);
+        x.CopyTo(xs, 3 * inF);
+        var batched = Run(device, w, DType.BF16, DType.F32, inF, outF, 2, 8, adapters, [-1, 1, 0, 0, -1, 0], xs);
+        Assert.Equal(alone, batched.AsSpan(3 * outF, outF).ToArray());
+    }
+
+    [Fact]
+    public void No_adapter_in_the_batch_gives_the_base_output_exactly()
+    {
+        var device = TestDevices.Configured;
+        var rnd = new RandomData(11);
+        var w = rnd.Floats(30 * 20);
+        var x = rnd.Floats(3 * 20);
+        var adapters = new Adapter?[] { new Adapter(4, 1f, rnd.Floats(4 * 20), rnd.Floats(30 * 4)) };
+        var withLora = Run(device, w, DType.F32, DType.F32, 20, 30, 1, 4, adapters, [-1, -1, -1], x);
+        using var wt = device.Upload(w, 30, 20);
+        using var xt = device.Upload(x, 3, 20);
+        using var y = device.Allocate(DType.F32, 3, 30);
+        device.MatMul.Linear(y, xt, wt);
+        Assert.Equal(y.ToArray<float>(), withLora);
+    }
+
+    [Fact]
+    public void SetSlot_rejects_bad_arguments()
+    {
+        var device = TestDevices.Cpu;
+        using var w = device.Zeros(DType.F32, 6, 5);
+        using var shrink = device.Zeros(DType.F32, 4, 4);
+        using var lora = new LoraLinear(new DenseLinear(w), 2, 4, DType.F32, device, shrink);
+        Assert.Equal("slot", Assert.Throws<ArgumentOutOfRangeException>(() => lora.SetSlot(2, 1, 1f, new float[5], new float[6])).ParamName);
+        Assert.Equal("rank", Assert.Throws<ArgumentOutOfRangeException>(() => lora.SetSlot(0, 5, 1f, new float[25], new float[30])).ParamName);
+        Assert.Equal("a", Assert.Throws<ArgumentException>(() => lora.SetSlot(0, 2, 1f, new float[5], new float[12])).ParamName);
+        Assert.Equal("b", Assert.Throws<ArgumentException>(() => lora.SetSlot(0, 2, 1f, new float[10], new float[6])).ParamName);
+    }
+}
