@@ -54,8 +54,8 @@ public sealed class LoraGoldenTests : IDisposable
             int slot = manager.ActivateAndPin(c + 1);
             for (int i = 0; i < 5; i++)
             {
-                var ids = LlamaGoldenTests.PromptIds(golden, i);
-                LlamaGoldenTests.AssertLogitsMatch(runner.PromptLogits(ids, AllTokens(device, slot)),
+                var ids = GoldenFiles.PromptIds(golden, i);
+                GoldenFiles.AssertLogitsMatch(runner.PromptLogits(ids, AllTokens(device, slot)),
                     golden.ReadFloats($"{s_cases[c]}.prompt{i}.logits"), vocab, 1e-4, $"{s_cases[c]} prompt {i}");
                 var greedy = golden.ReadInt64($"{s_cases[c]}.prompt{i}.greedy").Select(v => (int)v).ToArray();
                 Assert.Equal(greedy, runner.Greedy(ids, greedy.Length, AllTokens(device, slot)));
@@ -75,7 +75,7 @@ public sealed class LoraGoldenTests : IDisposable
         string[] cases = ["base", .. s_cases];
         int[] slots = [-1, .. s_cases.Select((_, c) => manager.ActivateAndPin(c + 1))];
         // Sequence s runs prompt s (so lengths differ) under case s.
-        var prompts = Enumerable.Range(0, 4).Select(i => LlamaGoldenTests.PromptIds(golden, i)).ToArray();
+        var prompts = Enumerable.Range(0, 4).Select(i => GoldenFiles.PromptIds(golden, i)).ToArray();
         var tokenSlots = prompts.SelectMany((p, s) => Enumerable.Repeat(slots[s], p.Length)).ToArray();
         var logits = runner.Step(prompts, [0, 0, 0, 0], t =>
         {
@@ -87,7 +87,7 @@ public sealed class LoraGoldenTests : IDisposable
         for (int s = 0; s < 4; s++)
         {
             var expected = golden.ReadFloats($"{cases[s]}.prompt{s}.logits");
-            LlamaGoldenTests.AssertLogitsMatch(logits.AsSpan(row * vocab, prompts[s].Length * vocab).ToArray(), expected, vocab, 1e-4, $"{cases[s]} in the mix");
+            GoldenFiles.AssertLogitsMatch(logits.AsSpan(row * vocab, prompts[s].Length * vocab).ToArray(), expected, vocab, 1e-4, $"{cases[s]} in the mix");
             row += prompts[s].Length;
         }
     }
@@ -102,8 +102,8 @@ public sealed class LoraGoldenTests : IDisposable
         int slot = manager.ActivateAndPin(1);
         for (int i = 0; i < 3; i++)
         {
-            var ids = LlamaGoldenTests.PromptIds(golden, i);
-            LlamaGoldenTests.AssertLogitsMatch(runner.PromptLogits(ids, AllTokens(device, slot)),
+            var ids = GoldenFiles.PromptIds(golden, i);
+            GoldenFiles.AssertLogitsMatch(runner.PromptLogits(ids, AllTokens(device, slot)),
                 golden.ReadFloats($"vim-upper.prompt{i}.logits"), model.Config.VocabSize, 1e-4, $"bf16 vim-upper prompt {i}");
             var greedy = golden.ReadInt64($"vim-upper.prompt{i}.greedy").Select(v => (int)v).ToArray();
             Assert.Equal(greedy, runner.Greedy(ids, greedy.Length, AllTokens(device, slot)));

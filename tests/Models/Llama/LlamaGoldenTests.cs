@@ -1,4 +1,3 @@
-using System.Text.Json;
 using LoraEngine.Models.Llama;
 using LoraEngine.Models.Safetensors;
 using LoraEngine.Tensors;
@@ -15,18 +14,6 @@ namespace LoraEngine.Models.Tests.Llama;
 public class LlamaGoldenTests
 {
 
-    internal static int[] PromptIds(SafetensorsFile golden, int i) => golden.ReadInt64($"prompt{i}.ids").Select(v => (int)v).ToArray();
-
-    internal static int PromptCount(string goldenJson) =>
-        JsonDocument.Parse(File.ReadAllText(Fixtures.Golden(goldenJson))).RootElement.GetProperty("prompts").GetArrayLength();
-
-    internal static void AssertLogitsMatch(float[] logits, float[] golden, int vocab, double limit, string what)
-    {
-        Assert.Equal(golden.Length, logits.Length);
-        for (int p = 0; p < golden.Length / vocab; p++)
-            Tolerance.AssertRelative(logits.AsSpan(p * vocab, vocab), golden.AsSpan(p * vocab, vocab), limit, $"{what} position {p}");
-    }
-
     static void CheckModel(string modelName, string goldenName, int greedyTokens)
     {
         foreach (var d in TestDevices.ForModels) CheckModel(d, modelName, goldenName, greedyTokens);
@@ -38,10 +25,10 @@ public class LlamaGoldenTests
         using var golden = SafetensorsFile.Open(Fixtures.Golden(goldenName + ".safetensors"));
         using var runner = new SequenceRunner(model);
         int vocab = model.Config.VocabSize;
-        for (int i = 0; i < PromptCount(goldenName + ".json"); i++)
+        for (int i = 0; i < GoldenFiles.PromptCount(goldenName + ".json"); i++)
         {
-            var ids = PromptIds(golden, i);
-            AssertLogitsMatch(runner.PromptLogits(ids), golden.ReadFloats($"base.prompt{i}.logits"), vocab, 1e-4, $"{modelName} on {d} prompt {i}");
+            var ids = GoldenFiles.PromptIds(golden, i);
+            GoldenFiles.AssertLogitsMatch(runner.PromptLogits(ids), golden.ReadFloats($"base.prompt{i}.logits"), vocab, 1e-4, $"{modelName} on {d} prompt {i}");
             var expected = golden.ReadInt64($"base.prompt{i}.greedy").Select(v => (int)v).ToArray();
             Assert.Equal(expected, runner.Greedy(ids, expected.Length));
             Assert.Equal(greedyTokens, expected.Length);
@@ -75,7 +62,7 @@ public class LlamaGoldenTests
         using var b = new SequenceRunner(sharded);
         for (int i = 0; i < 5; i++)
         {
-            var ids = PromptIds(golden, i);
+            var ids = GoldenFiles.PromptIds(golden, i);
             Assert.Equal(a.PromptLogits(ids), b.PromptLogits(ids));
         }
     }
@@ -88,7 +75,7 @@ public class LlamaGoldenTests
         using var golden = SafetensorsFile.Open(Fixtures.Golden("vim-tiny.safetensors"));
         using var runner = new SequenceRunner(model);
         int vocab = model.Config.VocabSize;
-        var prompts = Enumerable.Range(0, 4).Select(i => PromptIds(golden, i)).ToArray();
+        var prompts = Enumerable.Range(0, 4).Select(i => GoldenFiles.PromptIds(golden, i)).ToArray();
         // Two chunks per sequence: the second chunk attends to the first through the paged cache (chunked prefill).
         var firstHalf = prompts.Select(p => p[..(p.Length / 2)]).ToArray();
         var secondHalf = prompts.Select(p => p[(p.Length / 2)..]).ToArray();

@@ -1,0 +1,23 @@
+namespace LoraEngine;
+
+/// <summary>A token's log-probability, its rank in the distribution (1 = most likely) and its text.</summary>
+public sealed record Logprob(float Value, int? Rank = null, string? DecodedToken = null);
+
+/// <summary>One generated sequence of a request (n &gt; 1 gives several).</summary>
+public sealed record CompletionOutput(
+    int Index,
+    string Text,
+    IReadOnlyList<int> TokenIds,
+    double? CumulativeLogprob,
+    IReadOnlyList<IReadOnlyDictionary<int, Logprob>>? Logprobs,
+    string? FinishReason);
+
+/// <summary>A request's state after a step: cumulative text and tokens so far, Finished on the last one.</summary>
+public sealed record RequestOutput(
+    string RequestId,
+    string? Prompt,
+    IReadOnlyList<int> PromptTokenIds,
+    IReadOnlyList<IReadOnlyDictionary<int, Logprob>?>? PromptLogprobs,
+    IReadOnlyList<CompletionOutput> Outputs,
+    bool Finished,
+    LoraRequest? LoraRequest);

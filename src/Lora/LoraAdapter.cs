@@ -1,0 +1,146 @@
+using System.Text.RegularExpressions;
+using LoraEngine.Models;
+using LoraEngine.Models.Safetensors;
+
+namespace LoraEngine.Lora;
+
+/// <summary>One projection's adapter weights on the host: A [rank, in], B [out, rank] as F32, and its scale.</summary>
+public sealed record LoraLayerWeights(int Layer, LoraModule Module, int Rank, float Scale, float[] A, float[] B);
+
+/// <summary>
+/// A PEFT LoRA adapter read from <c>adapter_config.json</c> + <c>adapter_model.safetensors</c> into host memory.
+/// Everything is checked before anything is allocated on a device (llama.cpp's loader order); every refusal is a
+/// <see cref="LoraException"/> naming the adapter and the fault, with vLLM's texts where vLLM has one.
+/// </summary>
+public sealed partial class LoraAdapter
+{
+    LoraAdapter(string name, string path, LoraAdapterConfig config, IReadOnlyList<LoraLayerWeights> weights)
+    {
+        Name = name;
+        Path = path;
+        Config = config;
+        Weights = weights;
+    }
+
+    public string Name { get; }
+
+    public string Path { get; }
+
+    public LoraAdapterConfig Config { get; }
+
+    public IReadOnlyList<LoraLayerWeights> Weights { get; }
+
+    /// <summary>The largest rank over the adapter's modules.</summary>
+    public int MaxRank => Weights.Count == 0 ? 0 : Weights.Max(w => w.Rank);
+
+    public IReadOnlySet<LoraModule> TargetModules => Weights.Select(w => w.Module).ToHashSet();
+
+    /// <summary>Host bytes of the weights (F32).</summary>
+    public long SizeInBytes => Weights.Sum(w => 4L * (w.A.Length + w.B.Length));
+
+    [GeneratedRegex(@"^base_model\.model\.model\.layers\.(\d+)\.(self_attn|mlp)\.(\w+)\.lora_(A|B)\.weight$")]
+    private static partial Regex TensorName();
+
+    /// <summary>Reads and validates an adapter for <paramref name="model"/>; throws <see cref="LoraException"/> on any fault.</summary>
+    public static LoraAdapter Load(string name, string path, LlamaConfig model, int maxLoraRank)
+    {
+        LoraException Fault(string what, Exception? inner = null) => new(name, path, what, inner);
+
+        if (string.IsNullOrWhiteSpace(path)) throw Fault("lora_path cannot be empty");
+        if (!Directory.Exists(path)) throw Fault($"No adapter found for {path}");
+        string configPath = System.IO.Path.Combine(path, "adapter_config.json");
+        string weightsPath = System.IO.Path.Combine(path, "adapter_model.safetensors");
+        if (!File.Exists(configPath)) throw Fault($"No adapter found for {path}: adapter_config.json is missing");
+        if (!File.Exists(weightsPath))
+            throw Fault(File.Exists(System.IO.Path.Combine(path, "adapter_model.bin"))
+                ? "adapter_model.bin (pickled PyTorch) is not supported: convert the adapter to adapter_model.safetensors"
+                : "adapter_model.safetensors is missing");
+
+        LoraAdapterConfig config;
+        try
+        {
+            config = LoraAdapterConfig.Parse(File.ReadAllText(configPath));
+        }
+        catch (InvalidDataException e)
+        {
+            throw Fault(e.Message, e);
+        }
+        CheckLegal(config, maxLoraRank, Fault);
+
+        try
+        {
+            using var file = SafetensorsFile.Open(weightsPath);
+            return new LoraAdapter(name, path, config, ReadWeights(file, config, model, maxLoraRank, Fault));
+        }
+        catch (InvalidDataException e)
+        {
+            throw Fault($"malformed adapter_model.safetensors: {e.Message}", e);
+        }
+    }
+
+    /// <summary>vLLM's validate_legal: every failure collected into one message.</summary>
+    static void CheckLegal(LoraAdapterConfig c, int maxLoraRank, Func<string, Exception?, LoraException> fault)
+    {
+        var errors = new List<string>();
+        if (c.PeftType != "LORA") errors.Add($"peft_type '{c.PeftType}' is not supported (LORA is).");
+        if (c.Rank <= 0) errors.Add($"LoRA rank `r` must be a positive integer, got {c.Rank}.");
+        if (!(c.Alpha > 0) || double.IsInfinity(c.Alpha)) errors.Add($"lora_alpha must be positive, got {c.Alpha}.");
+        if (c.ModulesToSave is { Count: > 0 }) errors.Add("vLLM only supports modules_to_save being None.");
+        if (c.UseDora) errors.Add("vLLM does not yet support DoRA.");
+        if (c.Bias != "none") errors.Add("Adapter bias is not supported.");
+        if (c.Rank > maxLoraRank) errors.Add($"LoRA rank {c.Rank} is greater than max_lora_rank {maxLoraRank}.");
+        foreach (var (pattern, r) in c.RankPattern)
+            if (r <= 0 || r > maxLoraRank) errors.Add($"LoRA rank {r} of rank_pattern '{pattern}' is not in 1..max_lora_rank {maxLoraRank}.");
+        if (c.TargetModules is { } targets)
+        {
+            var unknown = targets.Where(t => !LoraModules.TryParse(t.Split('.')[^1], out _)).ToArray();
+            if (unknown.Length > 0)
+                errors.Add($"expected target modules in [{string.Join(", ", Enum.GetValues<LoraModule>().Select(m => m.HfName()))}] but received [{string.Join(", ", unknown)}].");
+        }
+        if (errors.Count > 0) throw fault(string.Join(" ", errors), null);
+    }
+
+    static List<LoraLayerWeights> ReadWeights(SafetensorsFile file, LoraAdapterConfig config, LlamaConfig model, int maxLoraRank,
+        Func<string, Exception?, LoraException> fault)
+    {
+        var pairs = new Dictionary<(int Layer, LoraModule Module), (string? A, string? B)>();
+        foreach (var tensor in file.Tensors.Keys.Order(StringComparer.Ordinal))
+        {
+            var m = TensorName().Match(tensor);
+            if (!m.Success || !LoraModules.TryParse(m.Groups[3].Value, out var module) || module.Block() != m.Groups[2].Value)
+                throw fault($"unsupported LoRA weight '{tensor}' (expected base_model.model.model.layers.N.{{self_attn|mlp}}.{{q,k,v,o,gate,up,down}}_proj.lora_{{A|B}}.weight)", null);
+            if (!int.TryParse(m.Groups[1].Value, out int layer) || layer >= model.NumHiddenLayers)
+                throw fault($"tensor '{tensor}' names layer {m.Groups[1].Value} but the model has {model.NumHiddenLayers} layers", null);
+            if (!config.Targets(module.ModulePath(layer), layer))
+                throw fault($"tensor '{tensor}' is for module {module.ModulePath(layer)}, which target_modules does not include", null);
+            var key = (layer, module);
+            pairs.TryGetValue(key, out var pair);
+            pairs[key] = m.Groups[4].Value == "A" ? (tensor, pair.B) : (pair.A, tensor);
+        }
+        if (pairs.Count == 0) throw fault("adapter_model.safetensors holds no LoRA weights", null);
+
+        // Check every shape before converting anything.
+        var plan = new List<(int Layer, LoraModule Module, int Rank, double Scale, string A, string B)>();
+        foreach (var ((layer, module), (a, b)) in pairs.OrderBy(p => p.Key.Layer).ThenBy(p => p.Key.Module))
+        {
+            string path = module.ModulePath(layer);
+            if (a is null) throw fault($"{path}: lora_B has no matching lora_A", null);
+            if (b is null) throw fault($"{path}: lora_A has no matching lora_B", null);
+            var (inF, outF) = module.Features(model);
+            var (rank, alpha) = config.RankAndAlpha(path);
+            var ia = file.Info(a);
+            var ib = file.Info(b);
+            if (ia.DType is not ("F32" or "F16" or "BF16") || ib.DType is not ("F32" or "F16" or "BF16"))
+                throw fault($"{path}: LoRA weights must be F32, F16 or BF16, got {ia.DType} and {ib.DType}", null);
+            if (ia.Shape is not [var ar, var ai] || ai != inF)
+                throw fault($"tensor '{a}' has shape [{string.Join(", ", ia.Shape)}], expected [{rank}, {inF}] for the base model", null);
+            if (ib.Shape is not [var bo, var br] || bo != outF)
+                throw fault($"tensor '{b}' has shape [{string.Join(", ", ib.Shape)}], expected [{outF}, {rank}] for the base model", null);
+            if (ar != br) throw fault($"{path}: lora_A has rank {ar} but lora_B has rank {br}", null);
+            if (ar != rank) throw fault($"{path}: weights have rank {ar} but the config says {rank}", null);
+            if (rank > maxLoraRank) throw fault($"LoRA rank {rank} is greater than max_lora_rank {maxLoraRank}.", null);
+            plan.Add((layer, module, rank, config.Scale(rank, alpha), a, b));
+        }
+        return plan.Select(p => new LoraLayerWeights(p.Layer, p.Module, p.Rank, (float)p.Scale, file.ReadFloats(p.A), file.ReadFloats(p.B))).ToList();
+    }
+}

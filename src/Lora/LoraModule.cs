@@ -1,0 +1,49 @@
+using LoraEngine.Models;
+
+namespace LoraEngine.Lora;
+
+/// <summary>The seven Llama projections a LoRA adapter may target, by their Hugging Face names.</summary>
+public enum LoraModule
+{
+    QProj,
+    KProj,
+    VProj,
+    OProj,
+    GateProj,
+    UpProj,
+    DownProj,
+}
+
+public static class LoraModules
+{
+    static readonly string[] s_names = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"];
+
+    /// <summary>"q_proj", "gate_proj", ...</summary>
+    public static string HfName(this LoraModule module) => s_names[(int)module];
+
+    /// <summary>"self_attn" or "mlp".</summary>
+    public static string Block(this LoraModule module) => module <= LoraModule.OProj ? "self_attn" : "mlp";
+
+    /// <summary>Module path inside the model: model.layers.{layer}.{block}.{name}.</summary>
+    public static string ModulePath(this LoraModule module, int layer) => $"model.layers.{layer}.{module.Block()}.{module.HfName()}";
+
+    public static bool TryParse(string hfName, out LoraModule module)
+    {
+        int i = Array.IndexOf(s_names, hfName);
+        module = (LoraModule)Math.Max(i, 0);
+        return i >= 0;
+    }
+
+    public static LoraModule FromHfName(string hfName) =>
+        TryParse(hfName, out var m) ? m : throw new ArgumentException($"'{hfName}' is not a Llama projection", nameof(hfName));
+
+    /// <summary>(in, out) features of the projection in a model.</summary>
+    public static (int In, int Out) Features(this LoraModule module, LlamaConfig c) => module switch
+    {
+        LoraModule.QProj => (c.HiddenSize, c.QSize),
+        LoraModule.KProj or LoraModule.VProj => (c.HiddenSize, c.KvSize),
+        LoraModule.OProj => (c.QSize, c.HiddenSize),
+        LoraModule.GateProj or LoraModule.UpProj => (c.HiddenSize, c.IntermediateSize),
+        _ => (c.IntermediateSize, c.HiddenSize),
+    };
+}
