@@ -1,0 +1,68 @@
+using LoraEngine.Models.Tokenization;
+
+namespace LoraEngine.Core;
+
+internal enum SequenceStatus
+{
+    Waiting,
+    Running,
+    Finished,
+}
+
+/// <summary>
+/// One generated sequence and its mutable state: tokens, how many have their K/V in the cache, its blocks,
+/// its sampler RNG, and the incremental text. Requests with n &gt; 1 have n sequences sharing the prompt.
+/// </summary>
+internal sealed class Sequence
+{
+    public Sequence(Request request, int index, Random random, StreamingDetokenizer detokenizer)
+    {
+        Request = request;
+        Index = index;
+        Random = random;
+        Detokenizer = detokenizer;
+        Tokens = new List<int>(request.PromptTokenIds);
+    }
+
+    public Request Request { get; }
+
+    /// <summary>Index among the request's n sequences.</summary>
+    public int Index { get; }
+
+    public Random Random { get; }
+
+    public StreamingDetokenizer Detokenizer { get; }
+
+    /// <summary>Prompt followed by the generated tokens.</summary>
+    public List<int> Tokens { get; }
+
+    public int PromptLength => Request.PromptTokenIds.Count;
+
+    public int OutputLength => Tokens.Count - PromptLength;
+
+    public IEnumerable<int> OutputTokens => Tokens.Skip(PromptLength);
+
+    /// <summary>Tokens whose K/V are in the cache; the rest are fed in the next steps.</summary>
+    public int NumComputed { get; set; }
+
+    public List<int> BlockTable { get; } = new();
+
+    public SequenceStatus Status { get; set; } = SequenceStatus.Waiting;
+
+    public string? FinishReason { get; set; }
+
+    /// <summary>Decoded output text (stop strings cut when finished).</summary>
+    public string Text { get; set; } = "";
+
+    public List<IReadOnlyDictionary<int, Logprob>> Logprobs { get; } = new();
+
+    public double CumulativeLogprob { get; set; }
+
+    /// <summary>Steps this waiting sequence was passed over because the adapter limit was reached.</summary>
+    public int SkippedSteps { get; set; }
+
+    /// <summary>Whether the sequence holds a pin on its adapter's slot.</summary>
+    public bool HoldsLoraPin { get; set; }
+
+    public bool IsFinished => Status == SequenceStatus.Finished;
+}

@@ -1,0 +1,61 @@
+using LoraEngine.Execution;
+using LoraEngine.Lora;
+using LoraEngine.Models;
+using LoraEngine.Models.Llama;
+using LoraEngine.Models.Safetensors;
+using LoraEngine.Tensors;
+
+namespace LoraEngine;
+
+/// <summary>How an engine splits device memory: weights, LoRA slots, activations, and the KV blocks that fit in the rest.</summary>
+public sealed record MemoryPlan(
+    string Device,
+    long Available,
+    long WeightBytes,
+    long LoraSlotBytes,
+    long ActivationBytes,
+    long BytesPerKvBlock,
+    int KvBlocks)
+{
+    public long KvCacheBytes => BytesPerKvBlock * KvBlocks;
+
+    /// <summary>
+    /// Plans memory for a config; throws InvalidOperationException naming what was needed and what is available when
+    /// weights + LoRA slots + activations + one max-length sequence of KV do not fit.
+    /// </summary>
+    internal static MemoryPlan Create(EngineConfig config, ComputeDevice device, SafetensorsCheckpoint checkpoint, DType weightDType, DType loraDType)
+    {
+        var args = config.Args;
+        var model = config.ModelConfig;
+        long weights = checkpoint.Names.Sum(n => checkpoint.Info(n).ElementCount) * weightDType.Size();
+        long lora = args.EnableLora ? LoraLayers.MemoryBytes(model, args.MaxLoras, args.MaxLoraRank, loraDType, config.MaxNumBatchedTokens) : 0;
+        long activations = ModelExecutor.ActivationBytes(model, config.MaxNumBatchedTokens);
+        long perBlock = PagedKvCache.BytesPerBlock(model, args.BlockSize);
+        int minBlocks = BlockCountFor(config.MaxModelLen, args.BlockSize);
+        int maxUseful = (int)Math.Min(int.MaxValue, (long)args.MaxNumSeqs * minBlocks + 1);
+
+        long available = (long)(device.MemorySize * args.GpuMemoryUtilization);
+        long free = available - weights - lora - activations;
+        long kvBudget = device.IsCpu ? Math.Min(free, args.CpuKvCacheBytes) : free;
+        if (args.NumGpuBlocksOverride is int fixedBlocks && fixedBlocks < minBlocks)
+            throw new ArgumentOutOfRangeException(nameof(args.NumGpuBlocksOverride), fixedBlocks,
+                $"NumGpuBlocksOverride ({fixedBlocks}) is fewer than the {minBlocks} blocks of {args.BlockSize} tokens one MaxModelLen ({config.MaxModelLen}) sequence needs");
+        int blocks = args.NumGpuBlocksOverride ?? (int)Math.Clamp(kvBudget / perBlock, 0, maxUseful);
+        long needed = weights + lora + activations + (long)Math.Max(blocks, minBlocks) * perBlock;
+        if (blocks < minBlocks || needed > available)
+            throw new InvalidOperationException(
+                $"not enough memory on {device}: needed {Mb(weights + lora + activations + (long)minBlocks * perBlock)} " +
+                $"(weights {Mb(weights)}, LoRA slots {Mb(lora)}, activations {Mb(activations)}, KV cache for one {config.MaxModelLen}-token sequence " +
+                $"{Mb((long)minBlocks * perBlock)}) but {Mb(available)} is available ({args.GpuMemoryUtilization:P0} of {Mb(device.MemorySize)}). " +
+                "Lower MaxModelLen, MaxNumBatchedTokens, MaxLoras or MaxLoraRank, or raise GpuMemoryUtilization.");
+        return new MemoryPlan(device.ToString(), available, weights, lora, activations, perBlock, blocks);
+    }
+
+    static int BlockCountFor(int tokens, int blockSize) => (tokens + blockSize - 1) / blockSize;
+
+    static string Mb(long bytes) => $"{bytes / (1024.0 * 1024.0):F1} MiB";
+
+    public override string ToString() =>
+        $"{Device}: available {Mb(Available)}; weights {Mb(WeightBytes)}, LoRA slots {Mb(LoraSlotBytes)}, activations {Mb(ActivationBytes)}, " +
+        $"KV cache {KvBlocks} blocks × {Mb(BytesPerKvBlock)} = {Mb(KvCacheBytes)}";
+}

@@ -1,0 +1,96 @@
+using System.Diagnostics.Metrics;
+
+namespace LoraEngine.Metrics;
+
+/// <summary>
+/// System.Diagnostics.Metrics instruments of an engine (meter "LoraEngine"), fed by every step; also keeps
+/// running totals that a Prometheus endpoint can print without a listener.
+/// </summary>
+public sealed class EngineMetrics : IStatLogger, IDisposable
+{
+    public const string MeterName = "LoraEngine";
+
+    readonly Meter _meter = new(MeterName);
+    readonly Counter<long> _promptTokens;
+    readonly Counter<long> _generationTokens;
+    readonly Counter<long> _finished;
+    readonly Histogram<double> _ttft;
+    readonly Histogram<double> _itl;
+    readonly Histogram<double> _e2e;
+    readonly object _lock = new();
+    SchedulerStats? _last;
+
+    public EngineMetrics()
+    {
+        _promptTokens = _meter.CreateCounter<long>("loraengine.prompt_tokens", "tokens", "Prompt tokens computed");
+        _generationTokens = _meter.CreateCounter<long>("loraengine.generation_tokens", "tokens", "Tokens generated");
+        _finished = _meter.CreateCounter<long>("loraengine.requests_finished", "requests", "Requests finished");
+        _ttft = _meter.CreateHistogram<double>("loraengine.time_to_first_token", "s", "Time to first token");
+        _itl = _meter.CreateHistogram<double>("loraengine.inter_token_latency", "s", "Time between output tokens");
+        _e2e = _meter.CreateHistogram<double>("loraengine.request_latency", "s", "End-to-end request latency");
+        _meter.CreateObservableGauge("loraengine.requests_running", () => _last?.NumRunning ?? 0, "requests");
+        _meter.CreateObservableGauge("loraengine.requests_waiting", () => _last?.NumWaiting ?? 0, "requests");
+        _meter.CreateObservableGauge("loraengine.kv_cache_usage", () => _last?.KvCacheUsage ?? 0, "ratio");
+        _meter.CreateObservableGauge("loraengine.lora_adapters_running", () => _last?.RunningLoraAdapters.Count ?? 0, "adapters");
+    }
+
+    public long PromptTokens { get; private set; }
+    public long GenerationTokens { get; private set; }
+    public long RequestsFinished { get; private set; }
+    public long Steps { get; private set; }
+    public SchedulerStats? Last => _last;
+    public LatencyHistogram TimeToFirstToken { get; } = new();
+    public LatencyHistogram InterTokenLatency { get; } = new();
+    public LatencyHistogram RequestLatency { get; } = new();
+
+    public void Record(SchedulerStats scheduler, IterationStats iteration)
+    {
+        lock (_lock)
+        {
+            _last = scheduler;
+            Steps++;
+            PromptTokens += iteration.PromptTokens;
+            GenerationTokens += iteration.GenerationTokens;
+            RequestsFinished += iteration.FinishedRequests;
+            foreach (var t in iteration.TimesToFirstToken) TimeToFirstToken.Observe(t.TotalSeconds);
+            foreach (var t in iteration.InterTokenLatencies) InterTokenLatency.Observe(t.TotalSeconds);
+            foreach (var t in iteration.RequestLatencies) RequestLatency.Observe(t.TotalSeconds);
+        }
+        _promptTokens.Add(iteration.PromptTokens);
+        _generationTokens.Add(iteration.GenerationTokens);
+        _finished.Add(iteration.FinishedRequests);
+        foreach (var t in iteration.TimesToFirstToken) _ttft.Record(t.TotalSeconds);
+        foreach (var t in iteration.InterTokenLatencies) _itl.Record(t.TotalSeconds);
+        foreach (var t in iteration.RequestLatencies) _e2e.Record(t.TotalSeconds);
+    }
+
+    public void Dispose() => _meter.Dispose();
+}
+
+/// <summary>A cumulative histogram with Prometheus-style buckets (seconds).</summary>
+public sealed class LatencyHistogram
+{
+    public static readonly double[] Buckets = [0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
+
+    readonly long[] _counts = new long[Buckets.Length];
+    readonly object _lock = new();
+
+    public long Count { get; private set; }
+    public double Sum { get; private set; }
+
+    public void Observe(double seconds)
+    {
+        lock (_lock)
+        {
+            Count++;
+            Sum += seconds;
+            for (int i = 0; i < Buckets.Length; i++) if (seconds <= Buckets[i]) _counts[i]++;
+        }
+    }
+
+    /// <summary>Cumulative counts per bucket upper bound.</summary>
+    public IReadOnlyList<(double Le, long Count)> Snapshot()
+    {
+        lock (_lock) return Buckets.Select((b, i) => (b, _counts[i])).ToArray();
+    }
+}

@@ -1,0 +1,35 @@
+namespace LoraEngine;
+
+/// <summary>The engine's state after a step (vLLM's SchedulerStats).</summary>
+public sealed record SchedulerStats(
+    int NumRunning,
+    int NumWaiting,
+    double KvCacheUsage,
+    int KvBlocksUsed,
+    int KvBlocksTotal,
+    IReadOnlyCollection<int> RunningLoraAdapters,
+    IReadOnlyCollection<int> WaitingLoraAdapters,
+    int MaxLoras,
+    long NumPreemptions);
+
+/// <summary>What one step did (vLLM's IterationStats): tokens computed, requests finished, latencies observed.</summary>
+public sealed record IterationStats(
+    int PromptTokens,
+    int GenerationTokens,
+    int FinishedRequests,
+    TimeSpan StepTime,
+    IReadOnlyList<TimeSpan> TimesToFirstToken,
+    IReadOnlyList<TimeSpan> InterTokenLatencies,
+    IReadOnlyList<TimeSpan> RequestLatencies);
+
+/// <summary>Receives the stats of every step.</summary>
+public interface IStatLogger
+{
+    void Record(SchedulerStats scheduler, IterationStats iteration);
+}
+
+/// <summary>Creates a stat logger for an engine (vLLM's StatLoggerFactory).</summary>
+public interface IStatLoggerFactory
+{
+    IStatLogger Create(EngineConfig config);
+}
