@@ -1,0 +1,78 @@
+using FsCheck.Xunit;
+using LoraEngine.Tensors.Reference;
+using LoraEngine.TestSupport;
+using Xunit;
+
+namespace LoraEngine.Tensors.Tests.Kernels;
+
+public class MatMulKernelsTests
+{
+    internal static float[] Run(ComputeDevice device, float[] x, float[] w, DType wType, int tokens, int inF, int outF)
+    {
+        using var xt = device.Upload(x, tokens, inF);
+        using var yt = device.Allocate(DType.F32, tokens, outF);
+        var (wt, _) = RandomData.UploadWeight(device, w, wType, outF, inF);
+        using (wt) device.MatMul.Linear(yt, xt, wt);
+        return yt.ToArray<float>();
+    }
+
+    /// <summary>Shapes that hit the GEMV path (≤ 8 tokens) and the tiled GEMM (more), odd sizes included.</summary>
+    static (int Tokens, int In, int Out) Shape(RandomData rnd) =>
+        (rnd.Int(0, 2) == 0 ? rnd.Int(9, 40) : rnd.Int(1, 8), rnd.Int(1, 70), rnd.Int(1, 70));
+
+    [Property(MaxTest = 20)]
+    public void Linear_matches_reference_on_every_device(int seed)
+    {
+        var rnd = new RandomData(seed);
+        var (tokens, inF, outF) = Shape(rnd);
+        var wType = rnd.WeightType();
+        var x = rnd.Floats(tokens * inF);
+        var w = rnd.Floats(outF * inF);
+        var stored = RandomData.UploadWeight(TestDevices.CpuFast, w, wType, outF, inF).Stored;
+        var expected = MatMulReference.Linear(x, stored, tokens, inF, outF);
+        // F32 accumulation over up to 70 terms of magnitude ≤ 1: absolute error well under 1e-5.
+        foreach (var device in TestDevices.All)
+            Tolerance.AssertClose(Run(device, x, w, wType, tokens, inF, outF), expected, 2e-5, 1e-5, $"{device} {wType} [{tokens}x{inF}]·[{outF}x{inF}]ᵀ");
+    }
+
+    [Property(MaxTest = 10)]
+    public void Linear_on_the_configured_device_equals_the_cpu_accelerator(int seed)
+    {
+        var rnd = new RandomData(seed);
+        var (tokens, inF, outF) = Shape(rnd);
+        var wType = rnd.WeightType();
+        var x = rnd.Floats(tokens * inF);
+        var w = rnd.Floats(outF * inF);
+        Tolerance.AssertClose(Run(TestDevices.Configured, x, w, wType, tokens, inF, outF), Run(TestDevices.Cpu, x, w, wType, tokens, inF, outF), 1e-5, 1e-5);
+    }
+
+    [Fact]
+    public void A_token_result_is_the_same_alone_and_in_a_decode_batch()
+    {
+        var rnd = new RandomData(3);
+        var w = rnd.Floats(33 * 45);
+        var batch = rnd.Floats(6 * 45);
+        foreach (var device in TestDevices.All)
+        {
+            var all = Run(device, batch, w, DType.BF16, 6, 45, 33);
+            var alone = Run(device, batch.AsSpan(2 * 45, 45).ToArray(), w, DType.BF16, 1, 45, 33);
+            Assert.Equal(alone, all.AsSpan(2 * 33, 33).ToArray());
+        }
+    }
+
+    [Fact]
+    public void Linear_rejects_bad_arguments()
+    {
+        var d = TestDevices.Cpu;
+        using var x = d.Zeros(DType.F32, 2, 8);
+        using var w = d.Zeros(DType.BF16, 5, 8);
+        using var y = d.Zeros(DType.F32, 2, 5);
+        using var wrongW = d.Zeros(DType.F32, 5, 7);
+        using var wrongY = d.Zeros(DType.F32, 2, 4);
+        using var ints = d.Zeros(DType.I32, 5, 8);
+        Assert.Equal("w", Assert.Throws<ArgumentException>(() => d.MatMul.Linear(y, x, wrongW)).ParamName);
+        Assert.Equal("y", Assert.Throws<ArgumentException>(() => d.MatMul.Linear(wrongY, x, w)).ParamName);
+        Assert.Equal("w", Assert.Throws<ArgumentException>(() => d.MatMul.Linear(y, x, ints)).ParamName);
+        Assert.Equal("x", Assert.Throws<ArgumentException>(() => d.MatMul.Linear(y, ints, w)).ParamName);
+    }
+}
