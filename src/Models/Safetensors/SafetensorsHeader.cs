@@ -32,8 +32,9 @@ internal static class SafetensorsHeader
             if (reader.TokenType != JsonTokenType.EndObject) throw Fault(file, null, "truncated header");
             if (reader.Read()) throw Fault(file, null, "trailing data after the header object");
         }
-        catch (JsonException e)
+        catch (Exception e) when (e is JsonException or InvalidOperationException or FormatException or ArgumentException)
         {
+            // Invalid UTF-8 or an unexpected token surfaces as InvalidOperationException from Utf8JsonReader.
             throw new InvalidDataException($"{file}: the header is not valid JSON ({e.Message})", e);
         }
         CheckLayout(tensors, dataLength, file);

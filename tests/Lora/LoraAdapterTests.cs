@@ -1,0 +1,125 @@
+using LoraEngine.Lora;
+using LoraEngine.Models;
+using LoraEngine.Models.Safetensors;
+using LoraEngine.Tensors;
+using LoraEngine.TestSupport;
+using Xunit;
+
+namespace LoraEngine.Lora.Tests;
+
+/// <summary>The fixture adapters load with the right ranks and scales; every refusal has a hand-made bad adapter.</summary>
+public sealed class LoraAdapterTests : IDisposable
+{
+    static readonly Lazy<LlamaConfig> s_model = new(() => LlamaConfig.Load(Fixtures.Model("vim-tiny")));
+    readonly string _dir = Path.Combine(Path.GetTempPath(), "loraengine-adapter-" + Guid.NewGuid().ToString("N"));
+
+    public LoraAdapterTests() => Directory.CreateDirectory(_dir);
+
+    public void Dispose() => Directory.Delete(_dir, recursive: true);
+
+    [Theory]
+    [InlineData("vim-upper", 8, 2.0, 7)]
+    [InlineData("vim-rot13", 16, 8.0, 7)]          // rsLoRA: 32 / sqrt(16)
+    [InlineData("vim-random-qv-r4", 4, 2.0, 2)]
+    public void Fixture_adapters_load_with_their_rank_and_scale(string name, int rank, double scale, int modules)
+    {
+        var adapter = LoraAdapter.Load(name, Fixtures.Adapter(name), s_model.Value, 16);
+        Assert.Equal(rank, adapter.MaxRank);
+        Assert.All(adapter.Weights, w => Assert.Equal(scale, w.Scale, 6));
+        Assert.Equal(modules, adapter.TargetModules.Count);
+        Assert.Equal(modules * 6, adapter.Weights.Count);
+    }
+
+    /// <summary>Writes an adapter for the vim-tiny shape: q_proj and v_proj of layer 0 unless told otherwise.</summary>
+    string Write(string config, Action<List<(string, string, long[], byte[])>>? edit = null, int rank = 4)
+    {
+        string path = Path.Combine(_dir, Guid.NewGuid().ToString("N"));
+        Directory.CreateDirectory(path);
+        File.WriteAllText(Path.Combine(path, "adapter_config.json"), config);
+        var rnd = new RandomData(1);
+        var tensors = new List<(string, string, long[], byte[])>
+        {
+            SafetensorsWriter.Tensor("base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight", rnd.Floats(rank * 256), DType.F32, rank, 256),
+            SafetensorsWriter.Tensor("base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight", rnd.Floats(256 * rank), DType.F32, 256, rank),
+            SafetensorsWriter.Tensor("base_model.model.model.layers.0.self_attn.v_proj.lora_A.weight", rnd.Floats(rank * 256), DType.BF16, rank, 256),
+            SafetensorsWriter.Tensor("base_model.model.model.layers.0.self_attn.v_proj.lora_B.weight", rnd.Floats(128 * rank), DType.BF16, 128, rank),
+        };
+        edit?.Invoke(tensors);
+        SafetensorsWriter.Write(Path.Combine(path, "adapter_model.safetensors"), tensors);
+        return path;
+    }
+
+    const string Good = """{"r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj"], "bias": "none", "peft_type": "LORA"}""";
+
+    LoraException Refused(string path, int maxRank = 16) => Assert.Throws<LoraException>(() => LoraAdapter.Load("bad", path, s_model.Value, maxRank));
+
+    [Fact]
+    public void A_hand_made_adapter_loads_with_mixed_dtypes()
+    {
+        var adapter = LoraAdapter.Load("good", Write(Good), s_model.Value, 16);
+        Assert.Equal(2, adapter.Weights.Count);
+        Assert.Equal(2.0f, adapter.Weights[0].Scale);
+    }
+
+    [Theory]
+    [InlineData("""{"r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj"], "use_dora": true}""", "DoRA")]
+    [InlineData("""{"r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj"], "bias": "all"}""", "Adapter bias is not supported.")]
+    [InlineData("""{"r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj"], "modules_to_save": ["lm_head"]}""", "modules_to_save")]
+    [InlineData("""{"r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "lm_head"]}""", "lm_head")]
+    [InlineData("""{"lora_alpha": 8, "target_modules": ["q_proj"]}""", "Missing required configuration fields: r")]
+    [InlineData("""{"r": "four", "lora_alpha": 8, "target_modules": ["q_proj"]}""", "wrong type")]
+    [InlineData("""{"r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj"], """, "not valid JSON")]
+    [InlineData("""{"r": 0, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj"]}""", "positive integer")]
+    [InlineData("""{"r": 4, "lora_alpha": 8, "target_modules": ["q_proj"]}""", "target_modules does not include")]
+    public void Bad_configs_are_refused_naming_the_adapter_and_fault(string config, string fault)
+    {
+        var e = Refused(Write(config));
+        Assert.Contains("'bad'", e.Message);
+        Assert.Contains(fault, e.Message);
+    }
+
+    [Fact]
+    public void Rank_above_the_engine_maximum_is_refused_with_vllms_text()
+    {
+        var e = Refused(Write(Good), maxRank: 1);
+        Assert.Contains("LoRA rank 4 is greater than max_lora_rank 1.", e.Message);
+    }
+
+    [Fact]
+    public void Weight_faults_are_refused()
+    {
+        Assert.Contains("no matching lora_A", Refused(Write(Good, t => t.RemoveAt(0))).Message);
+        Assert.Contains("no matching lora_B", Refused(Write(Good, t => t.RemoveAt(3))).Message);
+        Assert.Contains("expected [4, 256]", Refused(Write(Good, t => t[0] = SafetensorsWriter.Tensor(t[0].Item1, new float[4 * 255], DType.F32, 4, 255))).Message);
+        Assert.Contains("layer 9", Refused(Write(Good, t => t.Add(SafetensorsWriter.Tensor("base_model.model.model.layers.9.self_attn.q_proj.lora_A.weight", new float[4 * 256], DType.F32, 4, 256)))).Message);
+        Assert.Contains("unsupported LoRA weight", Refused(Write(Good, t => t.Add(SafetensorsWriter.Tensor("base_model.model.lm_head.lora_A.weight", new float[4], DType.F32, 4)))).Message);
+        Assert.Contains("unsupported LoRA weight", Refused(Write(Good, t => t.Add(SafetensorsWriter.Tensor("base_model.model.model.layers.0.self_attn.q_proj.lora_magnitude_vector", new float[4], DType.F32, 4)))).Message);
+    }
+
+    [Fact]
+    public void Missing_bin_only_and_truncated_files_are_refused()
+    {
+        Assert.Contains("No adapter found", Refused(Path.Combine(_dir, "nothing-here")).Message);
+        string binOnly = Write(Good);
+        File.Delete(Path.Combine(binOnly, "adapter_model.safetensors"));
+        File.WriteAllBytes(Path.Combine(binOnly, "adapter_model.bin"), [1, 2, 3]);
+        Assert.Contains("adapter_model.bin", Refused(binOnly).Message);
+        string truncated = Write(Good);
+        string file = Path.Combine(truncated, "adapter_model.safetensors");
+        File.WriteAllBytes(file, File.ReadAllBytes(file)[..100]);
+        Assert.Contains("malformed adapter_model.safetensors", Refused(truncated).Message);
+    }
+
+    [Fact]
+    public void Regex_targets_rank_and_alpha_patterns_and_layers_to_transform()
+    {
+        var regex = LoraAdapter.Load("re", Write("""{"r": 4, "lora_alpha": 8, "target_modules": "model\\.layers\\.0\\.self_attn\\.(q|v)_proj"}"""), s_model.Value, 16);
+        Assert.Equal(2, regex.Weights.Count);
+        var patterns = LoraAdapter.Load("pat", Write("""{"r": 8, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj"], "rank_pattern": {"q_proj": 4, "v_proj": 4}, "alpha_pattern": {"v_proj": 16}}"""), s_model.Value, 16);
+        Assert.Equal(4.0f, patterns.Weights.Single(w => w.Module == LoraModule.VProj).Scale); // rank 4 (rank_pattern), alpha 16 (alpha_pattern)
+        Assert.Equal(2.0f, patterns.Weights.Single(w => w.Module == LoraModule.QProj).Scale); // rank 4 (rank_pattern), alpha 8
+        Assert.All(patterns.Weights, w => Assert.Equal(4, w.Rank));
+        Assert.Contains("target_modules does not include",
+            Refused(Write("""{"r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj"], "layers_to_transform": [1]}""")).Message);
+    }
+}
