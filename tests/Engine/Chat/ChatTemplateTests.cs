@@ -1,0 +1,60 @@
+using System.Text.Json;
+using LoraEngine.Chat;
+using Xunit;
+
+namespace LoraEngine.Engine.Tests.Chat;
+
+/// <summary>Renderings equal those of @huggingface/jinja (generated once by golden/generate.mjs and committed).</summary>
+public class ChatTemplateTests
+{
+    static string Golden(string file) => Path.Combine(AppContext.BaseDirectory, "Chat", "golden", file);
+
+    public static TheoryData<int> Renderings()
+    {
+        var data = new TheoryData<int>();
+        int n = JsonDocument.Parse(File.ReadAllText(Golden("renderings.json"))).RootElement.GetArrayLength();
+        for (int i = 0; i < n; i++) data.Add(i);
+        return data;
+    }
+
+    [Theory]
+    [MemberData(nameof(Renderings))]
+    public void Rendering_equals_huggingface_jinja(int index)
+    {
+        var g = JsonDocument.Parse(File.ReadAllText(Golden("renderings.json"))).RootElement[index];
+        var template = ChatTemplate.Parse(File.ReadAllText(Golden(g.GetProperty("template").GetString()!)));
+        var messages = g.GetProperty("messages").EnumerateArray()
+            .Select(m => new ChatTurn(m.GetProperty("role").GetString()!, m.GetProperty("content").GetString()!)).ToList();
+        string rendered = template.Render(messages, g.GetProperty("add_generation_prompt").GetBoolean(), "<|begin_of_text|>", "<|end_of_text|>");
+        Assert.Equal(g.GetProperty("rendered").GetString(), rendered);
+    }
+
+    [Fact]
+    public void Raise_exception_and_syntax_errors_are_ChatTemplateExceptions()
+    {
+        var strict = ChatTemplate.Parse(File.ReadAllText(Golden("llama31-style.jinja")));
+        var e = Assert.Throws<ChatTemplateException>(() => strict.Render([new ChatTurn("tool", "x")], true, "", ""));
+        Assert.Contains("Conversation roles must be user or assistant, got tool", e.Message);
+        Assert.Contains("line 1", Assert.Throws<ChatTemplateException>(() => ChatTemplate.Parse("{% if x %}oops")).Message);
+        Assert.Contains("line 2", Assert.Throws<ChatTemplateException>(() => ChatTemplate.Parse("ok\n{{ 1 + }}")).Message);
+        Assert.Throws<ChatTemplateException>(() => ChatTemplate.Parse("{% frobnicate %}"));
+    }
+
+    [Theory]
+    [InlineData("{% for m in messages %}{{ loop.index }}/{{ loop.length }}{% if not loop.last %},{% endif %}{% endfor %}", "1/2,2/2")]
+    [InlineData("{%- set ns = namespace(n=0) -%}\n{% for m in messages %}{% set ns.n = ns.n + 1 %}{% endfor %}  {{- ns.n }}", "2")]
+    [InlineData("{{ messages[-1].content | upper }}{{ messages[0]['role'][:2] }}", "Bus")]
+    [InlineData("{{ 'a' if missing is defined else 'b' }}{{ missing | default('d') }}{{ (messages | length) * 2 }}", "bd4")]
+    [InlineData("{{ messages | map_absent }}", null)]
+    [InlineData("{{ '  x  '.strip() ~ ('abc'.startswith('a')) }} {{ 'user' in ['user', 'x'] }} {{ 7 // 2 }}", "xTrue True 3")]
+    public void Expressions_loops_and_namespaces(string source, string? expected)
+    {
+        var messages = new List<ChatTurn> { new("user", "a"), new("assistant", "b") };
+        if (expected is null)
+        {
+            Assert.Throws<ChatTemplateException>(() => ChatTemplate.Parse(source).Render(messages, false, null, null));
+            return;
+        }
+        Assert.Equal(expected, ChatTemplate.Parse(source).Render(messages, false, null, null));
+    }
+}
