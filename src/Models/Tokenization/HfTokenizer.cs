@@ -131,9 +131,15 @@ public sealed class HfTokenizer
 
     public string? IdToToken(int id) => id >= 0 && id < VocabSize ? _idToToken[id] : null;
 
-    /// <summary>The raw bytes of a token (special tokens: their UTF-8 text).</summary>
-    public byte[] TokenBytes(int id) =>
-        id >= 0 && id < VocabSize ? _tokenBytes[id] : throw new ArgumentOutOfRangeException(nameof(id), id, $"token id outside 0..{VocabSize - 1}");
+    /// <summary>
+    /// The raw bytes of a token (special tokens: their UTF-8 text). Ids past the tokenizer's vocabulary — models often
+    /// pad their embedding table beyond it — decode to nothing.
+    /// </summary>
+    public byte[] TokenBytes(int id)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(id);
+        return id < VocabSize ? _tokenBytes[id] : [];
+    }
 
     /// <summary>Token ids of <paramref name="text"/>; with <paramref name="addSpecialTokens"/>, BOS first (as HF does).</summary>
     public IReadOnlyList<int> Encode(string text, bool addSpecialTokens = true)

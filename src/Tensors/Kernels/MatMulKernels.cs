@@ -10,8 +10,15 @@ namespace LoraEngine.Tensors.Kernels;
 /// </summary>
 public sealed class MatMulOps
 {
-    /// <summary>Largest token count the GEMV kernel takes.</summary>
+    /// <summary>Tokens one GEMV launch accumulates at once.</summary>
     public const int MaxGemvTokens = 8;
+
+    /// <summary>
+    /// Batches up to this size run as GEMV launches of 8 tokens each: a layer's weights (≤ 32 MB at the 1B shape) stay
+    /// in L2 between launches, the grid fills the GPU (the 64-output GEMM tiles gave 32 blocks on 132 SMs at bs32), and a
+    /// token's result is computed the same way whatever its batch.
+    /// </summary>
+    public const int MaxChunkedGemvTokens = 64;
 
     const int GemvWarps = 4;     // output rows per group, one warp each
     const int TileTokens = 32;   // GEMM tile: 32 tokens × 64 outputs, k-steps of 32
@@ -162,14 +169,20 @@ public sealed class MatMulOps
             HostMatMul.Linear(y.HostSpan<float>(), x.HostSpan<float>(), w, tokens, inF, outF);
             return;
         }
-        if (tokens <= MaxGemvTokens)
+        if (tokens <= MaxChunkedGemvTokens)
         {
             var config = new KernelConfig((outF + GemvWarps - 1) / GemvWarps, GemvWarps * 32);
-            switch (w.DType)
+            for (int t0 = 0; t0 < tokens; t0 += MaxGemvTokens)
             {
-                case DType.F32: _gemvF32(config, y.F32, x.F32, w.F32, tokens, outF, inF); break;
-                case DType.BF16: _gemvBf16(config, y.F32, x.F32, w.U16, tokens, outF, inF); break;
-                default: _gemvF16(config, y.F32, x.F32, w.AsHalf(), tokens, outF, inF); break;
+                int n = Math.Min(MaxGemvTokens, tokens - t0);
+                var ys = y.Slice(t0, n).F32;
+                var xs = x.Slice(t0, n).F32;
+                switch (w.DType)
+                {
+                    case DType.F32: _gemvF32(config, ys, xs, w.F32, n, outF, inF); break;
+                    case DType.BF16: _gemvBf16(config, ys, xs, w.U16, n, outF, inF); break;
+                    default: _gemvF16(config, ys, xs, w.AsHalf(), n, outF, inF); break;
+                }
             }
         }
         else

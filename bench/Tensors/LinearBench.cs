@@ -1,0 +1,85 @@
+using System.Diagnostics;
+using LoraEngine.Tensors;
+
+namespace LoraEngine.Bench.Tensors;
+
+/// <summary>One measured linear: y[tokens, out] = W[out, in] · x, and its bandwidth against a same-size device copy.</summary>
+public sealed record LinearResult(int Out, int In, DType WType, int Tokens, double Ms, double WeightGBps, double CopyGBps)
+{
+    /// <summary>Weight bytes streamed per second over copy bandwidth (bytes read + written per second).</summary>
+    public double RatioToCopy => WeightGBps / CopyGBps;
+}
+
+/// <summary>
+/// Times the linear kernels at 4096×4096 and 2048×8192 (out × in), F32 and BF16 weights, 1 and 32 tokens, with a
+/// device-to-device copy of the weight's size measured in the same run as the bandwidth limit. Warm-up excluded;
+/// the median of several timed repetitions is reported.
+/// </summary>
+public static class LinearBench
+{
+    public static readonly (int Out, int In)[] Shapes = [(4096, 4096), (2048, 8192)];
+
+    public static IReadOnlyList<LinearResult> Run(ComputeDevice device, bool quick, TextWriter log)
+    {
+        var results = new List<LinearResult>();
+        var shapes = quick ? Shapes.Take(1).Select(s => (s.Out / 4, s.In / 4)).ToArray() : Shapes;
+        foreach (var (outF, inF) in shapes)
+            foreach (var dtype in new[] { DType.F32, DType.BF16 })
+            {
+                using var w = RandomWeight(device, dtype, outF, inF);
+                double copy = CopyGBps(device, w.SizeInBytes, quick);
+                foreach (int tokens in new[] { 1, 32 })
+                {
+                    using var x = device.Upload(RandomFloats(tokens * inF, 1), tokens, inF);
+                    using var y = device.Allocate(DType.F32, tokens, outF);
+                    double ms = MedianMs(device, () => device.MatMul.Linear(y, x, w), quick);
+                    var r = new LinearResult(outF, inF, dtype, tokens, ms, w.SizeInBytes / (ms * 1e6), copy);
+                    results.Add(r);
+                    log.WriteLine($"linear {outF}x{inF} {dtype,-4} tokens {tokens,2}: {ms,8:F3} ms  {r.WeightGBps,7:F1} GB/s  copy {copy,7:F1} GB/s  ratio {r.RatioToCopy:F2}");
+                }
+            }
+        return results;
+    }
+
+    static DeviceTensor RandomWeight(ComputeDevice device, DType dtype, int outF, int inF)
+    {
+        var values = RandomFloats(outF * inF, 0.02f);
+        return dtype == DType.F32 ? device.Upload(values, outF, inF) : device.Upload<ushort>(HalfBits.FromFloat(dtype, values), dtype, outF, inF);
+    }
+
+    internal static float[] RandomFloats(int n, float scale)
+    {
+        var rnd = new Random(42);
+        var a = new float[n];
+        for (int i = 0; i < n; i++) a[i] = (float)(rnd.NextDouble() * 2 - 1) * scale;
+        return a;
+    }
+
+    /// <summary>Copy bandwidth: (bytes read + bytes written) per second for a device-to-device copy of <paramref name="bytes"/>.</summary>
+    public static double CopyGBps(ComputeDevice device, long bytes, bool quick)
+    {
+        int n = (int)(bytes / 4);
+        using var src = device.Upload(RandomFloats(n, 1), n);
+        using var dst = device.Allocate(DType.F32, n);
+        double ms = MedianMs(device, () => dst.CopyFrom(src), quick);
+        return 2.0 * n * 4 / (ms * 1e6);
+    }
+
+    /// <summary>Median wall time of one call, device synchronised, after warm-up.</summary>
+    public static double MedianMs(ComputeDevice device, Action action, bool quick)
+    {
+        for (int i = 0; i < 3; i++) action();
+        device.Synchronize();
+        int reps = quick ? 5 : 25, inner = device.IsCpu ? 1 : 10;
+        var times = new double[reps];
+        for (int r = 0; r < reps; r++)
+        {
+            var sw = Stopwatch.StartNew();
+            for (int i = 0; i < inner; i++) action();
+            device.Synchronize();
+            times[r] = sw.Elapsed.TotalMilliseconds / inner;
+        }
+        Array.Sort(times);
+        return times[reps / 2];
+    }
+}
