@@ -1,0 +1,80 @@
+using System.Text.Json;
+using System.Text.Json.Serialization;
+using BenchmarkDotNet.Configs;
+using BenchmarkDotNet.Jobs;
+using BenchmarkDotNet.Running;
+using BenchmarkDotNet.Toolchains.InProcess.Emit;
+using LoraEngine.Bench.Serving;
+using LoraEngine.Bench.Tensors;
+using LoraEngine.Tensors;
+
+namespace LoraEngine.Bench;
+
+/// <summary>
+/// LoraEngine benchmarks (also run by <c>loraengine bench</c>).
+///   tensors [--quick] [--bdn]                                  linear kernels vs device copy bandwidth
+///   serving [--shape 1b|cpu-peer|small] [--quick] [--out DIR]  serving scenarios on a random-weight model
+/// LORAENGINE_DEVICE picks the device (default cpu).
+/// </summary>
+public static class BenchRunner
+{
+    public static int Run(string[] args)
+    {
+        var argv = args.ToList();
+        var json = new JsonSerializerOptions { WriteIndented = true, NumberHandling = JsonNumberHandling.AllowNamedFloatingPointLiterals };
+        string command = argv.Count > 0 ? argv[0] : "tensors";
+        bool quick = argv.Contains("--quick");
+        string Option(string name, string fallback) => argv.IndexOf(name) is int i and >= 0 && i + 1 < argv.Count ? argv[i + 1] : fallback;
+        string outDir = Option("--out", Path.Combine(Directory.GetCurrentDirectory(), "BenchmarkResults"));
+        Directory.CreateDirectory(outDir);
+
+        using var device = ComputeDevice.FromEnvironment();
+        Console.WriteLine($"device: {device} ({device.MemorySize / (1 << 20)} MiB), {DateTime.UtcNow:yyyy-MM-dd HH:mm} UTC");
+
+        switch (command)
+        {
+            case "tensors" when argv.Contains("--bdn"):
+                var config = ManualConfig.CreateMinimumViable().AddJob((quick ? Job.Dry : Job.ShortRun).WithToolchain(InProcessEmitToolchain.Instance));
+                BenchmarkRunner.Run<LinearBenchmarks>(config);
+                break;
+            case "tensors":
+                var linear = LinearBench.Run(device, quick, Console.Out);
+                File.WriteAllText(Path.Combine(outDir, "tensors.json"), JsonSerializer.Serialize(new { device = device.ToString(), results = linear }, json));
+                break;
+            case "serving":
+                var shape = BenchShape.Parse(Option("--shape", device.IsCpu ? "small" : "1b"));
+                string work = Path.Combine(Path.GetTempPath(), $"loraengine-bench-{shape.Name}");
+                string tokenizer = Option("--tokenizer", Path.Combine(AppContext.BaseDirectory, "tokenizer.json"));
+                Console.WriteLine($"writing a random {shape.Name} model ({shape.Parameters / 1e9:F2} B parameters) to {work}");
+                string model = File.Exists(Path.Combine(work, "model", "model.safetensors")) ? Path.Combine(work, "model") : RandomCheckpoint.WriteModel(Path.Combine(work, "model"), shape, tokenizer);
+                string AdapterDir(int i)
+                {
+                    string dir = Path.Combine(work, "adapters", $"a{i}");
+                    return File.Exists(Path.Combine(dir, "adapter_config.json")) ? dir : RandomCheckpoint.WriteAdapter(dir, shape, 16, i);
+                }
+                double copy = ServingBenchmark.MeasureCopyGBps(device);
+                Console.WriteLine($"device copy bandwidth: {copy:F1} GB/s");
+                var scenarios = ServingBenchmark.Scenarios(quick);
+                if (Option("--only", "") is { Length: > 0 } only) scenarios = scenarios.Where(s => only.Split(',').Any(o => s.Name.StartsWith(o))).ToList();
+                var bench = new ServingBenchmark(model, AdapterDir, device.Kind.ToString().ToLowerInvariant(), Console.Out)
+                {
+                    PromptTokens = int.Parse(Option("--prompt", "128")),
+                    NewTokens = quick ? 16 : int.Parse(Option("--new", "128")),
+                };
+                var results = bench.Run(scenarios, copy);
+                File.WriteAllText(Path.Combine(outDir, $"serving-{shape.Name}.json"),
+                    JsonSerializer.Serialize(new { device = device.ToString(), shape, copyGBps = copy, results }, json));
+                File.WriteAllText(Path.Combine(outDir, $"serving-{shape.Name}.md"), Markdown(results));
+                Console.WriteLine(Markdown(results));
+                break;
+            default:
+                Console.Error.WriteLine($"unknown command '{command}': use tensors or serving");
+                return 2;
+        }
+        return 0;
+    }
+
+    static string Markdown(IReadOnlyList<ScenarioResult> results) =>
+    "| scenario | batch | tok/s | TTFT p50 / p99 ms | ITL p50 / p99 ms | decode step ms | roofline | LoRA overhead | device MiB |\n|---|---|---|---|---|---|---|---|---|\n" +
+    string.Concat(results.Select(r => $"| {r.Scenario} | {r.Batch} | {r.TokensPerSecond:F1} | {r.TtftP50Ms:F1} / {r.TtftP99Ms:F1} | {r.ItlP50Ms:F2} / {r.ItlP99Ms:F2} | {r.DecodeStepMs:F2} | {r.RooflineRatio:F2} | {(r.LoraOverhead is double o ? o.ToString("P1") : "")} | {r.DeviceBytes / (1 << 20)} |\n"));
+}

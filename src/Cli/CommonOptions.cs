@@ -1,0 +1,47 @@
+using System.CommandLine;
+
+namespace LoraEngine.Cli;
+
+/// <summary>Engine options shared by the commands, named as vLLM's flags.</summary>
+internal sealed class CommonOptions
+{
+    public Option<string?> Model { get; } = new("--model") { Description = "Model folder (default: the shipped models/vim-tiny-bf16)" };
+    public Option<string> Device { get; } = new("--device") { Description = "auto, cuda, opencl or cpu", DefaultValueFactory = _ => "auto" };
+    public Option<string> Dtype { get; } = new("--dtype") { Description = "auto, float32, float16 or bfloat16", DefaultValueFactory = _ => "auto" };
+    public Option<int?> MaxModelLen { get; } = new("--max-model-len") { Description = "Longest prompt + output" };
+    public Option<int> MaxLoras { get; } = new("--max-loras") { Description = "Distinct adapters per step (GPU slots)", DefaultValueFactory = _ => 4 };
+    public Option<int> MaxLoraRank { get; } = new("--max-lora-rank") { Description = "Largest adapter rank", DefaultValueFactory = _ => 16 };
+    public Option<int?> MaxCpuLoras { get; } = new("--max-cpu-loras") { Description = "Adapters cached on the host" };
+    public Option<int> MaxNumSeqs { get; } = new("--max-num-seqs") { Description = "Sequences per step", DefaultValueFactory = _ => 256 };
+    public Option<double> GpuMemoryUtilization { get; } = new("--gpu-memory-utilization") { DefaultValueFactory = _ => 0.9 };
+
+    public void AddTo(Command command)
+    {
+        foreach (var option in new Option[] { Model, Device, Dtype, MaxModelLen, MaxLoras, MaxLoraRank, MaxCpuLoras, MaxNumSeqs, GpuMemoryUtilization })
+            command.Options.Add(option);
+    }
+
+    public EngineArgs EngineArgs(ParseResult p) => new()
+    {
+        Model = p.GetValue(Model) ?? ShippedModel.DefaultModel(),
+        Device = p.GetValue(Device)!,
+        Dtype = p.GetValue(Dtype)!,
+        MaxModelLen = p.GetValue(MaxModelLen),
+        EnableLora = true,
+        MaxLoras = p.GetValue(MaxLoras),
+        MaxLoraRank = p.GetValue(MaxLoraRank),
+        MaxCpuLoras = p.GetValue(MaxCpuLoras),
+        MaxNumSeqs = p.GetValue(MaxNumSeqs),
+        GpuMemoryUtilization = p.GetValue(GpuMemoryUtilization),
+    };
+
+    /// <summary>"name=path", or a shipped adapter's name.</summary>
+    public static (string Name, string Path) ParseLora(string value)
+    {
+        int eq = value.IndexOf('=');
+        if (eq > 0) return (value[..eq], value[(eq + 1)..]);
+        return ShippedModel.Adapters().TryGetValue(value, out var path)
+            ? (value, path)
+            : throw new ArgumentException($"--lora '{value}': use name=path, or one of the shipped adapters ({string.Join(", ", ShippedModel.Adapters().Keys)})");
+    }
+}

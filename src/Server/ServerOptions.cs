@@ -1,0 +1,24 @@
+namespace LoraEngine.Server;
+
+/// <summary>A statically registered adapter (vLLM's --lora-modules name=path, or its JSON form).</summary>
+public sealed record LoraModule(string Name, string Path, string? BaseModelName = null);
+
+/// <summary>How to serve: the engine's arguments plus vLLM serve's options.</summary>
+public sealed record ServerOptions
+{
+    public required EngineArgs Engine { get; init; }
+    public string Host { get; init; } = "127.0.0.1";
+    /// <summary>0 picks a free port.</summary>
+    public int Port { get; init; } = 8000;
+    /// <summary>The base model's id in the API; defaults to the model folder's name.</summary>
+    public string? ServedModelName { get; init; }
+    public IReadOnlyList<LoraModule> LoraModules { get; init; } = [];
+    /// <summary>When set, every /v1 route needs "Authorization: Bearer {ApiKey}".</summary>
+    public string? ApiKey { get; init; }
+    /// <summary>Registers /v1/load_lora_adapter and /v1/unload_lora_adapter.</summary>
+    public bool AllowRuntimeLoraUpdating { get; init; }
+    /// <summary>Runtime-loaded adapters must lie inside this folder (symbolic links resolved).</summary>
+    public string? LoraRoot { get; init; }
+
+    public string ModelId => ServedModelName ?? System.IO.Path.GetFileName(System.IO.Path.TrimEndingDirectorySeparator(Engine.Model));
+}

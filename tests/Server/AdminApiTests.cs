@@ -1,0 +1,71 @@
+using System.Net;
+using System.Net.Http.Json;
+using LoraEngine.TestSupport;
+using Xunit;
+
+namespace LoraEngine.Server.Tests;
+
+/// <summary>Runtime adapter loading: vLLM's texts, confinement to --lora-root, bad adapters refused while serving goes on.</summary>
+public class AdminApiTests(ServerFixture server) : IClassFixture<ServerFixture>
+{
+    static void CopyDir(string from, string to)
+    {
+        Directory.CreateDirectory(to);
+        foreach (var f in Directory.GetFiles(from)) File.Copy(f, Path.Combine(to, Path.GetFileName(f)), true);
+    }
+
+    async Task<(HttpStatusCode Status, string Body)> Post(string route, object body)
+    {
+        using var http = server.Http();
+        var r = await http.PostAsJsonAsync(route, body, TestContext.Current.CancellationToken);
+        return (r.StatusCode, await r.Content.ReadAsStringAsync(TestContext.Current.CancellationToken));
+    }
+
+    [Fact]
+    public async Task Load_use_and_unload_an_adapter_inside_the_root()
+    {
+        CopyDir(Fixtures.Adapter("vim-upper"), Path.Combine(server.LoraRoot, "upper-copy"));
+        var (status, body) = await Post("/v1/load_lora_adapter", new { lora_name = "upper2", lora_path = "upper-copy" });
+        Assert.Equal(HttpStatusCode.OK, status);
+        Assert.Equal("Success: LoRA adapter 'upper2' added successfully.", body);
+        Assert.Equal(HttpStatusCode.BadRequest, (await Post("/v1/load_lora_adapter", new { lora_name = "upper2", lora_path = "upper-copy" })).Status);
+        var (completionStatus, completion) = await Post("/v1/completions", new { model = "upper2", prompt = "Vim is", max_tokens = 8, temperature = 0 });
+        Assert.Equal(HttpStatusCode.OK, completionStatus);
+        Assert.Contains("\"model\":\"upper2\"", completion);
+        (status, body) = await Post("/v1/unload_lora_adapter", new { lora_name = "upper2" });
+        Assert.Equal("Success: LoRA adapter 'upper2' removed successfully.", body);
+        Assert.Equal(HttpStatusCode.NotFound, (await Post("/v1/unload_lora_adapter", new { lora_name = "upper2" })).Status);
+        Assert.Equal(HttpStatusCode.NotFound, (await Post("/v1/completions", new { model = "upper2", prompt = "x" })).Status);
+    }
+
+    [Fact]
+    public async Task Paths_outside_the_root_dotdot_and_symlinks_out_are_400()
+    {
+        Assert.Equal(HttpStatusCode.BadRequest, (await Post("/v1/load_lora_adapter", new { lora_name = "out", lora_path = Fixtures.Adapter("vim-upper") })).Status);
+        Assert.Equal(HttpStatusCode.BadRequest, (await Post("/v1/load_lora_adapter", new { lora_name = "dots", lora_path = "../escape" })).Status);
+        string link = Path.Combine(server.LoraRoot, "link-out");
+        Directory.CreateSymbolicLink(link, Fixtures.Adapter("vim-upper"));
+        var (status, body) = await Post("/v1/load_lora_adapter", new { lora_name = "link", lora_path = "link-out" });
+        Assert.Equal(HttpStatusCode.BadRequest, status);
+        Assert.Contains("outside the LoRA root", body);
+        string fileLinks = Path.Combine(server.LoraRoot, "file-links");
+        Directory.CreateDirectory(fileLinks);
+        foreach (var f in Directory.GetFiles(Fixtures.Adapter("vim-upper"))) File.CreateSymbolicLink(Path.Combine(fileLinks, Path.GetFileName(f)), f);
+        Assert.Equal(HttpStatusCode.BadRequest, (await Post("/v1/load_lora_adapter", new { lora_name = "files", lora_path = "file-links" })).Status);
+        Assert.Equal(HttpStatusCode.BadRequest, (await Post("/v1/load_lora_adapter", new { lora_name = "x" })).Status);
+    }
+
+    [Fact]
+    public async Task A_bad_adapter_is_400_with_the_loader_message_and_serving_goes_on()
+    {
+        string dir = Path.Combine(server.LoraRoot, "dora");
+        CopyDir(Fixtures.Adapter("vim-random-qv-r4"), dir);
+        string config = Path.Combine(dir, "adapter_config.json");
+        File.WriteAllText(config, File.ReadAllText(config).Replace("\"use_dora\": false", "\"use_dora\": true"));
+        var (status, body) = await Post("/v1/load_lora_adapter", new { lora_name = "dora", lora_path = "dora" });
+        Assert.Equal(HttpStatusCode.BadRequest, status);
+        Assert.Contains("DoRA", body);
+        Assert.Equal(HttpStatusCode.NotFound, (await Post("/v1/load_lora_adapter", new { lora_name = "ghost", lora_path = "ghost" })).Status);
+        Assert.Equal(HttpStatusCode.OK, (await Post("/v1/completions", new { model = "vim-upper", prompt = "Vim is", max_tokens = 4 })).Status);
+    }
+}
