@@ -39,7 +39,9 @@ public static class BenchRunner
                 break;
             case "tensors":
                 var linear = LinearBench.Run(device, quick, Console.Out);
-                File.WriteAllText(Path.Combine(outDir, "tensors.json"), JsonSerializer.Serialize(new { device = device.ToString(), results = linear }, json));
+                double launchUs = LinearBench.LaunchMicroseconds(device);
+                Console.WriteLine($"kernel launch (1-element add, back to back): {launchUs:F1} µs each");
+                File.WriteAllText(Path.Combine(outDir, "tensors.json"), JsonSerializer.Serialize(new { device = device.ToString(), launchMicroseconds = launchUs, results = linear }, json));
                 break;
             case "serving":
                 var shape = BenchShape.Parse(Option("--shape", device.IsCpu ? "small" : "1b"));

@@ -6,8 +6,8 @@ public sealed record BenchShape(string Name, int Hidden, int Layers, int Heads, 
     /// <summary>Llama-3.2-1B: hidden 2048, 16 layers, 32 heads, 8 KV heads, head_dim 64, MLP 8192, vocab 128256, tied.</summary>
     public static readonly BenchShape Llama32_1B = new("llama-3.2-1b", 2048, 16, 32, 8, 64, 8192, 128256, true);
 
-    /// <summary>The llama.cpp CPU peer's shape: Llama-3.2-1B with vocab 32000 (1.10B parameters).</summary>
-    public static readonly BenchShape CpuPeer = Llama32_1B with { Name = "llama-1.1b-v32k", Vocab = 32000 };
+    /// <summary>The llama.cpp CPU peer's shape: Llama-3.2-1B with vocab 32000 and an untied lm_head (1.10B parameters).</summary>
+    public static readonly BenchShape CpuPeer = Llama32_1B with { Name = "llama-1.1b-v32k", Vocab = 32000, Tied = false };
 
     /// <summary>A small shape for seconds-long CPU runs.</summary>
     public static readonly BenchShape Small = new("small", 512, 4, 8, 2, 64, 1536, 4096, true);

@@ -41,6 +41,26 @@ public static class LinearBench
         return results;
     }
 
+    /// <summary>Host cost of one kernel launch: a one-element residual add, launched back to back, per launch.</summary>
+    public static double LaunchMicroseconds(ComputeDevice device)
+    {
+        using var x = device.Upload(new float[] { 1 }, 1, 1);
+        using var y = device.Upload(new float[] { 0 }, 1, 1);
+        bool fast = device.UseHostFastPaths;
+        device.UseHostFastPaths = false; // time the kernel launch itself, also on the CPU accelerator
+        try
+        {
+            return MedianMs(device, () =>
+            {
+                for (int i = 0; i < 100; i++) device.Elementwise.AddInPlace(x, y);
+            }, quick: false) * 1000 / 100;
+        }
+        finally
+        {
+            device.UseHostFastPaths = fast;
+        }
+    }
+
     static DeviceTensor RandomWeight(ComputeDevice device, DType dtype, int outF, int inF)
     {
         var values = RandomFloats(outF * inF, 0.02f);

@@ -31,6 +31,7 @@ public sealed class MatMulOps
     readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int> _gemvF32, _gemmF32;
     readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<ushort>, int, int, int> _gemvBf16, _gemmBf16;
     readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<ILGPU.Half>, int, int, int> _gemvF16, _gemmF16;
+    readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<ulong>, int, int, int> _gemvBf16x4;
 
     internal MatMulOps(ComputeDevice device)
     {
@@ -39,6 +40,7 @@ public sealed class MatMulOps
         _gemvF32 = acc.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int>(GemvKernel<float, F32Decoder>);
         _gemvBf16 = acc.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<ushort>, int, int, int>(GemvKernel<ushort, Bf16Decoder>);
         _gemvF16 = acc.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<ILGPU.Half>, int, int, int>(GemvKernel<ILGPU.Half, F16Decoder>);
+        _gemvBf16x4 = acc.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<ulong>, int, int, int>(GemvBf16x4Kernel);
         _gemmF32 = acc.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int>(GemmKernel<float, F32Decoder>);
         _gemmBf16 = acc.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<ushort>, int, int, int>(GemmKernel<ushort, Bf16Decoder>);
         _gemmF16 = acc.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<ILGPU.Half>, int, int, int>(GemmKernel<ILGPU.Half, F16Decoder>);
@@ -84,6 +86,52 @@ public sealed class MatMulOps
         if (tokens > 6) y[6 * outF + o] = a6;
         if (tokens > 7) y[7 * outF + o] = a7;
     }
+
+    // The BF16 GEMV with 8-byte weight loads (4 values per lane per step) for in % 4 == 0: a quarter of the load
+    // instructions of the scalar kernel, so more bytes in flight per warp. y[t, o] = Σ_i W[o, i] · x[t, i], t < tokens ≤ 8.
+    static void GemvBf16x4Kernel(ArrayView<float> y, ArrayView<float> x, ArrayView<ulong> w4, int tokens, int outF, int inF)
+    {
+        int o = Grid.IdxX * GemvWarps + Warp.WarpIdx;
+        if (o >= outF) return;
+        int in4 = inF / 4;
+        long row = (long)o * in4;
+        float a0 = 0, a1 = 0, a2 = 0, a3 = 0, a4 = 0, a5 = 0, a6 = 0, a7 = 0;
+        for (int j = Warp.LaneIdx; j < in4; j += Warp.WarpSize)
+        {
+            ulong bits = w4[row + j];
+            float w0 = Interop.IntAsFloat((uint)(bits << 16) & 0xFFFF0000u), w1 = Interop.IntAsFloat((uint)bits & 0xFFFF0000u);
+            float w2 = Interop.IntAsFloat((uint)(bits >> 16) & 0xFFFF0000u), w3 = Interop.IntAsFloat((uint)(bits >> 32) & 0xFFFF0000u);
+            int i = 4 * j;
+            a0 += Dot4(x, i, w0, w1, w2, w3);
+            if (tokens > 1) a1 += Dot4(x, inF + i, w0, w1, w2, w3);
+            if (tokens > 2) a2 += Dot4(x, 2 * inF + i, w0, w1, w2, w3);
+            if (tokens > 3) a3 += Dot4(x, 3 * inF + i, w0, w1, w2, w3);
+            if (tokens > 4) a4 += Dot4(x, 4 * inF + i, w0, w1, w2, w3);
+            if (tokens > 5) a5 += Dot4(x, 5 * inF + i, w0, w1, w2, w3);
+            if (tokens > 6) a6 += Dot4(x, 6 * inF + i, w0, w1, w2, w3);
+            if (tokens > 7) a7 += Dot4(x, 7 * inF + i, w0, w1, w2, w3);
+        }
+        a0 = WarpSum(a0);
+        if (tokens > 1) a1 = WarpSum(a1);
+        if (tokens > 2) a2 = WarpSum(a2);
+        if (tokens > 3) a3 = WarpSum(a3);
+        if (tokens > 4) a4 = WarpSum(a4);
+        if (tokens > 5) a5 = WarpSum(a5);
+        if (tokens > 6) a6 = WarpSum(a6);
+        if (tokens > 7) a7 = WarpSum(a7);
+        if (Warp.LaneIdx != 0) return;
+        y[o] = a0;
+        if (tokens > 1) y[outF + o] = a1;
+        if (tokens > 2) y[2 * outF + o] = a2;
+        if (tokens > 3) y[3 * outF + o] = a3;
+        if (tokens > 4) y[4 * outF + o] = a4;
+        if (tokens > 5) y[5 * outF + o] = a5;
+        if (tokens > 6) y[6 * outF + o] = a6;
+        if (tokens > 7) y[7 * outF + o] = a7;
+    }
+
+    static float Dot4(ArrayView<float> x, long i, float w0, float w1, float w2, float w3) =>
+        w0 * x[i] + w1 * x[i + 1] + w2 * x[i + 2] + w3 * x[i + 3];
 
     /// <summary>Sum over the warp in a fixed butterfly order (the same for every launch: batch-invariant).</summary>
     internal static float WarpSum(float v)
@@ -180,6 +228,7 @@ public sealed class MatMulOps
                 switch (w.DType)
                 {
                     case DType.F32: _gemvF32(config, ys, xs, w.F32, n, outF, inF); break;
+                    case DType.BF16 when inF % 4 == 0: _gemvBf16x4(config, ys, xs, w.U16.Cast<ulong>(), n, outF, inF); break;
                     case DType.BF16: _gemvBf16(config, ys, xs, w.U16, n, outF, inF); break;
                     default: _gemvF16(config, ys, xs, w.AsHalf(), n, outF, inF); break;
                 }
