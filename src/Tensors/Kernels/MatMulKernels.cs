@@ -68,23 +68,7 @@ public sealed class MatMulOps
             if (tokens > 6) a6 += wv * x[6 * inF + i];
             if (tokens > 7) a7 += wv * x[7 * inF + i];
         }
-        a0 = WarpSum(a0);
-        if (tokens > 1) a1 = WarpSum(a1);
-        if (tokens > 2) a2 = WarpSum(a2);
-        if (tokens > 3) a3 = WarpSum(a3);
-        if (tokens > 4) a4 = WarpSum(a4);
-        if (tokens > 5) a5 = WarpSum(a5);
-        if (tokens > 6) a6 = WarpSum(a6);
-        if (tokens > 7) a7 = WarpSum(a7);
-        if (Warp.LaneIdx != 0) return;
-        y[o] = a0;
-        if (tokens > 1) y[outF + o] = a1;
-        if (tokens > 2) y[2 * outF + o] = a2;
-        if (tokens > 3) y[3 * outF + o] = a3;
-        if (tokens > 4) y[4 * outF + o] = a4;
-        if (tokens > 5) y[5 * outF + o] = a5;
-        if (tokens > 6) y[6 * outF + o] = a6;
-        if (tokens > 7) y[7 * outF + o] = a7;
+        StoreRow(y, tokens, outF, o, a0, a1, a2, a3, a4, a5, a6, a7);
     }
 
     // The BF16 GEMV with 8-byte weight loads (4 values per lane per step) for in % 4 == 0: a quarter of the load
@@ -111,6 +95,12 @@ public sealed class MatMulOps
             if (tokens > 6) a6 += Dot4(x, 6 * inF + i, w0, w1, w2, w3);
             if (tokens > 7) a7 += Dot4(x, 7 * inF + i, w0, w1, w2, w3);
         }
+        StoreRow(y, tokens, outF, o, a0, a1, a2, a3, a4, a5, a6, a7);
+    }
+
+    /// <summary>Reduces each token's per-lane partial sums over the warp and lane 0 writes y[t, o].</summary>
+    static void StoreRow(ArrayView<float> y, int tokens, int outF, int o, float a0, float a1, float a2, float a3, float a4, float a5, float a6, float a7)
+    {
         a0 = WarpSum(a0);
         if (tokens > 1) a1 = WarpSum(a1);
         if (tokens > 2) a2 = WarpSum(a2);

@@ -52,6 +52,18 @@ public class LlamaGoldenTests
     }
 
     [Fact]
+    public void Loading_streams_weights_from_the_map_without_a_host_copy()
+    {
+        // Weights kept in their stored dtype go straight from the memory map to the device: the managed heap grows by
+        // far less than the model (converted weights go through a bounded 1M-element chunk buffer).
+        var d = TestDevices.CpuFast;
+        long before = GC.GetAllocatedBytesForCurrentThread();
+        using var model = LlamaModel.Load(d, Fixtures.Model("vim-tiny-bf16"));
+        long allocated = GC.GetAllocatedBytesForCurrentThread() - before;
+        Assert.True(allocated < model.WeightBytes / 4, $"loading allocated {allocated} bytes for {model.WeightBytes} bytes of weights");
+    }
+
+    [Fact]
     public void Sharded_classic_layout_gives_the_same_logits_bit_for_bit()
     {
         var d = TestDevices.CpuFast;
