@@ -148,7 +148,7 @@ public class OpenAiApiTests(ServerFixture server) : IClassFixture<ServerFixture>
         }).ToList();
         await Task.WhenAll(tasks.Select(t => t.ContinueWith(_ => { }, TaskScheduler.Default)));
         var engine = server.State.Engine.Engine;
-        for (int i = 0; i < 200 && (engine.NumUsedKvBlocks > 0 || engine.HasUnfinishedRequests); i++) await Task.Delay(50, TestContext.Current.CancellationToken);
+        for (int i = 0; i < 1200 && (engine.NumUsedKvBlocks > 0 || engine.HasUnfinishedRequests); i++) await Task.Delay(50, TestContext.Current.CancellationToken); // generous: loaded CI machines
         Assert.Equal(0, engine.NumUsedKvBlocks);
         Assert.Equal(0, engine.NumLoraPins);
     }

@@ -121,7 +121,7 @@ internal static class Lexer
 
     static int Line(string s, int i) => s.AsSpan(0, Math.Min(i, s.Length)).Count('\n') + 1;
 
-    static int Column(string s, int i) => i - s.LastIndexOf('\n', Math.Max(0, Math.Min(i, s.Length) - 1)) ;
+    static int Column(string s, int i) => i - s.LastIndexOf('\n', Math.Max(0, Math.Min(i, s.Length) - 1));
 
     public static ChatTemplateException Error(string s, int i, string what) => new($"template syntax error at line {Line(s, i)}, column {Column(s, i)}: {what}");
 }

@@ -96,7 +96,7 @@ internal sealed class OutputProcessor(HfTokenizer tokenizer, IReadOnlySet<int> e
         seq.Tokens.Add(token);
         bool eos = !p.IgnoreEos && eosIds.Contains(token);
         bool stopToken = p.StopTokenIds?.Contains(token) == true;
-        if (seq.OutputLength > p.MinTokens - 1 && (eos || stopToken)) return "stop";
+        if (seq.OutputLength >= p.MinTokens && (eos || stopToken)) return "stop";
 
         int before = seq.Text.Length;
         seq.Text += seq.Detokenizer.Push(token);
