@@ -1,3 +1,4 @@
+using Microsoft.Extensions.Logging;
 using System.Diagnostics;
 using LoraEngine.Bench.Tensors;
 using LoraEngine.Tensors;
@@ -45,7 +46,7 @@ public sealed class ServingBenchmark(string modelDir, Func<int, string> adapterD
             {
                 Model = modelDir, Device = device, EnableLora = true, MaxLoras = group.Key.MaxLoras, MaxCpuLoras = group.Key.MaxCpuLoras,
                 MaxLoraRank = 16, MaxNumSeqs = 64, MaxNumBatchedTokens = 64 * PromptTokens, MaxModelLen = PromptTokens + NewTokens + 16,
-                DisableLogStats = true, Dtype = "auto",
+                DisableLogStats = true, Dtype = "auto", LoggerFactory = new LineLoggerFactory(log),
             });
             log.WriteLine($"engine: {engine.MemoryPlan}");
             RunOnce(engine, new Scenario("warm-up", 2, i => i == 0 ? null : 1), newTokens: 4);
@@ -121,4 +122,18 @@ public sealed class ServingBenchmark(string modelDir, Func<int, string> adapterD
 
     /// <summary>Device copy bandwidth over a 1 GiB (GPU) or 256 MiB (CPU) buffer, bytes read + written per second.</summary>
     public static double MeasureCopyGBps(ComputeDevice device) => LinearBench.CopyGBps(device, device.IsCpu ? 256L << 20 : 1L << 30, quick: false);
+}
+
+/// <summary>Writes the engine's informational log lines (graph captures, model load) into the benchmark's log.</summary>
+sealed class LineLoggerFactory(TextWriter log) : ILoggerFactory, ILogger
+{
+    public ILogger CreateLogger(string categoryName) => this;
+    public void AddProvider(ILoggerProvider provider) { }
+    public void Dispose() { }
+    public IDisposable? BeginScope<TState>(TState state) where TState : notnull => null;
+    public bool IsEnabled(LogLevel logLevel) => logLevel >= LogLevel.Information;
+    public void Log<TState>(LogLevel logLevel, EventId eventId, TState state, Exception? exception, Func<TState, Exception?, string> formatter)
+    {
+        if (IsEnabled(logLevel)) log.WriteLine($"  [{logLevel}] {formatter(state, exception)}");
+    }
 }

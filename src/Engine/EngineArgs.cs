@@ -30,6 +30,9 @@ public sealed record EngineArgs
     /// <summary>Seed for requests that give none.</summary>
     public int Seed { get; init; }
     public bool EnableLora { get; init; }
+
+    /// <summary>vLLM's enforce_eager: launch every kernel of every step eagerly instead of replaying CUDA graphs of decode steps.</summary>
+    public bool EnforceEager { get; init; }
     /// <summary>Distinct adapters in one step (= GPU slots).</summary>
     public int MaxLoras { get; init; } = 1;
     public int MaxLoraRank { get; init; } = 16;

@@ -121,7 +121,7 @@ public sealed class LlmEngine : IDisposable
 
             // 5. Worker: KV cache and step buffers.
             var executor = new ModelExecutor(model, loraLayers, config.MaxNumBatchedTokens, engineArgs.MaxNumSeqs, config.MaxModelLen,
-                engineArgs.BlockSize, plan.KvBlocks);
+                engineArgs.BlockSize, plan.KvBlocks, engineArgs.EnforceEager, loggerFactory.CreateLogger<ModelExecutor>());
             owned.Add(executor);
 
             // 6. Input/output processors live in the engine (tokenizer above, OutputProcessor in the constructor).
@@ -255,7 +255,8 @@ public sealed class LlmEngine : IDisposable
         }
         bool promptLogprobs = request.PromptLogprobs != null && seq.Index == 0 && s.Start < seq.PromptLength - 1
             && s.Start + s.Count > request.PromptLogprobsDone - 1;
-        return new ExecutionItem(seq.Tokens.GetRange(s.Start, s.Count), s.Start, seq.BlockTable, slot, s.Samples, promptLogprobs);
+        return new ExecutionItem(seq.Tokens.GetRange(s.Start, s.Count), s.Start, seq.BlockTable, slot, s.Samples, promptLogprobs,
+            Sampling.Sampler.NeedsLogits(request.SamplingParams, seq.OutputLength));
     }
 
     void ReleasePin(Sequence seq)

@@ -29,7 +29,7 @@ public sealed record MemoryPlan(
         var model = config.ModelConfig;
         long weights = checkpoint.Names.Sum(n => checkpoint.Info(n).ElementCount) * weightDType.Size();
         long lora = args.EnableLora ? LoraLayers.MemoryBytes(model, args.MaxLoras, args.MaxLoraRank, loraDType, config.MaxNumBatchedTokens) : 0;
-        long activations = ModelExecutor.ActivationBytes(model, config.MaxNumBatchedTokens);
+        long activations = ModelExecutor.ActivationBytes(model, config.MaxNumBatchedTokens, config.MaxModelLen, config.Args.BlockSize);
         long perBlock = PagedKvCache.BytesPerBlock(model, args.BlockSize);
         int minBlocks = BlockCountFor(config.MaxModelLen, args.BlockSize);
         int maxUseful = (int)Math.Min(int.MaxValue, (long)args.MaxNumSeqs * minBlocks + 1);

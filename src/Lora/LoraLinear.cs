@@ -86,6 +86,15 @@ public sealed class LoraLinear : ILinear, IDisposable
     public void Forward(DeviceTensor y, DeviceTensor x, StepBatch batch)
     {
         Base.Forward(y, x, batch);
+        AddDelta(y, x, batch);
+    }
+
+    public DeviceTensor BaseWeight => Base.BaseWeight;
+
+    /// <summary>y[t] += B_s·(A_s·x[t]), s = slot[t] (after the base layer's own delta, if it has one).</summary>
+    public void AddDelta(DeviceTensor y, DeviceTensor x, StepBatch batch)
+    {
+        Base.AddDelta(y, x, batch);
         if (batch.LinearContext is not LoraBatchMapping { AnyAdapter: true } mapping) return;
         var buffer = _shrinkBuffer.Slice(0, batch.NumTokens);
         var device = y.Device;

@@ -33,9 +33,15 @@ public sealed class ComputeDevice : IDisposable
         _context = context;
         Accelerator = accelerator;
         Kind = kind;
+        // CUDA work goes to a stream of our own, never the NULL stream: a CUDA graph can only be captured from an
+        // explicit stream, and every launch and copy must be on the one stream the graph is captured from.
+        Stream = kind == DeviceKind.Cuda ? accelerator.CreateStream() : accelerator.DefaultStream;
     }
 
     internal Accelerator Accelerator { get; }
+
+    /// <summary>The stream every kernel launch and copy of this device is queued on, in order.</summary>
+    internal AcceleratorStream Stream { get; }
 
     public DeviceKind Kind { get; }
 
@@ -61,8 +67,8 @@ public sealed class ComputeDevice : IDisposable
         {
             "cpu" => CreateCpu(),
             "cuda" => CreateCuda() ?? throw new InvalidOperationException("device 'cuda' requested but no CUDA device was found"),
-            "opencl" => CreateOpenCl() ?? throw new InvalidOperationException("device 'opencl' requested but no OpenCL GPU with generic address space support was found"),
-            "auto" => CreateCuda() ?? CreateOpenCl() ?? CreateCpu(),
+            "opencl" => CreateOpenCl(gpuOnly: false) ?? throw new InvalidOperationException("device 'opencl' requested but no OpenCL device with generic address space support was found"),
+            "auto" => CreateCuda() ?? CreateOpenCl(gpuOnly: true) ?? CreateCpu(),
             _ => throw new ArgumentException($"unknown device '{device}' (expected auto, cuda, opencl or cpu)", nameof(device)),
         };
     }
@@ -94,12 +100,13 @@ public sealed class ComputeDevice : IDisposable
         return new ComputeDevice(context, devices[0].CreateAccelerator(context), DeviceKind.Cuda);
     }
 
-    static ComputeDevice? CreateOpenCl()
+    /// <param name="gpuOnly">true for "auto" (an OpenCL CPU device is no faster than the CPU device); an explicit "opencl" takes any type</param>
+    static ComputeDevice? CreateOpenCl(bool gpuOnly)
     {
         Context? context = null;
         try
         {
-            context = Context.Create(b => b.OpenCL(d => d.DeviceType == CLDeviceType.CL_DEVICE_TYPE_GPU && d.Capabilities.GenericAddressSpace)
+            context = Context.Create(b => b.OpenCL(d => (!gpuOnly || d.DeviceType == CLDeviceType.CL_DEVICE_TYPE_GPU) && d.Capabilities.GenericAddressSpace)
                 .EnableAlgorithms().Optimize(OptimizationLevel.O2));
             var devices = context.GetCLDevices();
             if (devices.Count == 0)
@@ -151,7 +158,7 @@ public sealed class ComputeDevice : IDisposable
     }
 
     /// <summary>Waits for every launched kernel and copy to finish.</summary>
-    public void Synchronize() => Accelerator.Synchronize();
+    public void Synchronize() => Stream.Synchronize();
 
     /// <summary>The kernel family of type <typeparamref name="T"/>, loaded once per device on first use.</summary>
     internal T Kernels<T>(Func<ComputeDevice, T> create) where T : class
@@ -178,6 +185,7 @@ public sealed class ComputeDevice : IDisposable
     {
         if (_disposed) return;
         _disposed = true;
+        if (Stream != Accelerator.DefaultStream) Stream.Dispose();
         Accelerator.Dispose();
         _context.Dispose();
     }

@@ -91,6 +91,9 @@ public sealed class DeviceTensor : IDisposable
         return new DeviceTensor(Device, _buffer, _offset, DType, (int[])shape.Clone(), ownsBuffer: false);
     }
 
+    /// <summary>Offset of the first element within the underlying buffer, in elements (for alignment checks).</summary>
+    internal long ElementOffset => _offset;
+
     internal ArrayView<T> View<T>() where T : unmanaged
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
@@ -128,7 +131,7 @@ public sealed class DeviceTensor : IDisposable
         if (data.Length != Length)
             throw new ArgumentException($"{data.Length} elements given for a tensor of shape {ShapeString} ({Length} elements)", nameof(data));
         if (Length == 0) return;
-        View<T>().CopyFromCPU(Device.Accelerator.DefaultStream, data);
+        View<T>().CopyFromCPU(Device.Stream, data);
     }
 
     /// <summary>Copies the tensor to host memory (synchronises the device).</summary>
@@ -138,9 +141,8 @@ public sealed class DeviceTensor : IDisposable
         if (destination.Length < Length)
             throw new ArgumentException($"destination holds {destination.Length} elements, tensor {ShapeString} has {Length}", nameof(destination));
         if (Length == 0) return;
-        Device.Synchronize();
-        View<T>().CopyToCPU(Device.Accelerator.DefaultStream, destination[..(int)Length]);
-        Device.Synchronize();
+        View<T>().CopyToCPU(Device.Stream, destination[..(int)Length]);
+        Device.Stream.Synchronize();
     }
 
     /// <summary>Copies the tensor to a new host array.</summary>
@@ -167,9 +169,9 @@ public sealed class DeviceTensor : IDisposable
         if (Length == 0) return;
         switch (DType)
         {
-            case DType.F32: View<float>().MemSetToZero(Device.Accelerator.DefaultStream); break;
-            case DType.I32: View<int>().MemSetToZero(Device.Accelerator.DefaultStream); break;
-            default: View<ushort>().MemSetToZero(Device.Accelerator.DefaultStream); break;
+            case DType.F32: View<float>().MemSetToZero(Device.Stream); break;
+            case DType.I32: View<int>().MemSetToZero(Device.Stream); break;
+            default: View<ushort>().MemSetToZero(Device.Stream); break;
         }
     }
 
@@ -180,7 +182,7 @@ public sealed class DeviceTensor : IDisposable
         if (source.DType != DType) throw new ArgumentException($"source is {source.DType}, destination {DType}", nameof(source));
         if (source.Length != Length) throw new ArgumentException($"source {source.ShapeString} and destination {ShapeString} differ in size", nameof(source));
         if (Length == 0) return;
-        var stream = Device.Accelerator.DefaultStream;
+        var stream = Device.Stream;
         switch (DType)
         {
             case DType.F32: source.View<float>().CopyTo(stream, View<float>()); break;

@@ -8,9 +8,12 @@ internal static class EngineFactory
 {
     public static string Device => Environment.GetEnvironmentVariable(ComputeDevice.EnvironmentVariable) is { Length: > 0 } d ? d : "cpu";
 
-    public static EngineArgs Args(string model = "vim-tiny") => new()
+    /// <summary>The fixture model engine tests use: vim-tiny, or LORAENGINE_TEST_MODEL (e.g. vim-tiny-bf16 on a GPU machine).</summary>
+    public static string DefaultModel => Environment.GetEnvironmentVariable("LORAENGINE_TEST_MODEL") is { Length: > 0 } m ? m : "vim-tiny";
+
+    public static EngineArgs Args(string? model = null) => new()
     {
-        Model = Fixtures.Model(model),
+        Model = Fixtures.Model(model ?? DefaultModel),
         Device = Device,
         EnableLora = true,
         MaxLoras = 2,

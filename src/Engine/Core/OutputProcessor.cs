@@ -37,9 +37,9 @@ internal sealed class OutputProcessor(HfTokenizer tokenizer, IReadOnlySet<int> e
             var request = seq.Request;
             scheduler.Computed(s);
             if (results[i].AllLogits is { } all) CollectPromptLogprobs(request, s, all);
-            if (!s.Samples || results[i].LastLogits is not { } logits) continue;
+            if (!s.Samples) continue;
 
-            int token = SampleNext(seq, logits);
+            int token = results[i].LastLogits is { } logits ? SampleNext(seq, logits) : results[i].ArgmaxToken;
             generated++;
             if (request.FirstTokenTime is null) ttft.Add(now - request.ArrivalTime);
             else if (request.LastTokenTime is { } last) itl.Add(now - last);

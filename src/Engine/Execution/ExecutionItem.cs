@@ -3,6 +3,7 @@ namespace LoraEngine.Execution;
 /// <summary>
 /// One sequence's share of a forward step: the tokens it feeds (a prefill chunk or one decode token),
 /// where they start, its KV blocks, its adapter slot, and which logits the step must return for it.
+/// <paramref name="NeedsLogits"/> false: the sampled row's argmax (computed on the device) is all its sampling needs.
 /// </summary>
 internal sealed record ExecutionItem(
     IReadOnlyList<int> TokenIds,
@@ -10,7 +11,11 @@ internal sealed record ExecutionItem(
     IReadOnlyList<int> BlockTable,
     int LoraSlot,
     bool NeedsSample,
-    bool NeedsAllLogits);
+    bool NeedsAllLogits,
+    bool NeedsLogits = true);
 
-/// <summary>Logits returned for an item: the last token's row when sampling, every row when prompt logprobs are asked.</summary>
-internal sealed record ExecutionResult(float[]? LastLogits, float[]? AllLogits);
+/// <summary>
+/// What a step returns for an item: the last token's logits row when its sampling needs it, every row when prompt
+/// logprobs are asked, and the argmax of the sampled row (ties: lowest id; −1 when the item samples nothing).
+/// </summary>
+internal sealed record ExecutionResult(float[]? LastLogits, float[]? AllLogits, int ArgmaxToken = -1);

@@ -2,36 +2,58 @@ using LoraEngine.Lora;
 using LoraEngine.Models;
 using LoraEngine.Models.Llama;
 using LoraEngine.Tensors;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
 
 namespace LoraEngine.Execution;
 
 /// <summary>
-/// Owns everything on the device — the model, its LoRA layers, the paged KV cache and the step buffers — and
-/// runs one forward step for a list of <see cref="ExecutionItem"/>s. Knows nothing of requests or sampling.
+/// Owns everything on the device — the model, its LoRA layers, the paged KV cache, the step buffers and the CUDA
+/// graphs — and runs one forward step for a list of <see cref="ExecutionItem"/>s. Knows nothing of requests.
+/// Every step ends with the argmax of each sampled row on the device; a row's logits come back to the host only when
+/// its sampling needs them.
+///
+/// Decode steps (one token per sequence) on CUDA are padded to a bucket (1, 2, 4, 8, 16, 24, 32, …) and replayed from
+/// a CUDA graph captured the first time that bucket is seen: the step's inputs go into buffers allocated once, at the
+/// same place for every step of a bucket. Padding rows read and write only a KV block of their own.
 /// </summary>
 internal sealed class ModelExecutor : IDisposable
 {
-    readonly PagedKvCache _cache;
+    static readonly int[] Buckets = [1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 160, 192, 224, 256];
+
+    readonly PagedKvCache _cache;   // numBlocks + 1: the last block takes the writes of padding rows
     readonly ForwardWorkspace _workspace;
     readonly StepBatchBuilder _builder;
     readonly DeviceTensor _slotsOfTokens; // [maxTokens] I32 LoRA slot per token
     readonly DeviceTensor _logits;        // [logitChunk, vocab] F32
+    readonly DeviceTensor _argmax;        // [logitChunk] I32
+    readonly DeviceTensor _argmaxValues;  // [logitChunk] F32
     readonly int _logitChunk;
+    readonly int _padBlock;
+    readonly int _maxBucket;
+    readonly Dictionary<(int Bucket, bool Lora), DeviceGraph> _graphs = new();
+    readonly ILogger _logger;
 
-    public ModelExecutor(LlamaModel model, LoraLayers? loraLayers, int maxTokens, int maxSequences, int maxModelLen, int blockSize, int numBlocks)
+    public ModelExecutor(LlamaModel model, LoraLayers? loraLayers, int maxTokens, int maxSequences, int maxModelLen, int blockSize, int numBlocks,
+        bool enforceEager = false, ILogger? logger = null)
     {
+        _logger = logger ?? NullLogger.Instance;
         Model = model;
         LoraLayers = loraLayers;
         MaxTokens = maxTokens;
         BlockSize = blockSize;
         MaxBlocksPerSequence = (maxModelLen + blockSize - 1) / blockSize;
         _logitChunk = Math.Min(maxTokens, 256);
+        _padBlock = numBlocks;
         var device = model.Device;
-        _cache = new PagedKvCache(device, model.Config, numBlocks, blockSize);
-        _workspace = new ForwardWorkspace(device, model.Config, maxTokens);
+        _maxBucket = enforceEager || !DeviceGraph.IsSupported(device) ? 0 : Buckets.LastOrDefault(b => b <= Math.Min(_logitChunk, maxSequences));
+        _cache = new PagedKvCache(device, model.Config, numBlocks + 1, blockSize);
+        _workspace = new ForwardWorkspace(device, model.Config, maxTokens, maxModelLen);
         _builder = new StepBatchBuilder(device, maxTokens, maxSequences, MaxBlocksPerSequence);
         _slotsOfTokens = device.Zeros(DType.I32, maxTokens);
         _logits = device.Zeros(DType.F32, _logitChunk, model.Config.VocabSize);
+        _argmax = device.Zeros(DType.I32, _logitChunk);
+        _argmaxValues = device.Zeros(DType.F32, _logitChunk);
     }
 
     public LlamaModel Model { get; }
@@ -44,22 +66,28 @@ internal sealed class ModelExecutor : IDisposable
 
     public int MaxBlocksPerSequence { get; }
 
-    public int NumBlocks => _cache.NumBlocks;
+    /// <summary>CUDA graphs captured so far (one per decode bucket and LoRA use).</summary>
+    public int CapturedGraphs => _graphs.Count;
 
-    /// <summary>Device bytes besides weights and LoRA slots for a token budget (workspace, logits, step buffers).</summary>
-    public static long ActivationBytes(LlamaConfig config, int maxTokens) =>
-        ForwardWorkspace.Bytes(config, maxTokens) + 4L * Math.Min(maxTokens, 256) * config.VocabSize + 4L * maxTokens * 8;
+    /// <summary>Device bytes besides weights and LoRA slots for a token budget (workspace, logits, step buffers, the padding block).</summary>
+    public static long ActivationBytes(LlamaConfig config, int maxTokens, int maxModelLen, int blockSize) =>
+        ForwardWorkspace.Bytes(config, maxTokens, maxModelLen) + 4L * Math.Min(maxTokens, 256) * (config.VocabSize + 2) + 4L * maxTokens * 8
+        + PagedKvCache.BytesPerBlock(config, blockSize);
 
-    /// <summary>Runs one forward step over all items packed together and returns their logits.</summary>
+    /// <summary>Runs one forward step over all items packed together; returns each item's sampled-row results.</summary>
     public IReadOnlyList<ExecutionResult> Execute(IReadOnlyList<ExecutionItem> items)
     {
         int tokens = items.Sum(i => i.TokenIds.Count);
-        var ids = new int[tokens];
-        var positions = new int[tokens];
-        var slotMapping = new int[tokens];
-        var tokenSeq = new int[tokens];
-        var loraSlots = new int[tokens];
-        var tables = new int[items.Count * MaxBlocksPerSequence];
+        bool decode = items.All(i => i.TokenIds.Count == 1 && i.NeedsSample && !i.NeedsAllLogits);
+        int bucket = decode && items.Count <= _maxBucket ? Buckets.First(b => b >= items.Count) : 0;
+        int rowsTotal = Math.Max(bucket, tokens), seqs = Math.Max(bucket, items.Count);
+
+        var ids = new int[rowsTotal];
+        var positions = new int[rowsTotal];
+        var slotMapping = new int[rowsTotal];
+        var tokenSeq = new int[rowsTotal];
+        var loraSlots = new int[rowsTotal];
+        var tables = new int[seqs * MaxBlocksPerSequence];
         var rows = new List<int>();
         var rowStart = new int[items.Count];
         bool anyLora = false;
@@ -82,61 +110,113 @@ internal sealed class ModelExecutor : IDisposable
             }
             anyLora |= item.LoraSlot >= 0;
         }
+        // Padding rows (a bucket's spare places): position 0 of a sequence whose only block is the padding block.
+        for (int s = items.Count; s < seqs; s++, t++)
+        {
+            tables[s * MaxBlocksPerSequence] = _padBlock;
+            slotMapping[t] = _padBlock * BlockSize;
+            tokenSeq[t] = s;
+            loraSlots[t] = -1;
+            rows.Add(t);
+        }
 
         LoraBatchMapping? mapping = null;
         if (LoraLayers != null && anyLora)
         {
-            var view = _slotsOfTokens.Slice(0, tokens);
+            var view = _slotsOfTokens.Slice(0, rowsTotal);
             view.CopyFrom<int>(loraSlots);
             mapping = new LoraBatchMapping(view, anyAdapter: true);
         }
         if (rows.Count == 0) rows.Add(tokens - 1); // the model returns at least one row; nothing reads it
-        var batch = _builder.Build(ids, positions, slotMapping, tokenSeq, rows.ToArray(), tables, items.Count, mapping);
-        var hidden = Model.Forward(batch, _cache, _workspace);
-        var logits = LogitsOf(hidden, batch);
+        var batch = _builder.Build(ids, positions, slotMapping, tokenSeq, rows.ToArray(), tables, seqs, mapping);
 
-        int vocab = Model.Config.VocabSize;
+        var (argmax, logits) = bucket > 0 ? RunGraph(batch, bucket, anyLora, items) : RunEager(batch, items, rowStart);
         var results = new ExecutionResult[items.Count];
+        int vocab = Model.Config.VocabSize;
         for (int s = 0; s < items.Count; s++)
         {
             var item = items[s];
             int first = rowStart[s];
+            int lastRow = first + (item.NeedsAllLogits ? item.TokenIds.Count - 1 : 0);
             float[]? all = null, last = null;
-            if (item.NeedsAllLogits)
-            {
-                all = logits.AsSpan(first * vocab, item.TokenIds.Count * vocab).ToArray();
-                if (item.NeedsSample) last = all.AsSpan((item.TokenIds.Count - 1) * vocab, vocab).ToArray();
-            }
-            else if (item.NeedsSample)
-            {
-                last = logits.AsSpan(first * vocab, vocab).ToArray();
-            }
-            results[s] = new ExecutionResult(last, all);
+            if (item.NeedsAllLogits) all = logits.AsSpan(first * vocab, item.TokenIds.Count * vocab).ToArray();
+            if (item.NeedsSample && item.NeedsLogits) last = logits.AsSpan(lastRow * vocab, vocab).ToArray();
+            results[s] = new ExecutionResult(last, all, item.NeedsSample ? argmax[lastRow] : -1);
         }
         return results;
     }
 
-    /// <summary>lm_head over the picked rows in chunks, copied to the host: [rows, vocab].</summary>
-    float[] LogitsOf(DeviceTensor hidden, StepBatch batch)
+    /// <summary>A decode step from the bucket's graph (captured after running it eagerly the first time).</summary>
+    (int[] Argmax, float[] Logits) RunGraph(StepBatch batch, int bucket, bool anyLora, IReadOnlyList<ExecutionItem> items)
     {
+        if (_graphs.TryGetValue((bucket, anyLora), out var graph))
+        {
+            graph.Launch();
+        }
+        else
+        {
+            DecodeForward(batch, bucket);
+            var captured = DeviceGraph.Capture(Model.Device, () => DecodeForward(batch, bucket));
+            _graphs[(bucket, anyLora)] = captured;
+            _logger.LogInformation("Captured the CUDA graph of decode bucket {Bucket}{Lora}: {Nodes} kernels and copies",
+                bucket, anyLora ? " with LoRA" : "", captured.Nodes);
+        }
+        var argmax = new int[bucket];
+        _argmax.Slice(0, bucket).CopyTo<int>(argmax);
+        float[] logits = [];
+        if (items.Any(i => i.NeedsLogits))
+        {
+            logits = new float[(long)items.Count * Model.Config.VocabSize];
+            _logits.Slice(0, items.Count).CopyTo<float>(logits);
+        }
+        return (argmax, logits);
+    }
+
+    /// <summary>Everything a decode step queues on the device: forward, lm_head over every row, argmax.</summary>
+    void DecodeForward(StepBatch batch, int rows)
+    {
+        var hidden = Model.Forward(batch, _cache, _workspace);
+        var logits = _logits.Slice(0, rows);
+        Model.ComputeLogits(logits, hidden, batch);
+        Model.Device.Sampling.Argmax(_argmax.Slice(0, rows), _argmaxValues.Slice(0, rows), logits);
+    }
+
+    /// <summary>Any step, launched eagerly: lm_head and argmax over the picked rows in chunks.</summary>
+    (int[] Argmax, float[] Logits) RunEager(StepBatch batch, IReadOnlyList<ExecutionItem> items, int[] rowStart)
+    {
+        var hidden = Model.Forward(batch, _cache, _workspace);
         int rows = hidden.Dim(0), vocab = Model.Config.VocabSize;
-        var result = new float[(long)rows * vocab];
+        // Which picked rows must come back as logits: prompt-logprob rows and the sampled rows of host-sampled items.
+        var needed = new bool[rows];
+        for (int s = 0; s < items.Count; s++)
+        {
+            var item = items[s];
+            if (item.NeedsAllLogits) Array.Fill(needed, true, rowStart[s], item.TokenIds.Count);
+            else if (item.NeedsSample && item.NeedsLogits) needed[rowStart[s]] = true;
+        }
+        var argmax = new int[rows];
+        var logits = needed.Any(n => n) ? new float[(long)rows * vocab] : [];
         for (int start = 0; start < rows; start += _logitChunk)
         {
             int n = Math.Min(_logitChunk, rows - start);
             var chunk = _logits.Slice(0, n);
             Model.ComputeLogits(chunk, hidden.Slice(start, n), batch);
-            chunk.CopyTo<float>(result.AsSpan(start * vocab, n * vocab));
+            Model.Device.Sampling.Argmax(_argmax.Slice(0, n), _argmaxValues.Slice(0, n), chunk);
+            _argmax.Slice(0, n).CopyTo<int>(argmax.AsSpan(start, n));
+            if (Array.IndexOf(needed, true, start, n) >= 0) chunk.CopyTo<float>(logits.AsSpan(start * vocab, n * vocab));
         }
-        return result;
+        return (argmax, logits);
     }
 
     public void Dispose()
     {
+        foreach (var graph in _graphs.Values) graph.Dispose();
         _cache.Dispose();
         _workspace.Dispose();
         _builder.Dispose();
         _slotsOfTokens.Dispose();
         _logits.Dispose();
+        _argmax.Dispose();
+        _argmaxValues.Dispose();
     }
 }

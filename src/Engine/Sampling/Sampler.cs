@@ -7,6 +7,14 @@ namespace LoraEngine.Sampling;
 /// </summary>
 internal static class Sampler
 {
+    /// <summary>
+    /// Whether sampling the next token of a sequence needs its logits on the host; false for plain greedy decoding
+    /// (no penalties, no banned tokens, no logprobs), where the device's argmax is the answer.
+    /// </summary>
+    public static bool NeedsLogits(SamplingParams p, int outputLength) =>
+        p.Temperature != 0 || p.Logprobs is not null || p.RepetitionPenalty != 1.0 || p.PresencePenalty != 0
+        || p.FrequencyPenalty != 0 || outputLength < p.MinTokens;
+
     /// <summary>Applies penalties in place and masks <paramref name="banned"/> (e.g. EOS before min_tokens).</summary>
     public static void ApplyPenalties(Span<float> logits, SamplingParams p, IReadOnlyList<int> tokens, int promptLength, IEnumerable<int>? banned = null)
     {

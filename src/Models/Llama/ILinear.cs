@@ -16,6 +16,25 @@ public interface ILinear
     /// <param name="x">[tokens, InFeatures] F32</param>
     /// <param name="batch">the step's metadata, passed through untouched</param>
     void Forward(DeviceTensor y, DeviceTensor x, StepBatch batch);
+
+    /// <summary>[out, in] the dense weight of the base product W·x, which linears sharing an input compute in one launch.</summary>
+    DeviceTensor BaseWeight { get; }
+
+    /// <summary>Adds to y what this linear computes beyond <see cref="BaseWeight"/>·x (a LoRA delta; nothing for a dense linear).</summary>
+    void AddDelta(DeviceTensor y, DeviceTensor x, StepBatch batch);
+}
+
+/// <summary>Linears that read the same input (q/k/v, gate/up): one fused base product, then each one's delta.</summary>
+public static class SharedInputLinears
+{
+    /// <summary>y_i = linear_i(x) for every pair.</summary>
+    public static void Forward(DeviceTensor x, StepBatch batch, params ReadOnlySpan<(DeviceTensor Y, ILinear Linear)> outputs)
+    {
+        Span<(DeviceTensor, DeviceTensor)> products = new (DeviceTensor, DeviceTensor)[outputs.Length];
+        for (int i = 0; i < outputs.Length; i++) products[i] = (outputs[i].Y, outputs[i].Linear.BaseWeight);
+        x.Device.MatMul.LinearGroup(x, products);
+        foreach (var (y, linear) in outputs) linear.AddDelta(y, x, batch);
+    }
 }
 
 /// <summary>A plain linear layer over a weight stored [out, in] as in safetensors, in its stored dtype.</summary>
@@ -29,6 +48,12 @@ public sealed class DenseLinear(DeviceTensor weight) : ILinear, IDisposable
     public int OutFeatures => Weight.Dim(0);
 
     public void Forward(DeviceTensor y, DeviceTensor x, StepBatch batch) => Weight.Device.MatMul.Linear(y, x, Weight);
+
+    public DeviceTensor BaseWeight => Weight;
+
+    public void AddDelta(DeviceTensor y, DeviceTensor x, StepBatch batch)
+    {
+    }
 
     public void Dispose() => Weight.Dispose();
 }

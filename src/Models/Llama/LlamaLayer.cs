@@ -19,7 +19,7 @@ public sealed class LlamaLayer : IDisposable
     public required ILinear DownProj { get; set; }                      // [hidden, intermediate]
 
     /// <summary>x [T, hidden] is updated in place: x += attention(norm(x)); x += mlp(norm(x)).</summary>
-    public void Forward(DeviceTensor x, int layer, StepBatch batch, PagedKvCache cache, ForwardWorkspace ws, LlamaConfig config, DeviceTensor invFreq)
+    public void Forward(DeviceTensor x, int layer, StepBatch batch, PagedKvCache cache, ForwardWorkspace ws, LlamaConfig config)
     {
         var device = x.Device;
         int t = batch.NumTokens;
@@ -30,11 +30,8 @@ public sealed class LlamaLayer : IDisposable
         var q = ws.Q.Slice(0, t);
         var k = ws.K.Slice(0, t);
         var v = ws.V.Slice(0, t);
-        QProj.Forward(q, h, batch);
-        KProj.Forward(k, h, batch);
-        VProj.Forward(v, h, batch);
-        device.Rope.Apply(q, batch.Positions, invFreq, config.HeadDim);
-        device.Rope.Apply(k, batch.Positions, invFreq, config.HeadDim);
+        SharedInputLinears.Forward(h, batch, (q, QProj), (k, KProj), (v, VProj));
+        device.Rope.ApplyCached(q, k, batch.Positions, ws.RopeCosSin, config.HeadDim);
         device.Attention.WriteKv(cache.Keys(layer), cache.Values(layer), k, v, batch.SlotMapping);
         var attn = ws.Attention.Slice(0, t);
         device.Attention.PagedAttention(attn, q, cache.Keys(layer), cache.Values(layer), batch.BlockTables,
@@ -42,14 +39,12 @@ public sealed class LlamaLayer : IDisposable
             1f / MathF.Sqrt(config.HeadDim));
         var o = ws.Out.Slice(0, t);
         OProj.Forward(o, attn, batch);
-        device.Elementwise.AddInPlace(x, o);
 
-        // MLP block: down(silu(gate(h)) * up(h)).
-        device.Norm.RmsNorm(h, x, PostAttentionLayerNorm, (float)config.RmsNormEps);
+        // MLP block: down(silu(gate(h)) * up(h)), after x += o fused into its norm.
+        device.Norm.AddRmsNorm(h, x, o, PostAttentionLayerNorm, (float)config.RmsNormEps);
         var gate = ws.Gate.Slice(0, t);
         var up = ws.Up.Slice(0, t);
-        GateProj.Forward(gate, h, batch);
-        UpProj.Forward(up, h, batch);
+        SharedInputLinears.Forward(h, batch, (gate, GateProj), (up, UpProj));
         device.Elementwise.SwiGlu(gate, gate, up);
         DownProj.Forward(o, gate, batch);
         device.Elementwise.AddInPlace(x, o);

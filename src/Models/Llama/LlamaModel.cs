@@ -10,8 +10,6 @@ namespace LoraEngine.Models.Llama;
 /// </summary>
 public sealed class LlamaModel : IDisposable
 {
-    readonly DeviceTensor _invFreq; // [headDim/2] F32 RoPE inverse frequencies
-
     LlamaModel(ComputeDevice device, LlamaConfig config, DeviceTensor embedTokens, LlamaLayer[] layers, DeviceTensor norm, ILinear lmHead, DType weightDType)
     {
         Device = device;
@@ -21,7 +19,6 @@ public sealed class LlamaModel : IDisposable
         Norm = norm;
         LmHead = lmHead;
         WeightDType = weightDType;
-        _invFreq = device.Upload(RopeFrequencies.InverseFrequencies(config.HeadDim, config.RopeTheta, config.RopeScaling), config.HeadDim / 2);
     }
 
     public ComputeDevice Device { get; }
@@ -116,7 +113,7 @@ public sealed class LlamaModel : IDisposable
         var x = workspace.Hidden.Slice(0, batch.NumTokens);               // [T, hidden]
         Device.Elementwise.Embedding(x, batch.TokenIds, EmbedTokens);
         for (int l = 0; l < Layers.Count; l++)
-            Layers[l].Forward(x, l, batch, cache, workspace, Config, _invFreq);
+            Layers[l].Forward(x, l, batch, cache, workspace, Config);
 
         int rows = batch.LogitRows.Dim(0);
         var picked = workspace.Normed.Slice(0, rows);                      // [R, hidden]
@@ -151,6 +148,5 @@ public sealed class LlamaModel : IDisposable
         Norm.Dispose();
         if (LmHead is DenseLinear head && !ReferenceEquals(head.Weight, EmbedTokens)) head.Dispose();
         EmbedTokens.Dispose();
-        _invFreq.Dispose();
     }
 }

@@ -15,17 +15,19 @@ public sealed class AttentionOps
     public const int MaxHeadDim = 256;
 
     const int WarpsPerGroup = 4;
+    const int ChunkPositions = 512; // scores of one chunk of positions live in shared memory
 
     readonly ComputeDevice _device;
-    readonly Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, int, int> _writeKv;
-    readonly Action<KernelConfig, AttentionViews, AttentionShape> _attention;
+    readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, int, int> _writeKv;
+    readonly Action<AcceleratorStream, KernelConfig, AttentionViews, AttentionShape> _attention, _attentionWide;
 
     internal AttentionOps(ComputeDevice device)
     {
         _device = device;
         var acc = device.Accelerator;
-        _writeKv = acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, int, int>(WriteKvKernel);
-        _attention = acc.LoadStreamKernel<AttentionViews, AttentionShape>(AttentionKernel);
+        _writeKv = acc.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, int, int>(WriteKvKernel);
+        _attention = acc.LoadKernel<AttentionViews, AttentionShape>(AttentionKernel);
+        _attentionWide = acc.LoadKernel<AttentionViews, AttentionShape>(WideAttentionKernel);
     }
 
     /// <summary>The buffers of one attention launch (a struct keeps the kernel signature short).</summary>
@@ -33,6 +35,7 @@ public sealed class AttentionOps
     {
         public ArrayView<float> Output, Q, KCache, VCache;
         public ArrayView<int> BlockTables, TokenSeq, TokenPos;
+        public ArrayView<F4> KCache4, VCache4; // the caches as 16-byte units (the wide kernel only)
     }
 
     internal struct AttentionShape
@@ -107,6 +110,114 @@ public sealed class AttentionOps
         Store(v.Output, qBase, lane + 224, s.HeadDim, o7 * inv);
     }
 
+    // The same function as AttentionKernel, one group of 4 warps per (token, head), for head_dim in {8, 16, 32, 64, 128,
+    // 256}. Positions come in chunks of 512: each thread scores its own positions (q·K with 16-byte loads, independent of
+    // each other), the chunk's max is reduced over the group, then the values are accumulated with L = head_dim/8 lanes
+    // per position (8 dimensions each, two 16-byte loads) and 32/L positions per warp at a time. The partial outputs and
+    // sums (all relative to the same running max) are added in a fixed order: lanes by butterfly, then warps in order.
+    // Nothing depends on other tokens of the step: batch-invariant.
+    static void WideAttentionKernel(AttentionViews v, AttentionShape s)
+    {
+        var qs = SharedMemory.Allocate<float>(MaxHeadDim);
+        var scores = SharedMemory.Allocate<float>(ChunkPositions);
+        var outs = SharedMemory.Allocate<float>(WarpsPerGroup * MaxHeadDim);
+        var red = SharedMemory.Allocate<float>(2 * WarpsPerGroup);
+        int tid = Group.IdxX, warp = Warp.WarpIdx, lane = Warp.LaneIdx;
+        int threads = WarpsPerGroup * 32;
+        int t = Grid.IdxX / s.Heads, h = Grid.IdxX % s.Heads;
+        int kvh = h / (s.Heads / s.KvHeads);
+        int seq = v.TokenSeq[t], ctx = v.TokenPos[t] + 1;
+        long qBase = ((long)t * s.Heads + h) * s.HeadDim;
+        for (int d = tid; d < s.HeadDim; d += threads) qs[d] = v.Q[qBase + d] * s.Scale;
+        Group.Barrier();
+
+        int hd4 = s.HeadDim / 4;
+        int lanesPerPos = s.HeadDim / 8, posPerWarp = 32 / lanesPerPos;
+        int sub = lane / lanesPerPos, dl = lane % lanesPerPos;
+        float max = float.NegativeInfinity, sum = 0;
+        float o0 = 0, o1 = 0, o2 = 0, o3 = 0, o4 = 0, o5 = 0, o6 = 0, o7 = 0;
+        for (int c0 = 0; c0 < ctx; c0 += ChunkPositions)
+        {
+            int count = XMath.Min(ChunkPositions, ctx - c0);
+            float localMax = float.NegativeInfinity;
+            for (int i = tid; i < count; i += threads)
+            {
+                long kv = KvOffset(v, s, seq, c0 + i, kvh);
+                float score = float.NegativeInfinity;
+                if (kv >= 0)
+                {
+                    long k4 = kv / 4;
+                    float dot = 0;
+                    for (int j = 0; j < hd4; j++)
+                    {
+                        F4 k = v.KCache4[k4 + j];
+                        dot += qs[4 * j] * k.X + qs[4 * j + 1] * k.Y + qs[4 * j + 2] * k.Z + qs[4 * j + 3] * k.W;
+                    }
+                    score = dot;
+                }
+                scores[i] = score;
+                localMax = XMath.Max(localMax, score);
+            }
+            localMax = MatMulOps.WarpMax(localMax);
+            if (lane == 0) red[warp] = localMax;
+            Group.Barrier();
+            float chunkMax = XMath.Max(XMath.Max(red[0], red[1]), XMath.Max(red[2], red[3]));
+            float newMax = XMath.Max(max, chunkMax);
+            float correction = max == float.NegativeInfinity ? 0f : XMath.Exp(max - newMax);
+            sum *= correction;
+            o0 *= correction; o1 *= correction; o2 *= correction; o3 *= correction;
+            o4 *= correction; o5 *= correction; o6 *= correction; o7 *= correction;
+            for (int i = warp * posPerWarp + sub; i < count; i += WarpsPerGroup * posPerWarp)
+            {
+                float score = scores[i];
+                if (score == float.NegativeInfinity) continue;
+                float weight = XMath.Exp(score - newMax);
+                sum += weight;
+                long v4 = KvOffset(v, s, seq, c0 + i, kvh) / 4 + 2 * dl;
+                F4 a = v.VCache4[v4], b = v.VCache4[v4 + 1];
+                o0 += weight * a.X; o1 += weight * a.Y; o2 += weight * a.Z; o3 += weight * a.W;
+                o4 += weight * b.X; o5 += weight * b.Y; o6 += weight * b.Z; o7 += weight * b.W;
+            }
+            max = newMax;
+            Group.Barrier(); // the next chunk overwrites scores and red
+        }
+
+        // Lanes holding the same dimensions for other positions: add them in butterfly order.
+        for (int offset = lanesPerPos; offset < 32; offset <<= 1)
+        {
+            sum += Warp.ShuffleXor(sum, offset);
+            o0 += Warp.ShuffleXor(o0, offset); o1 += Warp.ShuffleXor(o1, offset);
+            o2 += Warp.ShuffleXor(o2, offset); o3 += Warp.ShuffleXor(o3, offset);
+            o4 += Warp.ShuffleXor(o4, offset); o5 += Warp.ShuffleXor(o5, offset);
+            o6 += Warp.ShuffleXor(o6, offset); o7 += Warp.ShuffleXor(o7, offset);
+        }
+        if (sub == 0)
+        {
+            int ob = warp * MaxHeadDim + 8 * dl;
+            outs[ob] = o0; outs[ob + 1] = o1; outs[ob + 2] = o2; outs[ob + 3] = o3;
+            outs[ob + 4] = o4; outs[ob + 5] = o5; outs[ob + 6] = o6; outs[ob + 7] = o7;
+        }
+        if (lane == 0) red[WarpsPerGroup + warp] = sum;
+        Group.Barrier();
+        float total = red[WarpsPerGroup] + red[WarpsPerGroup + 1] + red[WarpsPerGroup + 2] + red[WarpsPerGroup + 3];
+        float inv = total > 0 ? 1f / total : 0f;
+        for (int d = tid; d < s.HeadDim; d += threads)
+            v.Output[qBase + d] = (outs[d] + outs[MaxHeadDim + d] + outs[2 * MaxHeadDim + d] + outs[3 * MaxHeadDim + d]) * inv;
+    }
+
+    /// <summary>Whether <see cref="WideAttentionKernel"/> serves this head_dim (8 dimensions a lane, lanes dividing 32).</summary>
+    static bool WideSupports(int headDim) => headDim % 8 == 0 && headDim <= MaxHeadDim && 32 % (headDim / 8) == 0;
+
+    /// <summary>Offset of (position p, kv head) of a sequence in the cache, or −1 when its block is not mapped.</summary>
+    static long KvOffset(AttentionViews v, AttentionShape s, int seq, int p, int kvh)
+    {
+        int logical = p / s.BlockSize;
+        if (logical >= s.MaxBlocks) return -1;
+        int block = v.BlockTables[(long)seq * s.MaxBlocks + logical];
+        if (block < 0 || block >= s.NumBlocks) return -1;
+        return (((long)block * s.BlockSize + p % s.BlockSize) * s.KvHeads + kvh) * s.HeadDim;
+    }
+
     static float Load(ArrayView<float> a, long baseIndex, int d, int headDim) => d < headDim ? a[baseIndex + d] : 0f;
 
     static void Store(ArrayView<float> a, long baseIndex, int d, int headDim, float value)
@@ -141,7 +252,7 @@ public sealed class AttentionOps
             HostAttention.WriteKv(kCache.HostSpan<float>(), vCache.HostSpan<float>(), k.HostSpan<float>(), v.HostSpan<float>(), slotMapping.HostSpan<int>(), kvWidth, numSlots);
             return;
         }
-        _writeKv((int)k.Length, kCache.F32, vCache.F32, k.F32, v.F32, slotMapping.I32, kvWidth, numSlots);
+        _writeKv(_device.Stream, (int)k.Length, kCache.F32, vCache.F32, k.F32, v.F32, slotMapping.I32, kvWidth, numSlots);
     }
 
     /// <summary>Causal paged attention for every token of a step.</summary>
@@ -195,6 +306,15 @@ public sealed class AttentionOps
             BlockTables = blockTables.I32, TokenSeq = tokenSeq.I32, TokenPos = tokenPos.I32,
         };
         int warps = tokens * numHeads;
-        _attention(new KernelConfig((warps + WarpsPerGroup - 1) / WarpsPerGroup, WarpsPerGroup * 32), views, shape);
+        if (WideSupports(headDim))
+        {
+            views.KCache4 = kCache.F32.Cast<F4>();
+            views.VCache4 = vCache.F32.Cast<F4>();
+            _attentionWide(_device.Stream, new KernelConfig(warps, WarpsPerGroup * 32), views, shape);
+        }
+        else
+        {
+            _attention(_device.Stream, new KernelConfig((warps + WarpsPerGroup - 1) / WarpsPerGroup, WarpsPerGroup * 32), views, shape);
+        }
     }
 }

@@ -8,21 +8,21 @@ namespace LoraEngine.Tensors.Kernels;
 public sealed class ElementwiseOps
 {
     readonly ComputeDevice _device;
-    readonly Action<Index1D, ArrayView<float>, ArrayView<float>> _addInPlace;
-    readonly Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>> _swiGlu;
-    readonly Action<Index1D, ArrayView<float>, ArrayView<int>, ArrayView<float>, int, int> _embedF32;
-    readonly Action<Index1D, ArrayView<float>, ArrayView<int>, ArrayView<ushort>, int, int> _embedBf16;
-    readonly Action<Index1D, ArrayView<float>, ArrayView<int>, ArrayView<ILGPU.Half>, int, int> _embedF16;
+    readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<float>> _addInPlace;
+    readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>> _swiGlu;
+    readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<int>, ArrayView<float>, int, int> _embedF32;
+    readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<int>, ArrayView<ushort>, int, int> _embedBf16;
+    readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<int>, ArrayView<ILGPU.Half>, int, int> _embedF16;
 
     internal ElementwiseOps(ComputeDevice device)
     {
         _device = device;
         var acc = device.Accelerator;
-        _addInPlace = acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>>(AddInPlaceKernel);
-        _swiGlu = acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>>(SwiGluKernel);
-        _embedF32 = acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<int>, ArrayView<float>, int, int>(EmbeddingKernel<float, F32Decoder>);
-        _embedBf16 = acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<int>, ArrayView<ushort>, int, int>(EmbeddingKernel<ushort, Bf16Decoder>);
-        _embedF16 = acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<int>, ArrayView<ILGPU.Half>, int, int>(EmbeddingKernel<ILGPU.Half, F16Decoder>);
+        _addInPlace = acc.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<float>>(AddInPlaceKernel);
+        _swiGlu = acc.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>>(SwiGluKernel);
+        _embedF32 = acc.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<int>, ArrayView<float>, int, int>(EmbeddingKernel<float, F32Decoder>);
+        _embedBf16 = acc.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<int>, ArrayView<ushort>, int, int>(EmbeddingKernel<ushort, Bf16Decoder>);
+        _embedF16 = acc.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<int>, ArrayView<ILGPU.Half>, int, int>(EmbeddingKernel<ILGPU.Half, F16Decoder>);
     }
 
     // x[i] += y[i]
@@ -56,7 +56,7 @@ public sealed class ElementwiseOps
             HostKernels.AddInPlace(x.HostSpan<float>(), y.HostSpan<float>());
             return;
         }
-        _addInPlace((int)x.Length, x.F32, y.F32);
+        _addInPlace(_device.Stream, (int)x.Length, x.F32, y.F32);
     }
 
     /// <summary>SwiGLU: output[i] = silu(gate[i]) * up[i].</summary>
@@ -76,7 +76,7 @@ public sealed class ElementwiseOps
             HostKernels.SwiGlu(output.HostSpan<float>(), gate.HostSpan<float>(), up.HostSpan<float>());
             return;
         }
-        _swiGlu((int)gate.Length, output.F32, gate.F32, up.F32);
+        _swiGlu(_device.Stream, (int)gate.Length, output.F32, gate.F32, up.F32);
     }
 
     /// <summary>Embedding gather: output[t, :] = table[ids[t], :]; ids outside [0, vocab) give a zero row.</summary>
@@ -101,9 +101,9 @@ public sealed class ElementwiseOps
         int n = checked(tokens * dim);
         switch (table.DType)
         {
-            case DType.F32: _embedF32(n, output.F32, ids.I32, table.F32, dim, vocab); break;
-            case DType.BF16: _embedBf16(n, output.F32, ids.I32, table.U16, dim, vocab); break;
-            default: _embedF16(n, output.F32, ids.I32, table.AsHalf(), dim, vocab); break;
+            case DType.F32: _embedF32(_device.Stream, n, output.F32, ids.I32, table.F32, dim, vocab); break;
+            case DType.BF16: _embedBf16(_device.Stream, n, output.F32, ids.I32, table.U16, dim, vocab); break;
+            default: _embedF16(_device.Stream, n, output.F32, ids.I32, table.AsHalf(), dim, vocab); break;
         }
     }
 }

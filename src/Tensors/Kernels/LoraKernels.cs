@@ -9,15 +9,15 @@ namespace LoraEngine.Tensors.Kernels;
 /// </summary>
 public sealed class LoraOps
 {
-    const int WarpsPerGroup = 4;
+    const int ShrinkThreads = 256;
 
     readonly ComputeDevice _device;
-    readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, LoraShape> _shrinkF32;
-    readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<ushort>, ArrayView<int>, LoraShape> _shrinkBf16;
-    readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<ILGPU.Half>, ArrayView<int>, LoraShape> _shrinkF16;
-    readonly Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, LoraShape> _expandF32;
-    readonly Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<ushort>, ArrayView<int>, LoraShape> _expandBf16;
-    readonly Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<ILGPU.Half>, ArrayView<int>, LoraShape> _expandF16;
+    readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, LoraShape> _shrinkF32;
+    readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<ushort>, ArrayView<int>, LoraShape> _shrinkBf16;
+    readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<ILGPU.Half>, ArrayView<int>, LoraShape> _shrinkF16;
+    readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, LoraShape> _expandF32;
+    readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<float>, ArrayView<ushort>, ArrayView<int>, LoraShape> _expandBf16;
+    readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<float>, ArrayView<ILGPU.Half>, ArrayView<int>, LoraShape> _expandF16;
 
     internal struct LoraShape
     {
@@ -28,31 +28,39 @@ public sealed class LoraOps
     {
         _device = device;
         var acc = device.Accelerator;
-        _shrinkF32 = acc.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, LoraShape>(ShrinkKernel<float, F32Decoder>);
-        _shrinkBf16 = acc.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<ushort>, ArrayView<int>, LoraShape>(ShrinkKernel<ushort, Bf16Decoder>);
-        _shrinkF16 = acc.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<ILGPU.Half>, ArrayView<int>, LoraShape>(ShrinkKernel<ILGPU.Half, F16Decoder>);
-        _expandF32 = acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, LoraShape>(ExpandKernel<float, F32Decoder>);
-        _expandBf16 = acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<ushort>, ArrayView<int>, LoraShape>(ExpandKernel<ushort, Bf16Decoder>);
-        _expandF16 = acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<ILGPU.Half>, ArrayView<int>, LoraShape>(ExpandKernel<ILGPU.Half, F16Decoder>);
+        _shrinkF32 = acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, LoraShape>(ShrinkKernel<float, F32Decoder>);
+        _shrinkBf16 = acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<ushort>, ArrayView<int>, LoraShape>(ShrinkKernel<ushort, Bf16Decoder>);
+        _shrinkF16 = acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<ILGPU.Half>, ArrayView<int>, LoraShape>(ShrinkKernel<ILGPU.Half, F16Decoder>);
+        _expandF32 = acc.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, LoraShape>(ExpandKernel<float, F32Decoder>);
+        _expandBf16 = acc.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<ushort>, ArrayView<int>, LoraShape>(ExpandKernel<ushort, Bf16Decoder>);
+        _expandF16 = acc.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<ILGPU.Half>, ArrayView<int>, LoraShape>(ExpandKernel<ILGPU.Half, F16Decoder>);
     }
 
-    // buffer[t, r] = A[s, r, :] · x[t, :], s = slot[t]; s = −1 (or out of range): buffer[t, :] = 0.   One warp per (t, r).
+    // buffer[t, r] = A[s, r, :] · x[t, :], s = slot[t]; s = −1 (or out of range): buffer[t, :] = 0.
+    // One group of 256 threads per (t, r): threads stride over the input (independent loads), then warp butterflies and
+    // the warps' sums in order — a fixed order for every batch.
     static void ShrinkKernel<TW, TDec>(ArrayView<float> buffer, ArrayView<float> x, ArrayView<TW> a, ArrayView<int> slots, LoraShape s)
         where TW : unmanaged where TDec : struct, IWeightDecoder<TW>
     {
-        int warp = Grid.IdxX * WarpsPerGroup + Warp.WarpIdx;
-        if (warp >= s.Tokens * s.Rank) return;
-        int t = warp / s.Rank, r = warp % s.Rank;
+        var partial = SharedMemory.Allocate<float>(ShrinkThreads / 32);
+        int t = Grid.IdxX / s.Rank, r = Grid.IdxX % s.Rank;
         int slot = slots[t];
-        float sum = 0;
-        if (slot >= 0 && slot < s.Slots)
+        if (slot < 0 || slot >= s.Slots)
         {
-            TDec dec = default;
-            long aRow = ((long)slot * s.Rank + r) * s.In, xRow = (long)t * s.In;
-            for (int i = Warp.LaneIdx; i < s.In; i += Warp.WarpSize) sum += dec.Decode(a[aRow + i]) * x[xRow + i];
-            sum = MatMulOps.WarpSum(sum);
+            if (Group.IdxX == 0) buffer[(long)t * s.Rank + r] = 0;
+            return;
         }
-        if (Warp.LaneIdx == 0) buffer[(long)t * s.Rank + r] = sum;
+        TDec dec = default;
+        long aRow = ((long)slot * s.Rank + r) * s.In, xRow = (long)t * s.In;
+        float sum = 0;
+        for (int i = Group.IdxX; i < s.In; i += ShrinkThreads) sum += dec.Decode(a[aRow + i]) * x[xRow + i];
+        sum = MatMulOps.WarpSum(sum);
+        if (Warp.LaneIdx == 0) partial[Warp.WarpIdx] = sum;
+        Group.Barrier();
+        if (Group.IdxX != 0) return;
+        float total = 0;
+        for (int w = 0; w < ShrinkThreads / 32; w++) total += partial[w];
+        buffer[(long)t * s.Rank + r] = total;
     }
 
     // y[t, o] += B[s, o, :] · buffer[t, :], s = slot[t]; s = −1 (or out of range): skip.   One thread per (t, o).
@@ -65,7 +73,11 @@ public sealed class LoraOps
         TDec dec = default;
         long bRow = ((long)slot * s.Out + o) * s.Rank, buf = (long)t * s.Rank;
         float sum = 0;
-        for (int r = 0; r < s.Rank; r++) sum += dec.Decode(b[bRow + r]) * buffer[buf + r];
+        int r = 0;
+        for (; r + 4 <= s.Rank; r += 4) // four independent loads in flight
+            sum += dec.Decode(b[bRow + r]) * buffer[buf + r] + dec.Decode(b[bRow + r + 1]) * buffer[buf + r + 1]
+                 + dec.Decode(b[bRow + r + 2]) * buffer[buf + r + 2] + dec.Decode(b[bRow + r + 3]) * buffer[buf + r + 3];
+        for (; r < s.Rank; r++) sum += dec.Decode(b[bRow + r]) * buffer[buf + r];
         y[i] += sum;
     }
 
@@ -87,12 +99,12 @@ public sealed class LoraOps
             HostLora.Shrink(buffer.HostSpan<float>(), x.HostSpan<float>(), a, tokenSlots.HostSpan<int>(), s.Slots, s.Rank, s.In);
             return;
         }
-        var config = new KernelConfig((s.Tokens * s.Rank + WarpsPerGroup - 1) / WarpsPerGroup, WarpsPerGroup * 32);
+        var config = new KernelConfig(s.Tokens * s.Rank, ShrinkThreads);
         switch (a.DType)
         {
-            case DType.F32: _shrinkF32(config, buffer.F32, x.F32, a.F32, tokenSlots.I32, s); break;
-            case DType.BF16: _shrinkBf16(config, buffer.F32, x.F32, a.U16, tokenSlots.I32, s); break;
-            default: _shrinkF16(config, buffer.F32, x.F32, a.AsHalf(), tokenSlots.I32, s); break;
+            case DType.F32: _shrinkF32(_device.Stream, config, buffer.F32, x.F32, a.F32, tokenSlots.I32, s); break;
+            case DType.BF16: _shrinkBf16(_device.Stream, config, buffer.F32, x.F32, a.U16, tokenSlots.I32, s); break;
+            default: _shrinkF16(_device.Stream, config, buffer.F32, x.F32, a.AsHalf(), tokenSlots.I32, s); break;
         }
     }
 
@@ -119,9 +131,9 @@ public sealed class LoraOps
         int n = checked(s.Tokens * s.Out);
         switch (b.DType)
         {
-            case DType.F32: _expandF32(n, y.F32, buffer.F32, b.F32, tokenSlots.I32, s); break;
-            case DType.BF16: _expandBf16(n, y.F32, buffer.F32, b.U16, tokenSlots.I32, s); break;
-            default: _expandF16(n, y.F32, buffer.F32, b.AsHalf(), tokenSlots.I32, s); break;
+            case DType.F32: _expandF32(_device.Stream, n, y.F32, buffer.F32, b.F32, tokenSlots.I32, s); break;
+            case DType.BF16: _expandBf16(_device.Stream, n, y.F32, buffer.F32, b.U16, tokenSlots.I32, s); break;
+            default: _expandF16(_device.Stream, n, y.F32, buffer.F32, b.AsHalf(), tokenSlots.I32, s); break;
         }
     }
 

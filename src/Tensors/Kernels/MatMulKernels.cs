@@ -28,22 +28,24 @@ public sealed class MatMulOps
     const int GemmThreads = 256;
 
     readonly ComputeDevice _device;
-    readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int> _gemvF32, _gemmF32;
-    readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<ushort>, int, int, int> _gemvBf16, _gemmBf16;
-    readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<ILGPU.Half>, int, int, int> _gemvF16, _gemmF16;
-    readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<ulong>, int, int, int> _gemvBf16x4;
+    readonly TensorCoreLinear? _tensorCores;
+    readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int> _gemvF32, _gemmF32;
+    readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<ushort>, int, int, int> _gemvBf16, _gemmBf16;
+    readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<ILGPU.Half>, int, int, int> _gemvF16, _gemmF16;
+    readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<ulong>, int, int, int> _gemvBf16x4;
 
     internal MatMulOps(ComputeDevice device)
     {
         _device = device;
+        _tensorCores = TensorCoreLinear.TryCreate(device);
         var acc = device.Accelerator;
-        _gemvF32 = acc.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int>(GemvKernel<float, F32Decoder>);
-        _gemvBf16 = acc.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<ushort>, int, int, int>(GemvKernel<ushort, Bf16Decoder>);
-        _gemvF16 = acc.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<ILGPU.Half>, int, int, int>(GemvKernel<ILGPU.Half, F16Decoder>);
-        _gemvBf16x4 = acc.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<ulong>, int, int, int>(GemvBf16x4Kernel);
-        _gemmF32 = acc.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int>(GemmKernel<float, F32Decoder>);
-        _gemmBf16 = acc.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<ushort>, int, int, int>(GemmKernel<ushort, Bf16Decoder>);
-        _gemmF16 = acc.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<ILGPU.Half>, int, int, int>(GemmKernel<ILGPU.Half, F16Decoder>);
+        _gemvF32 = acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int>(GemvKernel<float, F32Decoder>);
+        _gemvBf16 = acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<ushort>, int, int, int>(GemvKernel<ushort, Bf16Decoder>);
+        _gemvF16 = acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<ILGPU.Half>, int, int, int>(GemvKernel<ILGPU.Half, F16Decoder>);
+        _gemvBf16x4 = acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<ulong>, int, int, int>(GemvBf16x4Kernel);
+        _gemmF32 = acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int>(GemmKernel<float, F32Decoder>);
+        _gemmBf16 = acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<ushort>, int, int, int>(GemmKernel<ushort, Bf16Decoder>);
+        _gemmF16 = acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<ILGPU.Half>, int, int, int>(GemmKernel<ILGPU.Half, F16Decoder>);
     }
 
     // y[t, o] = Σ_i W[o, i] · x[t, i] for t < tokens ≤ 8: one warp per output row o, lanes stride over i,
@@ -130,6 +132,13 @@ public sealed class MatMulOps
         return v;
     }
 
+    /// <summary>Max over the warp (every lane gets it).</summary>
+    internal static float WarpMax(float v)
+    {
+        for (int offset = Warp.WarpSize / 2; offset > 0; offset >>= 1) v = ILGPU.Algorithms.XMath.Max(v, Warp.ShuffleXor(v, offset));
+        return v;
+    }
+
     // y[t, o] = Σ_i W[o, i] · x[t, i]: a group computes a 32-token × 64-output tile, staging 32-wide k slices
     // of x and W (decoded to F32) in shared memory; each thread owns 2 tokens × 4 outputs.
     static void GemmKernel<TW, TDec>(ArrayView<float> y, ArrayView<float> x, ArrayView<TW> w, int tokens, int outF, int inF)
@@ -202,6 +211,11 @@ public sealed class MatMulOps
             return;
         }
 
+        if (_tensorCores != null && TensorCoreLinear.Supports(x, w))
+        {
+            _tensorCores.Launch(x, [(y, w)]);
+            return;
+        }
         if (_device.UseHostFastPaths && _device.IsCpu)
         {
             HostMatMul.Linear(y.HostSpan<float>(), x.HostSpan<float>(), w, tokens, inF, outF);
@@ -217,10 +231,10 @@ public sealed class MatMulOps
                 var xs = x.Slice(t0, n).F32;
                 switch (w.DType)
                 {
-                    case DType.F32: _gemvF32(config, ys, xs, w.F32, n, outF, inF); break;
-                    case DType.BF16 when inF % 4 == 0: _gemvBf16x4(config, ys, xs, w.U16.Cast<ulong>(), n, outF, inF); break;
-                    case DType.BF16: _gemvBf16(config, ys, xs, w.U16, n, outF, inF); break;
-                    default: _gemvF16(config, ys, xs, w.AsHalf(), n, outF, inF); break;
+                    case DType.F32: _gemvF32(_device.Stream, config, ys, xs, w.F32, n, outF, inF); break;
+                    case DType.BF16 when inF % 4 == 0: _gemvBf16x4(_device.Stream, config, ys, xs, w.U16.Cast<ulong>(), n, outF, inF); break;
+                    case DType.BF16: _gemvBf16(_device.Stream, config, ys, xs, w.U16, n, outF, inF); break;
+                    default: _gemvF16(_device.Stream, config, ys, xs, w.AsHalf(), n, outF, inF); break;
                 }
             }
         }
@@ -229,10 +243,33 @@ public sealed class MatMulOps
             var config = new KernelConfig(new Index2D((outF + TileOut - 1) / TileOut, (tokens + TileTokens - 1) / TileTokens), new Index2D(GemmThreads, 1));
             switch (w.DType)
             {
-                case DType.F32: _gemmF32(config, y.F32, x.F32, w.F32, tokens, outF, inF); break;
-                case DType.BF16: _gemmBf16(config, y.F32, x.F32, w.U16, tokens, outF, inF); break;
-                default: _gemmF16(config, y.F32, x.F32, w.AsHalf(), tokens, outF, inF); break;
+                case DType.F32: _gemmF32(_device.Stream, config, y.F32, x.F32, w.F32, tokens, outF, inF); break;
+                case DType.BF16: _gemmBf16(_device.Stream, config, y.F32, x.F32, w.U16, tokens, outF, inF); break;
+                default: _gemmF16(_device.Stream, config, y.F32, x.F32, w.AsHalf(), tokens, outF, inF); break;
             }
         }
+    }
+
+    /// <summary>
+    /// y_i = W_i · x for several linears sharing one input (q/k/v, gate/up): one launch on the tensor cores, else one
+    /// <see cref="Linear"/> each. Each y_i gets exactly the values <see cref="Linear"/> would give it.
+    /// </summary>
+    public void LinearGroup(DeviceTensor x, ReadOnlySpan<(DeviceTensor Y, DeviceTensor W)> outputs)
+    {
+        if (outputs.Length == 0) return;
+        bool fused = _tensorCores != null && outputs.Length <= 3 && x.Dim(0) > 0;
+        foreach (var (y, w) in outputs)
+        {
+            Check.FloatWeight(w, nameof(outputs));
+            fused &= TensorCoreLinear.Supports(x, w) && w.Dim(1) == x.Dim(1) && y.DType == DType.F32
+                && y.Shape.SequenceEqual([x.Dim(0), w.Dim(0)]);
+        }
+        if (!fused)
+        {
+            foreach (var (y, w) in outputs) Linear(y, x, w);
+            return;
+        }
+        Check.DType(x, DType.F32, nameof(x));
+        _tensorCores!.Launch(x, outputs);
     }
 }

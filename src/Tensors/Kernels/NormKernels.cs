@@ -1,6 +1,5 @@
 using ILGPU;
 using ILGPU.Algorithms;
-using ILGPU.Algorithms.ScanReduceOperations;
 using ILGPU.Runtime;
 
 namespace LoraEngine.Tensors.Kernels;
@@ -8,20 +7,26 @@ namespace LoraEngine.Tensors.Kernels;
 /// <summary>RMSNorm as Llama applies it, one group per row.</summary>
 public sealed class NormOps
 {
-    const int GroupSize = 256;
+    const int GroupSize = 1024; // one row per group: more loads in flight for one decode token
 
     readonly ComputeDevice _device;
-    readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, float> _rmsF32;
-    readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<ushort>, int, float> _rmsBf16;
-    readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<ILGPU.Half>, int, float> _rmsF16;
+    readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, float> _rmsF32;
+    readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<ushort>, int, float> _rmsBf16;
+    readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<ILGPU.Half>, int, float> _rmsF16;
+    readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, float> _addRmsF32;
+    readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<ushort>, int, float> _addRmsBf16;
+    readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<ILGPU.Half>, int, float> _addRmsF16;
 
     internal NormOps(ComputeDevice device)
     {
         _device = device;
         var acc = device.Accelerator;
-        _rmsF32 = acc.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, int, float>(RmsNormKernel<float, F32Decoder>);
-        _rmsBf16 = acc.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<ushort>, int, float>(RmsNormKernel<ushort, Bf16Decoder>);
-        _rmsF16 = acc.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<ILGPU.Half>, int, float>(RmsNormKernel<ILGPU.Half, F16Decoder>);
+        _rmsF32 = acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, int, float>(RmsNormKernel<float, F32Decoder>);
+        _rmsBf16 = acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<ushort>, int, float>(RmsNormKernel<ushort, Bf16Decoder>);
+        _rmsF16 = acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<ILGPU.Half>, int, float>(RmsNormKernel<ILGPU.Half, F16Decoder>);
+        _addRmsF32 = acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, float>(AddRmsNormKernel<float, F32Decoder>);
+        _addRmsBf16 = acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<ushort>, int, float>(AddRmsNormKernel<ushort, Bf16Decoder>);
+        _addRmsF16 = acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<ILGPU.Half>, int, float>(AddRmsNormKernel<ILGPU.Half, F16Decoder>);
     }
 
     // y[t,:] = x[t,:] * rsqrt(mean(x[t,:]²) + eps) * w[:]     (one group per row t)
@@ -35,18 +40,70 @@ public sealed class NormOps
             float v = x[row + i];
             sum += v * v;
         }
-        float total = GroupExtensions.AllReduce<float, AddFloat>(sum);
-        float scale = XMath.Rsqrt(total / dim + eps);
+        float scale = XMath.Rsqrt(GroupSum(sum) / dim + eps);
         TDec dec = default;
         for (int i = Group.IdxX; i < dim; i += Group.DimX)
             y[row + i] = x[row + i] * scale * dec.Decode(w[i]);
     }
 
-    /// <summary>RMSNorm of each row: y[t,:] = x[t,:] * rsqrt(mean(x[t,:]²) + eps) * weight[:].</summary>
-    /// <param name="y">[tokens, dim] F32 output (may be <paramref name="x"/>)</param>
-    /// <param name="x">[tokens, dim] F32</param>
+    // x[t,:] += d[t,:]; y[t,:] = rmsnorm(x[t,:]) · w[:]     (the residual add fused into the norm that follows it)
+    static void AddRmsNormKernel<TW, TDec>(ArrayView<float> y, ArrayView<float> x, ArrayView<float> d, ArrayView<TW> w, int dim, float eps)
+        where TW : unmanaged where TDec : struct, IWeightDecoder<TW>
+    {
+        long row = (long)Grid.IdxX * dim;
+        float sum = 0f;
+        for (int i = Group.IdxX; i < dim; i += Group.DimX)
+        {
+            float v = x[row + i] + d[row + i];
+            x[row + i] = v;
+            sum += v * v;
+        }
+        float scale = XMath.Rsqrt(GroupSum(sum) / dim + eps);
+        TDec dec = default;
+        for (int i = Group.IdxX; i < dim; i += Group.DimX)
+            y[row + i] = x[row + i] * scale * dec.Decode(w[i]);
+    }
+
+    /// <summary>Sum over the group (≤ 32 warps): warp butterflies, then warp 0 adds the warps' sums in order.</summary>
+    static float GroupSum(float v)
+    {
+        var partial = SharedMemory.Allocate<float>(32);
+        v = MatMulOps.WarpSum(v);
+        if (Warp.LaneIdx == 0) partial[Warp.WarpIdx] = v;
+        Group.Barrier();
+        int warps = (Group.DimX + 31) / 32;
+        float total = 0;
+        for (int i = 0; i < warps; i++) total += partial[i];
+        return total;
+    }
+
+    /// <summary>The residual add fused with the RMSNorm after it: x[t,:] += delta[t,:]; y[t,:] = rmsnorm(x[t,:]) · weight[:].</summary>
+    /// <param name="y">[tokens, dim] F32 output (not aliasing x or delta)</param>
+    /// <param name="x">[tokens, dim] F32 residual stream, updated in place</param>
+    /// <param name="delta">[tokens, dim] F32</param>
     /// <param name="weight">[dim] F32, F16 or BF16</param>
-    public void RmsNorm(DeviceTensor y, DeviceTensor x, DeviceTensor weight, float eps)
+    public void AddRmsNorm(DeviceTensor y, DeviceTensor x, DeviceTensor delta, DeviceTensor weight, float eps)
+    {
+        Check.DType(delta, DType.F32, nameof(delta));
+        Check.Shape(delta, nameof(delta), x.Dim(0), x.Dim(1));
+        if (_device.UseHostFastPaths && _device.IsCpu)
+        {
+            _device.Elementwise.AddInPlace(x, delta);
+            RmsNorm(y, x, weight, eps);
+            return;
+        }
+        var (tokens, dim) = CheckNorm(y, x, weight, eps);
+        if (tokens == 0 || dim == 0) return;
+        var config = new KernelConfig(tokens, Math.Min(GroupSize, RoundUpToWarp(dim)));
+        switch (weight.DType)
+        {
+            case DType.F32: _addRmsF32(_device.Stream, config, y.F32, x.F32, delta.F32, weight.F32, dim, eps); break;
+            case DType.BF16: _addRmsBf16(_device.Stream, config, y.F32, x.F32, delta.F32, weight.U16, dim, eps); break;
+            default: _addRmsF16(_device.Stream, config, y.F32, x.F32, delta.F32, weight.AsHalf(), dim, eps); break;
+        }
+    }
+
+    static (int Tokens, int Dim) CheckNorm(DeviceTensor y, DeviceTensor x, DeviceTensor weight, float eps)
     {
         Check.DType(x, DType.F32, nameof(x));
         Check.Rank(x, 2, nameof(x));
@@ -56,6 +113,16 @@ public sealed class NormOps
         Check.FloatWeight(weight, nameof(weight));
         Check.Shape(weight, nameof(weight), dim);
         if (!(eps > 0) || float.IsInfinity(eps)) throw new ArgumentOutOfRangeException(nameof(eps), eps, "eps must be positive and finite");
+        return (tokens, dim);
+    }
+
+    /// <summary>RMSNorm of each row: y[t,:] = x[t,:] * rsqrt(mean(x[t,:]²) + eps) * weight[:].</summary>
+    /// <param name="y">[tokens, dim] F32 output (may be <paramref name="x"/>)</param>
+    /// <param name="x">[tokens, dim] F32</param>
+    /// <param name="weight">[dim] F32, F16 or BF16</param>
+    public void RmsNorm(DeviceTensor y, DeviceTensor x, DeviceTensor weight, float eps)
+    {
+        var (tokens, dim) = CheckNorm(y, x, weight, eps);
         if (tokens == 0 || dim == 0) return;
 
         if (_device.UseHostFastPaths && _device.IsCpu)
@@ -66,9 +133,9 @@ public sealed class NormOps
         var config = new KernelConfig(tokens, Math.Min(GroupSize, RoundUpToWarp(dim)));
         switch (weight.DType)
         {
-            case DType.F32: _rmsF32(config, y.F32, x.F32, weight.F32, dim, eps); break;
-            case DType.BF16: _rmsBf16(config, y.F32, x.F32, weight.U16, dim, eps); break;
-            default: _rmsF16(config, y.F32, x.F32, weight.AsHalf(), dim, eps); break;
+            case DType.F32: _rmsF32(_device.Stream, config, y.F32, x.F32, weight.F32, dim, eps); break;
+            case DType.BF16: _rmsBf16(_device.Stream, config, y.F32, x.F32, weight.U16, dim, eps); break;
+            default: _rmsF16(_device.Stream, config, y.F32, x.F32, weight.AsHalf(), dim, eps); break;
         }
     }
 

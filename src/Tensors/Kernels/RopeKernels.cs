@@ -8,12 +8,94 @@ namespace LoraEngine.Tensors.Kernels;
 public sealed class RopeOps
 {
     readonly ComputeDevice _device;
-    readonly Action<Index1D, ArrayView<float>, ArrayView<int>, ArrayView<float>, int, int> _apply;
+    readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<int>, ArrayView<float>, int, int> _apply;
+    readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<float>, RopeShape> _applyCached;
+
+    internal struct RopeShape
+    {
+        public int QWidth, KWidth, HeadDim, MaxPositions;
+    }
 
     internal RopeOps(ComputeDevice device)
     {
         _device = device;
-        _apply = device.Accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<int>, ArrayView<float>, int, int>(RopeKernel);
+        _apply = device.Accelerator.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<int>, ArrayView<float>, int, int>(RopeKernel);
+        _applyCached = device.Accelerator.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<float>, RopeShape>(RopeCachedKernel);
+    }
+
+    // The same rotation of q and k in one launch, with (cos, sin) of pos·invFreq[j] read from a table made once:
+    // cosSin[(pos·half + j)·2 + {0, 1}]. Positions outside the table are left unrotated (the engine never sends one).
+    static void RopeCachedKernel(Index1D i, ArrayView<float> q, ArrayView<float> k, ArrayView<int> positions, ArrayView<float> cosSin, RopeShape s)
+    {
+        int half = s.HeadDim / 2;
+        int qPairs = s.QWidth / 2, perToken = qPairs + s.KWidth / 2;
+        int t = i / perToken, r = i % perToken;
+        var x = q;
+        int width = s.QWidth;
+        if (r >= qPairs)
+        {
+            x = k;
+            width = s.KWidth;
+            r -= qPairs;
+        }
+        int pos = positions[t];
+        if (pos < 0 || pos >= s.MaxPositions) return;
+        int head = r / half, j = r % half;
+        long cs = ((long)pos * half + j) * 2;
+        float c = cosSin[cs], sn = cosSin[cs + 1];
+        long a = (long)t * width + head * s.HeadDim + j, b = a + half;
+        float x1 = x[a], x2 = x[b];
+        x[a] = x1 * c - x2 * sn;
+        x[b] = x2 * c + x1 * sn;
+    }
+
+    /// <summary>
+    /// The (cos, sin) table <see cref="ApplyCached"/> reads: [maxPositions, headDim/2, 2], angle = pos·invFreq[j] in double
+    /// precision as <see cref="Apply"/> computes it.
+    /// </summary>
+    public static float[] CosSinTable(ReadOnlySpan<float> invFreq, int maxPositions)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(maxPositions);
+        int half = invFreq.Length;
+        var table = new float[(long)maxPositions * half * 2];
+        for (int p = 0; p < maxPositions; p++)
+            for (int j = 0; j < half; j++)
+            {
+                double angle = (double)p * invFreq[j];
+                table[((long)p * half + j) * 2] = (float)Math.Cos(angle);
+                table[((long)p * half + j) * 2 + 1] = (float)Math.Sin(angle);
+            }
+        return table;
+    }
+
+    /// <summary>Rotates every head of q and of k in place (one launch), reading (cos, sin) from <see cref="CosSinTable"/>.</summary>
+    /// <param name="q">[tokens, heads*headDim] F32</param>
+    /// <param name="k">[tokens, kvHeads*headDim] F32</param>
+    /// <param name="positions">[tokens] I32, each below the table's maxPositions</param>
+    /// <param name="cosSin">[maxPositions, headDim/2, 2] F32</param>
+    public void ApplyCached(DeviceTensor q, DeviceTensor k, DeviceTensor positions, DeviceTensor cosSin, int headDim)
+    {
+        if (headDim <= 0 || headDim % 2 != 0) throw new ArgumentOutOfRangeException(nameof(headDim), headDim, "head_dim must be positive and even");
+        Check.DType(q, DType.F32, nameof(q));
+        Check.Rank(q, 2, nameof(q));
+        int tokens = q.Dim(0);
+        Check.DType(k, DType.F32, nameof(k));
+        Check.Rank(k, 2, nameof(k));
+        if (k.Dim(0) != tokens) throw new ArgumentException($"k has {k.Dim(0)} tokens, q has {tokens}", nameof(k));
+        if (q.Dim(1) % headDim != 0) throw new ArgumentException($"q width {q.Dim(1)} is not a multiple of head_dim {headDim}", nameof(q));
+        if (k.Dim(1) % headDim != 0) throw new ArgumentException($"k width {k.Dim(1)} is not a multiple of head_dim {headDim}", nameof(k));
+        Check.DType(positions, DType.I32, nameof(positions));
+        Check.Shape(positions, nameof(positions), tokens);
+        Check.DType(cosSin, DType.F32, nameof(cosSin));
+        Check.Shape(cosSin, nameof(cosSin), -1, headDim / 2, 2);
+        var shape = new RopeShape { QWidth = q.Dim(1), KWidth = k.Dim(1), HeadDim = headDim, MaxPositions = cosSin.Dim(0) };
+        if (tokens == 0) return;
+        if (_device.UseHostFastPaths && _device.IsCpu)
+        {
+            HostRope.ApplyCached(q.HostSpan<float>(), k.HostSpan<float>(), positions.HostSpan<int>(), cosSin.HostSpan<float>(), shape);
+            return;
+        }
+        _applyCached(_device.Stream, checked(tokens * (shape.QWidth + shape.KWidth) / 2), q.F32, k.F32, positions.I32, cosSin.F32, shape);
     }
 
     // per head: (x[j], x[j+half]) ← (x[j]·cos − x[j+half]·sin, x[j+half]·cos + x[j]·sin), angle = pos[t]·invFreq[j]
@@ -52,6 +134,6 @@ public sealed class RopeOps
             HostKernels.Rope(x.HostSpan<float>(), positions.HostSpan<int>(), invFreq.HostSpan<float>(), width, headDim);
             return;
         }
-        _apply(checked(tokens * width / 2), x.F32, positions.I32, invFreq.F32, width, headDim);
+        _apply(_device.Stream, checked(tokens * width / 2), x.F32, positions.I32, invFreq.F32, width, headDim);
     }
 }

@@ -11,15 +11,104 @@ public sealed class SamplingOps
     const int GroupSize = 256;
 
     readonly ComputeDevice _device;
-    readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, int, int> _softmax;
-    readonly Action<KernelConfig, ArrayView<float>, ArrayView<int>, ArrayView<float>, int, int> _topK;
+    readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, int, int> _softmax;
+    readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<int>, ArrayView<float>, int, int> _topK;
+    readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<int>, ArrayView<float>, int, int> _argmaxPartial;
+    readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<int>, int> _argmaxFinal;
+    readonly DeviceTensor? _partialValues, _partialIndices; // [MaxArgmaxRows * MaxArgmaxParts] (GPU only)
+
+    /// <summary>Rows one <see cref="Argmax(DeviceTensor, DeviceTensor, DeviceTensor)"/> launch pair serves; more go in turns.</summary>
+    const int MaxArgmaxRows = 256;
+    const int MaxArgmaxParts = 64;
 
     internal SamplingOps(ComputeDevice device)
     {
         _device = device;
         var acc = device.Accelerator;
-        _softmax = acc.LoadStreamKernel<ArrayView<float>, ArrayView<float>, int, int>(SoftmaxKernel);
-        _topK = acc.LoadStreamKernel<ArrayView<float>, ArrayView<int>, ArrayView<float>, int, int>(TopKKernel);
+        _softmax = acc.LoadKernel<ArrayView<float>, ArrayView<float>, int, int>(SoftmaxKernel);
+        _topK = acc.LoadKernel<ArrayView<float>, ArrayView<int>, ArrayView<float>, int, int>(TopKKernel);
+        _argmaxPartial = acc.LoadKernel<ArrayView<float>, ArrayView<int>, ArrayView<float>, int, int>(ArgmaxPartialKernel);
+        _argmaxFinal = acc.LoadKernel<ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<int>, int>(ArgmaxFinalKernel);
+        if (!device.IsCpu)
+        {
+            // Allocated once: a CUDA graph that captured an argmax keeps these addresses.
+            _partialValues = device.Allocate(DType.F32, MaxArgmaxRows * MaxArgmaxParts);
+            _partialIndices = device.Allocate(DType.I32, MaxArgmaxRows * MaxArgmaxParts);
+        }
+    }
+
+    static bool Better(float v, int i, float bestV, int bestI) => v > bestV || (v == bestV && i < bestI);
+
+    // Pass 1 of argmax: group (part p, row r) finds the best (value desc, index asc) of its slice of row r (NaN ranks
+    // last) and writes it to partial[r·parts + p]. Pass 2 reduces a row's parts. The answer is the row's argmax whatever
+    // the split, so it is the same for a row alone or in any batch.
+    static void ArgmaxPartialKernel(ArrayView<float> partialValues, ArrayView<int> partialIndices, ArrayView<float> x, int vocab, int parts)
+    {
+        var warpValues = SharedMemory.Allocate<float>(32);
+        var warpIndices = SharedMemory.Allocate<int>(32);
+        int r = Grid.IdxY, p = Grid.IdxX;
+        int slice = (vocab + parts - 1) / parts, start = p * slice, end = XMath.Min(vocab, start + slice);
+        long row = (long)r * vocab;
+        float best = float.NegativeInfinity;
+        int bestIndex = int.MaxValue;
+        for (int i = start + Group.IdxX; i < end; i += Group.DimX)
+        {
+            float v = x[row + i];
+            if (float.IsNaN(v)) v = float.NegativeInfinity;
+            if (Better(v, i, best, bestIndex))
+            {
+                best = v;
+                bestIndex = i;
+            }
+        }
+        WarpBest(ref best, ref bestIndex);
+        if (Warp.LaneIdx == 0)
+        {
+            warpValues[Warp.WarpIdx] = best;
+            warpIndices[Warp.WarpIdx] = bestIndex;
+        }
+        Group.Barrier();
+        if (Group.IdxX != 0) return;
+        for (int w = 1; w < Group.DimX / 32; w++)
+            if (Better(warpValues[w], warpIndices[w], best, bestIndex))
+            {
+                best = warpValues[w];
+                bestIndex = warpIndices[w];
+            }
+        partialValues[(long)r * parts + p] = best;
+        partialIndices[(long)r * parts + p] = bestIndex;
+    }
+
+    // Pass 2: one warp per row reduces its parts; a row whose values are all −∞/NaN gets index 0.
+    static void ArgmaxFinalKernel(ArrayView<float> values, ArrayView<int> indices, ArrayView<float> partialValues, ArrayView<int> partialIndices, int parts)
+    {
+        int r = Grid.IdxX;
+        float best = float.NegativeInfinity;
+        int bestIndex = int.MaxValue;
+        for (int p = Warp.LaneIdx; p < parts; p += 32)
+            if (Better(partialValues[(long)r * parts + p], partialIndices[(long)r * parts + p], best, bestIndex))
+            {
+                best = partialValues[(long)r * parts + p];
+                bestIndex = partialIndices[(long)r * parts + p];
+            }
+        WarpBest(ref best, ref bestIndex);
+        if (Warp.LaneIdx != 0) return;
+        values[r] = best;
+        indices[r] = bestIndex == int.MaxValue ? 0 : bestIndex;
+    }
+
+    static void WarpBest(ref float best, ref int bestIndex)
+    {
+        for (int offset = 16; offset > 0; offset >>= 1)
+        {
+            float v = Warp.ShuffleXor(best, offset);
+            int i = Warp.ShuffleXor(bestIndex, offset);
+            if (Better(v, i, best, bestIndex))
+            {
+                best = v;
+                bestIndex = i;
+            }
+        }
     }
 
     // y[r,i] = exp(x[r,i] − m) / Σ_j exp(x[r,j] − m)   (log: y = x − m − log Σ exp(x − m)), m = max_j x[r,j]
@@ -111,7 +200,7 @@ public sealed class SamplingOps
             HostKernels.SoftmaxRows(y.HostSpan<float>(), x.HostSpan<float>(), x.Dim(1), log);
             return;
         }
-        _softmax(new KernelConfig(x.Dim(0), GroupSize), y.F32, x.F32, x.Dim(1), log ? 1 : 0);
+        _softmax(_device.Stream, new KernelConfig(x.Dim(0), GroupSize), y.F32, x.F32, x.Dim(1), log ? 1 : 0);
     }
 
     /// <summary>Index of each row's largest value (ties: the lowest index).</summary>
@@ -119,11 +208,36 @@ public sealed class SamplingOps
     /// <param name="x">[rows, vocab] F32</param>
     public void Argmax(DeviceTensor indices, DeviceTensor x)
     {
+        using var values = _device.Allocate(DType.F32, x.Dim(0));
+        Argmax(indices, values, x);
+    }
+
+    /// <summary>Index and value of each row's largest value (ties: the lowest index); allocates nothing.</summary>
+    /// <param name="indices">[rows] I32</param>
+    /// <param name="values">[rows] F32</param>
+    /// <param name="x">[rows, vocab] F32</param>
+    public void Argmax(DeviceTensor indices, DeviceTensor values, DeviceTensor x)
+    {
         Check.DType(indices, DType.I32, nameof(indices));
         Check.Rank(x, 2, nameof(x));
         Check.Shape(indices, nameof(indices), x.Dim(0));
-        using var values = _device.Allocate(DType.F32, x.Dim(0), 1);
-        TopK(values, indices.Reshape(x.Dim(0), 1), x, 1);
+        Check.Shape(values, nameof(values), x.Dim(0));
+        if (_partialValues is null || x.Dim(1) == 0)
+        {
+            TopK(values.Reshape(x.Dim(0), 1), indices.Reshape(x.Dim(0), 1), x, 1);
+            return;
+        }
+        Check.DType(x, DType.F32, nameof(x));
+        Check.DType(values, DType.F32, nameof(values));
+        int vocab = x.Dim(1), parts = Math.Clamp((vocab + 2047) / 2048, 1, MaxArgmaxParts);
+        for (int r0 = 0; r0 < x.Dim(0); r0 += MaxArgmaxRows)
+        {
+            int rows = Math.Min(MaxArgmaxRows, x.Dim(0) - r0);
+            var pv = _partialValues.Slice(0, rows * parts).F32;
+            var pi = _partialIndices!.Slice(0, rows * parts).I32;
+            _argmaxPartial(_device.Stream, new KernelConfig(new Index2D(parts, rows), new Index2D(GroupSize, 1)), pv, pi, x.Slice(r0, rows).F32, vocab, parts);
+            _argmaxFinal(_device.Stream, new KernelConfig(rows, 32), values.Slice(r0, rows).F32, indices.Slice(r0, rows).I32, pv, pi, parts);
+        }
     }
 
     /// <summary>The k largest values of each row, sorted descending (ties: lower index first).</summary>
@@ -146,6 +260,6 @@ public sealed class SamplingOps
             HostKernels.TopKRows(values.HostSpan<float>(), indices.HostSpan<int>(), x.HostSpan<float>(), vocab, k);
             return;
         }
-        _topK(new KernelConfig(rows, GroupSize), values.F32, indices.I32, x.F32, vocab, k);
+        _topK(_device.Stream, new KernelConfig(rows, GroupSize), values.F32, indices.I32, x.F32, vocab, k);
     }
 }

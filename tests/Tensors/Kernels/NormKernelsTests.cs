@@ -45,6 +45,30 @@ public class NormKernelsTests
         Tolerance.AssertClose(gpu, cpu, 1e-6, 1e-5, wType.ToString());
     }
 
+    [Property(MaxTest = 20)]
+    public void AddRmsNorm_adds_the_residual_then_matches_the_reference_on_every_device(int seed)
+    {
+        var rnd = new RandomData(seed);
+        int tokens = rnd.Int(1, 9), dim = rnd.Int(1, 700);
+        var wType = rnd.WeightType();
+        var x = rnd.Floats(tokens * dim, 3f);
+        var delta = rnd.Floats(tokens * dim, 3f);
+        var w = rnd.Floats(dim, 2f);
+        var sum = x.Zip(delta, (a, b) => a + b).ToArray();
+        var stored = RandomData.UploadWeight(TestDevices.Cpu, w, wType, dim).Stored;
+        var expected = NormReference.RmsNorm(sum, stored, dim, 1e-5f);
+        foreach (var device in TestDevices.All)
+        {
+            using var xt = device.Upload(x, tokens, dim);
+            using var dt = device.Upload(delta, tokens, dim);
+            using var yt = device.Allocate(DType.F32, tokens, dim);
+            var (wt, _) = RandomData.UploadWeight(device, w, wType, dim);
+            using (wt) device.Norm.AddRmsNorm(yt, xt, dt, wt, 1e-5f);
+            Assert.Equal(sum, xt.ToArray<float>());
+            Tolerance.AssertClose(yt.ToArray<float>(), expected, 1e-5, 1e-5, $"{device} {wType}");
+        }
+    }
+
     [Fact]
     public void RmsNorm_rejects_bad_arguments()
     {

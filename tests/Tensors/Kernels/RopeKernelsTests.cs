@@ -1,4 +1,5 @@
 using FsCheck.Xunit;
+using LoraEngine.Tensors.Kernels;
 using LoraEngine.Tensors.Reference;
 using LoraEngine.TestSupport;
 using Xunit;
@@ -40,6 +41,28 @@ public class RopeKernelsTests
         var c = NewCase(seed);
         Tolerance.AssertClose(Run(TestDevices.Configured, c.X, c.Pos, c.Inv, c.Tokens, c.Width, c.HeadDim),
             Run(TestDevices.Cpu, c.X, c.Pos, c.Inv, c.Tokens, c.Width, c.HeadDim), 2e-6, 1e-5);
+    }
+
+    [Property(MaxTest = 20)]
+    public void Cached_rope_of_q_and_k_matches_reference_on_every_device(int seed)
+    {
+        var c = NewCase(seed);
+        var rnd = new RandomData(seed + 1);
+        int kWidth = c.HeadDim * rnd.Int(1, 3);
+        var k = rnd.Floats(c.Tokens * kWidth);
+        var table = RopeOps.CosSinTable(c.Inv, 4096);
+        var expectedQ = RopeReference.Apply(c.X, c.Pos, c.Inv, c.Width, c.HeadDim);
+        var expectedK = RopeReference.Apply(k, c.Pos, c.Inv, kWidth, c.HeadDim);
+        foreach (var device in TestDevices.All)
+        {
+            using var qt = device.Upload(c.X, c.Tokens, c.Width);
+            using var kt = device.Upload(k, c.Tokens, kWidth);
+            using var pos = device.Upload(c.Pos, c.Tokens);
+            using var cs = device.Upload(table, 4096, c.HeadDim / 2, 2);
+            device.Rope.ApplyCached(qt, kt, pos, cs, c.HeadDim);
+            Tolerance.AssertClose(qt.ToArray<float>(), expectedQ, 2e-6, 1e-5, device.ToString());
+            Tolerance.AssertClose(kt.ToArray<float>(), expectedK, 2e-6, 1e-5, device.ToString());
+        }
     }
 
     [Fact]

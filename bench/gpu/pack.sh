@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Packs what a GPU-machine run needs into .carry/ (ignored by git; pass carry: [".carry"] to the device tool):
+# the .NET runtime (the GPU machine has none), framework-dependent builds of the test projects and the benchmark,
+# and the reference fixtures the GPU tests read (the F32 and sharded models stay behind: the 64 MiB limit).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+mkdir -p .carry
+dotnet_root=$(dirname "$(readlink -f "$(which dotnet)")")
+if [ ! -f .carry/dotnet-runtime.tar.xz ]; then
+  (cd "$dotnet_root" && tar cf - dotnet host shared/Microsoft.NETCore.App | xz -T2 -6) > .carry/dotnet-runtime.tar.xz
+fi
+if [ ! -f .carry/fixtures.tar.xz ]; then
+  (cd ../shared && tar cf - fixtures/adapters fixtures/golden fixtures/README.md | xz -T2 -6) > .carry/fixtures.tar.xz
+fi
+dotnet build LoraEngine.sln -c Release -v q -nologo
+tar cf - --exclude='*.pdb' --exclude='*/cs' --exclude='*/de' --exclude='*/es' --exclude='*/fr' --exclude='*/it' \
+  --exclude='*/ja' --exclude='*/ko' --exclude='*/pl' --exclude='*/pt-BR' --exclude='*/ru' --exclude='*/tr' \
+  --exclude='*/zh-Hans' --exclude='*/zh-Hant' \
+  tests/{Tensors,Models,Lora,Engine}/bin/Release/net10.0 bench/bin/Release/net10.0 | xz -T1 -9 > .carry/bin.tar.xz
+cp ../shared/peers/gpu/bench_torch_fast.py .carry/
+[ -d /tmp/ptx ] && tar cf .carry/ptx.tar -C /tmp ptx || true
+ls -la .carry

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Runs on the GPU machine (device tool) over a tree carried with .carry/ (bench/gpu/pack.sh):
+#   bash bench/gpu/run.sh [tests] [bench ARGS...] [peer ARGS...] [ptxas]
+# Steps named on the command line run in order; logs go to $OUT.
+set -uo pipefail
+root=$PWD; out=${OUT:-/tmp/out}; mkdir -p "$out"
+work=/tmp/le; mkdir -p $work/dotnet $work/fx
+[ -x $work/dotnet/dotnet ] || tar xJf .carry/dotnet-runtime.tar.xz -C $work/dotnet
+[ -d $work/fx/fixtures ] || { tar xJf .carry/fixtures.tar.xz -C $work/fx; mkdir -p $work/fx/fixtures/models; cp -r models/vim-tiny-bf16 $work/fx/fixtures/models/; }
+tar xJf .carry/bin.tar.xz -C "$root"
+export DOTNET_ROOT=$work/dotnet PATH=$work/dotnet:$PATH LORAENGINE_FIXTURES=$work/fx/fixtures DOTNET_CLI_TELEMETRY_OPTOUT=1
+export LORAENGINE_DEVICE=cuda LORAENGINE_TEST_MODEL=vim-tiny-bf16
+nvidia-smi --query-gpu=name,memory.used,memory.total,clocks.sm,clocks.mem --format=csv,noheader
+while [ $# -gt 0 ]; do
+  step=$1; shift
+  case $step in
+    opencl)  # the Tensors tests on pocl's CPU OpenCL device
+      echo "== tests Tensors (opencl)"; (cd tests/Tensors/bin/Release/net10.0 && LORAENGINE_DEVICE=opencl timeout 400 dotnet LoraEngine.Tensors.Tests.dll 2>&1 | tail -60) | tee "$out/tests-opencl.log" | grep -E "Total:|\[FAIL\]" | head -20 ;;
+    tests)
+      for p in Tensors Models Lora Engine; do
+        echo "== tests $p"; (cd tests/$p/bin/Release/net10.0 && timeout 400 dotnet LoraEngine.$p.Tests.dll 2>&1 | tail -80) | tee "$out/tests-$p.log" | grep -E "Total:|\[FAIL\]" | head -30
+      done ;;
+    test)  # test PROJECT FILTER...
+      p=$1; shift; echo "== test $p $1"; (cd tests/$p/bin/Release/net10.0 && timeout 400 dotnet LoraEngine.$p.Tests.dll --filter-class "$1" 2>&1 | tail -60) | tee -a "$out/test-$p.log"; shift ;;
+    bench)  # bench "ARGS"
+      echo "== bench $1"; (timeout 500 dotnet bench/bin/Release/net10.0/LoraEngine.Bench.dll $1 --out "$out/bench" 2>&1) | tee -a "$out/bench.log" | tail -40; shift ;;
+    peer)  # peer "ARGS"
+      echo "== peer $1"; (PYTHONUNBUFFERED=1 timeout 500 python3 .carry/bench_torch_fast.py "$out/peer.json" $1 2>&1) | tee -a "$out/peer.log" | tail -25; shift ;;
+    ncu)  # ncu SKIP COUNT "BENCH ARGS": per-kernel GPU time of launches SKIP..SKIP+COUNT of a benchmark run
+      n=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu | head -1)
+      echo "== ncu $1 $2 $3"; timeout 400 $n --clock-control none --target-processes all --launch-skip $1 --launch-count $2 \
+        --metrics gpu__time_duration.sum --print-summary per-kernel ${NCU_EXTRA:-} dotnet bench/bin/Release/net10.0/LoraEngine.Bench.dll $3 --out /tmp/ncu-bench \
+        > "$out/ncu-$1.log" 2>&1; grep -E "Kernel_|gpu__time_duration" "$out/ncu-$1.log" | paste - - | awk '{print}' | head -60; shift 3 ;;
+    ptxas)
+      tar xf .carry/ptx.tar -C /tmp; pt=$(python3 -c "import triton,os;print(os.path.dirname(triton.__file__))")/backends/nvidia/bin/ptxas
+      for f in /tmp/ptx/*.ptx; do echo "== ptxas $f"; $pt -v -arch=sm_90 "$f" -o /tmp/x.cubin 2>&1 | grep -E "registers|spill|stack|error" | head -4; done ;;
+  esac
+done

@@ -1,0 +1,273 @@
+using System.Runtime.InteropServices;
+using ILGPU;
+using ILGPU.Runtime;
+using ILGPU.Runtime.Cuda;
+
+namespace LoraEngine.Tensors.Kernels;
+
+/// <summary>Sixteen bytes: eight BF16 weights, read with one <c>ld.global.v4</c>.</summary>
+[StructLayout(LayoutKind.Sequential)]
+internal struct U4
+{
+    public uint X, Y, Z, W;
+}
+
+/// <summary>Four F32 activations, read with one <c>ld.global.v4</c>.</summary>
+[StructLayout(LayoutKind.Sequential)]
+internal struct F4
+{
+    public float X, Y, Z, W;
+}
+
+/// <summary>Up to three linears sharing one input (q/k/v, gate/up) in one launch: y_s = W_s · x.</summary>
+internal struct LinearSegments
+{
+    public ArrayView<float> Y0, Y1, Y2;   // [tokens, n_s] F32
+    public ArrayView<U4> W0, W1, W2;      // [n_s, k] BF16 as 16-byte units
+    public int N0, N1, N2;
+    public int End0, End1;                // blockIdx.x where segment 1 and segment 2 begin
+}
+
+/// <summary>
+/// y[t, o] = Σ_k W[o, k] · x[t, k] on the tensor cores (<c>mma.sync.m16n8k16</c>, BF16 × BF16 → F32) for BF16 weights,
+/// any token count. "Swap AB": the weight is the MMA's A operand (16 output rows), tokens are its N (8 per tile), so a
+/// decode step of one token streams each weight once, 16 bytes per load. The F32 activation is split into three BF16
+/// parts, x ≈ hi + mid + lo to ~2⁻²⁶ relative (two parts, ~2⁻¹⁷, missed F32 results by 3e-4 relative where a dot product
+/// cancels), each multiplied against the same weight fragment: F32-grade accuracy from BF16 products, which are exact
+/// in the F32 accumulator.
+///
+/// Parallelisation: a group of 8 warps owns 16 output rows × 32 tokens; warp w takes the 32-wide k chunks w, w+8, …
+/// (two at a time, both chunks' loads issued before the first MMA) and the eight partial sums are added in shared memory
+/// in warp order. (16 warps with four chunks in flight were measured slower on the H200: 119 registers, one group per SM.) The k order inside a thread, the chunk split
+/// and the final order depend on K only — never on the token count — and every output column of an MMA depends only on
+/// its own token, so a token's result is bit-identical whatever batch or tile it is in.
+///
+/// Within a chunk the k index is permuted so that each thread's fragment is one 16-byte load: lane (g, t) holds
+/// physical k 8t..8t+3 for the first MMA and 8t+4..8t+7 for the second; A and B use the same map, so the dot product
+/// is unchanged.
+/// </summary>
+internal sealed class TensorCoreLinear
+{
+    public const int Warps = 8;
+    const int RowsPerGroup = 16;
+    public const int TokensPerGroup = 32; // four n-tiles of 8
+    const int ChunkK = 32;
+
+    const string MmaPtx = "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 " +
+                       "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};";
+
+    readonly ComputeDevice _device;
+    readonly Action<AcceleratorStream, KernelConfig, ArrayView<F4>, LinearSegments, int, int> _kernel;
+
+    TensorCoreLinear(ComputeDevice device)
+    {
+        _device = device;
+        _kernel = device.Accelerator.LoadKernel<ArrayView<F4>, LinearSegments, int, int>(Kernel);
+    }
+
+    /// <summary>The tensor-core linear of a CUDA device; null elsewhere (no inline PTX there).</summary>
+    public static TensorCoreLinear? TryCreate(ComputeDevice device) => device.Kind == DeviceKind.Cuda ? new TensorCoreLinear(device) : null;
+
+    /// <summary>Whether (x, w) fit this kernel: BF16 weights, K a multiple of 8, 16-byte aligned rows.</summary>
+    public static bool Supports(DeviceTensor x, DeviceTensor w) =>
+        w.DType == DType.BF16 && w.Dim(1) % 8 == 0 && w.ElementOffset % 8 == 0 && x.ElementOffset % 4 == 0;
+
+    /// <summary>y_i = W_i · x for up to three (y_i, W_i) sharing x [tokens, k]; one launch.</summary>
+    public void Launch(DeviceTensor x, ReadOnlySpan<(DeviceTensor Y, DeviceTensor W)> outputs)
+    {
+        int tokens = x.Dim(0), k = x.Dim(1);
+        var seg = new LinearSegments();
+        int blocks = 0;
+        for (int i = 0; i < outputs.Length; i++)
+        {
+            var (y, w) = outputs[i];
+            int n = w.Dim(0);
+            var wv = w.U16.Cast<U4>();
+            switch (i)
+            {
+                case 0: seg.Y0 = y.F32; seg.W0 = wv; seg.N0 = n; break;
+                case 1: seg.Y1 = y.F32; seg.W1 = wv; seg.N1 = n; break;
+                default: seg.Y2 = y.F32; seg.W2 = wv; seg.N2 = n; break;
+            }
+            blocks += (n + RowsPerGroup - 1) / RowsPerGroup;
+            if (i == 0) seg.End0 = seg.End1 = blocks;
+            if (i == 1) seg.End1 = blocks;
+        }
+        // Unused segments alias segment 0 (never selected: their block range is empty).
+        if (outputs.Length < 2) { seg.Y1 = seg.Y0; seg.W1 = seg.W0; }
+        if (outputs.Length < 3) { seg.Y2 = seg.Y0; seg.W2 = seg.W0; }
+        var grid = new Index2D(blocks, (tokens + TokensPerGroup - 1) / TokensPerGroup);
+        _kernel(_device.Stream, new KernelConfig(grid, new Index2D(Warps * 32, 1)), x.F32.Cast<F4>(), seg, tokens, k);
+    }
+
+    static void Kernel(ArrayView<F4> x, LinearSegments seg, int tokens, int k)
+    {
+        var partial = SharedMemory.Allocate<float>(Warps * 16 * 32);
+
+        // Which linear this group serves, and its 16 rows.
+        int bx = Grid.IdxX;
+        ArrayView<U4> w = seg.W0;
+        ArrayView<float> y = seg.Y0;
+        int n = seg.N0;
+        if (bx >= seg.End1)
+        {
+            w = seg.W2; y = seg.Y2; n = seg.N2; bx -= seg.End1;
+        }
+        else if (bx >= seg.End0)
+        {
+            w = seg.W1; y = seg.Y1; n = seg.N1; bx -= seg.End0;
+        }
+
+        int warp = Warp.WarpIdx, lane = Warp.LaneIdx;
+        int g = lane >> 2, t = lane & 3;
+        int rowA = bx * RowsPerGroup + g, rowB = rowA + 8;
+        int tok0 = Grid.IdxY * TokensPerGroup;
+        int tiles = (tokens - tok0 + 7) / 8;
+        if (tiles > 4) tiles = 4;
+        int units = k / 8;                       // 16-byte units per row
+        int chunks = (k + ChunkK - 1) / ChunkK;
+        long baseA = (long)rowA * units, baseB = (long)rowB * units;
+        bool okA = rowA < n, okB = rowB < n;
+
+        float c00 = 0, c01 = 0, c02 = 0, c03 = 0, c10 = 0, c11 = 0, c12 = 0, c13 = 0;
+        float c20 = 0, c21 = 0, c22 = 0, c23 = 0, c30 = 0, c31 = 0, c32 = 0, c33 = 0;
+
+        long xRow = (long)(tok0 + g) * (units * 2);
+        bool tokOk = tok0 + g < tokens;
+        for (int c = warp; c < chunks; c += 2 * Warps)
+        {
+            // Both chunks' weights (and the first tile's activations) are requested before either is used.
+            int u0 = c * 4 + t, u1 = u0 + 4 * Warps;
+            var k0 = LoadChunk(w, x, baseA, baseB, okA, okB, u0, units, xRow, tokOk);
+            var k1 = LoadChunk(w, x, baseA, baseB, okA, okB, u1, units, xRow, tokOk);
+            Chunk(x, k0, u0, units, tok0 + g, tokens, tiles, ref c00, ref c01, ref c02, ref c03, ref c10, ref c11, ref c12, ref c13,
+                ref c20, ref c21, ref c22, ref c23, ref c30, ref c31, ref c32, ref c33);
+            if (u1 - t >= units) continue;
+            Chunk(x, k1, u1, units, tok0 + g, tokens, tiles, ref c00, ref c01, ref c02, ref c03, ref c10, ref c11, ref c12, ref c13,
+                ref c20, ref c21, ref c22, ref c23, ref c30, ref c31, ref c32, ref c33);
+        }
+
+        // Sum the warps' partials in warp order; warp 0 stores.
+        int p = (warp * 32 + lane) * 16;
+        partial[p + 0] = c00; partial[p + 1] = c01; partial[p + 2] = c02; partial[p + 3] = c03;
+        partial[p + 4] = c10; partial[p + 5] = c11; partial[p + 6] = c12; partial[p + 7] = c13;
+        partial[p + 8] = c20; partial[p + 9] = c21; partial[p + 10] = c22; partial[p + 11] = c23;
+        partial[p + 12] = c30; partial[p + 13] = c31; partial[p + 14] = c32; partial[p + 15] = c33;
+        Group.Barrier();
+        if (warp != 0) return;
+        for (int j = 0; j < tiles; j++)
+        {
+            float d0 = 0, d1 = 0, d2 = 0, d3 = 0;
+            for (int v = 0; v < Warps; v++)
+            {
+                int q = (v * 32 + lane) * 16 + j * 4;
+                d0 += partial[q];
+                d1 += partial[q + 1];
+                d2 += partial[q + 2];
+                d3 += partial[q + 3];
+            }
+            int ta = tok0 + j * 8 + 2 * t, tb = ta + 1;
+            Store(y, n, tokens, ta, rowA, d0);
+            Store(y, n, tokens, tb, rowA, d1);
+            Store(y, n, tokens, ta, rowB, d2);
+            Store(y, n, tokens, tb, rowB, d3);
+        }
+    }
+
+    /// <summary>A lane's share of one 32-wide k chunk: rows g and g+8 of the weight, and its first tile's token.</summary>
+    struct ChunkData
+    {
+        public U4 A, B;
+        public F4 X0, X1;
+    }
+
+    static ChunkData LoadChunk(ArrayView<U4> w, ArrayView<F4> x, long baseA, long baseB, bool okA, bool okB, int unit, int units, long xRow, bool tokOk)
+    {
+        var c = default(ChunkData);
+        if (unit >= units) return c; // past the end of k: zeros add nothing
+        if (okA) c.A = w[baseA + unit];
+        if (okB) c.B = w[baseB + unit];
+        if (tokOk)
+        {
+            c.X0 = x[xRow + unit * 2];
+            c.X1 = x[xRow + unit * 2 + 1];
+        }
+        return c;
+    }
+
+    /// <summary>One chunk against every tile of tokens: the first tile's activations came with the chunk, the others are loaded here.</summary>
+    static void Chunk(ArrayView<F4> x, ChunkData k, int unit, int units, int token, int tokens, int tiles,
+        ref float c00, ref float c01, ref float c02, ref float c03, ref float c10, ref float c11, ref float c12, ref float c13,
+        ref float c20, ref float c21, ref float c22, ref float c23, ref float c30, ref float c31, ref float c32, ref float c33)
+    {
+        Mma(k.A, k.B, k.X0, k.X1, ref c00, ref c01, ref c02, ref c03);
+        if (tiles > 1) Tile(x, k.A, k.B, unit, units, token + 8, tokens, ref c10, ref c11, ref c12, ref c13);
+        if (tiles > 2) Tile(x, k.A, k.B, unit, units, token + 16, tokens, ref c20, ref c21, ref c22, ref c23);
+        if (tiles > 3) Tile(x, k.A, k.B, unit, units, token + 24, tokens, ref c30, ref c31, ref c32, ref c33);
+    }
+
+    /// <summary>One n-tile (8 tokens) × one 32-wide k chunk: four MMAs (two k16 halves × hi/lo); a, b: rows g and g+8.</summary>
+    static void Tile(ArrayView<F4> x, U4 a, U4 b, int unit, int units, int token, int tokens,
+        ref float d0, ref float d1, ref float d2, ref float d3)
+    {
+        F4 x0 = default, x1 = default;
+        if (token < tokens && unit < units)
+        {
+            long i = (long)token * (units * 2) + unit * 2;
+            x0 = x[i];
+            x1 = x[i + 1];
+        }
+        Mma(a, b, x0, x1, ref d0, ref d1, ref d2, ref d3);
+    }
+
+    /// <summary>The six MMAs of a chunk for one tile: a, b are rows g and g+8; x0, x1 the lane's 8 activations.</summary>
+    static void Mma(U4 a, U4 b, F4 x0, F4 x1, ref float d0, ref float d1, ref float d2, ref float d3)
+    {
+        Split(x0.X, x0.Y, out uint h01, out uint m01, out uint l01);
+        Split(x0.Z, x0.W, out uint h23, out uint m23, out uint l23);
+        Split(x1.X, x1.Y, out uint h45, out uint m45, out uint l45);
+        Split(x1.Z, x1.W, out uint h67, out uint m67, out uint l67);
+        // Fragment registers: a0 = row g, a1 = row g+8, a2 = row g (next pair), a3 = row g+8 (next pair).
+        MmaAcc(ref d0, ref d1, ref d2, ref d3, a.X, b.X, a.Y, b.Y, h01, h23);
+        MmaAcc(ref d0, ref d1, ref d2, ref d3, a.X, b.X, a.Y, b.Y, m01, m23);
+        MmaAcc(ref d0, ref d1, ref d2, ref d3, a.X, b.X, a.Y, b.Y, l01, l23);
+        MmaAcc(ref d0, ref d1, ref d2, ref d3, a.Z, b.Z, a.W, b.W, h45, h67);
+        MmaAcc(ref d0, ref d1, ref d2, ref d3, a.Z, b.Z, a.W, b.W, m45, m67);
+        MmaAcc(ref d0, ref d1, ref d2, ref d3, a.Z, b.Z, a.W, b.W, l45, l67);
+    }
+
+    /// <summary>Two F32 values as packed BF16 pairs (low half first): hi = bf16(v), mid = bf16(v − hi), lo = bf16(v − hi − mid).</summary>
+    static void Split(float v0, float v1, out uint hi, out uint mid, out uint lo)
+    {
+        hi = PackBf16(v0, v1);
+        float r0 = v0 - Interop.IntAsFloat(hi << 16), r1 = v1 - Interop.IntAsFloat(hi & 0xFFFF0000u);
+        mid = PackBf16(r0, r1);
+        lo = PackBf16(r0 - Interop.IntAsFloat(mid << 16), r1 - Interop.IntAsFloat(mid & 0xFFFF0000u));
+    }
+
+    /// <summary>bf16(v0) | bf16(v1) &lt;&lt; 16, rounded to nearest even: one <c>cvt.rn.bf16x2.f32</c> (its first source goes high).</summary>
+    static uint PackBf16(float v0, float v1)
+    {
+        uint packed = 0;
+        Ref<uint> d = packed;
+        Input<float> high = v1, low = v0;
+        CudaAsm.EmitRef("cvt.rn.bf16x2.f32 %0, %1, %2;", ref d, ref high, ref low);
+        return d.Value;
+    }
+
+    static void MmaAcc(ref float d0, ref float d1, ref float d2, ref float d3, uint a0, uint a1, uint a2, uint a3, uint b0, uint b1)
+    {
+        Ref<float> r0 = d0, r1 = d1, r2 = d2, r3 = d3;
+        Input<uint> i0 = a0, i1 = a1, i2 = a2, i3 = a3, j0 = b0, j1 = b1;
+        CudaAsm.EmitRef(MmaPtx, ref r0, ref r1, ref r2, ref r3, ref i0, ref i1, ref i2, ref i3, ref j0, ref j1);
+        d0 = r0.Value;
+        d1 = r1.Value;
+        d2 = r2.Value;
+        d3 = r3.Value;
+    }
+
+    static void Store(ArrayView<float> y, int n, int tokens, int token, int row, float v)
+    {
+        if (token < tokens && row < n) y[(long)token * n + row] = v;
+    }
+}
