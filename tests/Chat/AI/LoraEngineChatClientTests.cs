@@ -1,19 +1,22 @@
 using LoraEngine.AI;
+using LoraEngine.Tensors;
 using LoraEngine.TestSupport;
 using Microsoft.Extensions.AI;
 using Xunit;
 
-namespace LoraEngine.Server.Tests;
+namespace LoraEngine.Chat.Tests.AI;
 
 /// <summary>The in-process IChatClient, used only through Microsoft.Extensions.AI's interface.</summary>
-public class ChatClientTests
+public class LoraEngineChatClientTests
 {
+    static string Device => Environment.GetEnvironmentVariable(ComputeDevice.EnvironmentVariable) is { Length: > 0 } d ? d : "cpu";
+
     [Fact]
     public async Task ModelId_selects_the_adapter_and_streaming_matches_the_whole_response()
     {
         using var engine = AsyncLlmEngine.FromEngineArgs(new EngineArgs
         {
-            Model = Fixtures.Model("vim-tiny-bf16"), Device = ServerFixture.Device, EnableLora = true, MaxLoras = 2,
+            Model = Fixtures.Model("vim-tiny-bf16"), Device = Device, EnableLora = true, MaxLoras = 2,
             NumGpuBlocksOverride = 128, MaxNumSeqs = 8, MaxNumBatchedTokens = 512, DisableLogStats = true,
         });
         var upper = new LoraRequest("vim-upper", 1, Fixtures.Adapter("vim-upper"));

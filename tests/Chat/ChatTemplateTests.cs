@@ -2,12 +2,12 @@ using System.Text.Json;
 using LoraEngine.Chat;
 using Xunit;
 
-namespace LoraEngine.Engine.Tests.Chat;
+namespace LoraEngine.Chat.Tests;
 
 /// <summary>Renderings equal those of @huggingface/jinja (generated once by golden/generate.mjs and committed).</summary>
 public class ChatTemplateTests
 {
-    static string Golden(string file) => Path.Combine(AppContext.BaseDirectory, "Chat", "golden", file);
+    static string Golden(string file) => Path.Combine(AppContext.BaseDirectory, "golden", file);
 
     public static TheoryData<int> Renderings()
     {
