@@ -1,14 +1,20 @@
 namespace LoraEngine.Sampling;
 
 /// <summary>
-/// Picks the next token from one row of logits on the host, as vLLM does: penalties (repetition over prompt and
-/// output, presence and frequency over output), then temperature (0 = greedy argmax, ties → lowest id), top-k,
+/// Picks the next token from one row of logits on the host, as vLLM does: logit adjustments (bias and bans, see
+/// <see cref="LogitAdjustments"/>), penalties (repetition over prompt and output, presence and frequency over output), then temperature (0 = greedy argmax, ties → lowest id), top-k,
 /// top-p and min-p, then a draw from the sequence's own RNG (so a seeded request gets the same tokens in any batch).
 /// </summary>
 internal static class Sampler
 {
-    /// <summary>Applies penalties in place and masks <paramref name="banned"/> (e.g. EOS before min_tokens).</summary>
-    public static void ApplyPenalties(Span<float> logits, SamplingParams p, IReadOnlyList<int> tokens, int promptLength, IEnumerable<int>? banned = null)
+    /// <summary>logits[a.TokenId] += a.Bias for every adjustment (a ban adds −∞).</summary>
+    public static void ApplyLogitAdjustments(Span<float> logits, IReadOnlyList<LogitAdjustment> adjustments)
+    {
+        foreach (var a in adjustments) logits[a.TokenId] += a.Bias;
+    }
+
+    /// <summary>Applies repetition, presence and frequency penalties in place.</summary>
+    public static void ApplyPenalties(Span<float> logits, SamplingParams p, IReadOnlyList<int> tokens, int promptLength)
     {
         if (p.RepetitionPenalty != 1.0)
         {
@@ -23,8 +29,6 @@ internal static class Sampler
             foreach (var (id, count) in counts)
                 logits[id] -= (float)(p.FrequencyPenalty * count + p.PresencePenalty);
         }
-        if (banned != null)
-            foreach (int id in banned) logits[id] = float.NegativeInfinity;
     }
 
     /// <summary>The next token: greedy at temperature 0, else a draw after temperature, top-k, top-p and min-p.</summary>
