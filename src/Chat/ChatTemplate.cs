@@ -74,7 +74,7 @@ public sealed class ChatTemplate
     public static object? ToTemplateValue(JsonElement json) => json.ValueKind switch
     {
         JsonValueKind.String => json.GetString(),
-        JsonValueKind.Number => json.TryGetInt64(out long l) ? (object)l : json.GetDouble(),
+        JsonValueKind.Number => json.TryGetInt64(out long l) ? l : json.TryGetDouble(out double d) ? d : json.GetRawText(), // 1e400: kept as written
         JsonValueKind.True => true,
         JsonValueKind.False => false,
         JsonValueKind.Array => json.EnumerateArray().Select(ToTemplateValue).ToList(),

@@ -52,7 +52,8 @@ public sealed record ChatTokenLogprob(string Token, float Logprob, List<int> Byt
 
 public sealed record ChatLogprobs(List<ChatTokenLogprob> Content);
 
-public sealed record ChatChoice(int Index, ChatMessageOut? Message, ChatMessageOut? Delta, ChatLogprobs? Logprobs, string? FinishReason)
+public sealed record ChatChoice(int Index, ChatMessageOut? Message, ChatMessageOut? Delta, ChatLogprobs? Logprobs,
+    [property: JsonIgnore(Condition = JsonIgnoreCondition.Never)] string? FinishReason)
 {
     /// <summary>The stop string or stop token id that ended the choice (vLLM).</summary>
     public object? StopReason { get; init; }

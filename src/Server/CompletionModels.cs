@@ -34,7 +34,8 @@ public sealed record CompletionRequest(
 /// <summary>OpenAI's legacy logprobs: per token its text, logprob (null for the first echoed prompt token), top entries and offset.</summary>
 public sealed record CompletionLogprobs(List<string> Tokens, List<float?> TokenLogprobs, List<Dictionary<string, float>?> TopLogprobs, List<int> TextOffset);
 
-public sealed record CompletionChoice(int Index, string Text, CompletionLogprobs? Logprobs, string? FinishReason)
+public sealed record CompletionChoice(int Index, string Text, CompletionLogprobs? Logprobs,
+    [property: JsonIgnore(Condition = JsonIgnoreCondition.Never)] string? FinishReason)
 {
     /// <summary>The stop string or stop token id that ended the choice (vLLM).</summary>
     public object? StopReason { get; init; }

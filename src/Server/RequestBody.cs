@@ -1,5 +1,5 @@
 using System.Text.Json;
-using System.Text.RegularExpressions;
+using System.Text.Unicode;
 using Microsoft.AspNetCore.Http;
 
 namespace LoraEngine.Server;
@@ -14,19 +14,24 @@ internal sealed class BadRequestException(string message, string? param) : Excep
 /// Reads a JSON request body as vLLM's routes do: application/json only (415 otherwise), and a malformed body, a value
 /// of the wrong type or a field the server does not honour is a 400 naming the field, never a 500.
 /// </summary>
-internal static partial class RequestBody
+internal static class RequestBody
 {
     public static async Task<(T? Body, IResult? Error)> ReadAsync<T>(HttpContext http) where T : class, IHasUnrecognizedFields
     {
         if (!http.Request.HasJsonContentType()) return (null, UnsupportedMediaType());
+        using var buffer = new MemoryStream();
+        await http.Request.Body.CopyToAsync(buffer, http.RequestAborted);
+        var bytes = buffer.GetBuffer().AsSpan(0, (int)buffer.Length);
+        // JsonElement fields keep their bytes unchecked: invalid UTF-8 would only fail later, when read.
+        if (!Utf8.IsValid(bytes)) return (null, ApiErrors.BadRequest("The request body is not valid UTF-8."));
         T? body;
         try
         {
-            body = await JsonSerializer.DeserializeAsync<T>(http.Request.Body, Wire.Options, http.RequestAborted);
+            body = JsonSerializer.Deserialize<T>(bytes, Wire.Options);
         }
         catch (JsonException e)
         {
-            return (null, Malformed(e));
+            return (null, Malformed(e, typeof(T)));
         }
         if (body is null) return (null, ApiErrors.BadRequest("The request body must be a JSON object."));
         return (body, RequestParameters.Check(body));
@@ -36,34 +41,38 @@ internal static partial class RequestBody
         Results.Json(new ErrorResponse(new ErrorInfo("Unsupported Media Type: Only 'application/json' is allowed", "UnsupportedMediaTypeError", null, 415)),
             Wire.Options, statusCode: StatusCodes.Status415UnsupportedMediaType);
 
-    /// <summary>A wrong type names the field and what it should be; a syntax error says where (no body text is quoted).</summary>
-    static IResult Malformed(JsonException e)
+    /// <summary>A value of the wrong type names the field and what it should be; a syntax error says where (no body text is quoted).</summary>
+    static IResult Malformed(JsonException e, Type root)
     {
         string? field = e.Path is { Length: > 2 } path && path.StartsWith("$.", StringComparison.Ordinal) ? path[2..] : null;
-        if (TypeError().Match(e.Message) is { Success: true } m)
-            return field is null
-                ? ApiErrors.BadRequest("The request body must be a JSON object.")
-                : ApiErrors.BadRequest($"'{field}' must be {Describe(m.Groups[1].Value)}.", field);
-        return ApiErrors.BadRequest($"The request body is not valid JSON (line {e.LineNumber + 1}, byte {e.BytePositionInLine + 1}).", field);
+        if (!e.Message.StartsWith("The JSON value could not be converted", StringComparison.Ordinal))
+            return ApiErrors.BadRequest($"The request body is not valid JSON (line {e.LineNumber + 1}, byte {e.BytePositionInLine + 1}).", field);
+        if (field is null) return ApiErrors.BadRequest("The request body must be a JSON object.");
+        return ApiErrors.BadRequest(TypeAt(root, field) is { } type ? $"'{field}' must be {Describe(type)}." : $"'{field}' has a value of the wrong type.", field);
     }
 
-    /// <summary>"System.Nullable`1[System.Double]" → "a number"; "System.Collections.Generic.List`1[...]" → "a list".</summary>
-    static string Describe(string dotnetType)
+    /// <summary>The declared type at a JSON path such as "messages[0].role" (snake_case names, list indexes).</summary>
+    static Type? TypeAt(Type root, string path)
     {
-        const string nullable = "System.Nullable`1[";
-        string type = dotnetType.StartsWith(nullable, StringComparison.Ordinal) ? dotnetType[nullable.Length..^1] : dotnetType;
-        string name = type.Split('[')[0];
-        return name[(name.LastIndexOf('.') + 1)..].Split('`')[0] switch
+        Type? type = root;
+        foreach (string segment in path.Split('.'))
         {
-            "Int32" or "Int64" => "an integer",
-            "Double" or "Single" => "a number",
-            "Boolean" => "a boolean",
-            "String" => "a string",
-            "List" => "a list",
-            _ => "an object",
-        };
+            string name = segment.Split('[')[0];
+            type = type?.GetProperties().FirstOrDefault(p => JsonNamingPolicy.SnakeCaseLower.ConvertName(p.Name) == name)?.PropertyType;
+            for (int i = 0; i < segment.Count(c => c == '[') && type != null; i++)
+                type = type.IsGenericType ? type.GetGenericArguments()[0] : null;
+            if (type is null) return null;
+        }
+        return type;
     }
 
-    [GeneratedRegex(@"^The JSON value could not be converted to ([^ ]+?)\. Path")]
-    private static partial Regex TypeError();
+    static string Describe(Type type) => (Nullable.GetUnderlyingType(type) ?? type) switch
+    {
+        var t when t == typeof(int) || t == typeof(long) => "an integer",
+        var t when t == typeof(double) || t == typeof(float) => "a number",
+        var t when t == typeof(bool) => "a boolean",
+        var t when t == typeof(string) => "a string",
+        { IsGenericType: true } t when t.GetGenericTypeDefinition() == typeof(List<>) => "a list",
+        _ => "an object",
+    };
 }
