@@ -38,4 +38,35 @@ public class LoraEngineChatClientTests
         Assert.Equal("vim-tiny-bf16", client.GetService<ChatClientMetadata>()!.DefaultModelId);
         await Assert.ThrowsAsync<ArgumentException>(() => client.GetResponseAsync("x", new ChatOptions { ModelId = "nope" }, TestContext.Current.CancellationToken));
     }
+
+    [Fact]
+    public async Task Instructions_are_a_system_message_and_options_it_cannot_honour_throw()
+    {
+        using var engine = AsyncLlmEngine.FromEngineArgs(new EngineArgs
+        {
+            Model = Fixtures.Model("vim-tiny-bf16"), Device = Device, NumGpuBlocksOverride = 64, MaxNumSeqs = 4, MaxNumBatchedTokens = 512, DisableLogStats = true,
+        });
+        IChatClient client = new LoraEngineChatClient(engine, "vim-tiny-bf16", _ => null);
+        var greedy = new ChatOptions { Temperature = 0, MaxOutputTokens = 12 };
+        var ct = TestContext.Current.CancellationToken;
+        var instructed = await client.GetResponseAsync("How do I quit?", new ChatOptions { Temperature = 0, MaxOutputTokens = 12, Instructions = "Answer in one word." }, ct);
+        var asSystem = await client.GetResponseAsync([new(ChatRole.System, "Answer in one word."), new(ChatRole.User, "How do I quit?")], greedy, ct);
+        var plain = await client.GetResponseAsync("How do I quit?", greedy, ct);
+        Assert.Equal(asSystem.Text, instructed.Text);
+        Assert.Equal(asSystem.Usage!.InputTokenCount, instructed.Usage!.InputTokenCount);
+        Assert.True(instructed.Usage.InputTokenCount > plain.Usage!.InputTokenCount + 5);
+
+        ChatOptions[] refused =
+        [
+            new() { Tools = [AIFunctionFactory.Create(() => 1, "one")] },
+            new() { ResponseFormat = ChatResponseFormat.Json },
+            new() { ConversationId = "c1" },
+            new() { AdditionalProperties = new() { ["min_tokens"] = 3 } },
+        ];
+        foreach (var options in refused)
+            await Assert.ThrowsAsync<ArgumentException>(() => client.GetResponseAsync("hi", options, ct));
+        var image = new ChatMessage(ChatRole.User, [new TextContent("what is this?"), new DataContent(new byte[] { 1, 2, 3 }, "image/png")]);
+        await Assert.ThrowsAsync<ArgumentException>(() => client.GetResponseAsync([image], greedy, ct));
+        Assert.Equal(12, (await client.GetResponseAsync("hi", new ChatOptions { Temperature = 0, MaxOutputTokens = 12, ResponseFormat = ChatResponseFormat.Text }, ct)).Usage!.OutputTokenCount);
+    }
 }
