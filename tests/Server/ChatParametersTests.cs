@@ -40,8 +40,13 @@ public class ChatParametersTests(ServerFixture server) : IClassFixture<ServerFix
         var options = new ChatCompletionOptions { Temperature = 0, MaxOutputTokenCount = 8, IncludeLogProbabilities = true, TopLogProbabilityCount = 2 };
         var whole = (await Client().CompleteChatAsync([new UserChatMessage(Question)], options, Token)).Value.ContentTokenLogProbabilities;
         var streamed = new List<ChatTokenLogProbabilityDetails>();
+        ChatTokenUsage? usage = null;
         await foreach (var update in Client().CompleteChatStreamingAsync([new UserChatMessage(Question)], options, Token))
+        {
             streamed.AddRange(update.ContentTokenLogProbabilities);
+            usage ??= update.Usage; // the client asks for stream_options.include_usage
+        }
+        Assert.Equal(8, usage!.OutputTokenCount);
         Assert.Equal(8, whole.Count);
         Assert.Equal(whole.Select(t => (t.Token, t.LogProbability)), streamed.Select(t => (t.Token, t.LogProbability)));
         Assert.All(streamed, t => Assert.Equal(2, t.TopLogProbabilities.Count));
@@ -58,7 +63,10 @@ public class ChatParametersTests(ServerFixture server) : IClassFixture<ServerFix
         e = await Assert.ThrowsAsync<ClientResultException>(() => Client().CompleteChatAsync([new UserChatMessage(Question)], tools, Token));
         Assert.Equal(400, e.Status);
         Assert.Contains("tools", e.Message);
-        var text = new ChatCompletionOptions { ResponseFormat = ChatResponseFormat.CreateTextFormat(), MaxOutputTokenCount = 2, EndUserId = "u1" };
+        var stored = new ChatCompletionOptions { StoredOutputEnabled = true };
+        e = await Assert.ThrowsAsync<ClientResultException>(() => Client().CompleteChatAsync([new UserChatMessage(Question)], stored, Token));
+        Assert.Equal(400, e.Status);
+        var text = new ChatCompletionOptions { ResponseFormat = ChatResponseFormat.CreateTextFormat(), MaxOutputTokenCount = 2, EndUserId = "u1", Metadata = { ["team"] = "a" } };
         Assert.Equal(2, (await Client().CompleteChatAsync([new UserChatMessage(Question)], text, Token)).Value.Usage.OutputTokenCount);
     }
 
@@ -142,6 +150,15 @@ public class ChatParametersTests(ServerFixture server) : IClassFixture<ServerFix
         });
         Assert.All(chunks, c => Assert.True(c.TryGetProperty("usage", out _)));
         Assert.Equal(4, chunks[^1].GetProperty("usage").GetProperty("completion_tokens").GetInt32());
+
+        var two = await _api.Stream("/v1/chat/completions", new { messages = new[] { new { role = "user", content = Question } }, max_tokens = 4, n = 2, seed = 1, stream = true });
+        var choices = two.Select(c => c.GetProperty("choices")[0]).ToList();
+        foreach (int i in new[] { 0, 1 })
+        {
+            var mine = choices.Where(c => c.GetProperty("index").GetInt32() == i).ToList();
+            Assert.Equal("assistant", mine[0].GetProperty("delta").GetProperty("role").GetString());
+            Assert.Single(mine, c => c.GetProperty("finish_reason").ValueKind == JsonValueKind.String);
+        }
         Assert.Equal("top_logprobs", (await Chat(new { top_logprobs = 2 })).Param);
     }
 }

@@ -125,6 +125,10 @@ public class CompletionParametersTests(ServerFixture server) : IClassFixture<Ser
         Assert.Equal([a.Text(), a.Text(), b.Text(), b.Text()], streamed);
         Assert.Equal([1, 1, 1, 1], finishes);
 
+        // A prompt refused after others were queued takes them back out.
+        var tooLong = await Complete(new { prompt = new[] { ids, Enumerable.Repeat(5, 600).ToArray() }, max_tokens = 400, ignore_eos = true });
+        Assert.Equal(HttpStatusCode.BadRequest, tooLong.Status);
+        Assert.False(server.State.Engine.Engine.HasUnfinishedRequests);
         Assert.Equal("prompt", (await Complete(new { prompt = new object[] { "x", 5 } })).Param);
         Assert.Equal("prompt", (await Complete(new { prompt = new[] { 5, 4096 } })).Param);
         Assert.Equal("prompt", (await Complete(new { prompt = "" })).Param);
