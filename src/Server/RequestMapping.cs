@@ -3,10 +3,9 @@ using System.Text.Json;
 
 namespace LoraEngine.Server;
 
-/// <summary>The sampling and output fields completions and chat requests share.</summary>
+/// <summary>The fields completions and chat requests share that the shared checks and the sampling mapping read.</summary>
 internal interface IGenerationRequest : IHasUnrecognizedFields
 {
-    string? Model { get; }
     int? N { get; }
     int? BestOf { get; }
     bool? Stream { get; }
@@ -27,13 +26,7 @@ internal interface IGenerationRequest : IHasUnrecognizedFields
     List<int>? StopTokenIds { get; }
     bool? IncludeStopStrInOutput { get; }
     bool? SkipSpecialTokens { get; }
-    bool? Echo { get; }
-    bool? AddSpecialTokens { get; }
-    int? TruncatePromptTokens { get; }
     string? TruncationSide { get; }
-    string? RequestId { get; }
-    bool? ReturnTokensAsTokenIds { get; }
-    bool? ReturnTokenIds { get; }
 }
 
 /// <summary>Turns wire requests into engine sampling parameters; ranges are checked by <see cref="SamplingParams.Validate"/>.</summary>

@@ -2,8 +2,9 @@ namespace LoraEngine.Sampling;
 
 /// <summary>
 /// Picks the next token from one row of logits on the host, as vLLM does: logit adjustments (bias and bans, see
-/// <see cref="LogitAdjustments"/>), penalties (repetition over prompt and output, presence and frequency over output), then temperature (0 = greedy argmax, ties → lowest id), top-k,
-/// top-p and min-p, then a draw from the sequence's own RNG (so a seeded request gets the same tokens in any batch).
+/// <see cref="LogitAdjustments"/>), penalties (repetition over prompt and output, presence and frequency over output),
+/// then temperature (0 = greedy argmax, ties → lowest id), top-k, top-p and min-p, then a draw from the sequence's own
+/// RNG (so a seeded request gets the same tokens in any batch).
 /// </summary>
 internal static class Sampler
 {
