@@ -10,7 +10,14 @@ public sealed record CompletionOutput(
     IReadOnlyList<int> TokenIds,
     double? CumulativeLogprob,
     IReadOnlyList<IReadOnlyDictionary<int, Logprob>>? Logprobs,
-    string? FinishReason);
+    string? FinishReason)
+{
+    /// <summary>
+    /// What stopped the sequence, as vLLM's stop_reason: the stop string (a string) or the stop token id (an int);
+    /// null when it ended otherwise (EOS, length, abort) or is still running.
+    /// </summary>
+    public object? StopReason { get; init; }
+}
 
 /// <summary>A request's state after a step: cumulative text and tokens so far, Finished on the last one.</summary>
 public sealed record RequestOutput(

@@ -31,6 +31,11 @@ public sealed record SamplingParams
     public IReadOnlyList<int>? StopTokenIds { get; init; }
     public bool IncludeStopStrInOutput { get; init; }
     public bool SkipSpecialTokens { get; init; } = true;
+    /// <summary>
+    /// Token id → bias added to that token's logit before penalties and sampling (OpenAI's logit_bias): −100 all but
+    /// bans a token, +100 all but forces it. Values in [−100, 100]; the server clamps as vLLM does.
+    /// </summary>
+    public IReadOnlyDictionary<int, float>? LogitBias { get; init; }
 
     /// <summary>Checks ranges (vLLM's messages); an ArgumentException whose ParamName is the field.</summary>
     public void Validate(int maxLogprobs, int vocabSize)
@@ -50,6 +55,17 @@ public sealed record SamplingParams
         CheckLogprobs(PromptLogprobs, nameof(PromptLogprobs), maxLogprobs, vocabSize);
         if (Stop?.Any(string.IsNullOrEmpty) == true) throw Bad(nameof(Stop), "stop strings must not be empty.");
         if (StopTokenIds?.Any(id => id < 0 || id >= vocabSize) == true) throw Bad(nameof(StopTokenIds), $"stop_token_ids must be in [0, {vocabSize}).");
+        CheckLogitBias(vocabSize);
+    }
+
+    void CheckLogitBias(int vocabSize)
+    {
+        if (LogitBias is null) return;
+        var outOfVocab = LogitBias.Keys.Where(id => id < 0 || id >= vocabSize).Order().ToArray();
+        if (outOfVocab.Length > 0)
+            throw Bad(nameof(LogitBias), $"token_id(s) [{string.Join(", ", outOfVocab)}] in logit_bias contain out-of-vocab token ids. Vocabulary size: {vocabSize}");
+        foreach (var (id, bias) in LogitBias)
+            if (!(bias >= -100 && bias <= 100)) throw Bad(nameof(LogitBias), $"logit_bias values must be in [-100, 100], got {bias} for token {id}.");
     }
 
     static void CheckLogprobs(int? k, string field, int maxLogprobs, int vocabSize)

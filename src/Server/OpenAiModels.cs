@@ -3,42 +3,25 @@ using System.Text.Json.Serialization;
 
 namespace LoraEngine.Server;
 
-// Wire records of vLLM's OpenAI-compatible API (snake_case on the wire). Prompt, stop and message content take the
-// shapes OpenAI allows (a string or a list), read as JsonElement and checked by the handlers.
+// Wire records of vLLM's OpenAI-compatible API shared by the routes (snake_case on the wire). The completion, chat and
+// tokenizer records have files of their own.
 
-public sealed record CompletionRequest(
-    string? Model, JsonElement Prompt, int? MaxTokens, double? Temperature, double? TopP, int? TopK, double? MinP, int? N, bool? Stream,
-    JsonElement Stop, long? Seed, int? Logprobs, double? PresencePenalty, double? FrequencyPenalty, double? RepetitionPenalty,
-    bool? IgnoreEos, StreamOptions? StreamOptions, int? PromptLogprobs);
+/// <summary>Fields of a request body that no record member took: each is checked against <see cref="RequestParameters"/>.</summary>
+internal interface IHasUnrecognizedFields
+{
+    Dictionary<string, JsonElement>? Unrecognized { get; }
+}
 
-public sealed record ChatMessageDto(string Role, JsonElement Content);
+public sealed record StreamOptions(bool? IncludeUsage) : IHasUnrecognizedFields
+{
+    /// <summary>With include_usage: every chunk carries the usage so far.</summary>
+    public bool? ContinuousUsageStats { get; init; }
 
-public sealed record ChatCompletionRequest(
-    string? Model, List<ChatMessageDto>? Messages, int? MaxTokens, int? MaxCompletionTokens, double? Temperature, double? TopP, int? TopK,
-    double? MinP, int? N, bool? Stream, JsonElement Stop, long? Seed, bool? Logprobs, int? TopLogprobs, double? PresencePenalty,
-    double? FrequencyPenalty, double? RepetitionPenalty, bool? IgnoreEos, StreamOptions? StreamOptions);
-
-public sealed record StreamOptions(bool? IncludeUsage);
+    [JsonExtensionData]
+    public Dictionary<string, JsonElement>? Unrecognized { get; init; }
+}
 
 public sealed record Usage(int PromptTokens, int CompletionTokens, int TotalTokens);
-
-public sealed record CompletionLogprobs(List<string> Tokens, List<float> TokenLogprobs, List<Dictionary<string, float>> TopLogprobs, List<int> TextOffset);
-
-public sealed record CompletionChoice(int Index, string Text, CompletionLogprobs? Logprobs, string? FinishReason);
-
-public sealed record CompletionResponse(string Id, string Object, long Created, string Model, List<CompletionChoice> Choices, Usage? Usage);
-
-public sealed record ChatMessageOut(string? Role, string? Content);
-
-public sealed record TopLogprob(string Token, float Logprob, List<int> Bytes);
-
-public sealed record ChatTokenLogprob(string Token, float Logprob, List<int> Bytes, List<TopLogprob> TopLogprobs);
-
-public sealed record ChatLogprobs(List<ChatTokenLogprob> Content);
-
-public sealed record ChatChoice(int Index, ChatMessageOut? Message, ChatMessageOut? Delta, ChatLogprobs? Logprobs, string? FinishReason);
-
-public sealed record ChatCompletionResponse(string Id, string Object, long Created, string Model, List<ChatChoice> Choices, Usage? Usage);
 
 public sealed record ModelCard(string Id, string Object, long Created, string OwnedBy, string? Root, string? Parent, int? MaxModelLen);
 
@@ -51,6 +34,9 @@ public sealed record UnloadLoraRequest(string? LoraName, int? LoraIntId);
 public sealed record ErrorInfo(string Message, string Type, string? Param, int Code);
 
 public sealed record ErrorResponse(ErrorInfo Error);
+
+/// <summary>vLLM's Logprob as it appears in prompt_logprobs: keyed by token id.</summary>
+public sealed record LogprobEntry(float Logprob, int? Rank, string? DecodedToken);
 
 internal static class Wire
 {

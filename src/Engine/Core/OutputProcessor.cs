@@ -63,8 +63,8 @@ internal sealed class OutputProcessor(HfTokenizer tokenizer, IReadOnlySet<int> e
     {
         var p = seq.Request.SamplingParams;
         var processed = (float[])logits.Clone();
-        var banned = seq.OutputLength < p.MinTokens ? eosIds.Concat(p.StopTokenIds ?? []) : null;
-        Sampler.ApplyPenalties(processed, p, seq.Tokens, seq.PromptLength, banned);
+        Sampler.ApplyLogitAdjustments(processed, LogitAdjustments.For(p, seq.OutputLength, eosIds));
+        Sampler.ApplyPenalties(processed, p, seq.Tokens, seq.PromptLength);
         int token = Sampler.Sample(processed, p, seq.Random);
         if (p.Logprobs is int k)
         {
@@ -96,7 +96,13 @@ internal sealed class OutputProcessor(HfTokenizer tokenizer, IReadOnlySet<int> e
         seq.Tokens.Add(token);
         bool eos = !p.IgnoreEos && eosIds.Contains(token);
         bool stopToken = p.StopTokenIds?.Contains(token) == true;
-        if (seq.OutputLength >= p.MinTokens && (eos || stopToken)) return "stop";
+        if (seq.OutputLength >= p.MinTokens && (eos || stopToken))
+        {
+            // vLLM leaves the stop token's text out unless include_stop_str_in_output; stop_reason names a stop token id, not EOS.
+            if (p.IncludeStopStrInOutput) seq.Text += seq.Detokenizer.Push(token) + seq.Detokenizer.Flush();
+            seq.StopReason = eos ? null : token;
+            return "stop";
+        }
 
         int before = seq.Text.Length;
         seq.Text += seq.Detokenizer.Push(token);
@@ -106,6 +112,7 @@ internal sealed class OutputProcessor(HfTokenizer tokenizer, IReadOnlySet<int> e
             if (at >= 0)
             {
                 seq.Text = seq.Text[..(p.IncludeStopStrInOutput ? at + stop!.Length : at)];
+                seq.StopReason = stop;
                 return "stop";
             }
         }
@@ -129,7 +136,7 @@ internal sealed class OutputProcessor(HfTokenizer tokenizer, IReadOnlySet<int> e
             var p = r.SamplingParams;
             string text = seq.IsFinished ? seq.Text : seq.Text[..StopChecker.VisibleLength(seq.Text, p.Stop)];
             return new CompletionOutput(seq.Index, text, seq.OutputTokens.ToArray(), p.Logprobs != null ? seq.CumulativeLogprob : null,
-                p.Logprobs != null ? seq.Logprobs.ToArray() : null, seq.FinishReason);
+                p.Logprobs != null ? seq.Logprobs.ToArray() : null, seq.FinishReason) { StopReason = seq.StopReason };
         }).ToArray();
         return new RequestOutput(r.RequestId, r.Prompt, r.PromptTokenIds, r.PromptLogprobs?.ToArray(), outputs, r.IsFinished, r.LoraRequest);
     }

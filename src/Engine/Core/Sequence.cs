@@ -51,6 +51,9 @@ internal sealed class Sequence
 
     public string? FinishReason { get; set; }
 
+    /// <summary>The stop string or stop token id that finished the sequence (vLLM's stop_reason).</summary>
+    public object? StopReason { get; set; }
+
     /// <summary>Decoded output text (stop strings cut when finished).</summary>
     public string Text { get; set; } = "";
 

@@ -1,22 +1,29 @@
 namespace LoraEngine.Sampling;
 
 /// <summary>
-/// Picks the next token from one row of logits on the host, as vLLM does: penalties (repetition over prompt and
-/// output, presence and frequency over output), then temperature (0 = greedy argmax, ties → lowest id), top-k,
-/// top-p and min-p, then a draw from the sequence's own RNG (so a seeded request gets the same tokens in any batch).
+/// Picks the next token from one row of logits on the host, as vLLM does: logit adjustments (bias and bans, see
+/// <see cref="LogitAdjustments"/>), penalties (repetition over prompt and output, presence and frequency over output),
+/// then temperature (0 = greedy argmax, ties → lowest id), top-k, top-p and min-p, then a draw from the sequence's own
+/// RNG (so a seeded request gets the same tokens in any batch).
 /// </summary>
 internal static class Sampler
 {
     /// <summary>
     /// Whether sampling the next token of a sequence needs its logits on the host; false for plain greedy decoding
-    /// (no penalties, no banned tokens, no logprobs), where the device's argmax is the answer.
+    /// (no logit adjustments, no penalties, no logprobs), where the device's argmax is the answer.
     /// </summary>
     public static bool NeedsLogits(SamplingParams p, int outputLength) =>
         p.Temperature != 0 || p.Logprobs is not null || p.RepetitionPenalty != 1.0 || p.PresencePenalty != 0
-        || p.FrequencyPenalty != 0 || outputLength < p.MinTokens;
+        || p.FrequencyPenalty != 0 || outputLength < p.MinTokens || p.LogitBias is { Count: > 0 };
 
-    /// <summary>Applies penalties in place and masks <paramref name="banned"/> (e.g. EOS before min_tokens).</summary>
-    public static void ApplyPenalties(Span<float> logits, SamplingParams p, IReadOnlyList<int> tokens, int promptLength, IEnumerable<int>? banned = null)
+    /// <summary>logits[a.TokenId] += a.Bias for every adjustment (a ban adds −∞).</summary>
+    public static void ApplyLogitAdjustments(Span<float> logits, IReadOnlyList<LogitAdjustment> adjustments)
+    {
+        foreach (var a in adjustments) logits[a.TokenId] += a.Bias;
+    }
+
+    /// <summary>Applies repetition, presence and frequency penalties in place.</summary>
+    public static void ApplyPenalties(Span<float> logits, SamplingParams p, IReadOnlyList<int> tokens, int promptLength)
     {
         if (p.RepetitionPenalty != 1.0)
         {
@@ -31,8 +38,6 @@ internal static class Sampler
             foreach (var (id, count) in counts)
                 logits[id] -= (float)(p.FrequencyPenalty * count + p.PresencePenalty);
         }
-        if (banned != null)
-            foreach (int id in banned) logits[id] = float.NegativeInfinity;
     }
 
     /// <summary>The next token: greedy at temperature 0, else a draw after temperature, top-k, top-p and min-p.</summary>

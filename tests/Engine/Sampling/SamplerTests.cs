@@ -60,8 +60,15 @@ public class SamplerTests
         Assert.Equal(1f, logits[0]);
         Assert.Equal(-4f - 0.5f - 0.5f, logits[1]);
         Assert.Equal(1f, logits[2]);
-        Sampler.ApplyPenalties(logits, new SamplingParams(), [0], 1, banned: [2]);
-        Assert.Equal(float.NegativeInfinity, logits[2]);
+    }
+
+    [Fact]
+    public void Logit_adjustments_add_their_bias_and_a_ban_is_minus_infinity()
+    {
+        float[] logits = [2f, -2f, 1f, 0.5f];
+        Sampler.ApplyLogitAdjustments(logits, [new LogitAdjustment(0, -1.5f), new LogitAdjustment(3, 10f), LogitAdjustment.Ban(2), new LogitAdjustment(2, 100f)]);
+        Assert.Equal([0.5f, -2f, float.NegativeInfinity, 10.5f], logits);
+        Assert.Equal(3, Sampler.Sample(logits, new SamplingParams { Temperature = 0 }, new Random(0)));
     }
 
     [Fact]

@@ -2,12 +2,12 @@ using System.Text.Json;
 using LoraEngine.Chat;
 using Xunit;
 
-namespace LoraEngine.Engine.Tests.Chat;
+namespace LoraEngine.Chat.Tests;
 
 /// <summary>Renderings equal those of @huggingface/jinja (generated once by golden/generate.mjs and committed).</summary>
 public class ChatTemplateTests
 {
-    static string Golden(string file) => Path.Combine(AppContext.BaseDirectory, "Chat", "golden", file);
+    static string Golden(string file) => Path.Combine(AppContext.BaseDirectory, "golden", file);
 
     public static TheoryData<int> Renderings()
     {
@@ -46,6 +46,7 @@ public class ChatTemplateTests
     [InlineData("{{ messages[-1].content | upper }}{{ messages[0]['role'][:2] }}", "Bus")]
     [InlineData("{{ 'a' if missing is defined else 'b' }}{{ missing | default('d') }}{{ (messages | length) * 2 }}", "bd4")]
     [InlineData("{{ messages | map_absent }}", null)]
+    [InlineData("{{ 1 }} {% if true %}x{% endif %}\n  {% if true %}y{% endif %}", "1 xy")] // lstrip_blocks only at a line start
     [InlineData("{{ '  x  '.strip() ~ ('abc'.startswith('a')) }} {{ 'user' in ['user', 'x'] }} {{ 7 // 2 }}", "xTrue True 3")]
     public void Expressions_loops_and_namespaces(string source, string? expected)
     {
@@ -56,5 +57,34 @@ public class ChatTemplateTests
             return;
         }
         Assert.Equal(expected, ChatTemplate.Parse(source).Render(messages, false, null, null));
+    }
+
+    static readonly ChatTemplate s_vimTiny = ChatTemplate.Parse(File.ReadAllText(Golden("vim-tiny.jinja")));
+
+    [Fact]
+    public void Continue_final_message_ends_the_text_right_after_the_final_content()
+    {
+        List<ChatTurn> chat = [new("user", "How do I quit?"), new("assistant", "Type :q and ")];
+        string closed = s_vimTiny.Render(chat, false, "<s>", "</s>");
+        string open = s_vimTiny.Render(chat, false, true, "<s>", "</s>");
+        Assert.EndsWith("<|eot_id|>", closed);
+        Assert.EndsWith("Type :q and", open); // the template trims, so the trailing space goes too
+        Assert.StartsWith(open, closed);
+        Assert.Throws<ArgumentException>(() => s_vimTiny.Render(chat, true, true, "<s>", "</s>"));
+        var hidden = ChatTemplate.Parse("{% for m in messages %}[{{ m.role }}]{% endfor %}");
+        Assert.Throws<ChatTemplateException>(() => hidden.Render(chat, false, true, null, null));
+    }
+
+    [Fact]
+    public void Extra_variables_and_message_fields_reach_the_template_as_json_values()
+    {
+        var template = ChatTemplate.Parse(
+            "{{ bos_token }}{% if enable_thinking %}think {% endif %}{{ docs[0].title }} {% for m in messages %}{{ m.role }}:{{ m.name }}:{{ m.content }}{% endfor %}");
+        var json = JsonDocument.Parse("""{"enable_thinking": true, "docs": [{"title": "vim", "n": 2}], "messages": "ignored"}""").RootElement;
+        var extra = json.EnumerateObject().ToDictionary(p => p.Name, p => ChatTemplate.ToTemplateValue(p.Value));
+        extra["bos_token"] = "";
+        var turns = new List<ChatTurn> { new("user", "hi") { Extra = new Dictionary<string, object?> { ["name"] = "ann", ["role"] = "system" } } };
+        Assert.Equal("think vim user:ann:hi", template.Render(turns, false, "<s>", null, extra));
+        Assert.Equal(2L, ((Dictionary<string, object?>)((List<object?>)ChatTemplate.ToTemplateValue(json.GetProperty("docs"))!)[0]!)["n"]);
     }
 }

@@ -20,10 +20,15 @@ internal static class Lexer
         {
             int open = NextTag(src, i);
             string text = src[i..(open < 0 ? src.Length : open)];
+            bool atLineStart = i == 0 || src[i - 1] == '\n';
             if (trimNextText) text = text.TrimStart();
-            else if (trimNewline && text.StartsWith('\n')) text = text[1..]; // trim_blocks
+            else if (trimNewline && text.StartsWith('\n'))
+            {
+                text = text[1..]; // trim_blocks
+                atLineStart = true;
+            }
             if (open >= 0 && open + 2 < src.Length && src[open + 2] == '-') text = text.TrimEnd();
-            else if (open >= 0 && src[open + 1] is '%' or '#') text = LstripBlock(text); // lstrip_blocks
+            else if (open >= 0 && src[open + 1] is '%' or '#') text = LstripBlock(text, atLineStart); // lstrip_blocks
             trimNewline = false;
             if (text.Length > 0) tokens.Add(new Token(TokenKind.Text, text, 0, 0));
             if (open < 0) break;
@@ -52,12 +57,15 @@ internal static class Lexer
         return tokens;
     }
 
-    /// <summary>Removes spaces and tabs between the last newline and a block tag (Jinja's lstrip_blocks).</summary>
-    static string LstripBlock(string text)
+    /// <summary>
+    /// Removes spaces and tabs between the start of a line and a block tag (Jinja's lstrip_blocks); spaces after
+    /// another tag on the same line stay. <paramref name="atLineStart"/>: the text begins a line.
+    /// </summary>
+    static string LstripBlock(string text, bool atLineStart)
     {
         int end = text.Length;
         while (end > 0 && text[end - 1] is ' ' or '\t') end--;
-        return end == 0 || text[end - 1] == '\n' ? text[..end] : text;
+        return end == 0 ? (atLineStart ? "" : text) : text[end - 1] == '\n' ? text[..end] : text;
     }
 
     static int NextTag(string s, int from)

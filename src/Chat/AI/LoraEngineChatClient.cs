@@ -7,6 +7,7 @@ namespace LoraEngine.AI;
 /// <summary>
 /// Microsoft.Extensions.AI's IChatClient over an engine, in process. <see cref="ChatOptions.ModelId"/> picks the
 /// adapter by name (the base model's id, or none, for no adapter); messages go through the model's chat template.
+/// Sampling options and Instructions are honoured; options it cannot honour (tools, JSON formats, images) throw.
 /// </summary>
 public sealed class LoraEngineChatClient : IChatClient
 {
@@ -34,8 +35,9 @@ public sealed class LoraEngineChatClient : IChatClient
         string modelId = options?.ModelId ?? _metadata.DefaultModelId!;
         LoraRequest? lora = modelId == _metadata.DefaultModelId ? null
             : _adapters(modelId) ?? throw new ArgumentException($"The model `{modelId}` does not exist.", nameof(options));
+        CheckSupported(options);
         var tokenizer = _engine.Engine.Tokenizer;
-        string prompt = _template.Render(messages.Select(m => new ChatTurn(m.Role.Value, m.Text)).ToList(), true, tokenizer.BosToken, tokenizer.EosToken);
+        string prompt = _template.Render(Turns(messages, options?.Instructions), true, tokenizer.BosToken, tokenizer.EosToken);
         var sampling = new SamplingParams
         {
             Temperature = options?.Temperature ?? 1.0,
@@ -72,6 +74,37 @@ public sealed class LoraEngineChatClient : IChatClient
                 TotalTokenCount = last.PromptTokenIds.Count + completion.TokenIds.Count,
             })],
         };
+    }
+
+    /// <summary>Options this client cannot honour are refused, never ignored: tools, non-text formats, server-side state.</summary>
+    static void CheckSupported(ChatOptions? options)
+    {
+        if (options is null) return;
+        string? refused =
+            options.Tools is { Count: > 0 } ? "Tools (tool calling is not built)"
+            : options.ToolMode is not (null or NoneChatToolMode) ? "ToolMode (tool calling is not built)"
+            : options.ResponseFormat is not (null or ChatResponseFormatText) ? "ResponseFormat other than text (structured outputs are not built)"
+            : options.ConversationId != null ? "ConversationId (the client keeps no conversations)"
+            : options.ContinuationToken != null || options.AllowBackgroundResponses == true ? "background responses"
+            : options.Reasoning != null ? "Reasoning (the model does not reason separately)"
+            : options.RawRepresentationFactory != null ? "RawRepresentationFactory (there is no underlying client)"
+            : options.AdditionalProperties is { Count: > 0 } extra ? $"AdditionalProperties ({string.Join(", ", extra.Keys)})"
+            : null;
+        if (refused != null) throw new ArgumentException($"ChatOptions.{refused} is not supported.", nameof(options));
+    }
+
+    /// <summary>Instructions first, as a system message; each message's text, with its author as the template's name.</summary>
+    static List<ChatTurn> Turns(IEnumerable<ChatMessage> messages, string? instructions)
+    {
+        var turns = new List<ChatTurn>();
+        if (!string.IsNullOrEmpty(instructions)) turns.Add(new ChatTurn("system", instructions));
+        foreach (var m in messages)
+        {
+            if (m.Contents.FirstOrDefault(c => c is not TextContent) is { } other)
+                throw new ArgumentException($"{other.GetType().Name} in a {m.Role} message is not supported: the model reads text only.", nameof(messages));
+            turns.Add(new ChatTurn(m.Role.Value, m.Text) { Extra = m.AuthorName is { } name ? new Dictionary<string, object?> { ["name"] = name } : null });
+        }
+        return turns;
     }
 
     public object? GetService(Type serviceType, object? serviceKey = null) =>
