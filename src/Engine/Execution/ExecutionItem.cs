@@ -1,14 +1,17 @@
+using LoraEngine.Lora;
+
 namespace LoraEngine.Execution;
 
 /// <summary>
 /// One sequence's share of a forward step: the tokens it feeds (a prefill chunk or one decode token),
-/// where they start, its KV blocks, its adapter slot, and which logits the step must return for it.
+/// where they start, its KV blocks, its adapter's validated host copy (null: the base model; the runner
+/// activates it into a GPU slot), and which logits the step must return for it.
 /// </summary>
 internal sealed record ExecutionItem(
     IReadOnlyList<int> TokenIds,
     int StartPosition,
     IReadOnlyList<int> BlockTable,
-    int LoraSlot,
+    LoraAdapter? Adapter,
     bool NeedsSample,
     bool NeedsAllLogits);
 

@@ -9,7 +9,7 @@ namespace LoraEngine.Execution;
 /// Owns everything on the device — the model, its LoRA layers, the paged KV cache and the step buffers — and
 /// runs one forward step for a list of <see cref="ExecutionItem"/>s. Knows nothing of requests or sampling.
 /// </summary>
-internal sealed class ModelExecutor : IDisposable
+internal sealed class ModelExecutor : IModelRunner
 {
     readonly PagedKvCache _cache;
     readonly ForwardWorkspace _workspace;
@@ -18,10 +18,10 @@ internal sealed class ModelExecutor : IDisposable
     readonly DeviceTensor _logits;        // [logitChunk, vocab] F32
     readonly int _logitChunk;
 
-    public ModelExecutor(LlamaModel model, LoraLayers? loraLayers, int maxTokens, int maxSequences, int maxModelLen, int blockSize, int numBlocks)
+    public ModelExecutor(LlamaModel model, LoraManager? loraManager, int maxTokens, int maxSequences, int maxModelLen, int blockSize, int numBlocks)
     {
         Model = model;
-        LoraLayers = loraLayers;
+        LoraManager = loraManager;
         MaxTokens = maxTokens;
         BlockSize = blockSize;
         MaxBlocksPerSequence = (maxModelLen + blockSize - 1) / blockSize;
@@ -36,7 +36,8 @@ internal sealed class ModelExecutor : IDisposable
 
     public LlamaModel Model { get; }
 
-    public LoraLayers? LoraLayers { get; }
+    /// <summary>Activates each step's adapters into GPU slots.</summary>
+    public LoraManager? LoraManager { get; }
 
     public int MaxTokens { get; }
 
@@ -62,7 +63,8 @@ internal sealed class ModelExecutor : IDisposable
         var tables = new int[items.Count * MaxBlocksPerSequence];
         var rows = new List<int>();
         var rowStart = new int[items.Count];
-        bool anyLora = false;
+        var adapters = items.Select(i => i.Adapter).OfType<LoraAdapter>().Distinct().ToArray();
+        var slotOf = adapters.Length > 0 ? LoraManager!.ActivateForStep(adapters) : null;
 
         int t = 0;
         for (int s = 0; s < items.Count; s++)
@@ -77,14 +79,13 @@ internal sealed class ModelExecutor : IDisposable
                 positions[t] = pos;
                 slotMapping[t] = item.BlockTable[pos / BlockSize] * BlockSize + pos % BlockSize;
                 tokenSeq[t] = s;
-                loraSlots[t] = item.LoraSlot;
+                loraSlots[t] = item.Adapter is { } adapter ? slotOf![adapter] : -1;
                 if (item.NeedsAllLogits || (item.NeedsSample && i == item.TokenIds.Count - 1)) rows.Add(t);
             }
-            anyLora |= item.LoraSlot >= 0;
         }
 
         LoraBatchMapping? mapping = null;
-        if (LoraLayers != null && anyLora)
+        if (slotOf != null)
         {
             var view = _slotsOfTokens.Slice(0, tokens);
             view.CopyFrom<int>(loraSlots);
