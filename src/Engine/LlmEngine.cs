@@ -183,6 +183,17 @@ public sealed class LlmEngine : IDisposable
         return request;
     }
 
+    /// <summary>
+    /// Throws ArgumentException (parameter "prompt") for a prompt longer than <see cref="EngineConfig.MaxPromptChars"/>.
+    /// AddRequest checks it before tokenising; a caller that tokenises a prompt itself (a chat route counting its
+    /// tokens) calls this first.
+    /// </summary>
+    public void CheckPromptLength(string prompt)
+    {
+        ArgumentNullException.ThrowIfNull(prompt);
+        _processor.CheckPromptLength(prompt);
+    }
+
     /// <summary>Runs one step: schedule, execute, update. Returns the outputs of requests that advanced (or failed).</summary>
     public IReadOnlyList<RequestOutput> Step()
     {

@@ -67,6 +67,7 @@ public static class OpenAiApi
             var tokenizer = state.Engine.Engine.Tokenizer;
             var turns = request.Messages.Select(m => new ChatTurn(m.Role, RequestMapping.MessageText(m))).ToList();
             string prompt = state.ChatTemplate.Render(turns, addGenerationPrompt: true, tokenizer.BosToken, tokenizer.EosToken);
+            state.Engine.Engine.CheckPromptLength(prompt); // before tokenising it
             int promptTokens = tokenizer.Encode(prompt, addSpecialTokens: false).Count;
             var sampling = RequestMapping.Chat(request, state.Engine.Engine.Config.MaxModelLen, promptTokens);
             string id = "chatcmpl-" + Guid.NewGuid().ToString("N");

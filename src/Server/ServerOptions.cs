@@ -17,8 +17,12 @@ public sealed record ServerOptions
     public string? ApiKey { get; init; }
     /// <summary>Registers /v1/load_lora_adapter and /v1/unload_lora_adapter.</summary>
     public bool AllowRuntimeLoraUpdating { get; init; }
-    /// <summary>Runtime-loaded adapters must lie inside this folder (symbolic links resolved).</summary>
+    /// <summary>Runtime-loaded adapters must lie inside this folder (symbolic links resolved, checked at every read).</summary>
     public string? LoraRoot { get; init; }
+    /// <summary>Largest request body; a larger one is refused with 413 before anything parses it. Default 16 MiB.</summary>
+    public long MaxRequestBodyBytes { get; init; } = 16 << 20;
+    /// <summary>On shutdown (SIGTERM), how long requests in flight may take to finish before they are aborted with an error event. Default 30 s.</summary>
+    public TimeSpan DrainTimeout { get; init; } = TimeSpan.FromSeconds(30);
 
     public string ModelId => ServedModelName ?? System.IO.Path.GetFileName(System.IO.Path.TrimEndingDirectorySeparator(Engine.Model));
 }

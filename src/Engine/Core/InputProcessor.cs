@@ -29,8 +29,7 @@ internal sealed class InputProcessor(EngineConfig config, HfTokenizer tokenizer,
         samplingParams.Validate(config.Args.MaxLogprobs, config.ModelConfig.VocabSize);
         if (samplingParams.N > config.Args.MaxN)
             throw new ArgumentException($"n must be at most {config.Args.MaxN} (max_n), got {samplingParams.N}.", nameof(SamplingParams.N));
-        if (prompt != null && prompt.Length > config.MaxPromptChars)
-            throw new ArgumentException($"The prompt has {prompt.Length} characters, more than the {config.MaxPromptChars} allowed (max_prompt_chars).", "prompt");
+        if (prompt != null) CheckPromptLength(prompt);
         loraRequest?.Validate();
         if (loraRequest != null && loraManager is null)
             throw new ArgumentException($"LoRA adapter '{loraRequest.LoraName}' requested but LoRA is not enabled (set EnableLora)", "loraRequest");
@@ -43,6 +42,13 @@ internal sealed class InputProcessor(EngineConfig config, HfTokenizer tokenizer,
                 samplingParams.MaxTokens is null ? nameof(SamplingParams.N) : nameof(SamplingParams.MaxTokens));
         var adapter = loraRequest is null ? null : LoadAdapter(loraRequest);
         return new EngineCoreRequest(requestId, prompt, ids, samplingParams, loraRequest, adapter);
+    }
+
+    /// <summary>Refuses a prompt longer than max_prompt_chars: call it before tokenising anything.</summary>
+    public void CheckPromptLength(string prompt)
+    {
+        if (prompt.Length > config.MaxPromptChars)
+            throw new ArgumentException($"The prompt has {prompt.Length} characters, more than the {config.MaxPromptChars} allowed (max_prompt_chars).", "prompt");
     }
 
     /// <summary>BOS prepended as the tokenizer's post-processor would, unless the text already starts with it.</summary>
