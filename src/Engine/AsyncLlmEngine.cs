@@ -10,9 +10,10 @@ namespace LoraEngine;
 /// tokenised, its adapter read if it must be) and handed to the engine loop through a channel, so adding or aborting
 /// never waits for a step and no request thread ever blocks on the engine (blocked pool threads starved the step's
 /// parallel work on a cold server). The loop runs on a dedicated thread, not the thread pool: it takes what arrived,
-/// steps while anything is unfinished and routes each <see cref="RequestOutput"/> to its request's stream. Cancelling a stream (a client that disconnects) aborts
-/// the request, which frees its KV blocks at once. A request the engine fails ends its stream with
-/// <see cref="EngineGenerateException"/>; a device failure or a shutdown ends every stream with <see cref="EngineDeadException"/>.
+/// steps while anything is unfinished and routes each <see cref="RequestOutput"/> to its request's stream.
+/// Cancelling a stream (a client that disconnects) aborts the request, which frees its KV blocks before the next step.
+/// A request the engine fails ends its stream with <see cref="EngineGenerateException"/>; a device failure or a
+/// shutdown ends every stream with <see cref="EngineDeadException"/>.
 /// </summary>
 public sealed class AsyncLlmEngine : IDisposable
 {
@@ -70,12 +71,14 @@ public sealed class AsyncLlmEngine : IDisposable
     IAsyncEnumerable<RequestOutput> Generate(string? requestId, Func<string, EngineCoreRequest> process, CancellationToken cancellationToken)
     {
         ObjectDisposedException.ThrowIf(_stop.IsCancellationRequested, this);
-        if (_closed is { } reason) throw new EngineDeadException(reason);
         string id = requestId ?? $"req-{Interlocked.Increment(ref _nextId)}";
         var stream = Channel.CreateUnbounded<RequestOutput>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
         if (!_streams.TryAdd(id, stream)) throw new ArgumentException($"request id '{id}' is already running", nameof(requestId));
         try
         {
+            // Checked after the stream is listed: AbortAll marks the engine closed before it ends the listed streams,
+            // so a request either sees the mark here or is among the streams it ends.
+            if (_closed is { } reason) throw new EngineDeadException(reason);
             if (!_intake.Writer.TryWrite(new Add(process(id), stream))) throw new ObjectDisposedException(nameof(AsyncLlmEngine));
         }
         catch

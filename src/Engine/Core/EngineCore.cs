@@ -45,8 +45,10 @@ internal sealed class EngineCore : IDisposable
     /// <summary>The model runner (tests wrap it to inject device failures).</summary>
     internal IModelRunner Runner { get; set; }
 
+    volatile Exception? _deadCause;
+
     /// <summary>Set once a step failed on the device: every request failed, none is accepted any more.</summary>
-    public Exception? DeadCause { get; private set; }
+    public Exception? DeadCause => _deadCause;
 
     public bool Errored => DeadCause != null;
 
@@ -160,7 +162,7 @@ internal sealed class EngineCore : IDisposable
     /// <summary>A device-level failure: every unfinished request fails with an error, and the core stops.</summary>
     IReadOnlyList<RequestOutput> Die(Exception cause)
     {
-        DeadCause = cause;
+        _deadCause = cause;
         var failed = _requests.Values.ToArray();
         _logger.LogCritical(cause, "A step failed: {Count} unfinished requests fail and the engine accepts no more", failed.Length);
         foreach (var request in failed) OutputProcessor.Fail(request, DeadError, _scheduler);

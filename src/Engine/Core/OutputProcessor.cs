@@ -75,10 +75,7 @@ internal sealed class OutputProcessor(HfTokenizer tokenizer, IReadOnlySet<int> e
                 finished.AddRange(Fail(request, e is NonFiniteLogitsException ? NonFiniteLogits : "Internal error while processing this request's output.", scheduler));
                 failed++;
             }
-            finally
-            {
-                if (!touched.Contains(request)) touched.Add(request);
-            }
+            if (!touched.Contains(request)) touched.Add(request);
         }
 
         var finishedRequests = touched.Where(r => r.IsFinished).ToList();
