@@ -32,6 +32,7 @@ internal static class RequestLimits
             return;
         }
         var body = new MemoryStream(http.Request.ContentLength is long n && n <= state.Options.MaxRequestBodyBytes ? (int)n : 0);
+        http.Response.RegisterForDispose(body);
         await http.Request.Body.CopyToAsync(body, http.RequestAborted);
         if (!Utf8.IsValid(body.GetBuffer().AsSpan(0, (int)body.Length)))
         {
