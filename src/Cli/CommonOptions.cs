@@ -14,10 +14,14 @@ internal sealed class CommonOptions
     public Option<int?> MaxCpuLoras { get; } = new("--max-cpu-loras") { Description = "Adapters cached on the host" };
     public Option<int> MaxNumSeqs { get; } = new("--max-num-seqs") { Description = "Sequences per step", DefaultValueFactory = _ => 256 };
     public Option<double> GpuMemoryUtilization { get; } = new("--gpu-memory-utilization") { DefaultValueFactory = _ => 0.9 };
+    public Option<int?> MaxPromptChars { get; } = new("--max-prompt-chars") { Description = "Longest prompt in characters, checked before tokenising (default 32 × max model len)" };
+    public Option<int> MaxN { get; } = new("--max-n") { Description = "Largest n (sequences per request)", DefaultValueFactory = _ => 128 };
+    public Option<int?> MaxRequestOutputTokens { get; } = new("--max-request-output-tokens") { Description = "Largest n × max_tokens of one request (default 16 × max model len)" };
 
     public void AddTo(Command command)
     {
-        foreach (var option in new Option[] { Model, Device, Dtype, MaxModelLen, MaxLoras, MaxLoraRank, MaxCpuLoras, MaxNumSeqs, GpuMemoryUtilization })
+        foreach (var option in new Option[] { Model, Device, Dtype, MaxModelLen, MaxLoras, MaxLoraRank, MaxCpuLoras, MaxNumSeqs, GpuMemoryUtilization,
+                     MaxPromptChars, MaxN, MaxRequestOutputTokens })
             command.Options.Add(option);
     }
 
@@ -33,6 +37,9 @@ internal sealed class CommonOptions
         MaxCpuLoras = p.GetValue(MaxCpuLoras),
         MaxNumSeqs = p.GetValue(MaxNumSeqs),
         GpuMemoryUtilization = p.GetValue(GpuMemoryUtilization),
+        MaxPromptChars = p.GetValue(MaxPromptChars),
+        MaxN = p.GetValue(MaxN),
+        MaxRequestOutputTokens = p.GetValue(MaxRequestOutputTokens),
     };
 
     /// <summary>"name=path", or a shipped adapter's name.</summary>

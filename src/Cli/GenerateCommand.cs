@@ -33,9 +33,10 @@ internal static class GenerateCommand
             };
             using var engine = new AsyncLlmEngine(LlmEngine.FromEngineArgs(args));
             string text = p.GetValue(prompt)!;
+            var outputs = engine.GenerateAsync(text, sampling, request, cancellationToken: ct); // checks everything before anything is printed
             Console.Write(text);
             int shown = 0;
-            await foreach (var output in engine.GenerateAsync(text, sampling, request, cancellationToken: ct))
+            await foreach (var output in outputs)
             {
                 string all = output.Outputs[0].Text;
                 Console.Write(all[shown..]);

@@ -19,7 +19,9 @@ internal static class ServeCommand
         var allowRuntime = new Option<bool>("--allow-runtime-lora-updating") { Description = "Enable /v1/load_lora_adapter and /v1/unload_lora_adapter" };
         var loraRoot = new Option<string?>("--lora-root") { Description = "Folder runtime-loaded adapters must lie in" };
         var servedName = new Option<string?>("--served-model-name");
-        var command = new Command("serve", "Serve the OpenAI-compatible API") { host, port, loraModules, apiKey, allowRuntime, loraRoot, servedName };
+        var maxBody = new Option<long>("--max-request-body-bytes") { Description = "Largest request body; larger ones get 413", DefaultValueFactory = _ => 16 << 20 };
+        var drain = new Option<double>("--drain-timeout") { Description = "Seconds requests in flight may take to finish on shutdown (SIGTERM) before they are aborted", DefaultValueFactory = _ => 30 };
+        var command = new Command("serve", "Serve the OpenAI-compatible API") { host, port, loraModules, apiKey, allowRuntime, loraRoot, servedName, maxBody, drain };
         common.AddTo(command);
         command.SetAction(async (p, ct) =>
         {
@@ -27,7 +29,12 @@ internal static class ServeCommand
             var modules = (p.GetValue(loraModules) ?? []).Select(Parse).ToList();
             if (shipped && modules.Count == 0)
                 modules.AddRange(ShippedModel.Adapters().Select(a => new LoraModule(a.Key, a.Value)));
-            using var loggers = LoggerFactory.Create(b => b.AddSimpleConsole(o => o.SingleLine = true).SetMinimumLevel(LogLevel.Information).AddFilter("Microsoft", LogLevel.Warning));
+            bool verbose = p.GetValue(CliApp.Verbose);
+            // The host's and Kestrel's own reports of a failed start (a port in use) carry a stack trace; the error line says it already.
+            using var loggers = LoggerFactory.Create(b => b.AddSimpleConsole(o => o.SingleLine = true).SetMinimumLevel(LogLevel.Information)
+                .AddFilter("Microsoft", LogLevel.Warning)
+                .AddFilter("Microsoft.Extensions.Hosting", level => level >= LogLevel.Warning && (verbose || level < LogLevel.Error))
+                .AddFilter("Microsoft.AspNetCore.Server.Kestrel", level => level >= LogLevel.Warning && (verbose || level < LogLevel.Critical)));
             var options = new ServerOptions
             {
                 Engine = common.EngineArgs(p),
@@ -38,11 +45,13 @@ internal static class ServeCommand
                 AllowRuntimeLoraUpdating = p.GetValue(allowRuntime),
                 LoraRoot = p.GetValue(loraRoot),
                 ServedModelName = p.GetValue(servedName),
+                MaxRequestBodyBytes = p.GetValue(maxBody),
+                DrainTimeout = TimeSpan.FromSeconds(p.GetValue(drain)),
             };
             await using var app = ServerHost.Build(options, loggers);
-            loggers.CreateLogger("loraengine").LogInformation("Serving {Model} with adapters [{Adapters}] on http://{Host}:{Port}",
-                options.ModelId, string.Join(", ", modules.Select(m => m.Name)), options.Host, options.Port);
             await app.StartAsync(ct);
+            loggers.CreateLogger("loraengine").LogInformation("Serving {Model} with adapters [{Adapters}] on {Urls}",
+                options.ModelId, string.Join(", ", modules.Select(m => m.Name)), string.Join(", ", app.Urls));
             await app.WaitForShutdownAsync(ct);
             return 0;
         });

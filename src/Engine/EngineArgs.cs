@@ -49,6 +49,18 @@ public sealed record EngineArgs
     public int? NumGpuBlocksOverride { get; init; }
     /// <summary>On the CPU device, the KV pool's byte budget (vLLM's VLLM_CPU_KVCACHE_SPACE); default 4 GiB.</summary>
     public long CpuKvCacheBytes { get; init; } = 4L << 30;
+    /// <summary>
+    /// Longest prompt, in characters, a request may give as text; checked before tokenising so an oversized prompt costs
+    /// nothing. Default 32 × MaxModelLen, far above the 3–5 characters per token of text and code.
+    /// </summary>
+    public int? MaxPromptChars { get; init; }
+    /// <summary>Largest n (sequences generated for one prompt) a request may ask; default 128, OpenAI's limit.</summary>
+    public int MaxN { get; init; } = 128;
+    /// <summary>
+    /// Largest n × max_tokens of one request (a request without max_tokens counts the rest of the context), so one
+    /// request cannot occupy the engine for everyone else; default 16 × MaxModelLen.
+    /// </summary>
+    public int? MaxRequestOutputTokens { get; init; }
     /// <summary>Where the engine logs (stats lines every few seconds, adapter loads); none by default.</summary>
     public ILoggerFactory? LoggerFactory { get; init; }
 
@@ -68,6 +80,9 @@ public sealed record EngineArgs
         if (MaxModelLen is int len) Positive(len, nameof(MaxModelLen));
         if (MaxNumBatchedTokens is int budget) Positive(budget, nameof(MaxNumBatchedTokens));
         if (NumGpuBlocksOverride is int blocks) Positive(blocks, nameof(NumGpuBlocksOverride));
+        if (MaxPromptChars is int chars) Positive(chars, nameof(MaxPromptChars));
+        Positive(MaxN, nameof(MaxN));
+        if (MaxRequestOutputTokens is int outputTokens) Positive(outputTokens, nameof(MaxRequestOutputTokens));
         if (CpuKvCacheBytes <= 0) throw new ArgumentOutOfRangeException(nameof(CpuKvCacheBytes), CpuKvCacheBytes, "CpuKvCacheBytes must be positive");
         if (!(GpuMemoryUtilization > 0 && GpuMemoryUtilization <= 1))
             throw new ArgumentOutOfRangeException(nameof(GpuMemoryUtilization), GpuMemoryUtilization, $"GpuMemoryUtilization must be in (0, 1], got {GpuMemoryUtilization}");
@@ -132,4 +147,11 @@ public sealed record EngineConfig(
     int MaxModelLen,
     int MaxNumBatchedTokens,
     int MaxCpuLoras,
-    UsageContext UsageContext);
+    UsageContext UsageContext)
+{
+    /// <summary><see cref="EngineArgs.MaxPromptChars"/> resolved: 32 characters per token of the context by default.</summary>
+    public int MaxPromptChars => Args.MaxPromptChars ?? (int)Math.Min(int.MaxValue, 32L * MaxModelLen);
+
+    /// <summary><see cref="EngineArgs.MaxRequestOutputTokens"/> resolved: 16 contexts' worth by default.</summary>
+    public int MaxRequestOutputTokens => Args.MaxRequestOutputTokens ?? (int)Math.Min(int.MaxValue, 16L * MaxModelLen);
+}

@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using LoraEngine.Core;
 using LoraEngine.Execution;
 using LoraEngine.Lora;
@@ -15,43 +14,33 @@ namespace LoraEngine;
 
 /// <summary>
 /// vLLM's LLMEngine in .NET: add requests (each with its own adapter or none), then call <see cref="Step"/> until
-/// none is unfinished. A step is one sentence: schedule, execute, update. Thread-safe: requests may be added or
-/// aborted from other threads while one thread steps; loading an adapter from disk happens outside the step lock.
+/// none is unfinished. Adding a request processes it on the caller's thread — parameters and limits checked, the
+/// prompt tokenised, the adapter taken from the CPU cache or read from disk — and only then hands it to the engine
+/// core, whose step is one sentence: schedule, execute, update (no disk reads). Thread-safe: requests may be added,
+/// aborted and adapters loaded from other threads while one thread steps.
 /// </summary>
 public sealed class LlmEngine : IDisposable
 {
-    readonly object _lock = new();
     readonly ComputeDevice _device;
     readonly LlamaModel _model;
     readonly LoraLayers? _loraLayers;
-    readonly ModelExecutor _executor;
-    readonly Scheduler _scheduler;
-    readonly OutputProcessor _outputs;
-    readonly Dictionary<string, Request> _requests = new();
-    readonly IReadOnlyList<IStatLogger> _statLoggers;
-    readonly ILogger _logger;
-    readonly HashSet<int> _eosIds;
-    long _arrivals;
-    long _preemptions;
+    readonly InputProcessor _processor;
     bool _disposed;
 
     LlmEngine(EngineConfig config, ComputeDevice device, LlamaModel model, LoraLayers? loraLayers, LoraManager? loraManager,
-        ModelExecutor executor, MemoryPlan plan, HfTokenizer tokenizer, IReadOnlyList<IStatLogger> statLoggers, EngineMetrics metrics, ILogger logger)
+        IModelRunner runner, MemoryPlan plan, HfTokenizer tokenizer, IReadOnlyList<IStatLogger> statLoggers, EngineMetrics metrics, ILogger logger)
     {
         Config = config;
         _device = device;
         _model = model;
         _loraLayers = loraLayers;
         LoraManager = loraManager;
-        _executor = executor;
         MemoryPlan = plan;
         Tokenizer = tokenizer;
-        _statLoggers = statLoggers;
         Metrics = metrics;
-        _logger = logger;
-        _eosIds = [.. config.ModelConfig.EosTokenIds, .. tokenizer.EosTokenIds];
-        _scheduler = new Scheduler(new BlockAllocator(plan.KvBlocks), config.Args.BlockSize, config.Args.MaxNumSeqs, config.MaxNumBatchedTokens, config.Args.MaxLoras);
-        _outputs = new OutputProcessor(tokenizer, _eosIds, config.MaxModelLen);
+        HashSet<int> eosIds = [.. config.ModelConfig.EosTokenIds, .. tokenizer.EosTokenIds];
+        _processor = new InputProcessor(config, tokenizer, loraManager, logger);
+        Core = new EngineCore(config, runner, plan.KvBlocks, tokenizer, eosIds, statLoggers, logger);
     }
 
     public EngineConfig Config { get; }
@@ -68,6 +57,8 @@ public sealed class LlmEngine : IDisposable
     public string DeviceName => _device.ToString();
 
     internal LoraManager? LoraManager { get; }
+
+    internal EngineCore Core { get; }
 
     /// <summary>
     /// Builds an engine in vLLM's seven stages: config, executor (device), model (with LoRA-wrapped linears when
@@ -120,7 +111,7 @@ public sealed class LlmEngine : IDisposable
             }
 
             // 5. Worker: KV cache and step buffers.
-            var executor = new ModelExecutor(model, loraLayers, config.MaxNumBatchedTokens, engineArgs.MaxNumSeqs, config.MaxModelLen,
+            var executor = new ModelExecutor(model, loraManager, config.MaxNumBatchedTokens, engineArgs.MaxNumSeqs, config.MaxModelLen,
                 engineArgs.BlockSize, plan.KvBlocks, engineArgs.EnforceEager, loggerFactory.CreateLogger<ModelExecutor>());
             owned.Add(executor);
 
@@ -147,159 +138,87 @@ public sealed class LlmEngine : IDisposable
             _ => DType.F32,
         };
 
-    public bool HasUnfinishedRequests
-    {
-        get { lock (_lock) return _scheduler.HasUnfinished; }
-    }
+    public bool HasUnfinishedRequests => Core.HasUnfinished;
 
-    /// <summary>KV blocks in use (0 once every request finished or was aborted).</summary>
-    public int NumUsedKvBlocks
-    {
-        get { lock (_lock) return _scheduler.Blocks.NumUsed; }
-    }
+    /// <summary>KV blocks in use (0 once every request finished, failed or was aborted).</summary>
+    public int NumUsedKvBlocks => Core.NumUsedKvBlocks;
 
-    /// <summary>Adapter slot pins held by running requests (0 when none runs).</summary>
-    public int NumLoraPins => LoraManager?.TotalPins ?? 0;
+    /// <summary>
+    /// Adapter copies held by requests the engine still tracks (0 once every request finished, failed or was aborted).
+    /// Adapters are no longer pinned to GPU slots: the runner places each step's adapters afresh, so what could leak is
+    /// a request that keeps its adapter after it ended, and this counts exactly those references.
+    /// </summary>
+    public int NumLoraPins => Core.NumAdapterHolders;
+
+    /// <summary>True once a step failed on the device (vLLM's errored): every request failed and no new one is accepted.</summary>
+    public bool Errored => Core.Errored;
+
+    /// <summary>Throws <see cref="EngineDeadException"/> when the engine stopped after a device failure (vLLM's check_health).</summary>
+    public void CheckHealth() => Core.ThrowIfErrored();
 
     /// <summary>Adds a request given as text (BOS prepended as the tokenizer's post-processor would).</summary>
     public void AddRequest(string requestId, string prompt, SamplingParams samplingParams, LoraRequest? loraRequest = null)
     {
         ArgumentNullException.ThrowIfNull(prompt);
-        var ids = Tokenizer.Encode(prompt, addSpecialTokens: !prompt.StartsWith(Tokenizer.BosToken ?? "\0", StringComparison.Ordinal));
-        Add(requestId, prompt, ids, samplingParams, loraRequest);
+        Core.Add(Process(requestId, prompt, null, samplingParams, loraRequest));
     }
 
     /// <summary>Adds a request given as token ids.</summary>
     public void AddRequest(string requestId, IReadOnlyList<int> promptTokenIds, SamplingParams samplingParams, LoraRequest? loraRequest = null)
     {
         ArgumentNullException.ThrowIfNull(promptTokenIds);
-        Add(requestId, null, promptTokenIds.ToArray(), samplingParams, loraRequest);
+        Core.Add(Process(requestId, null, promptTokenIds, samplingParams, loraRequest));
     }
 
-    void Add(string requestId, string? prompt, IReadOnlyList<int> ids, SamplingParams samplingParams, LoraRequest? loraRequest)
+    /// <summary>
+    /// Checks, tokenises and resolves the adapter of a request on the caller's thread (disk reads happen here, never in a
+    /// step); throws for anything wrong, before the request reaches the core.
+    /// </summary>
+    internal EngineCoreRequest Process(string requestId, string? prompt, IReadOnlyList<int>? promptTokenIds, SamplingParams samplingParams, LoraRequest? loraRequest)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
-        if (string.IsNullOrEmpty(requestId)) throw new ArgumentException("request id must not be empty", nameof(requestId));
-        ArgumentNullException.ThrowIfNull(samplingParams);
-        samplingParams.Validate(Config.Args.MaxLogprobs, ModelConfig.VocabSize);
-        if (ids.Count == 0) throw new ArgumentException("the prompt is empty", "prompt");
-        if (ids.Count >= Config.MaxModelLen)
-            throw new ArgumentException($"The prompt (length {ids.Count}) is longer than the maximum model length of {Config.MaxModelLen}.", "prompt");
-        foreach (int id in ids)
-            if (id < 0 || id >= ModelConfig.VocabSize) throw new ArgumentException($"token id {id} is outside the vocabulary [0, {ModelConfig.VocabSize})", "promptTokenIds");
-        if (loraRequest != null) LoadAdapter(loraRequest); // throws at once; outside the step lock
-
-        lock (_lock)
-        {
-            if (_requests.ContainsKey(requestId)) throw new ArgumentException($"request id '{requestId}' is already running", nameof(requestId));
-            var request = new Request(requestId, prompt, ids, samplingParams, loraRequest, _arrivals++);
-            long seed = samplingParams.Seed ?? Config.Args.Seed + request.Arrival;
-            for (int i = 0; i < samplingParams.N; i++)
-            {
-                var seq = new Sequence(request, i, new Random(HashCode.Combine(seed, i)), Tokenizer.CreateStreamingDecoder(samplingParams.SkipSpecialTokens));
-                request.Sequences.Add(seq);
-                _scheduler.Add(seq);
-            }
-            _requests[requestId] = request;
-        }
+        Core.ThrowIfErrored();
+        var request = _processor.Process(requestId, prompt, promptTokenIds, samplingParams, loraRequest);
+        if (loraRequest is { LoadInplace: true }) Core.AdapterReloaded(loraRequest.LoraIntId, request.Adapter!);
+        return request;
     }
 
-    /// <summary>Checks and loads an adapter into the CPU cache (no device memory is touched).</summary>
-    void LoadAdapter(LoraRequest lora)
+    /// <summary>
+    /// Throws ArgumentException (parameter "prompt") for a prompt longer than <see cref="EngineConfig.MaxPromptChars"/>.
+    /// AddRequest checks it before tokenising; a caller that tokenises a prompt itself (a chat route counting its
+    /// tokens) calls this first.
+    /// </summary>
+    public void CheckPromptLength(string prompt)
     {
-        if (LoraManager is null) throw new ArgumentException($"LoRA adapter '{lora.LoraName}' requested but LoRA is not enabled (set EnableLora)", "loraRequest");
-        lora.Validate();
-        var sw = Stopwatch.StartNew();
-        bool cached = LoraManager.IsLoaded(lora.LoraIntId);
-        LoraManager.Load(lora.LoraName, lora.LoraIntId, lora.LoraPath);
-        if (!cached) _logger.LogInformation("Loaded LoRA adapter '{Name}' (id {Id}) from {Path} in {Ms:F0} ms", lora.LoraName, lora.LoraIntId, lora.LoraPath, sw.Elapsed.TotalMilliseconds);
+        ArgumentNullException.ThrowIfNull(prompt);
+        _processor.CheckPromptLength(prompt);
     }
 
-    /// <summary>Runs one step: schedule, execute, update. Returns the outputs of requests that advanced.</summary>
+    /// <summary>Runs one step: schedule, execute, update. Returns the outputs of requests that advanced (or failed).</summary>
     public IReadOnlyList<RequestOutput> Step()
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
-        lock (_lock)
-        {
-            var started = Stopwatch.GetTimestamp();
-            var scheduled = _scheduler.Schedule();
-            foreach (var seq in scheduled.Preempted) ReleasePin(seq);
-            _preemptions += scheduled.Preempted.Count;
-            if (scheduled.Scheduled.Count == 0) return [];
-
-            var results = _executor.Execute(scheduled.Scheduled.Select(ToExecutionItem).ToArray());
-            var update = _outputs.Update(scheduled.Scheduled, results, _scheduler, Config.Args);
-            foreach (var seq in update.Finished) ReleasePin(seq);
-            foreach (var request in update.FinishedRequests) _requests.Remove(request.RequestId);
-            Record(scheduled, update, Stopwatch.GetElapsedTime(started));
-            return update.Outputs;
-        }
+        return Core.Step();
     }
 
-    ExecutionItem ToExecutionItem(ScheduledSequence s)
-    {
-        var seq = s.Sequence;
-        var request = seq.Request;
-        int slot = -1;
-        if (request.LoraRequest is { } lora && LoraManager != null)
-        {
-            if (!seq.HoldsLoraPin)
-            {
-                // Evicted from the CPU cache while waiting (MaxCpuLoras): read it again.
-                if (!LoraManager.IsLoaded(lora.LoraIntId)) LoraManager.Load(lora.LoraName, lora.LoraIntId, lora.LoraPath);
-                slot = LoraManager.ActivateAndPin(lora.LoraIntId);
-                if (slot < 0) throw new InvalidOperationException($"Number of requested LoRAs is greater than the number of GPU LoRA slots ({LoraManager.MaxSlots}).");
-                seq.HoldsLoraPin = true;
-            }
-            slot = LoraManager.SlotOf(lora.LoraIntId);
-        }
-        bool promptLogprobs = request.PromptLogprobs != null && seq.Index == 0 && s.Start < seq.PromptLength - 1
-            && s.Start + s.Count > request.PromptLogprobsDone - 1;
-        return new ExecutionItem(seq.Tokens.GetRange(s.Start, s.Count), s.Start, seq.BlockTable, slot, s.Samples, promptLogprobs,
-            Sampling.Sampler.NeedsLogits(request.SamplingParams, seq.OutputLength));
-    }
+    /// <summary>Aborts a request: its KV blocks are freed at once. Unknown ids are ignored.</summary>
+    public void AbortRequest(string requestId) => Core.Abort(requestId);
 
-    void ReleasePin(Sequence seq)
-    {
-        if (!seq.HoldsLoraPin) return;
-        LoraManager!.Unpin(seq.Request.LoraId);
-        seq.HoldsLoraPin = false;
-    }
-
-    void Record(SchedulerOutput scheduled, OutputUpdate update, TimeSpan stepTime)
-    {
-        var stats = new SchedulerStats(_scheduler.NumRunning, _scheduler.NumWaiting, _scheduler.Blocks.Usage, _scheduler.Blocks.NumUsed,
-            _scheduler.Blocks.NumBlocks, _scheduler.RunningAdapters.ToArray(),
-            _scheduler.Waiting.Select(s => s.Request.LoraId).Where(id => id != 0).Distinct().ToArray(), Config.Args.MaxLoras, _preemptions);
-        var iteration = new IterationStats(
-            scheduled.Scheduled.Sum(s => Math.Clamp(s.Sequence.PromptLength - s.Start, 0, s.Count)),
-            update.GeneratedTokens, update.FinishedRequests.Count, stepTime, update.TimesToFirstToken, update.InterTokenLatencies, update.RequestLatencies);
-        foreach (var logger in _statLoggers) logger.Record(stats, iteration);
-    }
-
-    /// <summary>Aborts a request: its KV blocks and adapter pin are freed at once. Unknown ids are ignored.</summary>
-    public void AbortRequest(string requestId)
-    {
-        lock (_lock)
-        {
-            if (!_requests.Remove(requestId, out var request)) return;
-            foreach (var seq in request.Sequences.Where(s => !s.IsFinished))
-            {
-                _scheduler.Finish(seq, "abort");
-                ReleasePin(seq);
-            }
-        }
-    }
-
-    /// <summary>Loads an adapter into the CPU cache ahead of use; throws LoraException for a bad adapter.</summary>
+    /// <summary>
+    /// Loads an adapter into the CPU cache ahead of use; throws LoraException for a bad adapter. With
+    /// <see cref="LoraRequest.LoadInplace"/> it is read again and replaces the loaded copy: unfinished requests of it
+    /// switch to the new weights from their next step. <see cref="LoraRequest.LoraRoot"/> confines this read and every reload.
+    /// </summary>
     public bool AddLora(LoraRequest loraRequest)
     {
         ArgumentNullException.ThrowIfNull(loraRequest);
-        LoadAdapter(loraRequest);
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        var adapter = _processor.LoadAdapter(loraRequest);
+        if (loraRequest.LoadInplace) Core.AdapterReloaded(loraRequest.LoraIntId, adapter);
         return true;
     }
 
-    /// <summary>Removes an adapter from the CPU cache and frees its slot unless a running request uses it.</summary>
+    /// <summary>Removes an adapter from the CPU cache; requests already running with it keep their copy and finish.</summary>
     public bool RemoveLora(int loraIntId) => LoraManager?.Remove(loraIntId) ?? false;
 
     /// <summary>Ids of the adapters loaded in the CPU cache.</summary>
@@ -307,15 +226,12 @@ public sealed class LlmEngine : IDisposable
 
     public void Dispose()
     {
-        lock (_lock)
-        {
-            if (_disposed) return;
-            _disposed = true;
-            Metrics.Dispose();
-            _executor.Dispose();
-            _loraLayers?.Dispose();
-            _model.Dispose();
-            _device.Dispose();
-        }
+        if (_disposed) return;
+        _disposed = true;
+        Metrics.Dispose();
+        Core.Dispose();
+        _loraLayers?.Dispose();
+        _model.Dispose();
+        _device.Dispose();
     }
 }

@@ -27,4 +27,11 @@ public sealed record RequestOutput(
     IReadOnlyList<IReadOnlyDictionary<int, Logprob>?>? PromptLogprobs,
     IReadOnlyList<CompletionOutput> Outputs,
     bool Finished,
-    LoraRequest? LoraRequest);
+    LoraRequest? LoraRequest)
+{
+    /// <summary>
+    /// Set when the engine failed this request (its outputs then finish with reason "error"): what went wrong, in words
+    /// meant for the client. Other requests are not affected unless the engine itself failed (<see cref="LlmEngine.Errored"/>).
+    /// </summary>
+    public string? Error { get; init; }
+}

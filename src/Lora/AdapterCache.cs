@@ -71,4 +71,10 @@ public sealed class AdapterCache(int capacity)
     {
         get { lock (_lock) return _byId.Keys.ToArray(); }
     }
+
+    /// <summary>The cached adapters, most recently used first.</summary>
+    public IReadOnlyList<(int Id, LoraAdapter Adapter)> Entries
+    {
+        get { lock (_lock) return _lru.ToArray(); }
+    }
 }

@@ -1,3 +1,5 @@
+using System.Numerics.Tensors;
+using System.Text.Json;
 using System.Text.RegularExpressions;
 using LoraEngine.Models;
 using LoraEngine.Models.Safetensors;
@@ -35,6 +37,14 @@ public sealed partial class LoraAdapter
 
     public IReadOnlySet<LoraModule> TargetModules => Weights.Select(w => w.Module).ToHashSet();
 
+    /// <summary>
+    /// Tells loads apart: every load (a reload after eviction from the CPU cache, or an in-place reload) is a new
+    /// instance with a new serial, so a GPU slot knows whether it holds exactly this copy of the weights.
+    /// </summary>
+    public long Serial { get; } = Interlocked.Increment(ref s_serials);
+
+    static long s_serials;
+
     /// <summary>Host bytes of the weights (F32).</summary>
     public long SizeInBytes => Weights.Sum(w => 4L * (w.A.Length + w.B.Length));
 
@@ -42,28 +52,47 @@ public sealed partial class LoraAdapter
     private static partial Regex TensorName();
 
     /// <summary>Reads and validates an adapter for <paramref name="model"/>; throws <see cref="LoraException"/> on any fault.</summary>
-    public static LoraAdapter Load(string name, string path, LlamaConfig model, int maxLoraRank)
+    public static LoraAdapter Load(string name, string path, LlamaConfig model, int maxLoraRank) => Load(name, path, model, maxLoraRank, loraRoot: null);
+
+    /// <summary>Largest adapter_config.json read (a PEFT config is a few hundred bytes).</summary>
+    public const long MaxConfigBytes = 1 << 20;
+
+    /// <summary>
+    /// Reads and validates an adapter; throws <see cref="LoraException"/> on any fault. With <paramref name="loraRoot"/>,
+    /// the folder and each file are resolved to their real paths at this read (symbolic links followed) and must lie
+    /// inside the real root; the files are then read from those checked paths. Every check runs before anything is
+    /// kept: shapes, dtypes, ranks and that every weight is finite (a NaN or infinity is refused, naming the tensor).
+    /// No message shows content of a file beyond names (see <see cref="LoraException.Quote"/>).
+    /// </summary>
+    public static LoraAdapter Load(string name, string path, LlamaConfig model, int maxLoraRank, string? loraRoot)
     {
         LoraException Fault(string what, Exception? inner = null) => new(name, path, what, inner);
 
         if (string.IsNullOrWhiteSpace(path)) throw Fault("lora_path cannot be empty");
-        if (!Directory.Exists(path)) throw Fault($"No adapter found for {path}");
-        string configPath = System.IO.Path.Combine(path, "adapter_config.json");
-        string weightsPath = System.IO.Path.Combine(path, "adapter_model.safetensors");
+        var files = AdapterFiles.Locate(path, loraRoot, Fault);
+        if (!Directory.Exists(files.Folder)) throw Fault($"No adapter found for {path}");
+        string configPath = files.File("adapter_config.json");
+        string weightsPath = files.File("adapter_model.safetensors");
         if (!File.Exists(configPath)) throw Fault($"No adapter found for {path}: adapter_config.json is missing");
         if (!File.Exists(weightsPath))
-            throw Fault(File.Exists(System.IO.Path.Combine(path, "adapter_model.bin"))
+            throw Fault(File.Exists(files.File("adapter_model.bin"))
                 ? "adapter_model.bin (pickled PyTorch) is not supported: convert the adapter to adapter_model.safetensors"
                 : "adapter_model.safetensors is missing");
 
         LoraAdapterConfig config;
         try
         {
+            long size = new FileInfo(configPath).Length;
+            if (size > MaxConfigBytes) throw new InvalidDataException($"adapter_config.json has {size} bytes, more than the {MaxConfigBytes} a config may have");
             config = LoraAdapterConfig.Parse(File.ReadAllText(configPath));
         }
         catch (InvalidDataException e)
         {
             throw Fault(e.Message, e);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw Fault($"adapter_config.json cannot be read ({e.GetType().Name})", e);
         }
         CheckLegal(config, maxLoraRank, Fault);
 
@@ -74,15 +103,37 @@ public sealed partial class LoraAdapter
         }
         catch (InvalidDataException e)
         {
-            throw Fault($"malformed adapter_model.safetensors: {e.Message}", e);
+            throw Fault($"malformed adapter_model.safetensors: {WithoutContent(e)}", e);
+        }
+        catch (RegexMatchTimeoutException e)
+        {
+            throw Fault($"a target_modules, rank_pattern or alpha_pattern regex ran longer than {LoraAdapterConfig.RegexTimeout.TotalMilliseconds} ms", e);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw Fault($"adapter_model.safetensors cannot be read ({e.GetType().Name})", e);
         }
     }
+
+    /// <summary>
+    /// A safetensors fault without file content: a JSON syntax error by position only (the reader's message quotes
+    /// the offending bytes), and anything quoted from the header shown only if it looks like a name.
+    /// </summary>
+    static string WithoutContent(InvalidDataException e) => e.InnerException switch
+    {
+        JsonException j => $"the header is not valid JSON (line {j.LineNumber + 1}, byte {j.BytePositionInLine + 1})",
+        InvalidOperationException or FormatException or ArgumentException => "the header is not valid JSON",
+        _ => QuotedText().Replace(e.Message, m => LoraException.Quote(m.Groups[1].Value)),
+    };
+
+    [GeneratedRegex("'([^']*)'")]
+    private static partial Regex QuotedText();
 
     /// <summary>vLLM's validate_legal: every failure collected into one message.</summary>
     static void CheckLegal(LoraAdapterConfig c, int maxLoraRank, Func<string, Exception?, LoraException> fault)
     {
         var errors = new List<string>();
-        if (c.PeftType != "LORA") errors.Add($"peft_type '{c.PeftType}' is not supported (LORA is).");
+        if (c.PeftType != "LORA") errors.Add($"peft_type {LoraException.Quote(c.PeftType)} is not supported (LORA is).");
         if (c.Rank <= 0) errors.Add($"LoRA rank `r` must be a positive integer, got {c.Rank}.");
         if (!(c.Alpha > 0) || double.IsInfinity(c.Alpha)) errors.Add($"lora_alpha must be positive, got {c.Alpha}.");
         if (c.ModulesToSave is { Count: > 0 }) errors.Add("vLLM only supports modules_to_save being None.");
@@ -90,12 +141,12 @@ public sealed partial class LoraAdapter
         if (c.Bias != "none") errors.Add("Adapter bias is not supported.");
         if (c.Rank > maxLoraRank) errors.Add($"LoRA rank {c.Rank} is greater than max_lora_rank {maxLoraRank}.");
         foreach (var (pattern, r) in c.RankPattern)
-            if (r <= 0 || r > maxLoraRank) errors.Add($"LoRA rank {r} of rank_pattern '{pattern}' is not in 1..max_lora_rank {maxLoraRank}.");
+            if (r <= 0 || r > maxLoraRank) errors.Add($"LoRA rank {r} of rank_pattern {LoraException.Quote(pattern)} is not in 1..max_lora_rank {maxLoraRank}.");
         if (c.TargetModules is { } targets)
         {
             var unknown = targets.Where(t => !LoraModules.TryParse(t.Split('.')[^1], out _)).ToArray();
             if (unknown.Length > 0)
-                errors.Add($"expected target modules in [{string.Join(", ", Enum.GetValues<LoraModule>().Select(m => m.HfName()))}] but received [{string.Join(", ", unknown)}].");
+                errors.Add($"expected target modules in [{string.Join(", ", Enum.GetValues<LoraModule>().Select(m => m.HfName()))}] but received [{string.Join(", ", unknown.Select(LoraException.Quote))}].");
         }
         if (errors.Count > 0) throw fault(string.Join(" ", errors), null);
     }
@@ -108,7 +159,7 @@ public sealed partial class LoraAdapter
         {
             var m = TensorName().Match(tensor);
             if (!m.Success || !LoraModules.TryParse(m.Groups[3].Value, out var module) || module.Block() != m.Groups[2].Value)
-                throw fault($"unsupported LoRA weight '{tensor}' (expected base_model.model.model.layers.N.{{self_attn|mlp}}.{{q,k,v,o,gate,up,down}}_proj.lora_{{A|B}}.weight)", null);
+                throw fault($"unsupported LoRA weight {LoraException.Quote(tensor)} (expected base_model.model.model.layers.N.{{self_attn|mlp}}.{{q,k,v,o,gate,up,down}}_proj.lora_{{A|B}}.weight)", null);
             if (!int.TryParse(m.Groups[1].Value, out int layer) || layer >= model.NumHiddenLayers)
                 throw fault($"tensor '{tensor}' names layer {m.Groups[1].Value} but the model has {model.NumHiddenLayers} layers", null);
             if (!config.Targets(module.ModulePath(layer), layer))
@@ -141,6 +192,20 @@ public sealed partial class LoraAdapter
             if (rank > maxLoraRank) throw fault($"LoRA rank {rank} is greater than max_lora_rank {maxLoraRank}.", null);
             plan.Add((layer, module, rank, config.Scale(rank, alpha), a, b));
         }
-        return plan.Select(p => new LoraLayerWeights(p.Layer, p.Module, p.Rank, (float)p.Scale, file.ReadFloats(p.A), file.ReadFloats(p.B))).ToList();
+        return plan.Select(p => new LoraLayerWeights(p.Layer, p.Module, p.Rank, (float)p.Scale,
+            Finite(file.ReadFloats(p.A), p.A, 1, fault), Finite(file.ReadFloats(p.B), p.B, p.Scale, fault))).ToList();
+    }
+
+    /// <summary>
+    /// Refuses a NaN or infinite weight, or one that overflows once scaled (B is stored as scale·B): such an adapter
+    /// would turn every logit of its requests into NaN.
+    /// </summary>
+    static float[] Finite(float[] values, string tensor, double scale, Func<string, Exception?, LoraException> fault)
+    {
+        float largest = TensorPrimitives.MaxMagnitude(values); // NaN when any value is NaN
+        if (float.IsFinite(largest) && Math.Abs(largest * scale) <= float.MaxValue) return values;
+        int i = Array.FindIndex(values, v => !float.IsFinite(v) || Math.Abs(v * scale) > float.MaxValue);
+        string what = float.IsNaN(values[i]) ? "a NaN" : float.IsInfinity(values[i]) ? "an infinity" : $"a value that overflows when scaled by {scale}";
+        throw fault($"tensor '{tensor}' holds {what} at index {i}: LoRA weights must be finite", null);
     }
 }

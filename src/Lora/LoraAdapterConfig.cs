@@ -25,7 +25,13 @@ public sealed record LoraAdapterConfig
     public IReadOnlyList<string>? ModulesToSave { get; init; }
     public string PeftType { get; init; } = "LORA";
 
-    /// <summary>Parses the JSON; a missing or garbled field is an InvalidDataException naming it.</summary>
+    /// <summary>Longest a target_modules, rank_pattern or alpha_pattern regex may run on one module name.</summary>
+    public static readonly TimeSpan RegexTimeout = TimeSpan.FromMilliseconds(200);
+
+    /// <summary>
+    /// Parses the JSON; a missing or garbled field is an InvalidDataException naming it. Messages never quote the
+    /// file: a syntax error is given by position, a field of the wrong type by its name.
+    /// </summary>
     public static LoraAdapterConfig Parse(string json)
     {
         JsonObject o;
@@ -35,42 +41,63 @@ public sealed record LoraAdapterConfig
         }
         catch (JsonException e)
         {
-            throw new InvalidDataException($"adapter_config.json is not valid JSON ({e.Message})", e);
+            throw new InvalidDataException($"adapter_config.json is not valid JSON (line {e.LineNumber + 1}, byte {e.BytePositionInLine + 1})", e);
         }
         var missing = new[] { "r", "lora_alpha", "target_modules" }.Where(k => o[k] is null).ToArray();
         if (missing.Length > 0) throw new InvalidDataException($"Missing required configuration fields: {string.Join(", ", missing)}");
+
+        string? regex = Field(o, "target_modules", "a string or a list of strings", t => t.GetValueKind() == JsonValueKind.String ? t.GetValue<string>() : null);
+        if (regex != null && !IsRegex(regex)) throw new InvalidDataException("adapter_config.json: target_modules is not a valid regular expression");
+        var config = new LoraAdapterConfig
+        {
+            Rank = Field(o, "r", "an integer", v => v.GetValue<int>()),
+            Alpha = Field(o, "lora_alpha", "a number", v => v.GetValue<double>()),
+            UseRslora = Field(o, "use_rslora", "true or false", v => v.GetValue<bool>(), false),
+            TargetModules = regex is null ? Field(o, "target_modules", "a string or a list of strings", t => t.AsArray().Select(x => x!.GetValue<string>()).ToArray()) : null,
+            TargetModulesRegex = regex,
+            RankPattern = Field(o, "rank_pattern", "an object of integers", v => v.AsObject().ToDictionary(kv => kv.Key, kv => kv.Value!.GetValue<int>()), new()),
+            AlphaPattern = Field(o, "alpha_pattern", "an object of numbers", v => v.AsObject().ToDictionary(kv => kv.Key, kv => kv.Value!.GetValue<double>()), new()),
+            LayersToTransform = Field(o, "layers_to_transform", "an integer or a list of integers", v => v switch
+            {
+                JsonArray a => a.Select(x => x!.GetValue<int>()).ToArray(),
+                _ => (int[])[v.GetValue<int>()],
+            }),
+            FanInFanOut = Field(o, "fan_in_fan_out", "true or false", v => v.GetValue<bool>(), false),
+            UseDora = Field(o, "use_dora", "true or false", v => v.GetValue<bool>(), false),
+            Bias = Field(o, "bias", "a string", v => v.GetValue<string>(), "none"),
+            ModulesToSave = Field(o, "modules_to_save", "a list of strings", v => v.AsArray().Select(x => x!.GetValue<string>()).ToArray()),
+            PeftType = Field(o, "peft_type", "a string", v => v.GetValue<string>(), "LORA"),
+        };
+        foreach (var (field, keys) in new[] { ("rank_pattern", config.RankPattern.Keys), ("alpha_pattern", config.AlphaPattern.Keys) })
+            if (!keys.All(IsRegex)) throw new InvalidDataException($"adapter_config.json: a key of {field} is not a valid regular expression");
+        return config;
+    }
+
+    /// <summary>A field read with <paramref name="read"/>; absent or JSON null gives <paramref name="absent"/>.</summary>
+    static T Field<T>(JsonObject o, string key, string expected, Func<JsonNode, T> read, T absent = default!)
+    {
+        var node = o[key];
+        if (node is null) return absent;
         try
         {
-            var targets = o["target_modules"]!;
-            string? regex = targets.GetValueKind() == JsonValueKind.String ? targets.GetValue<string>() : null;
-            if (regex != null) _ = new Regex(regex); // a bad pattern is a config fault
-            return new LoraAdapterConfig
-            {
-                Rank = o["r"]!.GetValue<int>(),
-                Alpha = o["lora_alpha"]!.GetValue<double>(),
-                UseRslora = o["use_rslora"]?.GetValue<bool>() ?? false,
-                TargetModules = regex is null ? targets.AsArray().Select(t => t!.GetValue<string>()).ToArray() : null,
-                TargetModulesRegex = regex,
-                RankPattern = (o["rank_pattern"] as JsonObject)?.ToDictionary(kv => kv.Key, kv => kv.Value!.GetValue<int>()) ?? new(),
-                AlphaPattern = (o["alpha_pattern"] as JsonObject)?.ToDictionary(kv => kv.Key, kv => kv.Value!.GetValue<double>()) ?? new(),
-                LayersToTransform = o["layers_to_transform"] switch
-                {
-                    null => null,
-                    JsonArray a => a.Select(x => x!.GetValue<int>()).ToArray(),
-                    JsonValue v when v.GetValueKind() == JsonValueKind.Null => null,
-                    JsonValue v => [v.GetValue<int>()],
-                    _ => throw new InvalidDataException("layers_to_transform must be an integer or a list of integers"),
-                },
-                FanInFanOut = o["fan_in_fan_out"]?.GetValue<bool>() ?? false,
-                UseDora = o["use_dora"]?.GetValue<bool>() ?? false,
-                Bias = o["bias"]?.GetValue<string>() ?? "none",
-                ModulesToSave = o["modules_to_save"] is JsonArray m ? m.Select(x => x!.GetValue<string>()).ToArray() : null,
-                PeftType = o["peft_type"]?.GetValue<string>() ?? "LORA",
-            };
+            return read(node);
         }
         catch (Exception e) when (e is InvalidOperationException or FormatException or ArgumentException or NullReferenceException)
         {
-            throw new InvalidDataException($"adapter_config.json has a field of the wrong type ({e.Message})", e);
+            throw new InvalidDataException($"adapter_config.json: field '{key}' has the wrong type (expected {expected})", e);
+        }
+    }
+
+    static bool IsRegex(string pattern)
+    {
+        try
+        {
+            _ = new Regex(pattern, RegexOptions.None, RegexTimeout);
+            return true;
+        }
+        catch (ArgumentException)
+        {
+            return false;
         }
     }
 
@@ -78,7 +105,7 @@ public sealed record LoraAdapterConfig
     public bool Targets(string fullName, int layer)
     {
         if (LayersToTransform is { } layers && !layers.Contains(layer)) return false;
-        if (TargetModulesRegex is { } regex) return Regex.IsMatch(fullName, $"^(?:{regex})$");
+        if (TargetModulesRegex is { } regex) return Regex.IsMatch(fullName, $"^(?:{regex})$", RegexOptions.None, RegexTimeout);
         return TargetModules!.Any(t => fullName == t || fullName.EndsWith("." + t, StringComparison.Ordinal));
     }
 
@@ -89,7 +116,7 @@ public sealed record LoraAdapterConfig
     static T? Pattern<T>(IReadOnlyDictionary<string, T> patterns, string fullName) where T : struct
     {
         foreach (var (key, value) in patterns)
-            if (Regex.IsMatch(fullName, $"(.*\\.)?(?:{key})$")) return value;
+            if (Regex.IsMatch(fullName, $"(.*\\.)?(?:{key})$", RegexOptions.None, RegexTimeout)) return value;
         return null;
     }
 

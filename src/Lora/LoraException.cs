@@ -1,3 +1,5 @@
+using System.Buffers;
+
 namespace LoraEngine.Lora;
 
 /// <summary>The one exception for a refused LoRA adapter; the message names the adapter, its path and the fault.</summary>
@@ -17,4 +19,16 @@ public sealed class LoraException : Exception
 
     /// <summary>What was wrong, without the adapter's name.</summary>
     public string Fault { get; }
+
+    static readonly SearchValues<char> s_nameChars = SearchValues.Create("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-");
+
+    /// <summary>
+    /// A value read from an adapter's files, as an error message may show it: quoted when it looks like a name
+    /// (tensor, module, dtype: letters, digits, '_', '.', '-', at most 128 characters), otherwise only described,
+    /// so no other content of a file ever reaches a message.
+    /// </summary>
+    public static string Quote(string? valueFromFile) =>
+        valueFromFile is { Length: > 0 and <= 128 } v && !v.AsSpan().ContainsAnyExcept(s_nameChars)
+            ? $"'{v}'"
+            : $"(a value of {valueFromFile?.Length ?? 0} characters, not shown)";
 }

@@ -1,11 +1,13 @@
+using System.Collections.Concurrent;
 using LoraEngine.Models;
 
 namespace LoraEngine.Lora;
 
 /// <summary>
-/// Owns the adapters of an engine: the CPU LRU cache of loaded adapters and the GPU slots they are
-/// activated into (vLLM's LRUCacheLoRAModelManager). Loading from disk happens outside the lock, so a slow
-/// load never blocks the step loop; activation copies host weights into a slot.
+/// Owns the adapters of an engine (vLLM's LRUCacheLoRAModelManager): the CPU cache of validated host copies, and the
+/// GPU slots the model runner activates a step's adapters into. Reading from disk happens only in <see cref="Load(string, int, string, string?, bool)"/>,
+/// called when a request or a load arrives, never inside a step; <see cref="ActivateForStep"/> copies host weights
+/// that were validated at load time into slots, evicting slots no adapter of the step needs.
 /// </summary>
 public sealed class LoraManager
 {
@@ -13,7 +15,8 @@ public sealed class LoraManager
     readonly AdapterCache _cache;
     readonly SlotTable _slots;
     readonly LlamaConfig _config;
-    readonly object _lock = new();
+    readonly object _slotLock = new();
+    readonly ConcurrentDictionary<int, object> _loadLocks = new(); // one read of an adapter id at a time
 
     public LoraManager(LoraLayers layers, LlamaConfig config, int maxCpuLoras)
     {
@@ -30,80 +33,78 @@ public sealed class LoraManager
     /// <summary>Adapter ids loaded in the CPU cache.</summary>
     public IReadOnlyCollection<int> Loaded => _cache.Ids;
 
-    /// <summary>Adapter ids currently in GPU slots.</summary>
+    /// <summary>Ids of cached adapters whose current copy sits in a GPU slot (a slot keeps its copy until a step needs the slot).</summary>
     public IReadOnlyCollection<int> Active
     {
-        get { lock (_lock) return _slots.ActiveAdapters.ToArray(); }
-    }
-
-    /// <summary>Total pins over all slots (0 when no running request uses an adapter).</summary>
-    public int TotalPins
-    {
-        get { lock (_lock) return _slots.TotalPins; }
+        get
+        {
+            HashSet<long> resident;
+            lock (_slotLock) resident = _slots.ResidentKeys.ToHashSet();
+            return _cache.Entries.Where(e => resident.Contains(e.Adapter.Serial)).Select(e => e.Id).ToArray();
+        }
     }
 
     public bool IsLoaded(int id) => _cache.Contains(id);
 
+    /// <summary>The cached copy of an adapter, or <see cref="Load(string, int, string, string?, bool)"/>'s read.</summary>
+    public LoraAdapter Load(string name, int id, string path) => Load(name, id, path, loraRoot: null, replace: false);
+
     /// <summary>
-    /// Reads and validates an adapter from disk into the CPU cache (nothing is allocated on the device).
-    /// Throws <see cref="LoraException"/> naming the adapter and the fault; nothing of a refused adapter stays.
+    /// The validated host copy of adapter <paramref name="id"/>: the cached one, else read from disk now (one read per
+    /// id at a time, so callers asking together share it). <paramref name="replace"/> reads again even when cached and
+    /// replaces the cached copy (load_inplace): requests holding the old copy keep it, later ones get the new one.
+    /// <paramref name="loraRoot"/> confines the read (see <see cref="LoraAdapter.Load(string, string, LlamaConfig, int, string?)"/>).
+    /// Throws <see cref="LoraException"/>; nothing of a refused adapter stays, and a refused reload leaves the cache as it was.
     /// </summary>
-    public LoraAdapter Load(string name, int id, string path)
+    public LoraAdapter Load(string name, int id, string path, string? loraRoot, bool replace)
     {
-        if (_cache.TryGet(id, out var cached)) return cached;
-        var adapter = LoraAdapter.Load(name, path, _config, MaxRank);
-        _cache.Add(id, adapter);
-        return adapter;
+        if (!replace && _cache.TryGet(id, out var cached)) return cached;
+        lock (_loadLocks.GetOrAdd(id, _ => new object()))
+        {
+            if (!replace && _cache.TryGet(id, out cached)) return cached; // read by the caller we waited for
+            var adapter = LoraAdapter.Load(name, path, _config, MaxRank, loraRoot);
+            _cache.Add(id, adapter);
+            return adapter;
+        }
     }
 
-    /// <summary>Removes an adapter from the CPU cache and frees its GPU slot if no request uses it.</summary>
-    public bool Remove(int id)
+    /// <summary>Removes an adapter from the CPU cache. Requests already holding it keep their copy; its GPU slot is reused later.</summary>
+    public bool Remove(int id) => _cache.Remove(id);
+
+    /// <summary>
+    /// The model runner's one call per step: places the step's distinct adapters (at most <see cref="MaxSlots"/>, which the
+    /// scheduler guarantees) into GPU slots and returns each one's slot. An adapter whose exact copy is resident keeps its
+    /// slot; the others are copied into free slots, then into the least recently used slots this step does not need.
+    /// </summary>
+    public IReadOnlyDictionary<LoraAdapter, int> ActivateForStep(IReadOnlyCollection<LoraAdapter> adapters)
     {
-        bool removed = _cache.Remove(id);
-        lock (_lock)
+        var step = adapters.Distinct().ToArray();
+        if (step.Length > MaxSlots)
+            throw new ArgumentException($"{step.Length} adapters in one step, more than the {MaxSlots} GPU slots", nameof(adapters));
+        var slots = new Dictionary<LoraAdapter, int>(step.Length);
+        lock (_slotLock)
         {
-            int slot = _slots.SlotOf(id);
-            if (slot >= 0 && _slots.Release(id))
+            var placed = _slots.Assign(step.Select(a => a.Serial).ToArray());
+            for (int i = 0; i < step.Length; i++)
             {
-                _layers.ResetSlot(slot);
-                removed = true;
+                var (slot, needsCopy) = placed[i];
+                if (needsCopy) Fill(slot, step[i]);
+                slots[step[i]] = slot;
             }
         }
-        return removed;
+        return slots;
     }
 
-    /// <summary>
-    /// Puts adapter <paramref name="id"/> into a GPU slot and pins it for one request; returns the slot,
-    /// or -1 when every slot is pinned by other adapters (the request must wait).
-    /// </summary>
-    public int ActivateAndPin(int id)
+    void Fill(int slot, LoraAdapter adapter)
     {
-        if (!_cache.TryGet(id, out var adapter))
-            throw new InvalidOperationException($"LoRA adapter {id} is not loaded");
-        lock (_lock)
+        try
         {
-            var (slot, _, needsCopy) = _slots.Acquire(id);
-            if (slot < 0) return -1;
-            if (needsCopy) _layers.SetSlot(slot, adapter);
-            _slots.Pin(slot);
-            return slot;
+            _layers.SetSlot(slot, adapter);
         }
-    }
-
-    /// <summary>Releases one request's pin on the slot of adapter <paramref name="id"/>.</summary>
-    public void Unpin(int id)
-    {
-        lock (_lock)
+        catch
         {
-            int slot = _slots.SlotOf(id);
-            if (slot < 0) throw new InvalidOperationException($"LoRA adapter {id} is not in a slot");
-            _slots.Unpin(slot);
+            _slots.Release(slot); // half-copied: never reuse it as this adapter
+            throw;
         }
-    }
-
-    /// <summary>The slot of an active adapter, or -1.</summary>
-    public int SlotOf(int id)
-    {
-        lock (_lock) return _slots.SlotOf(id);
     }
 }

@@ -1,74 +1,86 @@
 namespace LoraEngine.Lora;
 
 /// <summary>
-/// Which adapter sits in which GPU slot, pin counts, and least-recently-used order: pure bookkeeping,
-/// no device. A slot is pinned while any running request uses it and is never evicted then.
+/// Which copy of an adapter sits in which GPU slot, in least-recently-used order: pure bookkeeping, no device.
+/// A copy is named by a key (<see cref="LoraAdapter"/>'s load serial), so a reloaded adapter is a different key and
+/// never mistaken for the weights already in a slot. A step's adapters are placed together by <see cref="Assign"/>:
+/// the ones already resident keep their slots, the others take free slots, then the least recently used slots that
+/// hold nothing this step needs. No pins (as in vLLM): a slot is in use only for the step it was assigned in.
 /// </summary>
-public sealed class SlotTable(int slots)
+public sealed class SlotTable
 {
-    readonly int[] _adapter = Enumerable.Repeat(-1, slots).ToArray(); // adapter id per slot, -1 = free
-    readonly int[] _pins = new int[slots];
-    readonly long[] _lastUse = new long[slots];
+    /// <summary>The key of an empty slot.</summary>
+    public const long Empty = -1;
+
+    readonly long[] _key;
+    readonly long[] _lastUse;
     long _clock;
 
-    public int Slots { get; } = slots;
+    public SlotTable(int slots)
+    {
+        if (slots <= 0) throw new ArgumentOutOfRangeException(nameof(slots), slots, "must be positive");
+        Slots = slots;
+        _key = Enumerable.Repeat(Empty, slots).ToArray();
+        _lastUse = new long[slots];
+    }
 
-    /// <summary>The slot holding <paramref name="adapterId"/>, or -1.</summary>
-    public int SlotOf(int adapterId) => Array.IndexOf(_adapter, adapterId);
+    public int Slots { get; }
 
-    public int AdapterIn(int slot) => _adapter[slot];
+    /// <summary>The slot holding <paramref name="key"/>, or -1.</summary>
+    public int SlotOf(long key) => Array.IndexOf(_key, key);
 
-    public int PinCount(int slot) => _pins[slot];
+    /// <summary>The key held by <paramref name="slot"/>, or <see cref="Empty"/>.</summary>
+    public long KeyIn(int slot) => _key[slot];
 
-    public int TotalPins => _pins.Sum();
-
-    public IEnumerable<int> ActiveAdapters => _adapter.Where(a => a >= 0);
+    public IEnumerable<long> ResidentKeys => _key.Where(k => k != Empty);
 
     /// <summary>
-    /// Finds a slot for <paramref name="adapterId"/>: the one it is in, else a free one, else the least recently
-    /// used unpinned one. Returns (slot, evictedAdapterId or -1, needsCopy); slot -1 when every slot is pinned.
+    /// Places one step's distinct keys (at most <see cref="Slots"/>) and returns, per key in order, its slot and whether
+    /// the slot must be filled with that key's weights (false only when the slot already holds exactly that key).
     /// </summary>
-    public (int Slot, int Evicted, bool NeedsCopy) Acquire(int adapterId)
+    public (int Slot, bool NeedsCopy)[] Assign(IReadOnlyList<long> keys)
     {
-        int slot = SlotOf(adapterId);
-        if (slot >= 0)
+        if (keys.Count > Slots) throw new ArgumentException($"{keys.Count} adapters in one step but only {Slots} slots", nameof(keys));
+        if (keys.Distinct().Count() != keys.Count) throw new ArgumentException("the keys of a step must be distinct", nameof(keys));
+        long now = ++_clock;
+        var placed = new (int Slot, bool NeedsCopy)[keys.Count];
+        var taken = new bool[Slots];
+        for (int i = 0; i < keys.Count; i++)
         {
-            _lastUse[slot] = ++_clock;
-            return (slot, -1, false);
+            int slot = SlotOf(keys[i]);
+            placed[i] = (slot, slot < 0);
+            if (slot >= 0) Use(slot, now, taken);
         }
-        slot = Array.IndexOf(_adapter, -1);
-        int evicted = -1;
-        if (slot < 0)
+        for (int i = 0; i < keys.Count; i++)
         {
-            long oldest = long.MaxValue;
-            for (int s = 0; s < Slots; s++)
-                if (_pins[s] == 0 && _lastUse[s] < oldest)
-                {
-                    oldest = _lastUse[s];
-                    slot = s;
-                }
-            if (slot < 0) return (-1, -1, false);
-            evicted = _adapter[slot];
+            if (placed[i].Slot >= 0) continue;
+            int slot = Victim(taken);
+            _key[slot] = keys[i];
+            Use(slot, now, taken);
+            placed[i] = (slot, true);
         }
-        _adapter[slot] = adapterId;
-        _lastUse[slot] = ++_clock;
-        return (slot, evicted, true);
+        return placed;
     }
 
-    public void Pin(int slot) => _pins[slot]++;
+    /// <summary>Forgets what a slot holds (its fill failed, or its weights must not be reused).</summary>
+    public void Release(int slot) => _key[slot] = Empty;
 
-    public void Unpin(int slot)
+    void Use(int slot, long now, bool[] taken)
     {
-        if (_pins[slot] <= 0) throw new InvalidOperationException($"slot {slot} is not pinned");
-        _pins[slot]--;
+        _lastUse[slot] = now;
+        taken[slot] = true;
     }
 
-    /// <summary>Frees the slot of an adapter (when it is removed); false if it is pinned or absent.</summary>
-    public bool Release(int adapterId)
+    /// <summary>An empty slot not taken this step, else the least recently used one not taken.</summary>
+    int Victim(bool[] taken)
     {
-        int slot = SlotOf(adapterId);
-        if (slot < 0 || _pins[slot] > 0) return false;
-        _adapter[slot] = -1;
-        return true;
+        int best = -1;
+        for (int s = 0; s < Slots; s++)
+        {
+            if (taken[s]) continue;
+            if (_key[s] == Empty) return s;
+            if (best < 0 || _lastUse[s] < _lastUse[best]) best = s;
+        }
+        return best;
     }
 }

@@ -14,7 +14,15 @@ public sealed class AdapterRegistry(string? loraRoot)
 
     public bool Contains(string name) => _byName.ContainsKey(name);
 
+    /// <summary>A statically registered adapter (--lora-modules): trusted, not confined.</summary>
     public LoraRequest Create(string name, string path) => new(name, Interlocked.Increment(ref _nextId), Path.GetFullPath(path));
+
+    /// <summary>
+    /// A runtime-loaded adapter: confined to the LoRA root, so the engine checks the real path of its folder and files
+    /// against the root at every read (this load and any reload after it left the CPU cache).
+    /// </summary>
+    public LoraRequest CreateConfined(string name, string path) =>
+        new(name, Interlocked.Increment(ref _nextId), Path.GetFullPath(Path.IsPathRooted(path) ? path : Path.Combine(loraRoot!, path))) { LoraRoot = loraRoot };
 
     public void Add(LoraRequest request, string? parent) => _byName[request.LoraName] = (request, parent);
 
@@ -26,36 +34,13 @@ public sealed class AdapterRegistry(string? loraRoot)
     }
 
     /// <summary>
-    /// Checks that a runtime-loaded adapter lies inside the LoRA root: no "..", and after resolving symbolic links
-    /// (of the folder and its files) still inside. Returns an error message, or null when the path is allowed.
+    /// Refuses a runtime load at once when there is no LoRA root or the path climbs with "..". Returns an error
+    /// message, or null. Where the path really leads (links resolved) is checked by the engine at every read.
     /// </summary>
     public string? CheckConfined(string path)
     {
         if (loraRoot is null) return "runtime LoRA loading needs --lora-root: adapters are only loaded from inside it";
         if (path.Split('/', '\\').Contains("..")) return $"lora_path '{path}' may not contain '..'";
-        string root = Path.TrimEndingDirectorySeparator(Path.GetFullPath(ResolveLinks(loraRoot)));
-        string full = Path.IsPathRooted(path) ? path : Path.Combine(root, path);
-        string resolved = Path.GetFullPath(ResolveLinks(full));
-        if (!Inside(resolved, root)) return $"lora_path '{path}' is outside the LoRA root";
-        if (Directory.Exists(resolved))
-            foreach (var file in Directory.EnumerateFiles(resolved))
-                if (!Inside(Path.GetFullPath(ResolveLinks(file)), root)) return $"lora_path '{path}' holds a link that leads outside the LoRA root";
         return null;
     }
-
-    /// <summary>The path with every symbolic-link component replaced by its final target.</summary>
-    static string ResolveLinks(string path)
-    {
-        string full = Path.GetFullPath(path);
-        string current = Path.GetPathRoot(full)!;
-        foreach (var part in full[current.Length..].Split(Path.DirectorySeparatorChar, StringSplitOptions.RemoveEmptyEntries))
-        {
-            current = Path.Combine(current, part);
-            FileSystemInfo info = Directory.Exists(current) ? new DirectoryInfo(current) : new FileInfo(current);
-            if (info.Exists && info.LinkTarget != null) current = info.ResolveLinkTarget(returnFinalTarget: true)?.FullName ?? current;
-        }
-        return current;
-    }
-
-    static bool Inside(string path, string root) => path == root || path.StartsWith(root + Path.DirectorySeparatorChar, StringComparison.Ordinal);
 }

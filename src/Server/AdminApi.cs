@@ -17,10 +17,24 @@ public static class AdminApi
             app.MapPost("/v1/load_lora_adapter", LoadLoraAdapter);
             app.MapPost("/v1/unload_lora_adapter", UnloadLoraAdapter);
         }
-        app.MapGet("/health", () => Results.Ok());
+        app.MapGet("/health", Health);
         app.MapGet("/version", () => Results.Json(new { version = Version }));
         app.MapGet("/metrics", Metrics);
         return app;
+    }
+
+    /// <summary>200 while serving; 503 once the engine stopped after a device failure, or while the server drains for shutdown.</summary>
+    public static IResult Health(ServerState state)
+    {
+        try
+        {
+            state.Engine.CheckHealth();
+        }
+        catch (EngineDeadException e)
+        {
+            return ApiErrors.Error(503, "ServiceUnavailableError", e.Message);
+        }
+        return state.Draining ? ApiErrors.Error(503, "ServiceUnavailableError", ServerState.ShuttingDown) : Results.Ok();
     }
 
     static string Version => typeof(AdminApi).Assembly.GetCustomAttribute<AssemblyInformationalVersionAttribute>()?.InformationalVersion ?? "0.0.0";
@@ -32,12 +46,13 @@ public static class AdminApi
         if (state.Adapters.Contains(request.LoraName) && request.LoadInplace != true)
             return ApiErrors.BadRequest($"The lora adapter '{request.LoraName}' has already been loaded. If you want to load the adapter in place, set 'load_inplace' to True.");
         if (state.Adapters.CheckConfined(request.LoraPath) is { } refusal) return ApiErrors.BadRequest(refusal, "lora_path");
-        string path = Path.IsPathRooted(request.LoraPath) ? request.LoraPath : Path.Combine(state.Options.LoraRoot!, request.LoraPath);
-        var lora = state.Adapters.Find(request.LoraName) is { } existing ? existing with { LoraPath = Path.GetFullPath(path) } : state.Adapters.Create(request.LoraName, path);
+        var confined = state.Adapters.CreateConfined(request.LoraName, request.LoraPath);
+        var lora = state.Adapters.Find(request.LoraName) is { } existing ? confined with { LoraIntId = existing.LoraIntId } : confined;
         try
         {
-            if (request.LoadInplace == true) state.Engine.Engine.RemoveLora(lora.LoraIntId);
-            state.Engine.Engine.AddLora(lora); // loads and validates now, so a bad adapter is refused here
+            // Read and validated now, so a bad adapter is refused here. In place: read again even though loaded; requests
+            // running with it switch to the new weights from their next step, and every later request gets them.
+            state.Engine.Engine.AddLora(lora with { LoadInplace = request.LoadInplace == true });
         }
         catch (Exception e) when (e is Lora.LoraException or ArgumentException)
         {
@@ -70,6 +85,8 @@ public static class AdminApi
         string model = $"{{model_name=\"{state.ModelId}\"}}";
         Line("loraengine_request_success_total", "counter", "Requests finished successfully.", state.RequestsSucceeded, model);
         Line("loraengine_request_aborted_total", "counter", "Requests aborted by their client.", state.RequestsAborted, model);
+        Line("loraengine_request_failure_total", "counter", "Requests that ended in a server error (a 5xx or an error event).", state.RequestsFailed, model);
+        Line("loraengine_engine_requests_failed_total", "counter", "Requests the engine failed (bad output for one request, or a device failure).", m.RequestsFailed, model);
         Line("loraengine_requests_started_total", "counter", "Requests started.", state.RequestsStarted, model);
         Line("loraengine_prompt_tokens_total", "counter", "Prompt tokens computed.", m.PromptTokens, model);
         Line("loraengine_generation_tokens_total", "counter", "Tokens generated.", m.GenerationTokens, model);

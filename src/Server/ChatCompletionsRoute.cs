@@ -24,7 +24,7 @@ internal static class ChatCompletionsRoute
             var engine = state.Engine.Engine;
             var turns = ChatInputs.Turns(r.Messages);
             string text = ChatInputs.Render(state.ChatTemplate, engine.Tokenizer, r, turns);
-            var prompt = PromptInputs.Truncate(PromptInputs.FromText(text, engine.Tokenizer, r.AddSpecialTokens ?? false),
+            var prompt = PromptInputs.Truncate(PromptInputs.FromText(text, engine, r.AddSpecialTokens ?? false),
                 r.TruncatePromptTokens, r.TruncationSide, engine.Config.MaxModelLen, engine.Tokenizer);
             // Without a limit a chat may use the rest of the context, as in vLLM.
             int maxTokens = r.MaxCompletionTokens ?? r.MaxTokens ?? Math.Max(1, engine.Config.MaxModelLen - prompt.TokenIds.Count);

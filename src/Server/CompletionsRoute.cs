@@ -18,7 +18,7 @@ internal static class CompletionsRoute
         {
             RequestMapping.CheckShared(r);
             var engine = state.Engine.Engine;
-            var prompts = PromptInputs.Parse(r.Prompt, engine.Tokenizer, engine.ModelConfig.VocabSize, r.AddSpecialTokens ?? true)
+            var prompts = PromptInputs.Parse(r.Prompt, engine, r.AddSpecialTokens ?? true)
                 .Select(p => PromptInputs.Truncate(p, r.TruncatePromptTokens, r.TruncationSide, engine.Config.MaxModelLen, engine.Tokenizer)).ToList();
             // echo with max_tokens 0 returns the prompt alone: as vLLM, one token is generated and dropped.
             bool promptOnly = r.Echo == true && r.MaxTokens == 0;

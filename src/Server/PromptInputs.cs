@@ -15,16 +15,18 @@ internal static class PromptInputs
 {
     const string Shapes = "prompt must be a string, a list of strings, a list of token ids or a list of lists of token ids";
 
-    public static List<EnginePrompt> Parse(JsonElement prompt, HfTokenizer tokenizer, int vocabSize, bool addSpecialTokens)
+    public static List<EnginePrompt> Parse(JsonElement prompt, LlmEngine engine, bool addSpecialTokens)
     {
+        var tokenizer = engine.Tokenizer;
+        int vocabSize = engine.ModelConfig.VocabSize;
         switch (prompt.ValueKind)
         {
             case JsonValueKind.String when prompt.GetString() is { Length: > 0 } text:
-                return [FromText(text, tokenizer, addSpecialTokens)];
+                return [FromText(text, engine, addSpecialTokens)];
             case JsonValueKind.Array when prompt.GetArrayLength() > 0:
                 var items = prompt.EnumerateArray().ToList();
                 if (items.All(i => i.ValueKind == JsonValueKind.Number)) return [FromTokens(TokenIds(prompt, "prompt", vocabSize), tokenizer)];
-                if (items.All(i => i.ValueKind == JsonValueKind.String)) return items.Select(i => FromText(i.GetString()!, tokenizer, addSpecialTokens)).ToList();
+                if (items.All(i => i.ValueKind == JsonValueKind.String)) return items.Select(i => FromText(i.GetString()!, engine, addSpecialTokens)).ToList();
                 if (items.All(i => i.ValueKind == JsonValueKind.Array))
                     return items.Select((i, n) => FromTokens(TokenIds(i, $"prompt[{n}]", vocabSize), tokenizer)).ToList();
                 throw new BadRequestException(Shapes, "prompt");
@@ -35,8 +37,13 @@ internal static class PromptInputs
         }
     }
 
-    public static EnginePrompt FromText(string text, HfTokenizer tokenizer, bool addSpecialTokens) =>
-        new(text, tokenizer.Encode(text, addSpecialTokens && !text.StartsWith(tokenizer.BosToken ?? "\0", StringComparison.Ordinal)));
+    /// <summary>Tokenises a text prompt after checking its length in characters (the engine's limit, before any tokenising).</summary>
+    public static EnginePrompt FromText(string text, LlmEngine engine, bool addSpecialTokens)
+    {
+        engine.CheckPromptLength(text);
+        var tokenizer = engine.Tokenizer;
+        return new(text, tokenizer.Encode(text, addSpecialTokens && !text.StartsWith(tokenizer.BosToken ?? "\0", StringComparison.Ordinal)));
+    }
 
     static EnginePrompt FromTokens(IReadOnlyList<int> ids, HfTokenizer tokenizer) => new(tokenizer.Decode(ids), ids);
 

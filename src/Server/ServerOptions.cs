@@ -17,8 +17,22 @@ public sealed record ServerOptions
     public string? ApiKey { get; init; }
     /// <summary>Registers /v1/load_lora_adapter and /v1/unload_lora_adapter.</summary>
     public bool AllowRuntimeLoraUpdating { get; init; }
-    /// <summary>Runtime-loaded adapters must lie inside this folder (symbolic links resolved).</summary>
+    /// <summary>Runtime-loaded adapters must lie inside this folder (symbolic links resolved, checked at every read).</summary>
     public string? LoraRoot { get; init; }
+    /// <summary>Largest request body; a larger one is refused with 413 before anything parses it. Default 16 MiB.</summary>
+    public long MaxRequestBodyBytes { get; init; } = 16 << 20;
+    /// <summary>On shutdown (SIGTERM), how long requests in flight may take to finish before they are aborted with an error event. Default 30 s.</summary>
+    public TimeSpan DrainTimeout { get; init; } = TimeSpan.FromSeconds(30);
+
+    /// <summary>Throws ArgumentException naming an option out of range.</summary>
+    public void Validate()
+    {
+        if (Port is < 0 or > 65535) throw new ArgumentOutOfRangeException(nameof(Port), Port, $"port must be in 0..65535, got {Port}");
+        if (MaxRequestBodyBytes <= 0) throw new ArgumentOutOfRangeException(nameof(MaxRequestBodyBytes), MaxRequestBodyBytes, $"max request body bytes must be positive, got {MaxRequestBodyBytes}");
+        if (DrainTimeout < TimeSpan.Zero) throw new ArgumentOutOfRangeException(nameof(DrainTimeout), DrainTimeout, $"drain timeout must not be negative, got {DrainTimeout.TotalSeconds} s");
+        if (AllowRuntimeLoraUpdating && LoraRoot is { } root && !Directory.Exists(root))
+            throw new ArgumentException($"--lora-root '{root}' is not a folder", nameof(LoraRoot));
+    }
 
     public string ModelId => ServedModelName ?? System.IO.Path.GetFileName(System.IO.Path.TrimEndingDirectorySeparator(Engine.Model));
 }

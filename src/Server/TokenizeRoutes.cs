@@ -26,14 +26,14 @@ internal static class TokenizeRoutes
             {
                 if (state.ChatTemplate is null) throw new BadRequestException("the model has no chat template; tokenize a prompt instead", "messages");
                 string text = ChatInputs.Render(state.ChatTemplate, engine.Tokenizer, r, ChatInputs.Turns(r.Messages));
-                prompt = PromptInputs.FromText(text, engine.Tokenizer, r.AddSpecialTokens ?? false);
+                prompt = PromptInputs.FromText(text, engine, r.AddSpecialTokens ?? false);
             }
             else
             {
                 if (r.Prompt is null) throw new BadRequestException("prompt or messages is required", "prompt");
                 if (r.AddGenerationPrompt != null || r.ContinueFinalMessage != null || r.ChatTemplateKwargs != null)
                     throw new BadRequestException("add_generation_prompt, continue_final_message and chat_template_kwargs apply to messages only", "messages");
-                prompt = PromptInputs.FromText(r.Prompt, engine.Tokenizer, r.AddSpecialTokens ?? true);
+                prompt = PromptInputs.FromText(r.Prompt, engine, r.AddSpecialTokens ?? true);
             }
             var tokens = prompt.TokenIds;
             return Results.Json(new TokenizeResponse(tokens.Count, engine.Config.MaxModelLen, tokens)

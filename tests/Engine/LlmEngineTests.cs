@@ -27,6 +27,17 @@ public class LlmEngineTests
     }
 
     [Fact]
+    public void Prefill_chunks_that_sample_nothing_emit_no_output()
+    {
+        using var engine = LlmEngine.FromEngineArgs(EngineFactory.Args() with { MaxNumBatchedTokens = 16 });
+        var prompt = Enumerable.Range(5, 60).ToArray(); // four chunks of 16 tokens
+        engine.AddRequest("chunked", prompt, new SamplingParams { MaxTokens = 2, IgnoreEos = true });
+        var perStep = new List<int>();
+        while (engine.HasUnfinishedRequests) perStep.Add(engine.Step().Count);
+        Assert.Equal([0, 0, 0, 1, 1], perStep);
+    }
+
+    [Fact]
     public void Same_seed_gives_the_same_tokens_and_n_sequences_differ()
     {
         using var engine = LlmEngine.FromEngineArgs(EngineFactory.Args());

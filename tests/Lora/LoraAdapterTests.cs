@@ -122,4 +122,99 @@ public sealed class LoraAdapterTests : IDisposable
         Assert.Contains("target_modules does not include",
             Refused(Write("""{"r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj"], "layers_to_transform": [1]}""")).Message);
     }
+
+    [Theory]
+    [InlineData(float.NaN, "a NaN")]
+    [InlineData(float.PositiveInfinity, "an infinity")]
+    [InlineData(float.NegativeInfinity, "an infinity")]
+    public void Non_finite_weights_are_refused_naming_the_tensor(float bad, string what)
+    {
+        var values = new float[4 * 256];
+        values[77] = bad;
+        var e = Refused(Write(Good, t => t[0] = SafetensorsWriter.Tensor(t[0].Item1, values, DType.F32, 4, 256)));
+        Assert.Contains($"tensor 'base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight' holds {what} at index 77", e.Message);
+    }
+
+    [Fact]
+    public void A_B_weight_that_overflows_once_scaled_is_refused()
+    {
+        var values = new float[256 * 4];
+        values[3] = 3e38f; // finite, but scale 2 (alpha 8 / r 4) takes it past float.MaxValue
+        var e = Refused(Write(Good, t => t[1] = SafetensorsWriter.Tensor(t[1].Item1, values, DType.F32, 256, 4)));
+        Assert.Contains("overflows when scaled by 2", e.Message);
+    }
+
+    [Fact]
+    public void Messages_never_quote_file_content()
+    {
+        // A config that is not JSON: the parser's own message would quote the offending character.
+        var e = Refused(Write("""{"r": 4, "lora_alpha": 8, "target_modules": hunter2}"""));
+        Assert.Contains("not valid JSON (line 1, byte 45)", e.Message);
+        Assert.DoesNotContain("'h'", e.Message);
+        Assert.DoesNotContain("hunter2", e.Message);
+        // A field of the wrong type is named, its value is not shown.
+        e = Refused(Write("""{"r": "hunter2", "lora_alpha": 8, "target_modules": ["q_proj"]}"""));
+        Assert.Contains("field 'r' has the wrong type", e.Message);
+        Assert.DoesNotContain("hunter2", e.Message);
+        // Values that do not look like names (a line of /etc/passwd, say) are described, not shown.
+        e = Refused(Write("""{"r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "root:x:0:0:root:/root:/bin/bash"]}"""));
+        Assert.Contains("(a value of 31 characters, not shown)", e.Message);
+        Assert.DoesNotContain("/bin/bash", e.Message);
+        e = Refused(Write(Good, t => t.Add(SafetensorsWriter.Tensor("root:x:0:0:root:/root:/bin/bash", new float[4], DType.F32, 4))));
+        Assert.DoesNotContain("/bin/bash", e.Message);
+        // A safetensors header that is not JSON.
+        string dir = Write(Good);
+        var header = "{\"hunter2\": secret}"u8.ToArray();
+        File.WriteAllBytes(Path.Combine(dir, "adapter_model.safetensors"), [.. BitConverter.GetBytes((ulong)header.Length), .. header]);
+        e = Refused(dir);
+        Assert.Contains("malformed adapter_model.safetensors: the header is not valid JSON (line 1, byte 13)", e.Message);
+        Assert.DoesNotContain("secret", e.Message);
+        Assert.DoesNotContain("'s'", e.Message);
+        // A bad regex in target_modules: .NET's message would quote the pattern.
+        e = Refused(Write("""{"r": 4, "lora_alpha": 8, "target_modules": "(hunter2"}"""));
+        Assert.Contains("target_modules is not a valid regular expression", e.Message);
+        Assert.DoesNotContain("hunter2", e.Message);
+    }
+
+    [Fact]
+    public void A_regex_that_backtracks_for_ever_is_stopped()
+    {
+        // Exponential backtracking on every module name: seconds per name without the match timeout.
+        var e = Refused(Write("""{"r": 4, "lora_alpha": 8, "target_modules": "((([a-z_.0-9])+)+.)+[A-Z]([a-z])+"}"""));
+        Assert.Contains("ran longer than", e.Message);
+    }
+
+    [Fact]
+    public void A_config_file_too_large_to_be_one_is_refused_before_it_is_read()
+    {
+        string dir = Write(Good);
+        File.WriteAllText(Path.Combine(dir, "adapter_config.json"), Good + new string(' ', (int)LoraAdapter.MaxConfigBytes));
+        Assert.Contains("more than the 1048576 a config may have", Refused(dir).Message);
+    }
+
+    [Fact]
+    public void Confined_to_a_root_the_folder_and_each_file_must_really_lie_inside()
+    {
+        string root = Path.Combine(_dir, "root");
+        string outside = Write(Good);
+        Directory.CreateDirectory(root);
+        LoraException Confined(string lora) => Assert.Throws<LoraException>(() => LoraAdapter.Load("bad", Path.Combine(root, lora), s_model.Value, 16, root));
+
+        // Inside, also through a link that stays inside: loads.
+        Directory.Move(Write(Good), Path.Combine(root, "good"));
+        Directory.CreateSymbolicLink(Path.Combine(root, "alias"), "good");
+        Assert.Equal(2, LoraAdapter.Load("alias", Path.Combine(root, "alias"), s_model.Value, 16, root).Weights.Count);
+        // The folder is a link out, or one of its files is.
+        Directory.CreateSymbolicLink(Path.Combine(root, "out"), outside);
+        Assert.Contains("leads outside the LoRA root", Confined("out").Message);
+        Directory.CreateDirectory(Path.Combine(root, "files"));
+        File.Copy(Path.Combine(outside, "adapter_config.json"), Path.Combine(root, "files", "adapter_config.json"));
+        File.CreateSymbolicLink(Path.Combine(root, "files", "adapter_model.safetensors"), Path.Combine(outside, "adapter_model.safetensors"));
+        Assert.Contains("leads outside the LoRA root", Confined("files").Message);
+        // A link loop is a refusal, not a crash.
+        Directory.CreateSymbolicLink(Path.Combine(root, "loop"), "loop");
+        Assert.Contains("symbolic link loop", Confined("loop").Message);
+        // Without a root the same links are followed (static adapters are trusted).
+        Assert.Equal(2, LoraAdapter.Load("out", Path.Combine(root, "out"), s_model.Value, 16).Weights.Count);
+    }
 }

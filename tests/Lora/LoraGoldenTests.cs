@@ -18,15 +18,15 @@ public sealed class LoraGoldenTests : IDisposable
     readonly List<IDisposable> _owned = new();
 
 
-    (LlamaModel Model, LoraManager Manager) LoadWithAdapters(ComputeDevice device, string modelName = "vim-tiny")
+    (LlamaModel Model, LoraManager Manager, LoraAdapter[] Adapters) LoadWithAdapters(ComputeDevice device, string modelName = "vim-tiny")
     {
         var model = LlamaModel.Load(device, Fixtures.Model(modelName));
         _owned.Add(model);
         var layers = LoraLayers.Wrap(model, maxSlots: 4, maxRank: 16, DType.F32, maxTokens: 128);
         _owned.Add(layers);
         var manager = new LoraManager(layers, model.Config, maxCpuLoras: 4);
-        for (int i = 0; i < s_cases.Length; i++) manager.Load(s_cases[i], i + 1, Fixtures.Adapter(s_cases[i]));
-        return (model, manager);
+        var adapters = s_cases.Select((name, i) => manager.Load(name, i + 1, Fixtures.Adapter(name))).ToArray();
+        return (model, manager, adapters);
     }
 
     /// <summary>A context factory mapping every token of a step to one slot.</summary>
@@ -45,13 +45,13 @@ public sealed class LoraGoldenTests : IDisposable
 
     void EachAdapterAlone(ComputeDevice device)
     {
-        var (model, manager) = LoadWithAdapters(device);
+        var (model, manager, adapters) = LoadWithAdapters(device);
         using var golden = SafetensorsFile.Open(Fixtures.Golden("vim-tiny.safetensors"));
         using var runner = new SequenceRunner(model);
         int vocab = model.Config.VocabSize;
         for (int c = 0; c < s_cases.Length; c++)
         {
-            int slot = manager.ActivateAndPin(c + 1);
+            int slot = manager.ActivateForStep([adapters[c]])[adapters[c]];
             for (int i = 0; i < 5; i++)
             {
                 var ids = GoldenFiles.PromptIds(golden, i);
@@ -60,7 +60,6 @@ public sealed class LoraGoldenTests : IDisposable
                 var greedy = golden.ReadInt64($"{s_cases[c]}.prompt{i}.greedy").Select(v => (int)v).ToArray();
                 Assert.Equal(greedy, runner.Greedy(ids, greedy.Length, AllTokens(device, slot)));
             }
-            manager.Unpin(c + 1);
         }
     }
 
@@ -68,12 +67,13 @@ public sealed class LoraGoldenTests : IDisposable
     public void All_three_adapters_and_the_base_in_one_batch_match_goldens()
     {
         var device = TestDevices.ForModel;
-        var (model, manager) = LoadWithAdapters(device);
+        var (model, manager, adapters) = LoadWithAdapters(device);
         using var golden = SafetensorsFile.Open(Fixtures.Golden("vim-tiny.safetensors"));
         using var runner = new SequenceRunner(model, maxTokens: 256);
         int vocab = model.Config.VocabSize;
         string[] cases = ["base", .. s_cases];
-        int[] slots = [-1, .. s_cases.Select((_, c) => manager.ActivateAndPin(c + 1))];
+        var slotOf = manager.ActivateForStep(adapters);
+        int[] slots = [-1, .. adapters.Select(a => slotOf[a])];
         // Sequence s runs prompt s (so lengths differ) under case s.
         var prompts = Enumerable.Range(0, 4).Select(i => GoldenFiles.PromptIds(golden, i)).ToArray();
         var tokenSlots = prompts.SelectMany((p, s) => Enumerable.Repeat(slots[s], p.Length)).ToArray();
@@ -96,10 +96,10 @@ public sealed class LoraGoldenTests : IDisposable
     public void BF16_model_with_vim_upper_matches_its_goldens()
     {
         var device = TestDevices.ForModel;
-        var (model, manager) = LoadWithAdapters(device, "vim-tiny-bf16");
+        var (model, manager, adapters) = LoadWithAdapters(device, "vim-tiny-bf16");
         using var golden = SafetensorsFile.Open(Fixtures.Golden("vim-tiny-bf16.safetensors"));
         using var runner = new SequenceRunner(model);
-        int slot = manager.ActivateAndPin(1);
+        int slot = manager.ActivateForStep([adapters[0]])[adapters[0]];
         for (int i = 0; i < 3; i++)
         {
             var ids = GoldenFiles.PromptIds(golden, i);

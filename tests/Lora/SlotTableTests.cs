@@ -7,58 +7,61 @@ namespace LoraEngine.Lora.Tests;
 public class SlotTableTests
 {
     [Fact]
-    public void Acquire_uses_free_slots_then_evicts_the_least_recently_used_unpinned()
+    public void A_step_keeps_resident_keys_fills_free_slots_then_evicts_the_least_recently_used_unneeded()
     {
         var table = new SlotTable(2);
-        Assert.Equal((0, -1, true), table.Acquire(10));
-        Assert.Equal((1, -1, true), table.Acquire(20));
-        Assert.Equal((0, -1, false), table.Acquire(10)); // already active: no copy, now most recent
-        Assert.Equal((1, 20, true), table.Acquire(30));  // 20 was least recently used
-        table.Pin(0);
-        table.Pin(1);
-        Assert.Equal(-1, table.Acquire(40).Slot);        // every slot pinned: the request waits
-        table.Unpin(0);
-        Assert.Equal((0, 10, true), table.Acquire(40));
+        Assert.Equal([(0, true)], table.Assign([10]));
+        Assert.Equal([(0, false), (1, true)], table.Assign([10, 20])); // 10 is resident: no copy
+        Assert.Equal([(0, false)], table.Assign([10]));                  // 10 now more recent than 20
+        Assert.Equal([(1, true)], table.Assign([30]));                   // evicts 20, the least recently used
+        Assert.Equal([(1, false), (0, true)], table.Assign([30, 40]));   // 10 is older, but 30 is needed: 10 goes
+        Assert.Equal(-1, table.SlotOf(10));
     }
 
     [Fact]
-    public void Pinned_adapters_are_never_released()
+    public void A_reloaded_adapter_is_a_new_key_and_is_copied_even_where_its_old_copy_sits()
     {
-        var table = new SlotTable(1);
-        table.Acquire(5);
-        table.Pin(0);
-        Assert.False(table.Release(5));
-        table.Unpin(0);
-        Assert.True(table.Release(5));
+        var table = new SlotTable(2);
+        table.Assign([1]);
+        var placed = table.Assign([2]); // the same adapter read again: a new serial
+        Assert.True(placed[0].NeedsCopy);
+        Assert.Equal(1, table.KeyIn(0));
+        Assert.Equal([(1, false), (0, true)], table.Assign([2, 3])); // the stale copy's slot is the one reused
+    }
+
+    [Fact]
+    public void More_keys_than_slots_or_repeated_keys_are_refused_and_a_released_slot_is_empty()
+    {
+        var table = new SlotTable(2);
+        Assert.Throws<ArgumentException>(() => table.Assign([1, 2, 3]));
+        Assert.Throws<ArgumentException>(() => table.Assign([1, 1]));
+        table.Assign([5]);
+        table.Release(table.SlotOf(5));
         Assert.Equal(-1, table.SlotOf(5));
-        Assert.Throws<InvalidOperationException>(() => table.Unpin(0));
+        Assert.Empty(table.ResidentKeys);
     }
 
     [Property(MaxTest = 200)]
-    public void An_adapter_is_in_at_most_one_slot_and_pinned_slots_keep_their_adapter(int seed)
+    public void Every_step_gets_distinct_slots_holding_exactly_its_keys_and_copies_only_what_was_not_resident(int seed)
     {
         var rnd = new Random(seed);
         int slots = rnd.Next(1, 5);
         var table = new SlotTable(slots);
-        var pinnedAdapter = new Dictionary<int, int>();
+        var holds = new long[slots];
+        Array.Fill(holds, SlotTable.Empty);
         for (int step = 0; step < 60; step++)
         {
-            int adapter = rnd.Next(1, 8);
-            var (slot, _, _) = table.Acquire(adapter);
-            if (slot >= 0 && rnd.Next(3) == 0)
+            var keys = Enumerable.Range(0, rnd.Next(0, slots + 1)).Select(_ => (long)rnd.Next(1, 9)).Distinct().ToArray();
+            var placed = table.Assign(keys);
+            Assert.Equal(keys.Length, placed.Select(p => p.Slot).Distinct().Count());
+            for (int i = 0; i < keys.Length; i++)
             {
-                table.Pin(slot);
-                pinnedAdapter[slot] = adapter;
+                Assert.Equal(holds[placed[i].Slot] != keys[i], placed[i].NeedsCopy);
+                holds[placed[i].Slot] = keys[i];
+                Assert.Equal(keys[i], table.KeyIn(placed[i].Slot));
             }
-            if (rnd.Next(4) == 0 && pinnedAdapter.Count > 0)
-            {
-                int s = pinnedAdapter.Keys.First();
-                table.Unpin(s);
-                if (table.PinCount(s) == 0) pinnedAdapter.Remove(s);
-            }
-            var active = table.ActiveAdapters.ToList();
-            Assert.Equal(active.Count, active.Distinct().Count());
-            foreach (var (s, a) in pinnedAdapter) Assert.Equal(a, table.AdapterIn(s));
+            var resident = table.ResidentKeys.ToList();
+            Assert.Equal(resident.Count, resident.Distinct().Count());
         }
     }
 }

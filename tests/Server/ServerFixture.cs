@@ -6,20 +6,22 @@ using Xunit;
 namespace LoraEngine.Server.Tests;
 
 /// <summary>A server on a free loopback port over the BF16 fixture model with three adapters, runtime loading on.</summary>
-public sealed class ServerFixture : IAsyncLifetime
+public class ServerFixture : IAsyncLifetime
 {
     public WebApplication App { get; private set; } = null!;
     public ServerState State { get; private set; } = null!;
     public string BaseUrl { get; private set; } = "";
-    public string LoraRoot { get; } = Path.Combine(Path.GetTempPath(), "loraengine-lora-root-" + Guid.NewGuid().ToString("N"));
+    public string LoraRoot { get; } = Directory.CreateTempSubdirectory("loraengine-lora-root-").FullName;
     public const string ApiKey = "test-key";
 
     public static string Device => Environment.GetEnvironmentVariable(ComputeDevice.EnvironmentVariable) is { Length: > 0 } d ? d : "cpu";
 
+    /// <summary>The options a test class's server runs with (subclasses change limits or timeouts).</summary>
+    protected virtual ServerOptions Options(ServerOptions defaults) => defaults;
+
     public async ValueTask InitializeAsync()
     {
-        Directory.CreateDirectory(LoraRoot);
-        var options = new ServerOptions
+        var options = Options(new ServerOptions
         {
             Engine = new EngineArgs
             {
@@ -32,7 +34,7 @@ public sealed class ServerFixture : IAsyncLifetime
             ApiKey = ApiKey,
             AllowRuntimeLoraUpdating = true,
             LoraRoot = LoraRoot,
-        };
+        });
         App = ServerHost.Build(options);
         await App.StartAsync();
         BaseUrl = App.Urls.First();

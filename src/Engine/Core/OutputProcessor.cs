@@ -1,6 +1,8 @@
+using System.Numerics.Tensors;
 using LoraEngine.Execution;
 using LoraEngine.Models.Tokenization;
 using LoraEngine.Sampling;
+using Microsoft.Extensions.Logging;
 
 namespace LoraEngine.Core;
 
@@ -10,6 +12,7 @@ internal sealed record OutputUpdate(
     IReadOnlyList<Sequence> Finished,
     IReadOnlyList<Request> FinishedRequests,
     int GeneratedTokens,
+    int FailedRequests,
     IReadOnlyList<TimeSpan> TimesToFirstToken,
     IReadOnlyList<TimeSpan> InterTokenLatencies,
     IReadOnlyList<TimeSpan> RequestLatencies);
@@ -17,17 +20,23 @@ internal sealed record OutputUpdate(
 /// <summary>
 /// Turns a step's logits into tokens and outputs: prompt logprobs, sampling, logprobs, incremental detokenization,
 /// stop conditions (EOS, stop token ids, stop strings, max tokens, max model length) and RequestOutputs.
+/// A problem with one request (non-finite logits, or anything thrown while handling its output) fails that request
+/// only, with an error its client sees; the others in the step carry on.
 /// </summary>
-internal sealed class OutputProcessor(HfTokenizer tokenizer, IReadOnlySet<int> eosIds, int maxModelLen)
+internal sealed class OutputProcessor(HfTokenizer tokenizer, IReadOnlySet<int> eosIds, int maxModelLen, ILogger logger)
 {
-    public OutputUpdate Update(IReadOnlyList<ScheduledSequence> scheduled, IReadOnlyList<ExecutionResult> results, Scheduler scheduler, EngineArgs args)
+    public const string ErrorFinishReason = "error";
+
+    public const string NonFiniteLogits = "The model produced non-finite logits (NaN or infinity) for this request.";
+
+    public OutputUpdate Update(IReadOnlyList<ScheduledSequence> scheduled, IReadOnlyList<ExecutionResult> results, Scheduler scheduler)
     {
         var touched = new List<Request>();
         var finished = new List<Sequence>();
         var ttft = new List<TimeSpan>();
         var itl = new List<TimeSpan>();
         var e2e = new List<TimeSpan>();
-        int generated = 0;
+        int generated = 0, failed = 0;
         var now = DateTime.UtcNow;
 
         for (int i = 0; i < scheduled.Count; i++)
@@ -35,29 +44,67 @@ internal sealed class OutputProcessor(HfTokenizer tokenizer, IReadOnlySet<int> e
             var s = scheduled[i];
             var seq = s.Sequence;
             var request = seq.Request;
-            scheduler.Computed(s);
-            if (results[i].AllLogits is { } all) CollectPromptLogprobs(request, s, all);
-            if (!s.Samples) continue;
-
-            int token = results[i].LastLogits is { } logits ? SampleNext(seq, logits) : results[i].ArgmaxToken;
-            generated++;
-            if (request.FirstTokenTime is null) ttft.Add(now - request.ArrivalTime);
-            else if (request.LastTokenTime is { } last) itl.Add(now - last);
-            request.FirstTokenTime ??= now;
-            request.LastTokenTime = now;
-
-            if (AppendAndCheck(seq, token) is { } reason)
+            if (seq.IsFinished) continue; // its request failed earlier in this step
+            try
             {
-                scheduler.Finish(seq, reason);
-                finished.Add(seq);
+                scheduler.Computed(s);
+                if (results[i].AllLogits is { } all)
+                {
+                    if (!AllFinite(all)) throw new NonFiniteLogitsException();
+                    CollectPromptLogprobs(request, s, all);
+                }
+                if (!s.Samples) continue;
+                int token;
+                if (results[i].LastLogits is { } logits)
+                {
+                    if (!AllFinite(logits)) throw new NonFiniteLogitsException();
+                    token = SampleNext(seq, logits);
+                }
+                else
+                {
+                    // Greedy on the device: the row's maximum is finite unless the row diverged.
+                    if (!float.IsFinite(results[i].ArgmaxValue)) throw new NonFiniteLogitsException();
+                    token = results[i].ArgmaxToken;
+                }
+                generated++;
+                if (request.FirstTokenTime is null) ttft.Add(now - request.ArrivalTime);
+                else if (request.LastTokenTime is { } last) itl.Add(now - last);
+                request.FirstTokenTime ??= now;
+                request.LastTokenTime = now;
+
+                if (AppendAndCheck(seq, token) is { } reason)
+                {
+                    scheduler.Finish(seq, reason);
+                    finished.Add(seq);
+                }
+            }
+            catch (Exception e)
+            {
+                if (e is not NonFiniteLogitsException) logger.LogError(e, "Processing the output of request {RequestId} failed; the request fails, the others go on", request.RequestId);
+                finished.AddRange(Fail(request, e is NonFiniteLogitsException ? NonFiniteLogits : "Internal error while processing this request's output.", scheduler));
+                failed++;
             }
             if (!touched.Contains(request)) touched.Add(request);
         }
 
         var finishedRequests = touched.Where(r => r.IsFinished).ToList();
         foreach (var r in finishedRequests) e2e.Add(now - r.ArrivalTime);
-        return new OutputUpdate(touched.Select(ToOutput).ToArray(), finished, finishedRequests, generated, ttft, itl, e2e);
+        return new OutputUpdate(touched.Select(ToOutput).ToArray(), finished, finishedRequests, generated, failed, ttft, itl, e2e);
     }
+
+    /// <summary>Finishes every unfinished sequence of a request with reason "error"; returns them.</summary>
+    public static IReadOnlyList<Sequence> Fail(Request request, string error, Scheduler scheduler)
+    {
+        request.Error ??= error;
+        var failed = request.Sequences.Where(q => !q.IsFinished).ToArray();
+        foreach (var q in failed) scheduler.Finish(q, ErrorFinishReason);
+        return failed;
+    }
+
+    /// <summary>Raw logits are finite; a NaN or infinity means the model diverged for this request.</summary>
+    static bool AllFinite(ReadOnlySpan<float> logits) => float.IsFinite(TensorPrimitives.MaxMagnitude(logits));
+
+    sealed class NonFiniteLogitsException : Exception;
 
     int SampleNext(Sequence seq, float[] logits)
     {
@@ -129,7 +176,7 @@ internal sealed class OutputProcessor(HfTokenizer tokenizer, IReadOnlySet<int> e
 
     string Decode(int id) => tokenizer.Decode([id]);
 
-    static RequestOutput ToOutput(Request r)
+    public static RequestOutput ToOutput(Request r)
     {
         var outputs = r.Sequences.Select(seq =>
         {
@@ -138,6 +185,6 @@ internal sealed class OutputProcessor(HfTokenizer tokenizer, IReadOnlySet<int> e
             return new CompletionOutput(seq.Index, text, seq.OutputTokens.ToArray(), p.Logprobs != null ? seq.CumulativeLogprob : null,
                 p.Logprobs != null ? seq.Logprobs.ToArray() : null, seq.FinishReason) { StopReason = seq.StopReason };
         }).ToArray();
-        return new RequestOutput(r.RequestId, r.Prompt, r.PromptTokenIds, r.PromptLogprobs?.ToArray(), outputs, r.IsFinished, r.LoraRequest);
+        return new RequestOutput(r.RequestId, r.Prompt, r.PromptTokenIds, r.PromptLogprobs?.ToArray(), outputs, r.IsFinished, r.LoraRequest) { Error = r.Error };
     }
 }

@@ -1,3 +1,5 @@
+using LoraEngine.Lora;
+
 namespace LoraEngine.Core;
 
 /// <summary>A request as the engine tracks it: its prompt, parameters, adapter and sequences (vLLM's sequence group).</summary>
@@ -29,6 +31,15 @@ internal sealed class Request
 
     /// <summary>Adapter id, 0 for the base model.</summary>
     public int LoraId => LoraRequest?.LoraIntId ?? 0;
+
+    /// <summary>
+    /// The validated host copy of the adapter the request runs with (null: the base model). Every unfinished request of
+    /// one adapter id holds the same copy, the newest read (see EngineCore), so a step has one copy per id.
+    /// </summary>
+    public LoraAdapter? Adapter { get; set; }
+
+    /// <summary>Why the engine failed the request, if it did (the client sees it).</summary>
+    public string? Error { get; set; }
 
     /// <summary>Admission order; smaller is older.</summary>
     public long Arrival { get; }

@@ -64,8 +64,5 @@ internal sealed class Sequence
     /// <summary>Steps this waiting sequence was passed over because the adapter limit was reached.</summary>
     public int SkippedSteps { get; set; }
 
-    /// <summary>Whether the sequence holds a pin on its adapter's slot.</summary>
-    public bool HoldsLoraPin { get; set; }
-
     public bool IsFinished => Status == SequenceStatus.Finished;
 }

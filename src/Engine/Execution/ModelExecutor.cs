@@ -17,7 +17,7 @@ namespace LoraEngine.Execution;
 /// a CUDA graph captured the first time that bucket is seen: the step's inputs go into buffers allocated once, at the
 /// same place for every step of a bucket. Padding rows read and write only a KV block of their own.
 /// </summary>
-internal sealed class ModelExecutor : IDisposable
+internal sealed class ModelExecutor : IModelRunner
 {
     static readonly int[] Buckets = [1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 160, 192, 224, 256];
 
@@ -34,12 +34,12 @@ internal sealed class ModelExecutor : IDisposable
     readonly Dictionary<(int Bucket, bool Lora), DeviceGraph> _graphs = new();
     readonly ILogger _logger;
 
-    public ModelExecutor(LlamaModel model, LoraLayers? loraLayers, int maxTokens, int maxSequences, int maxModelLen, int blockSize, int numBlocks,
+    public ModelExecutor(LlamaModel model, LoraManager? loraManager, int maxTokens, int maxSequences, int maxModelLen, int blockSize, int numBlocks,
         bool enforceEager = false, ILogger? logger = null)
     {
         _logger = logger ?? NullLogger.Instance;
         Model = model;
-        LoraLayers = loraLayers;
+        LoraManager = loraManager;
         MaxTokens = maxTokens;
         BlockSize = blockSize;
         MaxBlocksPerSequence = (maxModelLen + blockSize - 1) / blockSize;
@@ -58,7 +58,8 @@ internal sealed class ModelExecutor : IDisposable
 
     public LlamaModel Model { get; }
 
-    public LoraLayers? LoraLayers { get; }
+    /// <summary>Activates each step's adapters into GPU slots.</summary>
+    public LoraManager? LoraManager { get; }
 
     public int MaxTokens { get; }
 
@@ -90,7 +91,8 @@ internal sealed class ModelExecutor : IDisposable
         var tables = new int[seqs * MaxBlocksPerSequence];
         var rows = new List<int>();
         var rowStart = new int[items.Count];
-        bool anyLora = false;
+        var adapters = items.Select(i => i.Adapter).OfType<LoraAdapter>().Distinct().ToArray();
+        var slotOf = adapters.Length > 0 ? LoraManager!.ActivateForStep(adapters) : null;
 
         int t = 0;
         for (int s = 0; s < items.Count; s++)
@@ -105,10 +107,9 @@ internal sealed class ModelExecutor : IDisposable
                 positions[t] = pos;
                 slotMapping[t] = item.BlockTable[pos / BlockSize] * BlockSize + pos % BlockSize;
                 tokenSeq[t] = s;
-                loraSlots[t] = item.LoraSlot;
+                loraSlots[t] = item.Adapter is { } adapter ? slotOf![adapter] : -1;
                 if (item.NeedsAllLogits || (item.NeedsSample && i == item.TokenIds.Count - 1)) rows.Add(t);
             }
-            anyLora |= item.LoraSlot >= 0;
         }
         // Padding rows (a bucket's spare places): position 0 of a sequence whose only block is the padding block.
         for (int s = items.Count; s < seqs; s++, t++)
@@ -121,7 +122,7 @@ internal sealed class ModelExecutor : IDisposable
         }
 
         LoraBatchMapping? mapping = null;
-        if (LoraLayers != null && anyLora)
+        if (slotOf != null)
         {
             var view = _slotsOfTokens.Slice(0, rowsTotal);
             view.CopyFrom<int>(loraSlots);
@@ -130,7 +131,7 @@ internal sealed class ModelExecutor : IDisposable
         if (rows.Count == 0) rows.Add(tokens - 1); // the model returns at least one row; nothing reads it
         var batch = _builder.Build(ids, positions, slotMapping, tokenSeq, rows.ToArray(), tables, seqs, mapping);
 
-        var (argmax, logits) = bucket > 0 ? RunGraph(batch, bucket, anyLora, items) : RunEager(batch, items, rowStart);
+        var (argmax, maxima, logits) = bucket > 0 ? RunGraph(batch, bucket, anyLora: slotOf != null, items) : RunEager(batch, items, rowStart);
         var results = new ExecutionResult[items.Count];
         int vocab = Model.Config.VocabSize;
         for (int s = 0; s < items.Count; s++)
@@ -141,13 +142,13 @@ internal sealed class ModelExecutor : IDisposable
             float[]? all = null, last = null;
             if (item.NeedsAllLogits) all = logits.AsSpan(first * vocab, item.TokenIds.Count * vocab).ToArray();
             if (item.NeedsSample && item.NeedsLogits) last = logits.AsSpan(lastRow * vocab, vocab).ToArray();
-            results[s] = new ExecutionResult(last, all, item.NeedsSample ? argmax[lastRow] : -1);
+            results[s] = item.NeedsSample ? new ExecutionResult(last, all, argmax[lastRow], maxima[lastRow]) : new ExecutionResult(last, all);
         }
         return results;
     }
 
     /// <summary>A decode step from the bucket's graph (captured after running it eagerly the first time).</summary>
-    (int[] Argmax, float[] Logits) RunGraph(StepBatch batch, int bucket, bool anyLora, IReadOnlyList<ExecutionItem> items)
+    (int[] Argmax, float[] Maxima, float[] Logits) RunGraph(StepBatch batch, int bucket, bool anyLora, IReadOnlyList<ExecutionItem> items)
     {
         if (_graphs.TryGetValue((bucket, anyLora), out var graph))
         {
@@ -162,14 +163,16 @@ internal sealed class ModelExecutor : IDisposable
                 bucket, anyLora ? " with LoRA" : "", captured.Nodes);
         }
         var argmax = new int[bucket];
+        var maxima = new float[bucket];
         _argmax.Slice(0, bucket).CopyTo<int>(argmax);
+        _argmaxValues.Slice(0, bucket).CopyTo<float>(maxima);
         float[] logits = [];
         if (items.Any(i => i.NeedsLogits))
         {
             logits = new float[(long)items.Count * Model.Config.VocabSize];
             _logits.Slice(0, items.Count).CopyTo<float>(logits);
         }
-        return (argmax, logits);
+        return (argmax, maxima, logits);
     }
 
     /// <summary>Everything a decode step queues on the device: forward, lm_head over every row, argmax.</summary>
@@ -182,7 +185,7 @@ internal sealed class ModelExecutor : IDisposable
     }
 
     /// <summary>Any step, launched eagerly: lm_head and argmax over the picked rows in chunks.</summary>
-    (int[] Argmax, float[] Logits) RunEager(StepBatch batch, IReadOnlyList<ExecutionItem> items, int[] rowStart)
+    (int[] Argmax, float[] Maxima, float[] Logits) RunEager(StepBatch batch, IReadOnlyList<ExecutionItem> items, int[] rowStart)
     {
         var hidden = Model.Forward(batch, _cache, _workspace);
         int rows = hidden.Dim(0), vocab = Model.Config.VocabSize;
@@ -195,6 +198,7 @@ internal sealed class ModelExecutor : IDisposable
             else if (item.NeedsSample && item.NeedsLogits) needed[rowStart[s]] = true;
         }
         var argmax = new int[rows];
+        var maxima = new float[rows];
         var logits = needed.Any(n => n) ? new float[(long)rows * vocab] : [];
         for (int start = 0; start < rows; start += _logitChunk)
         {
@@ -203,9 +207,10 @@ internal sealed class ModelExecutor : IDisposable
             Model.ComputeLogits(chunk, hidden.Slice(start, n), batch);
             Model.Device.Sampling.Argmax(_argmax.Slice(0, n), _argmaxValues.Slice(0, n), chunk);
             _argmax.Slice(0, n).CopyTo<int>(argmax.AsSpan(start, n));
+            _argmaxValues.Slice(0, n).CopyTo<float>(maxima.AsSpan(start, n));
             if (Array.IndexOf(needed, true, start, n) >= 0) chunk.CopyTo<float>(logits.AsSpan(start * vocab, n * vocab));
         }
-        return (argmax, logits);
+        return (argmax, maxima, logits);
     }
 
     public void Dispose()

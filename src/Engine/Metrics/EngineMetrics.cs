@@ -3,7 +3,8 @@ using System.Diagnostics.Metrics;
 namespace LoraEngine.Metrics;
 
 /// <summary>
-/// System.Diagnostics.Metrics instruments of an engine (meter "LoraEngine"), fed by every step; also keeps
+/// System.Diagnostics.Metrics instruments of an engine (meter "LoraEngine"), fed by every step and every abort (so the
+/// gauges follow requests that leave between steps); also keeps
 /// running totals that a Prometheus endpoint can print without a listener.
 /// </summary>
 public sealed class EngineMetrics : IStatLogger, IDisposable
@@ -14,6 +15,7 @@ public sealed class EngineMetrics : IStatLogger, IDisposable
     readonly Counter<long> _promptTokens;
     readonly Counter<long> _generationTokens;
     readonly Counter<long> _finished;
+    readonly Counter<long> _failed;
     readonly Histogram<double> _ttft;
     readonly Histogram<double> _itl;
     readonly Histogram<double> _e2e;
@@ -25,6 +27,7 @@ public sealed class EngineMetrics : IStatLogger, IDisposable
         _promptTokens = _meter.CreateCounter<long>("loraengine.prompt_tokens", "tokens", "Prompt tokens computed");
         _generationTokens = _meter.CreateCounter<long>("loraengine.generation_tokens", "tokens", "Tokens generated");
         _finished = _meter.CreateCounter<long>("loraengine.requests_finished", "requests", "Requests finished");
+        _failed = _meter.CreateCounter<long>("loraengine.requests_failed", "requests", "Requests the engine failed (finish reason error)");
         _ttft = _meter.CreateHistogram<double>("loraengine.time_to_first_token", "s", "Time to first token");
         _itl = _meter.CreateHistogram<double>("loraengine.inter_token_latency", "s", "Time between output tokens");
         _e2e = _meter.CreateHistogram<double>("loraengine.request_latency", "s", "End-to-end request latency");
@@ -37,6 +40,8 @@ public sealed class EngineMetrics : IStatLogger, IDisposable
     public long PromptTokens { get; private set; }
     public long GenerationTokens { get; private set; }
     public long RequestsFinished { get; private set; }
+    /// <summary>Requests the engine failed: a bad output for one request, or every request when a step failed on the device.</summary>
+    public long RequestsFailed { get; private set; }
     public long Steps { get; private set; }
     public SchedulerStats? Last => _last;
     public LatencyHistogram TimeToFirstToken { get; } = new();
@@ -48,10 +53,11 @@ public sealed class EngineMetrics : IStatLogger, IDisposable
         lock (_lock)
         {
             _last = scheduler;
-            Steps++;
+            if (iteration.StepTime > TimeSpan.Zero) Steps++;
             PromptTokens += iteration.PromptTokens;
             GenerationTokens += iteration.GenerationTokens;
             RequestsFinished += iteration.FinishedRequests;
+            RequestsFailed += iteration.FailedRequests;
             foreach (var t in iteration.TimesToFirstToken) TimeToFirstToken.Observe(t.TotalSeconds);
             foreach (var t in iteration.InterTokenLatencies) InterTokenLatency.Observe(t.TotalSeconds);
             foreach (var t in iteration.RequestLatencies) RequestLatency.Observe(t.TotalSeconds);
@@ -59,6 +65,7 @@ public sealed class EngineMetrics : IStatLogger, IDisposable
         _promptTokens.Add(iteration.PromptTokens);
         _generationTokens.Add(iteration.GenerationTokens);
         _finished.Add(iteration.FinishedRequests);
+        _failed.Add(iteration.FailedRequests);
         foreach (var t in iteration.TimesToFirstToken) _ttft.Record(t.TotalSeconds);
         foreach (var t in iteration.InterTokenLatencies) _itl.Record(t.TotalSeconds);
         foreach (var t in iteration.RequestLatencies) _e2e.Record(t.TotalSeconds);

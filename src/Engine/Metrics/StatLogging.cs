@@ -20,7 +20,14 @@ public sealed record IterationStats(
     TimeSpan StepTime,
     IReadOnlyList<TimeSpan> TimesToFirstToken,
     IReadOnlyList<TimeSpan> InterTokenLatencies,
-    IReadOnlyList<TimeSpan> RequestLatencies);
+    IReadOnlyList<TimeSpan> RequestLatencies)
+{
+    /// <summary>Requests among <see cref="FinishedRequests"/> that the engine failed (finish reason "error").</summary>
+    public int FailedRequests { get; init; }
+
+    /// <summary>Nothing computed: reported with the state after an abort, so gauges follow it at once.</summary>
+    public static IterationStats None { get; } = new(0, 0, 0, TimeSpan.Zero, [], [], []);
+}
 
 /// <summary>Receives the stats of every step.</summary>
 public interface IStatLogger

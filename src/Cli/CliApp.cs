@@ -1,0 +1,50 @@
+using System.CommandLine;
+
+namespace LoraEngine.Cli;
+
+/// <summary>
+/// The loraengine tool: its commands, and how it fails. A user error (a missing model, a bad adapter, a parameter out
+/// of range, a port in use, a device that is not there) is one line on stderr and exit code 1; a command line that
+/// does not parse is one line per problem and exit code 2; stack traces only with --verbose.
+/// </summary>
+internal static class CliApp
+{
+    /// <summary>Prints the whole exception (type, stack trace, inner exceptions) instead of one line.</summary>
+    public static readonly Option<bool> Verbose = new("--verbose") { Description = "Print the full exception (stack trace) of an error", Recursive = true };
+
+    public static RootCommand Create() => new("LoraEngine: multi-LoRA Llama serving in managed C#")
+    {
+        GenerateCommand.Create(),
+        ServeCommand.Create(),
+        InfoCommand.Create(),
+        BenchCommand.Create(),
+        Verbose,
+    };
+
+    public static async Task<int> RunAsync(string[] args, TextWriter error)
+    {
+        var parse = Create().Parse(args);
+        if (parse.Errors.Count > 0)
+        {
+            foreach (var problem in parse.Errors) error.WriteLine($"error: {problem.Message} (see --help)");
+            return 2;
+        }
+        try
+        {
+            // SIGTERM and Ctrl+C are left to the commands: serve's host drains its requests before it exits.
+            return await parse.InvokeAsync(new InvocationConfiguration { EnableDefaultExceptionHandler = false, ProcessTerminationTimeout = null, Error = error });
+        }
+        catch (Exception e)
+        {
+            error.WriteLine(parse.GetValue(Verbose) ? $"error: {e}" : $"error: {OneLine(e)}");
+            return 1;
+        }
+    }
+
+    /// <summary>The exception's message on one line, without .NET's "(Parameter 'X')" suffix.</summary>
+    public static string OneLine(Exception e)
+    {
+        string message = e is ArgumentException { ParamName: { } p } ? e.Message.Replace($" (Parameter '{p}')", "") : e.Message;
+        return string.Join(' ', message.Split(['\r', '\n'], StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries));
+    }
+}

@@ -1,0 +1,58 @@
+using System.Net.Http.Json;
+using System.Text.RegularExpressions;
+using Xunit;
+
+namespace LoraEngine.Server.Tests;
+
+/// <summary>/metrics after clients go away: gauges back to zero without another request, every disconnect counted as aborted.</summary>
+public class MetricsTests(ServerFixture server) : IClassFixture<ServerFixture>
+{
+    static CancellationToken Ct => TestContext.Current.CancellationToken;
+
+    static double Metric(string text, string name) =>
+        double.Parse(Regex.Match(text, $@"^{name}\{{[^}}]*\}} (\S+)$", RegexOptions.Multiline).Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture);
+
+    [Fact]
+    public async Task Disconnects_leave_gauges_at_zero_and_count_as_aborted_streaming_or_not()
+    {
+        var clients = Enumerable.Range(0, 12).Select(async i =>
+        {
+            using var http = server.Http();
+            using var cts = CancellationTokenSource.CreateLinkedTokenSource(Ct);
+            bool stream = i % 3 != 0;
+            var request = new HttpRequestMessage(HttpMethod.Post, "/v1/completions")
+            {
+                Content = JsonContent.Create(new { model = i % 2 == 0 ? "vim-upper" : "vim-tiny-bf16", prompt = "Vim is", max_tokens = 400, ignore_eos = true, stream }),
+            };
+            var sending = http.SendAsync(request, HttpCompletionOption.ResponseHeadersRead, cts.Token);
+            for (int w = 0; w < 3000 && Interlocked.Read(ref server.State.RequestsStarted) < 12; w++) await Task.Delay(10, Ct); // all twelve are being answered
+            if (stream)
+            {
+                using var response = await sending;
+                using var reader = new StreamReader(await response.Content.ReadAsStreamAsync(cts.Token));
+                for (int lines = 0; lines < 3 && await reader.ReadLineAsync(cts.Token) != null; lines++) { }
+            }
+            cts.Cancel(); // the client goes away mid-answer
+            await sending.ContinueWith(_ => { }, TaskScheduler.Default);
+        }).ToList();
+        await Task.WhenAll(clients);
+
+        var engine = server.State.Engine.Engine;
+        using var admin = server.Http();
+        string metrics = "";
+        for (int i = 0; i < 600; i++)
+        {
+            bool idle = !engine.HasUnfinishedRequests; // every abort applied (each reports the gauges as it goes)
+            metrics = await admin.GetStringAsync("/metrics", Ct);
+            if (idle && Metric(metrics, "loraengine_request_aborted_total") == 12) break;
+            await Task.Delay(50, Ct);
+        }
+        Assert.Equal(12, Metric(metrics, "loraengine_request_aborted_total"));
+        Assert.Equal(0, Metric(metrics, "loraengine_num_requests_running"));
+        Assert.Equal(0, Metric(metrics, "loraengine_kv_cache_usage_perc"));
+        Assert.Equal(0, Metric(metrics, "loraengine_kv_blocks_used"));
+        Assert.Equal(0, Metric(metrics, "loraengine_lora_adapters_active"));
+        Assert.Equal(0, Metric(metrics, "loraengine_request_failure_total"));
+        Assert.Equal(0, server.State.Engine.NumOpenStreams);
+    }
+}
