@@ -28,7 +28,9 @@ internal static unsafe class HostGemm
     const int TileRows = 4;
     const int TileTokens = 6;
     const int StreamChunkRows = 16; // rows per parallel work item when streaming weights
-    const int PanelRows = 16;       // rows per F32 panel: 16 × in × 4 B stays in L2 (≤ 512 KB for in = 8192)
+    const int PanelRows = 16;       // rows per work item for more than one token tile
+    const int KBlock = 512;         // k-block of a panel: 16 rows × 512 × 4 B = 32 KB stays in L1 with a 12 KB token tile
+    const int GroupTokens = 22 * TileTokens; // tokens sharing one conversion of a panel (accumulators: 16 × 132 × 64 B in L2)
 
     /// <summary>Whether this machine runs these kernels (AVX-512); otherwise callers use a portable path.</summary>
     public static bool IsSupported => Vector512.IsHardwareAccelerated && Avx512F.IsSupported;
@@ -55,8 +57,7 @@ internal static unsafe class HostGemm
         job.OutF = outF;
         job.InF = inF;
         job.Accumulate = accumulate;
-        job.UsePanel = wType == DType.F16 || (wType == DType.BF16 && tokens > MaxStreamTokens);
-        job.ChunkRows = job.UsePanel ? PanelRows : StreamChunkRows;
+        job.ChunkRows = tokens > TileTokens ? PanelRows : StreamChunkRows;
         int chunks = (outF + job.ChunkRows - 1) / job.ChunkRows;
         // Small products (LoRA shrink at decode) are not worth a trip to the other core.
         if ((long)outF * inF * tokens < 1 << 16) for (int c = 0; c < chunks; c++) job.Run(c);
@@ -75,94 +76,129 @@ internal static unsafe class HostGemm
         public int Tokens, OutF, InF, ChunkRows;
         public byte* W;
         public DType WType;
-        public bool Accumulate, UsePanel;
+        public bool Accumulate;
 
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public override void Run(int chunk)
         {
             int o0 = chunk * ChunkRows, rows = Math.Min(ChunkRows, OutF - o0);
             int k16 = InF & ~15;
-            int elementSize = WType == DType.F32 ? 4 : 2;
-            byte* weights = W + o0 * WStride * elementSize;
-            // The rows the tiles read: the panel (F32, row stride k16) or the weights themselves.
+            int size = WType == DType.F32 ? 4 : 2;
+            long rowBytes = WStride * size;
+            byte* weights = W + o0 * rowBytes;
+            int rowTiles = (rows + TileRows - 1) / TileRows;
+            // More than one token tile: the chunk's rows are converted to an F32 panel (unless already F32; the rows are
+            // one contiguous stream) and walked in k-blocks, so a block of the panel stays in L1 while every token tile
+            // of the group passes over it. One token tile (decode): a single pass straight over the weights.
+            bool blocked = Tokens > TileTokens;
+            bool convert = WType == DType.F16 || (WType == DType.BF16 && blocked);
+            int kBlock = blocked ? KBlock : Math.Max(k16, 16);
             byte* source = weights;
-            long sourceStride = WStride * elementSize;
-            if (UsePanel)
+            long stride = rowBytes;
+            float** xs = stackalloc float*[GroupTokens];
+            var acc = Scratch.Accumulators(GroupTokens / TileTokens * rowTiles * TileRows * TileTokens);
+            for (int g0 = 0; g0 < Tokens; g0 += GroupTokens)
             {
-                float* panel = Scratch.Panel(rows * k16);
-                for (int r = 0; r < rows; r++)
-                    ToFloat(weights + r * WStride * elementSize, WType, panel + (long)r * k16, k16);
-                source = (byte*)panel;
-                sourceStride = (long)k16 * 4;
-            }
-            bool f32 = UsePanel || WType == DType.F32;
-
-            float** xs = stackalloc float*[TileTokens];
-            float** ys = stackalloc float*[TileTokens];
-            var acc = stackalloc Vector512<float>[TileRows * TileTokens];
-            for (int t0 = 0; t0 < Tokens; t0 += TileTokens)
-            {
-                int n = Math.Min(TileTokens, Tokens - t0);
-                for (int j = 0; j < n; j++)
+                int groupTokens = Math.Min(GroupTokens, Tokens - g0);
+                int tokenTiles = (groupTokens + TileTokens - 1) / TileTokens;
+                for (int j = 0; j < groupTokens; j++) xs[j] = X + TokenRow(g0 + j) * XStride;
+                if (convert)
                 {
-                    long row = TokenRows != null ? TokenRows[t0 + j] : t0 + j;
-                    xs[j] = X + row * XStride;
-                    ys[j] = Y + row * YStride + o0;
+                    float* panel = Scratch.Panel(ChunkRows * k16);
+                    for (int r = 0; r < rows; r++) ToFloat(weights + r * rowBytes, WType, panel + (long)r * k16, k16);
+                    source = (byte*)panel;
+                    stride = (long)k16 * 4;
                 }
-                for (int r0 = 0; r0 < rows; r0 += TileRows)
+                bool f32 = convert || WType == DType.F32;
+                for (int k0 = 0; k0 < k16 || k0 == 0; k0 += kBlock)
                 {
-                    // A partial tile repeats its last row; the repeated results are not stored.
-                    byte* w0 = source + r0 * sourceStride;
-                    byte* w1 = r0 + 1 < rows ? w0 + sourceStride : w0;
-                    byte* w2 = r0 + 2 < rows ? w1 + sourceStride : w1;
-                    byte* w3 = r0 + 3 < rows ? w2 + sourceStride : w2;
-                    if (f32) Tile<F32Rows>(n, w0, w1, w2, w3, xs, k16, acc);
-                    else Tile<Bf16Rows>(n, w0, w1, w2, w3, xs, k16, acc);
-                    Store(acc, Math.Min(TileRows, rows - r0), n, weights + r0 * WStride * elementSize, xs, ys, r0, k16);
+                    int k1 = Math.Min(k16, k0 + kBlock);
+                    for (int tt = 0; tt < tokenTiles; tt++)
+                    {
+                        int n = Math.Min(TileTokens, groupTokens - tt * TileTokens);
+                        for (int rt = 0; rt < rowTiles; rt++)
+                        {
+                            // A partial tile repeats its last row; the repeated results are not stored.
+                            int r0 = rt * TileRows;
+                            byte* w0 = source + r0 * stride;
+                            byte* w1 = r0 + 1 < rows ? w0 + stride : w0;
+                            byte* w2 = r0 + 2 < rows ? w1 + stride : w1;
+                            byte* w3 = r0 + 3 < rows ? w2 + stride : w2;
+                            var tileAcc = acc + (tt * rowTiles + rt) * TileRows * TileTokens;
+                            if (f32) Tile<F32Rows>(n, w0, w1, w2, w3, xs + tt * TileTokens, k0, k1, tileAcc);
+                            else Tile<Bf16Rows>(n, w0, w1, w2, w3, xs + tt * TileTokens, k0, k1, tileAcc);
+                        }
+                    }
                 }
+                for (int j = 0; j < groupTokens; j++) Store(acc, rowTiles, j, rows, weights, xs[j], Y + TokenRow(g0 + j) * YStride + o0, k16);
             }
         }
 
-        /// <summary>Reduces the tile's accumulators, adds the in % 16 tail terms and writes (or adds to) y.</summary>
+        long TokenRow(int i) => TokenRows != null ? TokenRows[i] : i;
+
+        /// <summary>
+        /// Token j of the group: its accumulators for the chunk's rows are summed 16 at a time (HostDot.Reduce16, the same
+        /// bits as HostDot.Reduce), the in % 16 tail terms are added with FMA one k at a time, and y is written (or added to).
+        /// </summary>
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-        void Store(Vector512<float>* acc, int rows, int n, byte* weights, float** xs, float** ys, int r0, int k16)
+        void Store(Vector512<float>* acc, int rowTiles, int j, int rows, byte* weights, float* x, float* y, int k16)
         {
+            var zero = Vector512<float>.Zero;
+            var accOfRow = stackalloc Vector512<float>*[16];
+            var tail = stackalloc float[16];
+            int tt = j / TileTokens, jj = j % TileTokens;
             long rowBytes = WStride * (WType == DType.F32 ? 4 : 2);
-            for (int r = 0; r < rows; r++)
+            for (int r0 = 0; r0 < rows; r0 += 16)
             {
-                byte* wRow = weights + r * rowBytes;
-                for (int j = 0; j < n; j++)
+                int n = Math.Min(16, rows - r0);
+                for (int i = 0; i < 16; i++)
                 {
-                    float s = HostDot.Reduce(acc[r * TileTokens + j]);
-                    for (int k = k16; k < InF; k++) s = MathF.FusedMultiplyAdd(HostMemory.WeightAt(wRow, WType, k), xs[j][k], s);
-                    float* dst = ys[j] + r0 + r;
-                    *dst = Accumulate ? *dst + s : s;
+                    int r = r0 + i;
+                    accOfRow[i] = i < n ? acc + (tt * rowTiles + r / TileRows) * TileRows * TileTokens + r % TileRows * TileTokens + jj : &zero;
+                }
+                var sums = HostDot.Reduce16(accOfRow);
+                for (int k = k16; k < InF; k++)
+                {
+                    for (int i = 0; i < 16; i++) tail[i] = i < n ? HostMemory.WeightAt(weights + (r0 + i) * rowBytes, WType, k) : 0f;
+                    sums = Vector512.FusedMultiplyAdd(Vector512.Load(tail), Vector512.Create(x[k]), sums);
+                }
+                float* dst = y + r0;
+                if (n == 16)
+                {
+                    if (Accumulate) sums += Vector512.Load(dst);
+                    sums.Store(dst);
+                }
+                else
+                {
+                    sums.Store(tail);
+                    for (int i = 0; i < n; i++) dst[i] = Accumulate ? dst[i] + tail[i] : tail[i];
                 }
             }
         }
     }
 
-    static void Tile<TRows>(int n, byte* w0, byte* w1, byte* w2, byte* w3, float** xs, int k16, Vector512<float>* acc)
+    static void Tile<TRows>(int n, byte* w0, byte* w1, byte* w2, byte* w3, float** xs, int k0, int k1, Vector512<float>* acc)
         where TRows : struct, IRows
     {
         switch (n)
         {
-            case 1: Tile<TRows, N1>(w0, w1, w2, w3, xs, k16, acc); break;
-            case 2: Tile<TRows, N2>(w0, w1, w2, w3, xs, k16, acc); break;
-            case 3: Tile<TRows, N3>(w0, w1, w2, w3, xs, k16, acc); break;
-            case 4: Tile<TRows, N4>(w0, w1, w2, w3, xs, k16, acc); break;
-            case 5: Tile<TRows, N5>(w0, w1, w2, w3, xs, k16, acc); break;
-            default: Tile<TRows, N6>(w0, w1, w2, w3, xs, k16, acc); break;
+            case 1: Tile<TRows, N1>(w0, w1, w2, w3, xs, k0, k1, acc); break;
+            case 2: Tile<TRows, N2>(w0, w1, w2, w3, xs, k0, k1, acc); break;
+            case 3: Tile<TRows, N3>(w0, w1, w2, w3, xs, k0, k1, acc); break;
+            case 4: Tile<TRows, N4>(w0, w1, w2, w3, xs, k0, k1, acc); break;
+            case 5: Tile<TRows, N5>(w0, w1, w2, w3, xs, k0, k1, acc); break;
+            default: Tile<TRows, N6>(w0, w1, w2, w3, xs, k0, k1, acc); break;
         }
     }
 
     /// <summary>
-    /// acc[r·6 + j] = Σ over k-blocks of W[r, k..k+16] ⊙ x_j[k..k+16] for 4 rows × TN.Value tokens: 24 accumulators at most,
-    /// four weight vectors and one token vector live at a time (29 of the 32 vector registers).
+    /// acc[r·6 + j] += W[r, k..k+16] ⊙ x_j[k..k+16] for k = k0, k0+16, … &lt; k1 (starting from zero when k0 = 0), for 4 rows ×
+    /// TN.Value tokens: 24 accumulators at most, four weight vectors and one token vector live at a time (29 of the 32
+    /// vector registers).
     /// </summary>
     [SkipLocalsInit]
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    static void Tile<TRows, TN>(byte* w0, byte* w1, byte* w2, byte* w3, float** xs, int k16, Vector512<float>* acc)
+    static void Tile<TRows, TN>(byte* w0, byte* w1, byte* w2, byte* w3, float** xs, int k0, int k1, Vector512<float>* acc)
         where TRows : struct, IRows where TN : struct, ITokenCount
     {
         int n = TN.Value;
@@ -172,7 +208,14 @@ internal static unsafe class HostGemm
         Vector512<float> a10 = default, a11 = default, a12 = default, a13 = default, a14 = default, a15 = default;
         Vector512<float> a20 = default, a21 = default, a22 = default, a23 = default, a24 = default, a25 = default;
         Vector512<float> a30 = default, a31 = default, a32 = default, a33 = default, a34 = default, a35 = default;
-        for (int k = 0; k < k16; k += 16)
+        if (k0 > 0)
+        {
+            a00 = acc[0]; a01 = acc[1]; a02 = acc[2]; a03 = acc[3]; a04 = acc[4]; a05 = acc[5];
+            a10 = acc[6]; a11 = acc[7]; a12 = acc[8]; a13 = acc[9]; a14 = acc[10]; a15 = acc[11];
+            a20 = acc[12]; a21 = acc[13]; a22 = acc[14]; a23 = acc[15]; a24 = acc[16]; a25 = acc[17];
+            a30 = acc[18]; a31 = acc[19]; a32 = acc[20]; a33 = acc[21]; a34 = acc[22]; a35 = acc[23];
+        }
+        for (int k = k0; k < k1; k += 16)
         {
             var v0 = TRows.Load(w0, k);
             var v1 = TRows.Load(w1, k);
@@ -282,15 +325,20 @@ internal static unsafe class HostGemm
     struct N5 : ITokenCount { public static int Value => 5; }
     struct N6 : ITokenCount { public static int Value => 6; }
 
-    /// <summary>Per-thread F32 panel memory, pinned and 64-byte aligned, grown on demand and kept for the thread's life.</summary>
+    /// <summary>Per-thread panel and accumulator memory, pinned and 64-byte aligned, grown on demand and kept for the thread's life.</summary>
     static class Scratch
     {
         [ThreadStatic] static float[]? t_panel;
+        [ThreadStatic] static float[]? t_accumulators;
 
-        public static float* Panel(int floats)
+        public static float* Panel(int floats) => Aligned(ref t_panel, floats);
+
+        public static Vector512<float>* Accumulators(int vectors) => (Vector512<float>*)Aligned(ref t_accumulators, vectors * 16);
+
+        static float* Aligned(ref float[]? array, int floats)
         {
-            if (t_panel == null || t_panel.Length < floats + 16) t_panel = GC.AllocateUninitializedArray<float>(floats + 16, pinned: true);
-            float* p = (float*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(t_panel));
+            if (array == null || array.Length < floats + 16) array = GC.AllocateUninitializedArray<float>(floats + 16, pinned: true);
+            float* p = (float*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(array));
             return (float*)(((nint)p + 63) & ~(nint)63);
         }
     }

@@ -14,6 +14,14 @@ public class HostGemmTests
 {
     static ComputeDevice Device => TestDevices.CpuFast;
 
+    /// <summary>Token counts on both sides of the paths: streamed (≤ 6), one group of token tiles, several groups (> 96).</summary>
+    static int Tokens(RandomData rnd) => rnd.Int(0, 3) switch
+    {
+        0 => rnd.Int(1, HostGemm.MaxStreamTokens),
+        1 or 2 => rnd.Int(HostGemm.MaxStreamTokens + 1, 40),
+        _ => rnd.Int(90, 110),
+    };
+
     static float[] Run(float[] x, DeviceTensor w, int tokens, int inF, int outF)
     {
         using var xt = Device.Upload(x, tokens, inF);
@@ -41,8 +49,8 @@ public class HostGemmTests
     public void Linear_matches_the_double_reference_on_odd_shapes(int seed)
     {
         var rnd = new RandomData(seed);
-        int tokens = rnd.Int(0, 1) == 0 ? rnd.Int(1, HostGemm.MaxStreamTokens) : rnd.Int(HostGemm.MaxStreamTokens + 1, 40);
-        int inF = rnd.Int(1, 300), outF = rnd.Int(1, 70);
+        int tokens = Tokens(rnd);
+        int inF = rnd.Int(1, 1100), outF = rnd.Int(1, 70);
         var wType = rnd.WeightType();
         var x = rnd.Floats(tokens * inF);
         var (w, stored) = RandomData.UploadWeight(Device, rnd.Floats(outF * inF), wType, outF, inF);
@@ -53,7 +61,7 @@ public class HostGemmTests
     public void A_token_row_is_bit_identical_alone_and_in_a_batch_of_any_size(int seed)
     {
         var rnd = new RandomData(seed);
-        int tokens = rnd.Int(2, 40), inF = rnd.Int(1, 300), outF = rnd.Int(1, 70), me = rnd.Int(0, tokens - 1);
+        int tokens = Math.Max(2, Tokens(rnd)), inF = rnd.Int(1, 1100), outF = rnd.Int(1, 70), me = rnd.Int(0, tokens - 1);
         var wType = rnd.WeightType();
         var x = rnd.Floats(tokens * inF);
         var (w, _) = RandomData.UploadWeight(Device, rnd.Floats(outF * inF), wType, outF, inF);
