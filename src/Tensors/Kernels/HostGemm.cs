@@ -58,10 +58,13 @@ internal static unsafe class HostGemm
         job.InF = inF;
         job.Accumulate = accumulate;
         job.ChunkRows = tokens > TileTokens ? PanelRows : StreamChunkRows;
-        int chunks = (outF + job.ChunkRows - 1) / job.ChunkRows;
+        job.RowChunks = (outF + job.ChunkRows - 1) / job.ChunkRows;
+        // Too few row chunks to keep the cores busy (LoRA shrink: rank rows) and many tokens: split the tokens too.
+        job.SliceTokens = job.RowChunks < 4 * HostParallel.Threads ? 4 * TileTokens : tokens;
+        int items = job.RowChunks * ((tokens + job.SliceTokens - 1) / job.SliceTokens);
         // Small products (LoRA shrink at decode) are not worth a trip to the other core.
-        if ((long)outF * inF * tokens < 1 << 16) for (int c = 0; c < chunks; c++) job.Run(c);
-        else HostParallel.For(chunks, job);
+        if ((long)outF * inF * tokens < 1 << 16) for (int i = 0; i < items; i++) job.Run(i);
+        else HostParallel.For(items, job);
     }
 
     sealed class LinearJob : HostJob
@@ -73,14 +76,16 @@ internal static unsafe class HostGemm
         public float* Y, X;
         public long YStride, XStride, WStride;
         public int* TokenRows;
-        public int Tokens, OutF, InF, ChunkRows;
+        public int Tokens, OutF, InF, ChunkRows, RowChunks, SliceTokens;
         public byte* W;
         public DType WType;
         public bool Accumulate;
 
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-        public override void Run(int chunk)
+        public override void Run(int item)
         {
+            // Item = (token slice, row chunk): rows [o0, o0 + rows) for tokens [t0, t0 + tokens).
+            int chunk = item % RowChunks, t0 = item / RowChunks * SliceTokens, tokens = Math.Min(SliceTokens, Tokens - t0);
             int o0 = chunk * ChunkRows, rows = Math.Min(ChunkRows, OutF - o0);
             int k16 = InF & ~15;
             int size = WType == DType.F32 ? 4 : 2;
@@ -90,16 +95,16 @@ internal static unsafe class HostGemm
             // More than one token tile: the chunk's rows are converted to an F32 panel (unless already F32; the rows are
             // one contiguous stream) and walked in k-blocks, so a block of the panel stays in L1 while every token tile
             // of the group passes over it. One token tile (decode): a single pass straight over the weights.
-            bool blocked = Tokens > TileTokens;
+            bool blocked = tokens > TileTokens;
             bool convert = WType == DType.F16 || (WType == DType.BF16 && blocked);
             int kBlock = blocked ? KBlock : Math.Max(k16, 16);
             byte* source = weights;
             long stride = rowBytes;
             float** xs = stackalloc float*[GroupTokens];
             var acc = Scratch.Accumulators(GroupTokens / TileTokens * rowTiles * TileRows * TileTokens);
-            for (int g0 = 0; g0 < Tokens; g0 += GroupTokens)
+            for (int g0 = t0; g0 < t0 + tokens; g0 += GroupTokens)
             {
-                int groupTokens = Math.Min(GroupTokens, Tokens - g0);
+                int groupTokens = Math.Min(GroupTokens, t0 + tokens - g0);
                 int tokenTiles = (groupTokens + TileTokens - 1) / TileTokens;
                 for (int j = 0; j < groupTokens; j++) xs[j] = X + TokenRow(g0 + j) * XStride;
                 if (convert)
