@@ -12,13 +12,18 @@ namespace LoraEngine.Tensors.Kernels;
 ///
 /// Every output is one dot product in a fixed order, whatever the number of tokens (so a token's row is bit-identical
 /// alone or in any batch): a 16-lane accumulator takes W[o, k..k+16] · x[t, k..k+16] for k = 0, 16, … in order, its
-/// lanes are summed by <see cref="HostDot.Reduce"/>, then the last in % 16 terms are added one by one with FMA.
+/// lanes are summed by <see cref="HostDot.Reduce"/> (16 rows at once by <see cref="HostDot.Reduce16"/>, same bits),
+/// then the last in % 16 terms are added one by one with FMA.
 ///
-/// The work is cut into chunks of output rows spread over the cores (<see cref="HostParallel"/>). Inside a chunk a
-/// register tile of 4 rows × up to 6 tokens keeps 24 accumulators, so each weight vector is loaded once per 6 tokens
-/// and each token vector once per 4 rows. Up to <see cref="MaxStreamTokens"/> tokens (decode) read BF16 weights
-/// straight from memory, widening them in registers: the weights stream once. Larger batches (prefill) first convert a
-/// chunk's rows to an F32 panel (once per step) that all token tiles then reuse from cache.
+/// Work items are chunks of output rows spread over the cores (<see cref="HostParallel"/>); a register tile of 4 rows ×
+/// up to 6 tokens keeps 24 accumulators, so each weight vector is loaded once per 6 tokens and each token vector once
+/// per 4 rows. Two ways to feed the tile:
+/// - up to <see cref="MaxStreamTokens"/> tokens (decode): BF16 or F32 rows are read in place, BF16 widened in registers,
+///   so the weights stream from memory exactly once;
+/// - more tokens (prefill, batched decode): the tokens are packed once per call into tiles of 6 and a chunk's rows are
+///   converted once into an F32 panel of 4-row tiles (in L2), both interleaved so each tile reads one sequential
+///   stream; for each token tile the k range is walked in blocks so the tile's block stays in L1 while the chunk's row
+///   tiles pass over it.
 /// </summary>
 internal static unsafe class HostGemm
 {
@@ -27,10 +32,8 @@ internal static unsafe class HostGemm
 
     const int TileRows = 4;
     const int TileTokens = 6;
-    const int StreamChunkRows = 16; // rows per parallel work item when streaming weights
-    const int PanelRows = 16;       // rows per work item for more than one token tile
-    const int KBlock = 512;         // k-block of a panel: 16 rows × 512 × 4 B = 32 KB stays in L1 with a 12 KB token tile
-    const int GroupTokens = 22 * TileTokens; // tokens sharing one conversion of a panel (accumulators: 16 × 132 × 64 B in L2)
+    const int StreamChunkRows = 16;          // rows per work item when streaming weights (64 KB of BF16 at in = 2048)
+    const int KBlock = 1024;                 // packed path: a token tile's k-block is 6 × 1024 × 4 B = 24 KB, in L1
 
     /// <summary>Whether this machine runs these kernels (AVX-512); otherwise callers use a portable path.</summary>
     public static bool IsSupported => Vector512.IsHardwareAccelerated && Avx512F.IsSupported;
@@ -57,14 +60,38 @@ internal static unsafe class HostGemm
         job.OutF = outF;
         job.InF = inF;
         job.Accumulate = accumulate;
-        job.ChunkRows = tokens > TileTokens ? PanelRows : StreamChunkRows;
+        job.Packed = tokens > TileTokens;
+        // Panels of 16 rows × in stay in L2 (≤ 512 KB); with in ≤ 4096, 32 rows let a token block serve 8 row tiles.
+        job.ChunkRows = !job.Packed ? StreamChunkRows : inF <= 4096 ? 32 : 16;
         job.RowChunks = (outF + job.ChunkRows - 1) / job.ChunkRows;
         // Too few row chunks to keep the cores busy (LoRA shrink: rank rows) and many tokens: split the tokens too.
         job.SliceTokens = job.RowChunks < 4 * HostParallel.Threads ? 4 * TileTokens : tokens;
+        if (job.Packed) job.XPacked = PackTokens(job);
         int items = job.RowChunks * ((tokens + job.SliceTokens - 1) / job.SliceTokens);
         // Small products (LoRA shrink at decode) are not worth a trip to the other core.
         if ((long)outF * inF * tokens < 1 << 16) for (int i = 0; i < items; i++) job.Run(i);
         else HostParallel.For(items, job);
+    }
+
+    /// <summary>
+    /// Copies x[:, 0..in16) into tiles of 6 tokens: tile τ starts at τ·6·in16 and holds, for each k-step s, the n tokens'
+    /// 16 values x[t, 16s..16s+16] one after the other (n = 6, or fewer in the last tile).
+    /// </summary>
+    static float* PackTokens(LinearJob job)
+    {
+        int k16 = job.InF & ~15, tiles = (job.Tokens + TileTokens - 1) / TileTokens;
+        float* packed = Scratch.Get(ref Scratch.Tokens, (long)tiles * TileTokens * k16);
+        for (int tile = 0; tile < tiles; tile++)
+        {
+            int t0 = tile * TileTokens, n = Math.Min(TileTokens, job.Tokens - t0);
+            float* dst = packed + (long)t0 * k16;
+            for (int j = 0; j < n; j++)
+            {
+                float* src = job.X + job.TokenRow(t0 + j) * job.XStride;
+                for (int s = 0; s < k16 / 16; s++) Vector512.Load(src + 16 * s).Store(dst + (s * n + j) * 16);
+            }
+        }
+        return packed;
     }
 
     sealed class LinearJob : HostJob
@@ -73,13 +100,15 @@ internal static unsafe class HostGemm
 
         public static LinearJob ForThisThread => t_job ??= new LinearJob();
 
-        public float* Y, X;
+        public float* Y, X, XPacked;
         public long YStride, XStride, WStride;
         public int* TokenRows;
         public int Tokens, OutF, InF, ChunkRows, RowChunks, SliceTokens;
         public byte* W;
         public DType WType;
-        public bool Accumulate;
+        public bool Accumulate, Packed;
+
+        public long TokenRow(int i) => TokenRows != null ? TokenRows[i] : i;
 
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public override void Run(int item)
@@ -87,63 +116,107 @@ internal static unsafe class HostGemm
             // Item = (token slice, row chunk): rows [o0, o0 + rows) for tokens [t0, t0 + tokens).
             int chunk = item % RowChunks, t0 = item / RowChunks * SliceTokens, tokens = Math.Min(SliceTokens, Tokens - t0);
             int o0 = chunk * ChunkRows, rows = Math.Min(ChunkRows, OutF - o0);
-            int k16 = InF & ~15;
-            int size = WType == DType.F32 ? 4 : 2;
+            if (Packed) RunPacked(o0, rows, t0, tokens);
+            else RunStreamed(o0, rows, t0, tokens);
+        }
+
+        /// <summary>At most one token tile: each row tile reads its 4 rows once, straight from the weights.</summary>
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+        void RunStreamed(int o0, int rows, int t0, int n)
+        {
+            int k16 = InF & ~15, size = WType == DType.F32 ? 4 : 2;
+            long rowBytes = WStride * size;
+            byte* weights = W + o0 * rowBytes;
+            byte* source = weights;
+            long stride = rowBytes;
+            if (WType == DType.F16)
+            {
+                // No F16 widening in registers here (no AVX-512 FP16): the chunk's rows go through an F32 copy.
+                float* rowsF32 = Scratch.Get(ref Scratch.Panel, (long)rows * k16);
+                for (int r = 0; r < rows; r++) ToFloat(weights + r * rowBytes, WType, rowsF32 + (long)r * k16, k16);
+                source = (byte*)rowsF32;
+                stride = (long)k16 * 4;
+            }
+            float** xs = stackalloc float*[TileTokens];
+            for (int j = 0; j < n; j++) xs[j] = X + TokenRow(t0 + j) * XStride;
+            int rowTiles = (rows + TileRows - 1) / TileRows;
+            var acc = stackalloc Vector512<float>[StreamChunkRows * TileTokens];
+            for (int rt = 0; rt < rowTiles; rt++)
+            {
+                // A partial tile repeats its last row; the repeated results are not stored.
+                int r0 = rt * TileRows;
+                byte* w0 = source + r0 * stride;
+                byte* w1 = r0 + 1 < rows ? w0 + stride : w0;
+                byte* w2 = r0 + 2 < rows ? w1 + stride : w1;
+                byte* w3 = r0 + 3 < rows ? w2 + stride : w2;
+                if (WType == DType.BF16) Tile<Bf16Rows>(n, w0, w1, w2, w3, xs, k16, acc + rt * TileRows * TileTokens);
+                else Tile<F32Rows>(n, w0, w1, w2, w3, xs, k16, acc + rt * TileRows * TileTokens);
+            }
+            for (int j = 0; j < n; j++) Store(acc, rowTiles, j, rows, weights, xs[j], Y + TokenRow(t0 + j) * YStride + o0, k16);
+        }
+
+        /// <summary>
+        /// More than one token tile: packed tokens (see PackTokens) against an F32 panel of the chunk's rows. For each token
+        /// tile, k-block by k-block, the chunk's row tiles pass over the tile's block (in L1); the tile's accumulators stay
+        /// in L1 until its outputs are stored.
+        /// </summary>
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+        void RunPacked(int o0, int rows, int t0, int tokens)
+        {
+            int k16 = InF & ~15, size = WType == DType.F32 ? 4 : 2;
             long rowBytes = WStride * size;
             byte* weights = W + o0 * rowBytes;
             int rowTiles = (rows + TileRows - 1) / TileRows;
-            // More than one token tile: the chunk's rows are converted to an F32 panel (unless already F32; the rows are
-            // one contiguous stream) and walked in k-blocks, so a block of the panel stays in L1 while every token tile
-            // of the group passes over it. One token tile (decode): a single pass straight over the weights.
-            bool blocked = tokens > TileTokens;
-            bool convert = WType == DType.F16 || (WType == DType.BF16 && blocked);
-            int kBlock = blocked ? KBlock : Math.Max(k16, 16);
-            byte* source = weights;
-            long stride = rowBytes;
-            float** xs = stackalloc float*[GroupTokens];
-            var acc = Scratch.Accumulators(GroupTokens / TileTokens * rowTiles * TileRows * TileTokens);
-            for (int g0 = t0; g0 < t0 + tokens; g0 += GroupTokens)
+            float* panel = PackRows(weights, rows, rowTiles, k16);
+            var acc = (Vector512<float>*)Scratch.Get(ref Scratch.Accumulators, (long)rowTiles * TileRows * TileTokens * 16);
+            for (int first = t0; first < t0 + tokens; first += TileTokens)
             {
-                int groupTokens = Math.Min(GroupTokens, t0 + tokens - g0);
-                int tokenTiles = (groupTokens + TileTokens - 1) / TileTokens;
-                for (int j = 0; j < groupTokens; j++) xs[j] = X + TokenRow(g0 + j) * XStride;
-                if (convert)
+                int n = Math.Min(TileTokens, t0 + tokens - first);
+                float* xTile = XPacked + (long)first * k16;
+                for (int k0 = 0; k0 < k16 || k0 == 0; k0 += KBlock)
                 {
-                    float* panel = Scratch.Panel(ChunkRows * k16);
-                    for (int r = 0; r < rows; r++) ToFloat(weights + r * rowBytes, WType, panel + (long)r * k16, k16);
-                    source = (byte*)panel;
-                    stride = (long)k16 * 4;
+                    int steps = (Math.Min(k16, k0 + KBlock) - k0) / 16;
+                    for (int rt = 0; rt < rowTiles; rt++)
+                        PackedTile(n, panel + (long)rt * TileRows * k16 + k0 * TileRows, xTile + (long)k0 * n, steps, k0 > 0, acc + rt * TileRows * TileTokens);
                 }
-                bool f32 = convert || WType == DType.F32;
-                for (int k0 = 0; k0 < k16 || k0 == 0; k0 += kBlock)
+                for (int j = 0; j < n; j++)
                 {
-                    int k1 = Math.Min(k16, k0 + kBlock);
-                    for (int tt = 0; tt < tokenTiles; tt++)
-                    {
-                        int n = Math.Min(TileTokens, groupTokens - tt * TileTokens);
-                        for (int rt = 0; rt < rowTiles; rt++)
-                        {
-                            // A partial tile repeats its last row; the repeated results are not stored.
-                            int r0 = rt * TileRows;
-                            byte* w0 = source + r0 * stride;
-                            byte* w1 = r0 + 1 < rows ? w0 + stride : w0;
-                            byte* w2 = r0 + 2 < rows ? w1 + stride : w1;
-                            byte* w3 = r0 + 3 < rows ? w2 + stride : w2;
-                            var tileAcc = acc + (tt * rowTiles + rt) * TileRows * TileTokens;
-                            if (f32) Tile<F32Rows>(n, w0, w1, w2, w3, xs + tt * TileTokens, k0, k1, tileAcc);
-                            else Tile<Bf16Rows>(n, w0, w1, w2, w3, xs + tt * TileTokens, k0, k1, tileAcc);
-                        }
-                    }
+                    long row = TokenRow(first + j);
+                    Store(acc, rowTiles, j, rows, weights, X + row * XStride, Y + row * YStride + o0, k16);
                 }
-                for (int j = 0; j < groupTokens; j++) Store(acc, rowTiles, j, rows, weights, xs[j], Y + TokenRow(g0 + j) * YStride + o0, k16);
             }
         }
 
-        long TokenRow(int i) => TokenRows != null ? TokenRows[i] : i;
+        /// <summary>
+        /// The chunk's rows as F32 in 4-row tiles: tile rt starts at rt·4·in16 and holds, for each k-step s, rows 4rt..4rt+3's
+        /// 16 values W[r, 16s..16s+16] one after the other (a partial last tile repeats its last row).
+        /// </summary>
+        float* PackRows(byte* weights, int rows, int rowTiles, int k16)
+        {
+            int size = WType == DType.F32 ? 4 : 2;
+            long rowBytes = WStride * size;
+            float* panel = Scratch.Get(ref Scratch.Panel, (long)rowTiles * TileRows * k16);
+            float* row = Scratch.Get(ref Scratch.Row, k16);
+            for (int r = 0; r < rowTiles * TileRows; r++)
+            {
+                float* dst = panel + (long)(r / TileRows) * TileRows * k16 + r % TileRows * 16;
+                byte* src = weights + Math.Min(r, rows - 1) * rowBytes;
+                if (WType == DType.BF16)
+                {
+                    for (int s = 0; s < k16 / 16; s++) Bf16Rows.Load(src, 16 * s).Store(dst + s * TileRows * 16);
+                }
+                else
+                {
+                    ToFloat(src, WType, row, k16);
+                    for (int s = 0; s < k16 / 16; s++) Vector512.Load(row + 16 * s).Store(dst + s * TileRows * 16);
+                }
+            }
+            return panel;
+        }
 
         /// <summary>
-        /// Token j of the group: its accumulators for the chunk's rows are summed 16 at a time (HostDot.Reduce16, the same
-        /// bits as HostDot.Reduce), the in % 16 tail terms are added with FMA one k at a time, and y is written (or added to).
+        /// Token j of a token tile: its accumulators for the chunk's rows are summed 16 at a time, the in % 16 tail terms are
+        /// added with FMA one k at a time, and y is written (or added to).
         /// </summary>
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         void Store(Vector512<float>* acc, int rowTiles, int j, int rows, byte* weights, float* x, float* y, int k16)
@@ -182,28 +255,27 @@ internal static unsafe class HostGemm
         }
     }
 
-    static void Tile<TRows>(int n, byte* w0, byte* w1, byte* w2, byte* w3, float** xs, int k0, int k1, Vector512<float>* acc)
+    static void Tile<TRows>(int n, byte* w0, byte* w1, byte* w2, byte* w3, float** xs, int k16, Vector512<float>* acc)
         where TRows : struct, IRows
     {
         switch (n)
         {
-            case 1: Tile<TRows, N1>(w0, w1, w2, w3, xs, k0, k1, acc); break;
-            case 2: Tile<TRows, N2>(w0, w1, w2, w3, xs, k0, k1, acc); break;
-            case 3: Tile<TRows, N3>(w0, w1, w2, w3, xs, k0, k1, acc); break;
-            case 4: Tile<TRows, N4>(w0, w1, w2, w3, xs, k0, k1, acc); break;
-            case 5: Tile<TRows, N5>(w0, w1, w2, w3, xs, k0, k1, acc); break;
-            default: Tile<TRows, N6>(w0, w1, w2, w3, xs, k0, k1, acc); break;
+            case 1: Tile<TRows, N1>(w0, w1, w2, w3, xs, k16, acc); break;
+            case 2: Tile<TRows, N2>(w0, w1, w2, w3, xs, k16, acc); break;
+            case 3: Tile<TRows, N3>(w0, w1, w2, w3, xs, k16, acc); break;
+            case 4: Tile<TRows, N4>(w0, w1, w2, w3, xs, k16, acc); break;
+            case 5: Tile<TRows, N5>(w0, w1, w2, w3, xs, k16, acc); break;
+            default: Tile<TRows, N6>(w0, w1, w2, w3, xs, k16, acc); break;
         }
     }
 
     /// <summary>
-    /// acc[r·6 + j] += W[r, k..k+16] ⊙ x_j[k..k+16] for k = k0, k0+16, … &lt; k1 (starting from zero when k0 = 0), for 4 rows ×
-    /// TN.Value tokens: 24 accumulators at most, four weight vectors and one token vector live at a time (29 of the 32
-    /// vector registers).
+    /// acc[r·6 + j] = Σ_k W[r, k..k+16] ⊙ x_j[k..k+16] over k = 0, 16, … &lt; k16 for 4 rows read in place × TN.Value tokens:
+    /// 24 accumulators at most, four weight vectors and one token vector live at a time (29 of the 32 vector registers).
     /// </summary>
     [SkipLocalsInit]
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    static void Tile<TRows, TN>(byte* w0, byte* w1, byte* w2, byte* w3, float** xs, int k0, int k1, Vector512<float>* acc)
+    static void Tile<TRows, TN>(byte* w0, byte* w1, byte* w2, byte* w3, float** xs, int k16, Vector512<float>* acc)
         where TRows : struct, IRows where TN : struct, ITokenCount
     {
         int n = TN.Value;
@@ -213,14 +285,7 @@ internal static unsafe class HostGemm
         Vector512<float> a10 = default, a11 = default, a12 = default, a13 = default, a14 = default, a15 = default;
         Vector512<float> a20 = default, a21 = default, a22 = default, a23 = default, a24 = default, a25 = default;
         Vector512<float> a30 = default, a31 = default, a32 = default, a33 = default, a34 = default, a35 = default;
-        if (k0 > 0)
-        {
-            a00 = acc[0]; a01 = acc[1]; a02 = acc[2]; a03 = acc[3]; a04 = acc[4]; a05 = acc[5];
-            a10 = acc[6]; a11 = acc[7]; a12 = acc[8]; a13 = acc[9]; a14 = acc[10]; a15 = acc[11];
-            a20 = acc[12]; a21 = acc[13]; a22 = acc[14]; a23 = acc[15]; a24 = acc[16]; a25 = acc[17];
-            a30 = acc[18]; a31 = acc[19]; a32 = acc[20]; a33 = acc[21]; a34 = acc[22]; a35 = acc[23];
-        }
-        for (int k = k0; k < k1; k += 16)
+        for (int k = 0; k < k16; k += 16)
         {
             var v0 = TRows.Load(w0, k);
             var v1 = TRows.Load(w1, k);
@@ -272,6 +337,106 @@ internal static unsafe class HostGemm
                 a35 = Vector512.FusedMultiplyAdd(v3, xv, a35);
             }
         }
+        StoreTile(acc, a00, a01, a02, a03, a04, a05, a10, a11, a12, a13, a14, a15, a20, a21, a22, a23, a24, a25, a30, a31, a32, a33, a34, a35);
+    }
+
+    static void PackedTile(int n, float* w, float* x, int steps, bool resume, Vector512<float>* acc)
+    {
+        switch (n)
+        {
+            case 1: PackedTile<N1>(w, x, steps, resume, acc); break;
+            case 2: PackedTile<N2>(w, x, steps, resume, acc); break;
+            case 3: PackedTile<N3>(w, x, steps, resume, acc); break;
+            case 4: PackedTile<N4>(w, x, steps, resume, acc); break;
+            case 5: PackedTile<N5>(w, x, steps, resume, acc); break;
+            default: PackedTile<N6>(w, x, steps, resume, acc); break;
+        }
+    }
+
+    /// <summary>
+    /// The tile on packed operands: per k-step, 4 panel vectors at w (64 floats) and TN.Value token vectors at x (16·n
+    /// floats), both read sequentially. acc[r·6 + j] += W[r, k..k+16] ⊙ x_j[k..k+16] for the given steps; it starts from
+    /// zero unless <paramref name="resume"/> (a later k-block of the same outputs, continuing the same sum).
+    /// </summary>
+    [SkipLocalsInit]
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    static void PackedTile<TN>(float* w, float* x, int steps, bool resume, Vector512<float>* acc) where TN : struct, ITokenCount
+    {
+        int n = TN.Value;
+        Vector512<float> a00 = default, a01 = default, a02 = default, a03 = default, a04 = default, a05 = default;
+        Vector512<float> a10 = default, a11 = default, a12 = default, a13 = default, a14 = default, a15 = default;
+        Vector512<float> a20 = default, a21 = default, a22 = default, a23 = default, a24 = default, a25 = default;
+        Vector512<float> a30 = default, a31 = default, a32 = default, a33 = default, a34 = default, a35 = default;
+        if (resume)
+        {
+            a00 = acc[0]; a01 = acc[1]; a02 = acc[2]; a03 = acc[3]; a04 = acc[4]; a05 = acc[5];
+            a10 = acc[6]; a11 = acc[7]; a12 = acc[8]; a13 = acc[9]; a14 = acc[10]; a15 = acc[11];
+            a20 = acc[12]; a21 = acc[13]; a22 = acc[14]; a23 = acc[15]; a24 = acc[16]; a25 = acc[17];
+            a30 = acc[18]; a31 = acc[19]; a32 = acc[20]; a33 = acc[21]; a34 = acc[22]; a35 = acc[23];
+        }
+        for (int s = 0; s < steps; s++, w += 64, x += 16 * n)
+        {
+            var v0 = Vector512.Load(w);
+            var v1 = Vector512.Load(w + 16);
+            var v2 = Vector512.Load(w + 32);
+            var v3 = Vector512.Load(w + 48);
+            var xv = Vector512.Load(x);
+            a00 = Vector512.FusedMultiplyAdd(v0, xv, a00);
+            a10 = Vector512.FusedMultiplyAdd(v1, xv, a10);
+            a20 = Vector512.FusedMultiplyAdd(v2, xv, a20);
+            a30 = Vector512.FusedMultiplyAdd(v3, xv, a30);
+            if (n > 1)
+            {
+                xv = Vector512.Load(x + 16);
+                a01 = Vector512.FusedMultiplyAdd(v0, xv, a01);
+                a11 = Vector512.FusedMultiplyAdd(v1, xv, a11);
+                a21 = Vector512.FusedMultiplyAdd(v2, xv, a21);
+                a31 = Vector512.FusedMultiplyAdd(v3, xv, a31);
+            }
+            if (n > 2)
+            {
+                xv = Vector512.Load(x + 32);
+                a02 = Vector512.FusedMultiplyAdd(v0, xv, a02);
+                a12 = Vector512.FusedMultiplyAdd(v1, xv, a12);
+                a22 = Vector512.FusedMultiplyAdd(v2, xv, a22);
+                a32 = Vector512.FusedMultiplyAdd(v3, xv, a32);
+            }
+            if (n > 3)
+            {
+                xv = Vector512.Load(x + 48);
+                a03 = Vector512.FusedMultiplyAdd(v0, xv, a03);
+                a13 = Vector512.FusedMultiplyAdd(v1, xv, a13);
+                a23 = Vector512.FusedMultiplyAdd(v2, xv, a23);
+                a33 = Vector512.FusedMultiplyAdd(v3, xv, a33);
+            }
+            if (n > 4)
+            {
+                xv = Vector512.Load(x + 64);
+                a04 = Vector512.FusedMultiplyAdd(v0, xv, a04);
+                a14 = Vector512.FusedMultiplyAdd(v1, xv, a14);
+                a24 = Vector512.FusedMultiplyAdd(v2, xv, a24);
+                a34 = Vector512.FusedMultiplyAdd(v3, xv, a34);
+            }
+            if (n > 5)
+            {
+                xv = Vector512.Load(x + 80);
+                a05 = Vector512.FusedMultiplyAdd(v0, xv, a05);
+                a15 = Vector512.FusedMultiplyAdd(v1, xv, a15);
+                a25 = Vector512.FusedMultiplyAdd(v2, xv, a25);
+                a35 = Vector512.FusedMultiplyAdd(v3, xv, a35);
+            }
+        }
+        StoreTile(acc, a00, a01, a02, a03, a04, a05, a10, a11, a12, a13, a14, a15, a20, a21, a22, a23, a24, a25, a30, a31, a32, a33, a34, a35);
+    }
+
+    /// <summary>acc[r·6 + j] = a_rj.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static void StoreTile(Vector512<float>* acc,
+        Vector512<float> a00, Vector512<float> a01, Vector512<float> a02, Vector512<float> a03, Vector512<float> a04, Vector512<float> a05,
+        Vector512<float> a10, Vector512<float> a11, Vector512<float> a12, Vector512<float> a13, Vector512<float> a14, Vector512<float> a15,
+        Vector512<float> a20, Vector512<float> a21, Vector512<float> a22, Vector512<float> a23, Vector512<float> a24, Vector512<float> a25,
+        Vector512<float> a30, Vector512<float> a31, Vector512<float> a32, Vector512<float> a33, Vector512<float> a34, Vector512<float> a35)
+    {
         acc[0] = a00; acc[1] = a01; acc[2] = a02; acc[3] = a03; acc[4] = a04; acc[5] = a05;
         acc[6] = a10; acc[7] = a11; acc[8] = a12; acc[9] = a13; acc[10] = a14; acc[11] = a15;
         acc[12] = a20; acc[13] = a21; acc[14] = a22; acc[15] = a23; acc[16] = a24; acc[17] = a25;
@@ -330,19 +495,17 @@ internal static unsafe class HostGemm
     struct N5 : ITokenCount { public static int Value => 5; }
     struct N6 : ITokenCount { public static int Value => 6; }
 
-    /// <summary>Per-thread panel and accumulator memory, pinned and 64-byte aligned, grown on demand and kept for the thread's life.</summary>
+    /// <summary>Per-thread scratch memory, pinned and 64-byte aligned, grown on demand and kept for the thread's life.</summary>
     static class Scratch
     {
-        [ThreadStatic] static float[]? t_panel;
-        [ThreadStatic] static float[]? t_accumulators;
+        [ThreadStatic] public static float[]? Tokens;
+        [ThreadStatic] public static float[]? Panel;
+        [ThreadStatic] public static float[]? Row;
+        [ThreadStatic] public static float[]? Accumulators;
 
-        public static float* Panel(int floats) => Aligned(ref t_panel, floats);
-
-        public static Vector512<float>* Accumulators(int vectors) => (Vector512<float>*)Aligned(ref t_accumulators, vectors * 16);
-
-        static float* Aligned(ref float[]? array, int floats)
+        public static float* Get(ref float[]? array, long floats)
         {
-            if (array == null || array.Length < floats + 16) array = GC.AllocateUninitializedArray<float>(floats + 16, pinned: true);
+            if (array == null || array.LongLength < floats + 16) array = GC.AllocateUninitializedArray<float>(checked((int)(floats + 16)), pinned: true);
             float* p = (float*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(array));
             return (float*)(((nint)p + 63) & ~(nint)63);
         }

@@ -8,13 +8,13 @@ namespace LoraEngine.Tensors.Tests.Kernels;
 
 /// <summary>
 /// The CPU device's linear (HostGemm on AVX-512 machines, the portable path elsewhere) on odd shapes that cross its
-/// paths: streamed weights (≤ 6 tokens) and F32 panels (more), partial row tiles, in % 16 tails, gathered tokens.
+/// paths: streamed weights (≤ 6 tokens) and packed F32 panels (more), partial row and token tiles, in % 16 tails.
 /// </summary>
 public class HostGemmTests
 {
     static ComputeDevice Device => TestDevices.CpuFast;
 
-    /// <summary>Token counts on both sides of the paths: streamed (≤ 6), one group of token tiles, several groups (> 96).</summary>
+    /// <summary>Token counts on both sides of the paths: streamed (≤ 6), packed (a few token tiles, or many).</summary>
     static int Tokens(RandomData rnd) => rnd.Int(0, 3) switch
     {
         0 => rnd.Int(1, HostGemm.MaxStreamTokens),
