@@ -11,19 +11,19 @@ namespace LoraEngine.Tensors.Kernels;
 /// in F32, BF16 or F16.
 ///
 /// Every output is one dot product in a fixed order, whatever the number of tokens (so a token's row is bit-identical
-/// alone or in any batch): a 16-lane accumulator takes W[o, k..k+16] · x[t, k..k+16] for k = 0, 16, … in order, its
-/// lanes are summed by <see cref="HostDot.Reduce"/> (16 rows at once by <see cref="HostDot.Reduce16"/>, same bits),
-/// then the last in % 16 terms are added one by one with FMA.
+/// alone or in any batch): the k range is cut into steps of 16; one 16-lane accumulator takes the even steps and another
+/// the odd steps, each in order (two chains, so one row can stream with two FMAs in flight); their sum is reduced by
+/// <see cref="HostDot.Reduce"/> (16 rows at once by <see cref="HostDot.Reduce16"/>, same bits); then the last in % 16
+/// terms are added one by one with FMA.
 ///
-/// Work items are chunks of output rows spread over the cores (<see cref="HostParallel"/>); a register tile of 4 rows ×
-/// up to 6 tokens keeps 24 accumulators, so each weight vector is loaded once per 6 tokens and each token vector once
-/// per 4 rows. Two ways to feed the tile:
-/// - up to <see cref="MaxStreamTokens"/> tokens (decode): BF16 or F32 rows are read in place, BF16 widened in registers,
-///   so the weights stream from memory exactly once;
-/// - more tokens (prefill, batched decode): the tokens are packed once per call into tiles of 6 and a chunk's rows are
-///   converted once into an F32 panel of 4-row tiles (in L2), both interleaved so each tile reads one sequential
-///   stream; for each token tile the k range is walked in blocks so the tile's block stays in L1 while the chunk's row
-///   tiles pass over it.
+/// Work items are chunks of output rows spread over the cores (<see cref="HostParallel"/>). Two ways to compute them:
+/// - up to <see cref="MaxStreamTokens"/> tokens (decode): row after row, BF16 or F32 weights read in place (BF16 widened
+///   in registers) for all the tokens at once, so the weights stream from memory exactly once and in order;
+/// - more tokens (prefill, batched decode): a register tile of 4 rows × 6 tokens (24 accumulators: each weight vector
+///   loaded once per 6 tokens, each token vector once per 4 rows). The tokens are packed once per call into 6-token
+///   tiles and a chunk's rows are converted once into an F32 panel of 4-row tiles, both laid out so each accumulator
+///   chain reads one sequential stream; for each token tile the k range is walked in blocks so the tile's block stays
+///   in L1 while the chunk's row tiles pass over it.
 /// </summary>
 internal static unsafe class HostGemm
 {
@@ -74,9 +74,22 @@ internal static unsafe class HostGemm
     }
 
     /// <summary>
-    /// Copies x[:, 0..in16) into tiles of 6 tokens: tile τ starts at τ·6·in16 and holds, for each k-step s, the n tokens'
-    /// 16 values x[t, 16s..16s+16] one after the other (n = 6, or fewer in the last tile).
+    /// Where k-step s of <paramref name="steps"/> sits in the packed layouts: k-blocks of KBlock/16 steps, each with its
+    /// even steps first, so each of the two accumulator chains reads its steps as one sequential stream.
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static int PackedStep(int s, int steps)
+    {
+        const int blockSteps = KBlock / 16;
+        int b0 = s / blockSteps * blockSteps, b = Math.Min(blockSteps, steps - b0), i = s - b0;
+        return b0 + ((i & 1) == 0 ? i / 2 : (b + 1) / 2 + i / 2);
+    }
+
+    /// <summary>
+    /// Copies x[:, 0..in16) into tiles of 6 tokens: tile τ starts at τ·6·in16 and holds, for each k-step s (at its
+    /// PackedStep), the n tokens' 16 values x[t, 16s..16s+16] one after the other (n = 6, or fewer in the last tile).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     static float* PackTokens(LinearJob job)
     {
         int k16 = job.InF & ~15, tiles = (job.Tokens + TileTokens - 1) / TileTokens;
@@ -88,7 +101,8 @@ internal static unsafe class HostGemm
             for (int j = 0; j < n; j++)
             {
                 float* src = job.X + job.TokenRow(t0 + j) * job.XStride;
-                for (int s = 0; s < k16 / 16; s++) Vector512.Load(src + 16 * s).Store(dst + (s * n + j) * 16);
+                int steps = k16 / 16;
+                for (int s = 0; s < steps; s++) Vector512.Load(src + 16 * s).Store(dst + (PackedStep(s, steps) * n + j) * 16);
             }
         }
         return packed;
@@ -120,7 +134,10 @@ internal static unsafe class HostGemm
             else RunStreamed(o0, rows, t0, tokens);
         }
 
-        /// <summary>At most one token tile: each row tile reads its 4 rows once, straight from the weights.</summary>
+        /// <summary>
+        /// At most one token tile: row by row, each row read once straight from the weights as one sequential stream
+        /// (several rows in flight at once read slower from memory on this kind of machine than one row after another).
+        /// </summary>
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         void RunStreamed(int o0, int rows, int t0, int n)
         {
@@ -139,20 +156,15 @@ internal static unsafe class HostGemm
             }
             float** xs = stackalloc float*[TileTokens];
             for (int j = 0; j < n; j++) xs[j] = X + TokenRow(t0 + j) * XStride;
-            int rowTiles = (rows + TileRows - 1) / TileRows;
-            var acc = stackalloc Vector512<float>[StreamChunkRows * TileTokens];
-            for (int rt = 0; rt < rowTiles; rt++)
+            var acc = stackalloc Vector512<float>[StreamChunkRows * TileTokens]; // Store's layout: row r, token j at (r/4)·24 + (r%4)·6 + j
+            for (int r = 0; r < rows; r++)
             {
-                // A partial tile repeats its last row; the repeated results are not stored.
-                int r0 = rt * TileRows;
-                byte* w0 = source + r0 * stride;
-                byte* w1 = r0 + 1 < rows ? w0 + stride : w0;
-                byte* w2 = r0 + 2 < rows ? w1 + stride : w1;
-                byte* w3 = r0 + 3 < rows ? w2 + stride : w2;
-                if (WType == DType.BF16) Tile<Bf16Rows>(n, w0, w1, w2, w3, xs, k16, acc + rt * TileRows * TileTokens);
-                else Tile<F32Rows>(n, w0, w1, w2, w3, xs, k16, acc + rt * TileRows * TileTokens);
+                var rowAcc = acc + r / TileRows * TileRows * TileTokens + r % TileRows * TileTokens;
+                if (WType == DType.BF16) RowTile<Bf16Rows>(n, source + r * stride, xs, k16, rowAcc);
+                else RowTile<F32Rows>(n, source + r * stride, xs, k16, rowAcc);
             }
-            for (int j = 0; j < n; j++) Store(acc, rowTiles, j, rows, weights, xs[j], Y + TokenRow(t0 + j) * YStride + o0, k16);
+            int rowTiles = (rows + TileRows - 1) / TileRows;
+            for (int j = 0; j < n; j++) Store(acc, rowTiles, TileRows * TileTokens, j, rows, weights, xs[j], Y + TokenRow(t0 + j) * YStride + o0, k16);
         }
 
         /// <summary>
@@ -168,29 +180,41 @@ internal static unsafe class HostGemm
             byte* weights = W + o0 * rowBytes;
             int rowTiles = (rows + TileRows - 1) / TileRows;
             float* panel = PackRows(weights, rows, rowTiles, k16);
-            var acc = (Vector512<float>*)Scratch.Get(ref Scratch.Accumulators, (long)rowTiles * TileRows * TileTokens * 16);
+            // Per row tile: 24 accumulators of the even k-steps, then 24 of the odd ones (summed into the first 24 at the end).
+            const int tileStride = 2 * TileRows * TileTokens;
+            var acc = (Vector512<float>*)Scratch.Get(ref Scratch.Accumulators, (long)rowTiles * tileStride * 16);
             for (int first = t0; first < t0 + tokens; first += TileTokens)
             {
                 int n = Math.Min(TileTokens, t0 + tokens - first);
                 float* xTile = XPacked + (long)first * k16;
                 for (int k0 = 0; k0 < k16 || k0 == 0; k0 += KBlock)
                 {
-                    int steps = (Math.Min(k16, k0 + KBlock) - k0) / 16;
+                    int steps = (Math.Min(k16, k0 + KBlock) - k0) / 16, even = (steps + 1) / 2;
+                    float* xEven = xTile + (long)k0 * n, xOdd = xEven + even * 16 * n;
                     for (int rt = 0; rt < rowTiles; rt++)
-                        PackedTile(n, panel + (long)rt * TileRows * k16 + k0 * TileRows, xTile + (long)k0 * n, steps, k0 > 0, acc + rt * TileRows * TileTokens);
+                    {
+                        float* wEven = panel + (long)rt * TileRows * k16 + k0 * TileRows, wOdd = wEven + even * 16 * TileRows;
+                        var tileAcc = acc + rt * tileStride;
+                        PackedTile(n, wEven, xEven, even, k0 > 0, tileAcc);
+                        PackedTile(n, wOdd, xOdd, steps - even, k0 > 0, tileAcc + TileRows * TileTokens);
+                    }
                 }
+                for (int rt = 0; rt < rowTiles; rt++)
+                    for (int i = 0; i < TileRows * TileTokens; i++) acc[rt * tileStride + i] += acc[rt * tileStride + TileRows * TileTokens + i];
                 for (int j = 0; j < n; j++)
                 {
                     long row = TokenRow(first + j);
-                    Store(acc, rowTiles, j, rows, weights, X + row * XStride, Y + row * YStride + o0, k16);
+                    Store(acc, rowTiles, tileStride, j, rows, weights, X + row * XStride, Y + row * YStride + o0, k16);
                 }
             }
         }
 
         /// <summary>
-        /// The chunk's rows as F32 in 4-row tiles: tile rt starts at rt·4·in16 and holds, for each k-step s, rows 4rt..4rt+3's
-        /// 16 values W[r, 16s..16s+16] one after the other (a partial last tile repeats its last row).
+        /// The chunk's rows as F32 in 4-row tiles: tile rt starts at rt·4·in16 and holds, for each k-step s (at its
+        /// PackedStep), rows 4rt..4rt+3's 16 values W[r, 16s..16s+16] one after the other (a partial last tile repeats its
+        /// last row).
         /// </summary>
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         float* PackRows(byte* weights, int rows, int rowTiles, int k16)
         {
             int size = WType == DType.F32 ? 4 : 2;
@@ -201,30 +225,30 @@ internal static unsafe class HostGemm
             {
                 float* dst = panel + (long)(r / TileRows) * TileRows * k16 + r % TileRows * 16;
                 byte* src = weights + Math.Min(r, rows - 1) * rowBytes;
+                int steps = k16 / 16;
                 if (WType == DType.BF16)
                 {
-                    for (int s = 0; s < k16 / 16; s++) Bf16Rows.Load(src, 16 * s).Store(dst + s * TileRows * 16);
+                    for (int s = 0; s < steps; s++) Bf16Rows.Load(src, 16 * s).Store(dst + PackedStep(s, steps) * TileRows * 16);
                 }
                 else
                 {
                     ToFloat(src, WType, row, k16);
-                    for (int s = 0; s < k16 / 16; s++) Vector512.Load(row + 16 * s).Store(dst + s * TileRows * 16);
+                    for (int s = 0; s < steps; s++) Vector512.Load(row + 16 * s).Store(dst + PackedStep(s, steps) * TileRows * 16);
                 }
             }
             return panel;
         }
 
         /// <summary>
-        /// Token j of a token tile: its accumulators for the chunk's rows are summed 16 at a time, the in % 16 tail terms are
-        /// added with FMA one k at a time, and y is written (or added to).
+        /// Token j of a token tile: its (even + odd) accumulators for the chunk's rows are summed 16 at a time, the in % 16 tail
+        /// terms are added with FMA one k at a time, and y is written (or added to).
         /// </summary>
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-        void Store(Vector512<float>* acc, int rowTiles, int j, int rows, byte* weights, float* x, float* y, int k16)
+        void Store(Vector512<float>* acc, int rowTiles, int tileStride, int j, int rows, byte* weights, float* x, float* y, int k16)
         {
             var zero = Vector512<float>.Zero;
             var accOfRow = stackalloc Vector512<float>*[16];
             var tail = stackalloc float[16];
-            int tt = j / TileTokens, jj = j % TileTokens;
             long rowBytes = WStride * (WType == DType.F32 ? 4 : 2);
             for (int r0 = 0; r0 < rows; r0 += 16)
             {
@@ -232,7 +256,7 @@ internal static unsafe class HostGemm
                 for (int i = 0; i < 16; i++)
                 {
                     int r = r0 + i;
-                    accOfRow[i] = i < n ? acc + (tt * rowTiles + r / TileRows) * TileRows * TileTokens + r % TileRows * TileTokens + jj : &zero;
+                    accOfRow[i] = i < n ? acc + r / TileRows * tileStride + r % TileRows * TileTokens + j : &zero;
                 }
                 var sums = HostDot.Reduce16(accOfRow);
                 for (int k = k16; k < InF; k++)
@@ -255,91 +279,71 @@ internal static unsafe class HostGemm
         }
     }
 
-    static void Tile<TRows>(int n, byte* w0, byte* w1, byte* w2, byte* w3, float** xs, int k16, Vector512<float>* acc)
-        where TRows : struct, IRows
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    static void RowTile<TRows>(int n, byte* row, float** xs, int k16, Vector512<float>* v) where TRows : struct, IRows
     {
         switch (n)
         {
-            case 1: Tile<TRows, N1>(w0, w1, w2, w3, xs, k16, acc); break;
-            case 2: Tile<TRows, N2>(w0, w1, w2, w3, xs, k16, acc); break;
-            case 3: Tile<TRows, N3>(w0, w1, w2, w3, xs, k16, acc); break;
-            case 4: Tile<TRows, N4>(w0, w1, w2, w3, xs, k16, acc); break;
-            case 5: Tile<TRows, N5>(w0, w1, w2, w3, xs, k16, acc); break;
-            default: Tile<TRows, N6>(w0, w1, w2, w3, xs, k16, acc); break;
+            case 1: RowTile<TRows, N1>(row, xs, k16, v); break;
+            case 2: RowTile<TRows, N2>(row, xs, k16, v); break;
+            case 3: RowTile<TRows, N3>(row, xs, k16, v); break;
+            case 4: RowTile<TRows, N4>(row, xs, k16, v); break;
+            case 5: RowTile<TRows, N5>(row, xs, k16, v); break;
+            default: RowTile<TRows, N6>(row, xs, k16, v); break;
         }
     }
 
     /// <summary>
-    /// acc[r·6 + j] = Σ_k W[r, k..k+16] ⊙ x_j[k..k+16] over k = 0, 16, … &lt; k16 for 4 rows read in place × TN.Value tokens:
-    /// 24 accumulators at most, four weight vectors and one token vector live at a time (29 of the 32 vector registers).
+    /// v[j] = (Σ over even k-steps of W[k..k+16] ⊙ x_j[k..k+16]) + (Σ over odd k-steps …) for one row read in place and
+    /// TN.Value tokens: two accumulators per token keep two FMA chains in flight while the row streams.
     /// </summary>
     [SkipLocalsInit]
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    static void Tile<TRows, TN>(byte* w0, byte* w1, byte* w2, byte* w3, float** xs, int k16, Vector512<float>* acc)
+    static void RowTile<TRows, TN>(byte* row, float** xs, int k16, Vector512<float>* v)
         where TRows : struct, IRows where TN : struct, ITokenCount
     {
         int n = TN.Value;
         float* x0 = xs[0], x1 = n > 1 ? xs[1] : x0, x2 = n > 2 ? xs[2] : x0;
         float* x3 = n > 3 ? xs[3] : x0, x4 = n > 4 ? xs[4] : x0, x5 = n > 5 ? xs[5] : x0;
-        Vector512<float> a00 = default, a01 = default, a02 = default, a03 = default, a04 = default, a05 = default;
-        Vector512<float> a10 = default, a11 = default, a12 = default, a13 = default, a14 = default, a15 = default;
-        Vector512<float> a20 = default, a21 = default, a22 = default, a23 = default, a24 = default, a25 = default;
-        Vector512<float> a30 = default, a31 = default, a32 = default, a33 = default, a34 = default, a35 = default;
-        for (int k = 0; k < k16; k += 16)
+        Vector512<float> e0 = default, e1 = default, e2 = default, e3 = default, e4 = default, e5 = default;
+        Vector512<float> o0 = default, o1 = default, o2 = default, o3 = default, o4 = default, o5 = default;
+        int k = 0;
+        for (; k + 32 <= k16; k += 32)
         {
-            var v0 = TRows.Load(w0, k);
-            var v1 = TRows.Load(w1, k);
-            var v2 = TRows.Load(w2, k);
-            var v3 = TRows.Load(w3, k);
-            var xv = Vector512.Load(x0 + k);
-            a00 = Vector512.FusedMultiplyAdd(v0, xv, a00);
-            a10 = Vector512.FusedMultiplyAdd(v1, xv, a10);
-            a20 = Vector512.FusedMultiplyAdd(v2, xv, a20);
-            a30 = Vector512.FusedMultiplyAdd(v3, xv, a30);
-            if (n > 1)
-            {
-                xv = Vector512.Load(x1 + k);
-                a01 = Vector512.FusedMultiplyAdd(v0, xv, a01);
-                a11 = Vector512.FusedMultiplyAdd(v1, xv, a11);
-                a21 = Vector512.FusedMultiplyAdd(v2, xv, a21);
-                a31 = Vector512.FusedMultiplyAdd(v3, xv, a31);
-            }
-            if (n > 2)
-            {
-                xv = Vector512.Load(x2 + k);
-                a02 = Vector512.FusedMultiplyAdd(v0, xv, a02);
-                a12 = Vector512.FusedMultiplyAdd(v1, xv, a12);
-                a22 = Vector512.FusedMultiplyAdd(v2, xv, a22);
-                a32 = Vector512.FusedMultiplyAdd(v3, xv, a32);
-            }
-            if (n > 3)
-            {
-                xv = Vector512.Load(x3 + k);
-                a03 = Vector512.FusedMultiplyAdd(v0, xv, a03);
-                a13 = Vector512.FusedMultiplyAdd(v1, xv, a13);
-                a23 = Vector512.FusedMultiplyAdd(v2, xv, a23);
-                a33 = Vector512.FusedMultiplyAdd(v3, xv, a33);
-            }
-            if (n > 4)
-            {
-                xv = Vector512.Load(x4 + k);
-                a04 = Vector512.FusedMultiplyAdd(v0, xv, a04);
-                a14 = Vector512.FusedMultiplyAdd(v1, xv, a14);
-                a24 = Vector512.FusedMultiplyAdd(v2, xv, a24);
-                a34 = Vector512.FusedMultiplyAdd(v3, xv, a34);
-            }
-            if (n > 5)
-            {
-                xv = Vector512.Load(x5 + k);
-                a05 = Vector512.FusedMultiplyAdd(v0, xv, a05);
-                a15 = Vector512.FusedMultiplyAdd(v1, xv, a15);
-                a25 = Vector512.FusedMultiplyAdd(v2, xv, a25);
-                a35 = Vector512.FusedMultiplyAdd(v3, xv, a35);
-            }
+            var w = TRows.Load(row, k);
+            e0 = Vector512.FusedMultiplyAdd(w, Vector512.Load(x0 + k), e0);
+            if (n > 1) e1 = Vector512.FusedMultiplyAdd(w, Vector512.Load(x1 + k), e1);
+            if (n > 2) e2 = Vector512.FusedMultiplyAdd(w, Vector512.Load(x2 + k), e2);
+            if (n > 3) e3 = Vector512.FusedMultiplyAdd(w, Vector512.Load(x3 + k), e3);
+            if (n > 4) e4 = Vector512.FusedMultiplyAdd(w, Vector512.Load(x4 + k), e4);
+            if (n > 5) e5 = Vector512.FusedMultiplyAdd(w, Vector512.Load(x5 + k), e5);
+            w = TRows.Load(row, k + 16);
+            o0 = Vector512.FusedMultiplyAdd(w, Vector512.Load(x0 + k + 16), o0);
+            if (n > 1) o1 = Vector512.FusedMultiplyAdd(w, Vector512.Load(x1 + k + 16), o1);
+            if (n > 2) o2 = Vector512.FusedMultiplyAdd(w, Vector512.Load(x2 + k + 16), o2);
+            if (n > 3) o3 = Vector512.FusedMultiplyAdd(w, Vector512.Load(x3 + k + 16), o3);
+            if (n > 4) o4 = Vector512.FusedMultiplyAdd(w, Vector512.Load(x4 + k + 16), o4);
+            if (n > 5) o5 = Vector512.FusedMultiplyAdd(w, Vector512.Load(x5 + k + 16), o5);
         }
-        StoreTile(acc, a00, a01, a02, a03, a04, a05, a10, a11, a12, a13, a14, a15, a20, a21, a22, a23, a24, a25, a30, a31, a32, a33, a34, a35);
+        if (k < k16)
+        {
+            var w = TRows.Load(row, k);
+            e0 = Vector512.FusedMultiplyAdd(w, Vector512.Load(x0 + k), e0);
+            if (n > 1) e1 = Vector512.FusedMultiplyAdd(w, Vector512.Load(x1 + k), e1);
+            if (n > 2) e2 = Vector512.FusedMultiplyAdd(w, Vector512.Load(x2 + k), e2);
+            if (n > 3) e3 = Vector512.FusedMultiplyAdd(w, Vector512.Load(x3 + k), e3);
+            if (n > 4) e4 = Vector512.FusedMultiplyAdd(w, Vector512.Load(x4 + k), e4);
+            if (n > 5) e5 = Vector512.FusedMultiplyAdd(w, Vector512.Load(x5 + k), e5);
+        }
+        v[0] = e0 + o0;
+        if (n > 1) v[1] = e1 + o1;
+        if (n > 2) v[2] = e2 + o2;
+        if (n > 3) v[3] = e3 + o3;
+        if (n > 4) v[4] = e4 + o4;
+        if (n > 5) v[5] = e5 + o5;
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     static void PackedTile(int n, float* w, float* x, int steps, bool resume, Vector512<float>* acc)
     {
         switch (n)
