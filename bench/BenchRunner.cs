@@ -12,7 +12,8 @@ namespace LoraEngine.Bench;
 
 /// <summary>
 /// LoraEngine benchmarks (also run by <c>loraengine bench</c>).
-///   tensors [--quick] [--bdn]                                  linear kernels vs device copy bandwidth
+///   tensors [--quick] [--bdn]                                  linear kernels vs device copy bandwidth (CPU: also a
+///                                                              layer's linears vs read bandwidth and FMA peak)
 ///   serving [--shape 1b|cpu-peer|small] [--quick] [--out DIR]  serving scenarios on a random-weight model
 /// LORAENGINE_DEVICE picks the device (default cpu).
 /// </summary>
@@ -41,7 +42,8 @@ public static class BenchRunner
                 var linear = LinearBench.Run(device, quick, Console.Out);
                 double launchUs = LinearBench.LaunchMicroseconds(device);
                 Console.WriteLine($"kernel launch (1-element add, back to back): {launchUs:F1} µs each");
-                File.WriteAllText(Path.Combine(outDir, "tensors.json"), JsonSerializer.Serialize(new { device = device.ToString(), launchMicroseconds = launchUs, results = linear }, json));
+                var cpuLayer = device.IsCpu ? CpuLayerBench.Run(device, quick, Console.Out) : null;
+                File.WriteAllText(Path.Combine(outDir, "tensors.json"), JsonSerializer.Serialize(new { device = device.ToString(), launchMicroseconds = launchUs, results = linear, cpuLayer }, json));
                 break;
             case "serving":
                 var shape = BenchShape.Parse(Option("--shape", device.IsCpu ? "small" : "1b"));

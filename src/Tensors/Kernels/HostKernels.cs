@@ -5,9 +5,22 @@ namespace LoraEngine.Tensors.Kernels;
 /// <summary>
 /// Vectorised host implementations that the CPU device uses instead of ILGPU's CPU accelerator where they are
 /// faster (ComputeDevice.UseHostFastPaths). Same math as the kernels; tests check both against the references.
+/// Nothing here allocates per call: scratch is on the stack or per thread.
 /// </summary>
-internal static class HostKernels
+internal static unsafe class HostKernels
 {
+    /// <summary>Elements below which an elementwise op is not worth the other core (a decode step's vectors).</summary>
+    const int ParallelElements = 1 << 16;
+
+    [ThreadStatic] static float[]? t_row;
+
+    /// <summary>A per-thread F32 buffer of at least <paramref name="length"/> elements (contents undefined).</summary>
+    static Span<float> ScratchRow(int length)
+    {
+        if (t_row == null || t_row.Length < length) t_row = new float[Math.Max(length, 4096)];
+        return t_row.AsSpan(0, length);
+    }
+
     /// <summary>Row <paramref name="row"/> of a float weight tensor as F32 (a copy for F16/BF16).</summary>
     public static ReadOnlySpan<float> WeightRow(DeviceTensor weight, long offset, int length, Span<float> scratch)
     {
@@ -18,7 +31,7 @@ internal static class HostKernels
 
     public static void RmsNorm(Span<float> y, Span<float> x, DeviceTensor weight, int dim, float eps)
     {
-        var w = WeightRow(weight, 0, dim, new float[dim]);
+        var w = WeightRow(weight, 0, dim, ScratchRow(dim));
         int tokens = x.Length / dim;
         for (int t = 0; t < tokens; t++)
         {
@@ -32,13 +45,42 @@ internal static class HostKernels
 
     public static void AddInPlace(Span<float> x, Span<float> y) => TensorPrimitives.Add(x, y, x);
 
+    /// <summary>output = silu(gate) · up = gate · sigmoid(gate) · up, in pieces of 1024 (output may alias gate or up).</summary>
     public static void SwiGlu(Span<float> output, Span<float> gate, Span<float> up)
     {
-        // silu(g) = g * sigmoid(g)
-        var tmp = new float[gate.Length];
-        TensorPrimitives.Sigmoid(gate, tmp);
-        TensorPrimitives.Multiply(tmp, gate, tmp);
-        TensorPrimitives.Multiply(tmp, up, output);
+        fixed (float* o = output, g = gate, u = up)
+        {
+            var job = SwiGluJob.ForThisThread;
+            job.Output = o;
+            job.Gate = g;
+            job.Up = u;
+            job.Length = gate.Length;
+            int pieces = (gate.Length + SwiGluJob.Piece - 1) / SwiGluJob.Piece;
+            if (gate.Length < ParallelElements) for (int i = 0; i < pieces; i++) job.Run(i);
+            else HostParallel.For(pieces, job);
+        }
+    }
+
+    sealed class SwiGluJob : HostJob
+    {
+        public const int Piece = 1024;
+
+        [ThreadStatic] static SwiGluJob? t_job;
+
+        public static SwiGluJob ForThisThread => t_job ??= new SwiGluJob();
+
+        public float* Output, Gate, Up;
+        public int Length;
+
+        public override void Run(int piece)
+        {
+            int start = piece * Piece, n = Math.Min(Piece, Length - start);
+            var g = new ReadOnlySpan<float>(Gate + start, n);
+            Span<float> tmp = stackalloc float[n];
+            TensorPrimitives.Sigmoid(g, tmp);
+            TensorPrimitives.Multiply(tmp, g, tmp);
+            TensorPrimitives.Multiply(tmp, new ReadOnlySpan<float>(Up + start, n), new Span<float>(Output + start, n));
+        }
     }
 
     public static void Embedding(Span<float> output, Span<int> ids, DeviceTensor table, int dim, int vocab)
@@ -55,8 +97,8 @@ internal static class HostKernels
     public static void Rope(Span<float> x, Span<int> positions, Span<float> invFreq, int width, int headDim)
     {
         int half = headDim / 2;
-        var cos = new float[half];
-        var sin = new float[half];
+        Span<float> cos = stackalloc float[half];
+        Span<float> sin = stackalloc float[half];
         for (int t = 0; t < positions.Length; t++)
         {
             for (int j = 0; j < half; j++)
@@ -88,7 +130,7 @@ internal static class HostKernels
             TensorPrimitives.Subtract(xr, max, yr);
             if (log)
             {
-                var tmp = new float[vocab];
+                var tmp = ScratchRow(vocab);
                 TensorPrimitives.Exp(yr, tmp);
                 float logSum = MathF.Log(TensorPrimitives.Sum(tmp));
                 TensorPrimitives.Subtract(yr, logSum, yr);

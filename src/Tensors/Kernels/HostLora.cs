@@ -1,59 +1,210 @@
 using System.Numerics.Tensors;
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
 
 namespace LoraEngine.Tensors.Kernels;
 
 /// <summary>
-/// The CPU device's LoRA shrink and expand (same semantics as LoraOps' kernels). Tokens are grouped by slot so each
-/// slot's A and B are decoded to F32 once per call, not once per token.
+/// The CPU device's LoRA shrink and expand (same semantics as LoraOps' kernels). Tokens are grouped by slot (a counting
+/// sort into per-thread scratch, nothing allocated per call), so each slot's A and B are read once per call:
+/// shrink is <see cref="HostGemm"/> over the slot's gathered tokens, expand transposes 16 rows of B at a time in
+/// registers and adds rank broadcast multiply-adds to each token's 16 outputs.
 /// </summary>
-internal static class HostLora
+internal static unsafe class HostLora
 {
+    /// <summary>buffer[t, r] = A[slot[t], r, :] · x[t, :]; zero rows for tokens without a slot.</summary>
     public static void Shrink(Span<float> buffer, Span<float> x, DeviceTensor a, Span<int> slots, int numSlots, int rank, int inF)
     {
         buffer.Clear();
-        var rows = new float[rank * inF];
-        foreach (var (slot, tokens) in BySlot(slots, numSlots))
+        if (!HostGemm.IsSupported)
         {
-            for (int r = 0; r < rank; r++) HostKernels.WeightRow(a, ((long)slot * rank + r) * inF, inF, rows.AsSpan(r * inF, inF)).CopyTo(rows.AsSpan(r * inF, inF));
-            foreach (int t in tokens)
+            ShrinkPortable(buffer, x, a, slots, numSlots, rank, inF);
+            return;
+        }
+        var groups = SlotGroups.Build(slots, numSlots);
+        byte* ap = HostMemory.Pointer(a);
+        int size = a.DType.Size();
+        fixed (float* bp = buffer, xp = x)
+        fixed (int* order = groups.Order)
+        {
+            for (int s = 0; s < numSlots; s++)
             {
-                var xt = x.Slice(t * inF, inF);
-                for (int r = 0; r < rank; r++) buffer[t * rank + r] = TensorPrimitives.Dot(rows.AsSpan(r * inF, inF), xt);
+                int start = groups.Start[s], count = groups.Start[s + 1] - start;
+                if (count == 0) continue;
+                byte* slotA = ap + (long)s * rank * inF * size;
+                HostGemm.Linear(bp, rank, xp, inF, order + start, count, slotA, a.DType, inF, rank, inF, accumulate: false);
             }
         }
     }
 
+    /// <summary>y[t, o] += B[slot[t], o, :] · buffer[t, :]; tokens without a slot are untouched.</summary>
     public static void Expand(Span<float> y, Span<float> buffer, DeviceTensor b, Span<int> slots, int numSlots, int rank, int outF)
     {
-        // B[s] is [out, rank]; transposed to [rank, out] so each token's update is rank vectorised multiply-adds over out.
-        var bt = new float[rank * outF];
-        var row = new float[rank];
-        foreach (var (slot, tokens) in BySlot(slots, numSlots))
+        if (!HostGemm.IsSupported)
         {
-            for (int o = 0; o < outF; o++)
+            ExpandPortable(y, buffer, b, slots, numSlots, rank, outF);
+            return;
+        }
+        var groups = SlotGroups.Build(slots, numSlots);
+        int tokens = groups.Start[numSlots];
+        if (tokens == 0) return;
+        fixed (float* yp = y, bp = buffer)
+        fixed (int* order = groups.Order, start = groups.Start)
+        {
+            var job = ExpandJob.ForThisThread;
+            job.Y = yp;
+            job.Buffer = bp;
+            job.B = HostMemory.Pointer(b);
+            job.Type = b.DType;
+            job.Order = order;
+            job.Start = start;
+            job.Slots = numSlots;
+            job.Rank = rank;
+            job.OutF = outF;
+            int blocks = (outF + ExpandJob.BlockOutputs - 1) / ExpandJob.BlockOutputs;
+            if ((long)outF * rank * tokens < 1 << 16) for (int c = 0; c < blocks; c++) job.Run(c);
+            else HostParallel.For(blocks, job);
+        }
+    }
+
+    /// <summary>
+    /// One block of 16 outputs for every slot's tokens: B[s, o0..o0+16, :] is transposed 16 ranks at a time (so column r
+    /// of the block is one vector), then each of the slot's tokens takes rank FMAs in order r = 0, 1, …:
+    /// y[t, o0..o0+16] = fma(Bᵀ[r], buffer[t, r], y[t, o0..o0+16]). Outputs past the last full block take the same FMAs
+    /// one at a time.
+    /// </summary>
+    sealed class ExpandJob : HostJob
+    {
+        public const int BlockOutputs = 16;
+
+        [ThreadStatic] static ExpandJob? t_job;
+
+        public static ExpandJob ForThisThread => t_job ??= new ExpandJob();
+
+        public float* Y, Buffer;
+        public byte* B;
+        public int* Order, Start;
+        public int Slots, Rank, OutF;
+        public DType Type;
+
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+        public override void Run(int block)
+        {
+            int o0 = block * BlockOutputs;
+            int size = Type == DType.F32 ? 4 : 2;
+            int chunks = (Rank + 15) / 16;
+            var columns = stackalloc Vector512<float>[chunks * 16]; // columns[r] = B[s, o0..o0+16, r]
+            var rows = stackalloc Vector512<float>[16];
+            for (int s = 0; s < Slots; s++)
             {
-                var src = HostKernels.WeightRow(b, ((long)slot * outF + o) * rank, rank, row);
-                for (int r = 0; r < rank; r++) bt[r * outF + o] = src[r];
+                int first = Start[s], count = Start[s + 1] - first;
+                if (count == 0) continue;
+                byte* slotB = B + (long)s * OutF * Rank * size;
+                if (o0 + BlockOutputs > OutF)
+                {
+                    RunScalar(slotB, o0, first, count);
+                    continue;
+                }
+                for (int c = 0; c < chunks; c++)
+                {
+                    int r0 = c * 16, n = Math.Min(16, Rank - r0);
+                    for (int i = 0; i < 16; i++) rows[i] = LoadRow(slotB + ((long)(o0 + i) * Rank + r0) * size, n);
+                    HostTranspose.Transpose16(rows, columns + r0);
+                }
+                for (int i = first; i < first + count; i++)
+                {
+                    int t = Order[i];
+                    float* yt = Y + (long)t * OutF + o0;
+                    float* u = Buffer + (long)t * Rank;
+                    var acc = Vector512.Load(yt);
+                    for (int r = 0; r < Rank; r++) acc = Vector512.FusedMultiplyAdd(columns[r], Vector512.Create(u[r]), acc);
+                    acc.Store(yt);
+                }
             }
-            foreach (int t in tokens)
+        }
+
+        /// <summary>The 16 (or fewer, zero-padded) rank values of one row of B from r0, as F32.</summary>
+        Vector512<float> LoadRow(byte* p, int n)
+        {
+            if (n == 16 && Type == DType.BF16)
+                return Vector512.ShiftLeft(Vector512.WidenLower(Vector256.Load((ushort*)p).ToVector512Unsafe()), 16).AsSingle();
+            if (n == 16 && Type == DType.F32) return Vector512.Load((float*)p);
+            var tmp = stackalloc float[16];
+            for (int r = 0; r < 16; r++) tmp[r] = r < n ? HostMemory.WeightAt(p, Type, r) : 0f;
+            return Vector512.Load(tmp);
+        }
+
+        void RunScalar(byte* slotB, int o0, int first, int count)
+        {
+            int size = Type == DType.F32 ? 4 : 2;
+            for (int i = first; i < first + count; i++)
             {
-                var yt = y.Slice(t * outF, outF);
-                for (int r = 0; r < rank; r++) TensorPrimitives.MultiplyAdd(bt.AsSpan(r * outF, outF), buffer[t * rank + r], yt, yt);
+                int t = Order[i];
+                float* u = Buffer + (long)t * Rank;
+                for (int o = o0; o < OutF; o++)
+                {
+                    byte* row = slotB + (long)o * Rank * size;
+                    float acc = Y[(long)t * OutF + o];
+                    for (int r = 0; r < Rank; r++) acc = MathF.FusedMultiplyAdd(HostMemory.WeightAt(row, Type, r), u[r], acc);
+                    Y[(long)t * OutF + o] = acc;
+                }
             }
         }
     }
 
-    /// <summary>Token indices per valid slot (slots −1 or out of range are skipped).</summary>
-    static IEnumerable<(int Slot, List<int> Tokens)> BySlot(Span<int> slots, int numSlots)
+    /// <summary>Token indices sorted by slot (a counting sort into per-thread arrays): slot s owns Order[Start[s]..Start[s+1]).</summary>
+    sealed class SlotGroups
     {
-        var groups = new SortedDictionary<int, List<int>>();
+        [ThreadStatic] static SlotGroups? t_groups;
+
+        public int[] Order = [];
+        public int[] Start = [];
+        public int Slots;
+
+        public static SlotGroups Build(Span<int> slots, int numSlots)
+        {
+            var g = t_groups ??= new SlotGroups();
+            if (g.Order.Length < slots.Length) g.Order = new int[Math.Max(slots.Length, 2 * g.Order.Length)];
+            if (g.Start.Length < numSlots + 2) g.Start = new int[Math.Max(numSlots + 2, 2 * g.Start.Length)];
+            g.Slots = numSlots;
+            var start = g.Start.AsSpan(0, numSlots + 2);
+            start.Clear();
+            foreach (int s in slots)
+                if (s >= 0 && s < numSlots) start[s + 2]++;
+            for (int s = 2; s < start.Length; s++) start[s] += start[s - 1];
+            // start[s + 1] is now where slot s begins; filling shifts it to where slot s ends = start of slot s + 1.
+            for (int t = 0; t < slots.Length; t++)
+            {
+                int s = slots[t];
+                if (s >= 0 && s < numSlots) g.Order[start[s + 1]++] = t;
+            }
+            return g;
+        }
+    }
+
+    static void ShrinkPortable(Span<float> buffer, Span<float> x, DeviceTensor a, Span<int> slots, int numSlots, int rank, int inF)
+    {
+        var row = new float[inF];
         for (int t = 0; t < slots.Length; t++)
         {
             int s = slots[t];
             if (s < 0 || s >= numSlots) continue;
-            if (!groups.TryGetValue(s, out var list)) groups[s] = list = new List<int>();
-            list.Add(t);
+            var xt = x.Slice(t * inF, inF);
+            for (int r = 0; r < rank; r++)
+                buffer[t * rank + r] = TensorPrimitives.Dot(HostKernels.WeightRow(a, ((long)s * rank + r) * inF, inF, row), xt);
         }
-        return groups.Select(g => (g.Key, g.Value));
+    }
+
+    static void ExpandPortable(Span<float> y, Span<float> buffer, DeviceTensor b, Span<int> slots, int numSlots, int rank, int outF)
+    {
+        var row = new float[rank];
+        for (int t = 0; t < slots.Length; t++)
+        {
+            int s = slots[t];
+            if (s < 0 || s >= numSlots) continue;
+            var u = buffer.Slice(t * rank, rank);
+            for (int o = 0; o < outF; o++)
+                y[t * outF + o] += TensorPrimitives.Dot(HostKernels.WeightRow(b, ((long)s * outF + o) * rank, rank, row), u);
+        }
     }
 }

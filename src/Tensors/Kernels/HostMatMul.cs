@@ -5,16 +5,36 @@ using System.Runtime.Intrinsics;
 namespace LoraEngine.Tensors.Kernels;
 
 /// <summary>
-/// The CPU device's linear: weight rows streamed once for all tokens, split over cores. BF16 rows are decoded
-/// with Vector512 (widen, shift into the high half, reinterpret) fused into the dot product; F16 and large batches
-/// decode a row into a small F32 buffer and use TensorPrimitives.Dot. Each output is computed the same way
-/// whatever the batch, so results are batch-invariant.
+/// The CPU device's linear y[t, o] = Σ_i W[o, i] · x[t, i]. On AVX-512 machines it is <see cref="HostGemm"/> (register
+/// tiles, F32 panels for prefill, both cores); elsewhere a portable path streams weight rows once for all tokens, one
+/// dot product per (row, token). Either way each output is computed the same way whatever the batch, so results are
+/// batch-invariant.
 /// </summary>
 internal static unsafe class HostMatMul
 {
     const int RowsPerTask = 16;
 
     public static void Linear(Span<float> y, Span<float> x, DeviceTensor w, int tokens, int inF, int outF)
+    {
+        if (HostGemm.IsSupported)
+        {
+            fixed (float* yp = y, xp = x)
+            {
+                if (w.DType == DType.F32)
+                {
+                    fixed (float* wp = w.HostSpan<float>()) HostGemm.Linear(yp, outF, xp, inF, null, tokens, wp, DType.F32, inF, outF, inF, accumulate: false);
+                }
+                else
+                {
+                    fixed (ushort* wp = w.HostSpan<ushort>()) HostGemm.Linear(yp, outF, xp, inF, null, tokens, wp, w.DType, inF, outF, inF, accumulate: false);
+                }
+            }
+            return;
+        }
+        LinearPortable(y, x, w, tokens, inF, outF);
+    }
+
+    static void LinearPortable(Span<float> y, Span<float> x, DeviceTensor w, int tokens, int inF, int outF)
     {
         fixed (float* yp = y)
         fixed (float* xp = x)

@@ -11,17 +11,18 @@ namespace LoraEngine.Tensors.Tests.Kernels;
 /// </summary>
 public class AttentionKernelsTests
 {
-    sealed record Case(int Heads, int KvHeads, int HeadDim, int BlockSize, int NumBlocks, int MaxBlocks,
+    internal sealed record Case(int Heads, int KvHeads, int HeadDim, int BlockSize, int NumBlocks, int MaxBlocks,
         float[][] Keys, float[][] Values, int[] Tables, int[] TokenSeq, int[] TokenPos, float[] Q);
 
-    static Case NewCase(int seed)
+    /// <param name="maxLength">longest cached sequence</param>
+    internal static Case NewCase(int seed, int maxLength = 20)
     {
         var rnd = new RandomData(seed);
         int kvHeads = rnd.Int(1, 3), heads = kvHeads * rnd.Int(1, 3);
         int[] dims = [2, 16, 31, 48, 64, 80];
         int headDim = dims[rnd.Int(0, dims.Length - 1)], blockSize = rnd.Int(1, 8), seqs = rnd.Int(1, 3);
         int kvWidth = kvHeads * headDim;
-        var lengths = Enumerable.Range(0, seqs).Select(_ => rnd.Int(1, 20)).ToArray();
+        var lengths = Enumerable.Range(0, seqs).Select(_ => rnd.Int(1, maxLength)).ToArray();
         int maxBlocks = lengths.Max() / blockSize + 1;
         int numBlocks = seqs * maxBlocks + 2;
         // Physical blocks: a shuffled permutation split among the sequences.
@@ -45,7 +46,7 @@ public class AttentionKernelsTests
             rnd.Floats(seqOf.Count * heads * headDim));
     }
 
-    static float[] Run(ComputeDevice device, Case c)
+    internal static float[] Run(ComputeDevice device, Case c)
     {
         int kvWidth = c.KvHeads * c.HeadDim, tokens = c.TokenSeq.Length;
         using var kCache = device.Zeros(DType.F32, c.NumBlocks, c.BlockSize, c.KvHeads, c.HeadDim);

@@ -1,0 +1,55 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+
+namespace LoraEngine.Tensors.Kernels;
+
+/// <summary>The fixed lane order in which the CPU device's dot products sum their 16-lane accumulators.</summary>
+internal static class HostDot
+{
+    /// <summary>
+    /// Σ v[i] as a halving tree: s8[i] = v[i] + v[i+8], s4[i] = s8[i] + s8[i+4], s2[i] = s4[i] + s4[i+2], s2[0] + s2[1].
+    /// Every path that computes an output uses this order, so the result does not depend on the path.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static float Reduce(Vector512<float> v)
+    {
+        var s8 = v.GetLower() + v.GetUpper();
+        var s4 = s8.GetLower() + s8.GetUpper();
+        var s2 = s4 + Vector128.Shuffle(s4, Vector128.Create(2, 3, 0, 1));
+        return s2.ToScalar() + s2.GetElement(1);
+    }
+
+    /// <summary>
+    /// result[i] = Reduce(*acc[i]) for i &lt; 16, bit for bit, in 15 adds and 30 shuffles instead of 16 separate trees:
+    /// each step adds the halves of two accumulators at once (lanes 0–7 + 8–15, then 0–3 + 4–7, …).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static unsafe Vector512<float> Reduce16(Vector512<float>** acc)
+    {
+        // The tree leaves lane 4j + m holding input 4m + j, so input p is taken from accumulator 4(p % 4) + p / 4.
+        var c0 = HalfSums(*acc[0], *acc[4]);
+        var c1 = HalfSums(*acc[8], *acc[12]);
+        var c2 = HalfSums(*acc[1], *acc[5]);
+        var c3 = HalfSums(*acc[9], *acc[13]);
+        var c4 = HalfSums(*acc[2], *acc[6]);
+        var c5 = HalfSums(*acc[10], *acc[14]);
+        var c6 = HalfSums(*acc[3], *acc[7]);
+        var c7 = HalfSums(*acc[11], *acc[15]);
+        // s4 of four inputs per vector, one per 128-bit lane.
+        var d0 = Avx512F.Shuffle4x128(c0, c1, 0x88) + Avx512F.Shuffle4x128(c0, c1, 0xDD);
+        var d1 = Avx512F.Shuffle4x128(c2, c3, 0x88) + Avx512F.Shuffle4x128(c2, c3, 0xDD);
+        var d2 = Avx512F.Shuffle4x128(c4, c5, 0x88) + Avx512F.Shuffle4x128(c4, c5, 0xDD);
+        var d3 = Avx512F.Shuffle4x128(c6, c7, 0x88) + Avx512F.Shuffle4x128(c6, c7, 0xDD);
+        // s2, two lanes per input.
+        var e0 = Avx512F.Shuffle(d0, d1, 0x44) + Avx512F.Shuffle(d0, d1, 0xEE);
+        var e1 = Avx512F.Shuffle(d2, d3, 0x44) + Avx512F.Shuffle(d2, d3, 0xEE);
+        // s2[0] + s2[1].
+        return Avx512F.Shuffle(e0, e1, 0x88) + Avx512F.Shuffle(e0, e1, 0xDD);
+    }
+
+    /// <summary>Lanes 0–7: a[i] + a[i+8]; lanes 8–15: b[i] + b[i+8].</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static Vector512<float> HalfSums(Vector512<float> a, Vector512<float> b) =>
+        Avx512F.Shuffle4x128(a, b, 0x44) + Avx512F.Shuffle4x128(a, b, 0xEE);
+}

@@ -1,0 +1,90 @@
+using FsCheck.Xunit;
+using LoraEngine.Tensors.Kernels;
+using LoraEngine.Tensors.Reference;
+using LoraEngine.TestSupport;
+using Xunit;
+
+namespace LoraEngine.Tensors.Tests.Kernels;
+
+/// <summary>
+/// The CPU device's linear (HostGemm on AVX-512 machines, the portable path elsewhere) on odd shapes that cross its
+/// paths: streamed weights (≤ 6 tokens) and packed F32 panels (more), partial row and token tiles, in % 16 tails.
+/// </summary>
+public class HostGemmTests
+{
+    static ComputeDevice Device => TestDevices.CpuFast;
+
+    /// <summary>Token counts on both sides of the paths: streamed (≤ 6), packed (a few token tiles, or many).</summary>
+    static int Tokens(RandomData rnd) => rnd.Int(0, 3) switch
+    {
+        0 => rnd.Int(1, HostGemm.MaxStreamTokens),
+        1 or 2 => rnd.Int(HostGemm.MaxStreamTokens + 1, 40),
+        _ => rnd.Int(90, 110),
+    };
+
+    static float[] Run(float[] x, DeviceTensor w, int tokens, int inF, int outF)
+    {
+        using var xt = Device.Upload(x, tokens, inF);
+        using var yt = Device.Allocate(DType.F32, tokens, outF);
+        Device.MatMul.Linear(yt, xt, w);
+        return yt.ToArray<float>();
+    }
+
+    /// <summary>|y − reference| ≤ in · 2⁻²² · Σ|w·x| + 1e-30, element by element (F32 accumulation of in products).</summary>
+    static void AssertWithinRoundingBound(float[] got, float[] x, float[] w, int tokens, int inF, int outF, string what)
+    {
+        var expected = MatMulReference.Linear(x, w, tokens, inF, outF);
+        for (int t = 0; t < tokens; t++)
+            for (int o = 0; o < outF; o++)
+            {
+                double magnitude = 0;
+                for (int i = 0; i < inF; i++) magnitude += Math.Abs((double)w[o * inF + i] * x[t * inF + i]);
+                double bound = inF * Math.Pow(2, -22) * magnitude + 1e-30;
+                double error = Math.Abs((double)got[t * outF + o] - expected[t * outF + o]);
+                Assert.True(error <= bound, $"{what} y[{t}, {o}] = {got[t * outF + o]}, expected {expected[t * outF + o]} (error {error:E2} > bound {bound:E2})");
+            }
+    }
+
+    [Property(MaxTest = 40)]
+    public void Linear_matches_the_double_reference_on_odd_shapes(int seed)
+    {
+        var rnd = new RandomData(seed);
+        int tokens = Tokens(rnd);
+        int inF = rnd.Int(1, 1100), outF = rnd.Int(1, 70);
+        var wType = rnd.WeightType();
+        var x = rnd.Floats(tokens * inF);
+        var (w, stored) = RandomData.UploadWeight(Device, rnd.Floats(outF * inF), wType, outF, inF);
+        using (w) AssertWithinRoundingBound(Run(x, w, tokens, inF, outF), x, stored, tokens, inF, outF, $"{wType} [{tokens}x{inF}]·[{outF}x{inF}]ᵀ");
+    }
+
+    [Property(MaxTest = 30)]
+    public void A_token_row_is_bit_identical_alone_and_in_a_batch_of_any_size(int seed)
+    {
+        var rnd = new RandomData(seed);
+        int tokens = Math.Max(2, Tokens(rnd)), inF = rnd.Int(1, 1100), outF = rnd.Int(1, 70), me = rnd.Int(0, tokens - 1);
+        var wType = rnd.WeightType();
+        var x = rnd.Floats(tokens * inF);
+        var (w, _) = RandomData.UploadWeight(Device, rnd.Floats(outF * inF), wType, outF, inF);
+        using (w)
+        {
+            var batch = Run(x, w, tokens, inF, outF);
+            var alone = Run(x.AsSpan(me * inF, inF).ToArray(), w, 1, inF, outF);
+            Assert.Equal(alone, batch.AsSpan(me * outF, outF).ToArray());
+        }
+    }
+
+    [Fact]
+    public void Rows_of_a_large_layer_match_the_reference()
+    {
+        // A decode-sized and a prefill-sized call on a layer big enough to be split over the cores.
+        var rnd = new RandomData(5);
+        const int inF = 520, outF = 301;
+        var (w, stored) = RandomData.UploadWeight(Device, rnd.Floats(outF * inF), DType.BF16, outF, inF);
+        using (w)
+            foreach (int tokens in new[] { 1, 23 })
+            {
+                var x = rnd.Floats(tokens * inF);
+                AssertWithinRoundingBound(Run(x, w, tokens, inF, outF), x, stored, tokens, inF, outF, $"tokens {tokens}");
+            }
+    }
+}
