@@ -29,6 +29,9 @@ public sealed class AsyncLlmEngine : IDisposable
 
     public LlmEngine Engine { get; }
 
+    /// <summary>True while the step loop runs: false once disposed (or if the loop thread ever died).</summary>
+    public bool IsRunning => !_stop.IsCancellationRequested && _loop.IsAlive;
+
     /// <summary>Streams the outputs of one request (each a cumulative snapshot, the last with Finished = true).</summary>
     public IAsyncEnumerable<RequestOutput> GenerateAsync(string prompt, SamplingParams samplingParams, LoraRequest? loraRequest = null,
         string? requestId = null, CancellationToken cancellationToken = default) =>
