@@ -1,6 +1,9 @@
 using System.CommandLine;
 using System.Text.Json;
 using LoraEngine.Server;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Hosting;
+using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 
@@ -27,7 +30,6 @@ internal static class ServeCommand
             var modules = (p.GetValue(loraModules) ?? []).Select(Parse).ToList();
             if (shipped && modules.Count == 0)
                 modules.AddRange(ShippedModel.Adapters().Select(a => new LoraModule(a.Key, a.Value)));
-            using var loggers = LoggerFactory.Create(b => b.AddSimpleConsole(o => o.SingleLine = true).SetMinimumLevel(LogLevel.Information).AddFilter("Microsoft", LogLevel.Warning));
             var options = new ServerOptions
             {
                 Engine = common.EngineArgs(p),
@@ -39,10 +41,18 @@ internal static class ServeCommand
                 LoraRoot = p.GetValue(loraRoot),
                 ServedModelName = p.GetValue(servedName),
             };
-            await using var app = ServerHost.Build(options, loggers);
-            loggers.CreateLogger("loraengine").LogInformation("Serving {Model} with adapters [{Adapters}] on http://{Host}:{Port}",
-                options.ModelId, string.Join(", ", modules.Select(m => m.Name)), options.Host, options.Port);
+            // A thin host over the same building blocks an application embeds.
+            var builder = WebApplication.CreateSlimBuilder();
+            builder.WebHost.UseUrls($"http://{options.Host}:{options.Port}");
+            builder.Logging.ClearProviders().AddSimpleConsole(o => o.SingleLine = true)
+                .SetMinimumLevel(LogLevel.Information).AddFilter("Microsoft", LogLevel.Warning);
+            builder.Services.AddLoraEngine(options);
+            await using var app = builder.Build();
+            app.MapOpenAiEndpoints();
+            app.MapLoraAdmin();
             await app.StartAsync(ct);
+            app.Services.GetRequiredService<ILoggerFactory>().CreateLogger("loraengine").LogInformation("Serving {Model} with adapters [{Adapters}] on {Urls}",
+                options.ModelId, string.Join(", ", modules.Select(m => m.Name)), string.Join(", ", app.Urls));
             await app.WaitForShutdownAsync(ct);
             return 0;
         });

@@ -18,8 +18,8 @@ public static class LoraEngineEndpointRouteBuilderExtensions
 {
     /// <summary>
     /// vLLM's OpenAI-compatible routes: <c>/v1/completions</c>, <c>/v1/chat/completions</c>, <c>/v1/models</c>,
-    /// <c>/v1/models/{id}</c>, <c>/tokenize</c>, <c>/detokenize</c>. With <see cref="ServerOptions.ApiKey"/> set, each
-    /// needs <c>Authorization: Bearer {ApiKey}</c>.
+    /// <c>/v1/models/{id}</c>, <c>/tokenize</c>, <c>/detokenize</c>. With <see cref="ServerOptions.ApiKey"/> set, the
+    /// <c>/v1</c> routes need <c>Authorization: Bearer {ApiKey}</c> (as vLLM's; the tokenizer routes stay open).
     /// </summary>
     public static RouteGroupBuilder MapOpenAiEndpoints(this IEndpointRouteBuilder endpoints)
     {
@@ -57,8 +57,10 @@ public static class LoraEngineEndpointRouteBuilderExtensions
     static void RequireApiKey(RouteGroupBuilder group, IEndpointRouteBuilder endpoints)
     {
         if (endpoints.ServiceProvider.GetRequiredService<ServerOptions>().ApiKey is not { } key) return;
+        // As vLLM's --api-key: the /v1 routes need the key, the tokenizer routes stay open.
         group.AddEndpointFilter(async (context, next) =>
-            context.HttpContext.Request.Headers.Authorization.ToString() == $"Bearer {key}"
+            context.HttpContext.GetEndpoint() is RouteEndpoint { RoutePattern.RawText: { } route } && !route.Contains("/v1/")
+            || context.HttpContext.Request.Headers.Authorization.ToString() == $"Bearer {key}"
                 ? await next(context)
                 : TypedResults.Json(new { error = "Unauthorized" }, statusCode: StatusCodes.Status401Unauthorized));
     }

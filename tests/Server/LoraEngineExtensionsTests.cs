@@ -61,12 +61,16 @@ public sealed class LoraEngineExtensionsTests : IAsyncLifetime
     }
 
     [Fact]
-    public async Task Api_key_from_configuration_guards_the_openai_routes()
+    public async Task Api_key_from_configuration_guards_the_v1_routes_only()
     {
         using var anonymous = new HttpClient { BaseAddress = _http.BaseAddress };
         var response = await anonymous.GetAsync("/llm/v1/models", TestContext.Current.CancellationToken);
         Assert.Equal(HttpStatusCode.Unauthorized, response.StatusCode);
         Assert.Equal(HttpStatusCode.OK, (await anonymous.GetAsync("/health", TestContext.Current.CancellationToken)).StatusCode);
+        var tokenize = await anonymous.PostAsJsonAsync("/llm/tokenize", new { prompt = "Vim" }, TestContext.Current.CancellationToken);
+        Assert.Equal(HttpStatusCode.OK, tokenize.StatusCode); // open, as vLLM's tokenizer routes
+        var unload = await anonymous.PostAsJsonAsync("/v1/unload_lora_adapter", new { lora_name = "vim-upper" }, TestContext.Current.CancellationToken);
+        Assert.Equal(HttpStatusCode.Unauthorized, unload.StatusCode);
     }
 
     [Fact]
