@@ -1,6 +1,7 @@
 using System.Numerics.Tensors;
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
 
 namespace LoraEngine.Tensors.Kernels;
 
@@ -61,9 +62,9 @@ internal static unsafe class HostLora
             job.Slots = numSlots;
             job.Rank = rank;
             job.OutF = outF;
-            int blocks = (outF + ExpandJob.BlockOutputs - 1) / ExpandJob.BlockOutputs;
-            if ((long)outF * rank * tokens < 1 << 16) for (int c = 0; c < blocks; c++) job.Run(c);
-            else HostParallel.For(blocks, job);
+            int items = (outF + ExpandJob.BlockOutputs * ExpandJob.BlocksPerItem - 1) / (ExpandJob.BlockOutputs * ExpandJob.BlocksPerItem);
+            if ((long)outF * rank * tokens < 1 << 16) for (int i = 0; i < items; i++) job.Run(i);
+            else HostParallel.For(items, job);
         }
     }
 
@@ -76,6 +77,7 @@ internal static unsafe class HostLora
     sealed class ExpandJob : HostJob
     {
         public const int BlockOutputs = 16;
+        public const int BlocksPerItem = 8;
 
         [ThreadStatic] static ExpandJob? t_job;
 
@@ -87,48 +89,56 @@ internal static unsafe class HostLora
         public int Slots, Rank, OutF;
         public DType Type;
 
+        /// <summary>Work item: BlocksPerItem blocks of 16 outputs (one block is too little work to hand to another core).</summary>
+        [SkipLocalsInit]
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-        public override void Run(int block)
+        public override void Run(int item)
         {
-            int o0 = block * BlockOutputs;
             int size = Type == DType.F32 ? 4 : 2;
             int chunks = (Rank + 15) / 16;
             var columns = stackalloc Vector512<float>[chunks * 16]; // columns[r] = B[s, o0..o0+16, r]
             var rows = stackalloc Vector512<float>[16];
-            for (int s = 0; s < Slots; s++)
-            {
-                int first = Start[s], count = Start[s + 1] - first;
-                if (count == 0) continue;
-                byte* slotB = B + (long)s * OutF * Rank * size;
-                if (o0 + BlockOutputs > OutF)
+            for (int o0 = item * BlocksPerItem * BlockOutputs; o0 < Math.Min(OutF, (item + 1) * BlocksPerItem * BlockOutputs); o0 += BlockOutputs)
+                for (int s = 0; s < Slots; s++)
                 {
-                    RunScalar(slotB, o0, first, count);
-                    continue;
+                    int first = Start[s], count = Start[s + 1] - first;
+                    if (count == 0) continue;
+                    byte* slotB = B + (long)s * OutF * Rank * size;
+                    if (o0 + BlockOutputs > OutF)
+                    {
+                        RunScalar(slotB, o0, first, count);
+                        continue;
+                    }
+                    for (int c = 0; c < chunks; c++)
+                    {
+                        int r0 = c * 16, n = Math.Min(16, Rank - r0);
+                        byte* row0 = slotB + ((long)o0 * Rank + r0) * size;
+                        long rowBytes = (long)Rank * size;
+                        if (n == 16 && Type == DType.BF16)
+                            for (int i = 0; i < 16; i++)
+                                rows[i] = Avx512F.ShiftLeftLogical(Avx512F.ConvertToVector512UInt32(Vector256.Load((ushort*)(row0 + i * rowBytes))), 16).AsSingle();
+                        else if (n == 16 && Type == DType.F32)
+                            for (int i = 0; i < 16; i++) rows[i] = Vector512.Load((float*)(row0 + i * rowBytes));
+                        else
+                            for (int i = 0; i < 16; i++) rows[i] = PartialRow(row0 + i * rowBytes, n);
+                        HostTranspose.Transpose16(rows, columns + r0);
+                    }
+                    for (int i = first; i < first + count; i++)
+                    {
+                        int t = Order[i];
+                        float* yt = Y + (long)t * OutF + o0;
+                        float* u = Buffer + (long)t * Rank;
+                        var acc = Vector512.Load(yt);
+                        for (int r = 0; r < Rank; r++) acc = Vector512.FusedMultiplyAdd(columns[r], Vector512.Create(u[r]), acc);
+                        acc.Store(yt);
+                    }
                 }
-                for (int c = 0; c < chunks; c++)
-                {
-                    int r0 = c * 16, n = Math.Min(16, Rank - r0);
-                    for (int i = 0; i < 16; i++) rows[i] = LoadRow(slotB + ((long)(o0 + i) * Rank + r0) * size, n);
-                    HostTranspose.Transpose16(rows, columns + r0);
-                }
-                for (int i = first; i < first + count; i++)
-                {
-                    int t = Order[i];
-                    float* yt = Y + (long)t * OutF + o0;
-                    float* u = Buffer + (long)t * Rank;
-                    var acc = Vector512.Load(yt);
-                    for (int r = 0; r < Rank; r++) acc = Vector512.FusedMultiplyAdd(columns[r], Vector512.Create(u[r]), acc);
-                    acc.Store(yt);
-                }
-            }
         }
 
-        /// <summary>The 16 (or fewer, zero-padded) rank values of one row of B from r0, as F32.</summary>
-        Vector512<float> LoadRow(byte* p, int n)
+        /// <summary>n &lt; 16 rank values of one row of B (or an F16 row) as F32, zero-padded to 16.</summary>
+        [MethodImpl(MethodImplOptions.NoInlining)]
+        Vector512<float> PartialRow(byte* p, int n)
         {
-            if (n == 16 && Type == DType.BF16)
-                return Vector512.ShiftLeft(Vector512.WidenLower(Vector256.Load((ushort*)p).ToVector512Unsafe()), 16).AsSingle();
-            if (n == 16 && Type == DType.F32) return Vector512.Load((float*)p);
             var tmp = stackalloc float[16];
             for (int r = 0; r < 16; r++) tmp[r] = r < n ? HostMemory.WeightAt(p, Type, r) : 0f;
             return Vector512.Load(tmp);

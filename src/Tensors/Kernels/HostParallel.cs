@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using System.Runtime.ExceptionServices;
 
 namespace LoraEngine.Tensors.Kernels;
@@ -10,24 +11,27 @@ internal abstract class HostJob
 
 /// <summary>
 /// The CPU device's cores as one persistent team: the calling thread plus one worker per further core, taking indices
-/// of a <see cref="HostJob"/> from a shared counter. Unlike Parallel.For it allocates nothing per call and its workers
-/// spin briefly between calls, so the ~120 linears of a decode step do not each pay a thread-pool wake-up. One job runs
-/// at a time (callers from several threads take turns); a job must not start another.
+/// of a <see cref="HostJob"/> from a shared ticket. Unlike Parallel.For it allocates nothing per call and its workers
+/// spin briefly between calls, so the ~120 linears of a decode step do not each pay a thread-pool wake-up. The caller
+/// waits only for indices a worker actually took: a worker that wakes late (a loaded machine) finds the job done and
+/// takes nothing. One job runs at a time (callers from several threads take turns); a job must not start another.
 /// </summary>
 internal static class HostParallel
 {
     /// <summary>How long an idle worker polls for the next job before it sleeps (the gap between two ops of a step is shorter).</summary>
-    static readonly long SpinTicks = System.Diagnostics.Stopwatch.Frequency / 5000; // 200 µs
+    static readonly long SpinTicks = Stopwatch.Frequency / 5000; // 200 µs
 
     static readonly object s_submit = new();
     static readonly SemaphoreSlim s_wake = new(0);
     static readonly int s_workers = Math.Max(0, Environment.ProcessorCount - 1);
 
+    // The current job: its generation (published last), the job and its index count, the ticket (generation in the high
+    // 32 bits, next index in the low 32) from which indices are taken, and how many indices have finished.
+    static int s_generation;
     static HostJob? s_job;
     static int s_count;
-    static int s_next;
-    static int s_pending;
-    static long s_generation;
+    static long s_ticket;
+    static int s_done;
     static int s_sleeping;
     static Exception? s_error;
     static bool s_started;
@@ -47,33 +51,45 @@ internal static class HostParallel
         lock (s_submit)
         {
             if (!s_started) Start();
+            int generation = s_generation + 1;
             s_job = job;
             s_count = count;
             s_error = null;
-            Volatile.Write(ref s_next, 0);
-            Volatile.Write(ref s_pending, s_workers);
-            Interlocked.Increment(ref s_generation);
+            Volatile.Write(ref s_done, 0);
+            Volatile.Write(ref s_ticket, (long)generation << 32);
+            Volatile.Write(ref s_generation, generation);
             int sleeping = Interlocked.Exchange(ref s_sleeping, 0);
             if (sleeping > 0) s_wake.Release(sleeping);
 
-            Work(job, count);
+            Work(generation, job, count);
             var spin = new SpinWait();
-            while (Volatile.Read(ref s_pending) != 0) spin.SpinOnce(sleep1Threshold: -1);
+            while (Volatile.Read(ref s_done) != count) spin.SpinOnce(sleep1Threshold: -1);
             s_job = null;
             if (s_error is { } error) ExceptionDispatchInfo.Throw(error);
         }
     }
 
-    static void Work(HostJob job, int count)
+    /// <summary>Takes and runs indices of <paramref name="generation"/>'s job until none are left (or a later job began).</summary>
+    static void Work(int generation, HostJob job, int count)
     {
-        try
+        while (true)
         {
-            for (int i = Interlocked.Increment(ref s_next) - 1; i < count; i = Interlocked.Increment(ref s_next) - 1) job.Run(i);
-        }
-        catch (Exception e)
-        {
-            Interlocked.CompareExchange(ref s_error, e, null);
-            Volatile.Write(ref s_next, count); // the others stop taking indices
+            long ticket = Volatile.Read(ref s_ticket);
+            int index = (int)ticket;
+            if ((int)(ticket >> 32) != generation || index >= count) return;
+            if (Interlocked.CompareExchange(ref s_ticket, ticket + 1, ticket) != ticket) continue;
+            try
+            {
+                job.Run(index);
+            }
+            catch (Exception e)
+            {
+                Interlocked.CompareExchange(ref s_error, e, null);
+            }
+            finally
+            {
+                Interlocked.Increment(ref s_done);
+            }
         }
     }
 
@@ -86,27 +102,28 @@ internal static class HostParallel
 
     static void WorkerLoop()
     {
-        long seen = 0;
+        int seen = 0;
         while (true)
         {
-            long generation = WaitForJob(seen);
-            seen = generation;
+            seen = WaitForJob(seen);
+            // The job and count may already belong to a later generation; Work then finds the ticket's generation
+            // different from `seen` and takes nothing, and the next wait returns at once.
             var job = Volatile.Read(ref s_job);
-            if (job != null) Work(job, s_count);
-            Interlocked.Decrement(ref s_pending);
+            int count = Volatile.Read(ref s_count);
+            if (job != null) Work(seen, job, count);
         }
     }
 
-    /// <summary>Polls for a new generation for a short while, then sleeps until the next job wakes it.</summary>
-    static long WaitForJob(long seen)
+    /// <summary>Polls for a generation other than <paramref name="seen"/> for a short while, then sleeps until a job wakes it.</summary>
+    static int WaitForJob(int seen)
     {
-        long start = System.Diagnostics.Stopwatch.GetTimestamp();
+        long start = Stopwatch.GetTimestamp();
         var spin = new SpinWait();
         while (true)
         {
-            long g = Volatile.Read(ref s_generation);
-            if (g != seen) return g;
-            if (System.Diagnostics.Stopwatch.GetTimestamp() - start < SpinTicks)
+            int generation = Volatile.Read(ref s_generation);
+            if (generation != seen) return generation;
+            if (Stopwatch.GetTimestamp() - start < SpinTicks)
             {
                 spin.SpinOnce(sleep1Threshold: -1);
                 continue;
@@ -116,7 +133,7 @@ internal static class HostParallel
             // did, the permit is left over and only causes a spurious wake-up later, which the loop absorbs.)
             if (Volatile.Read(ref s_generation) != seen) continue;
             s_wake.Wait();
-            start = System.Diagnostics.Stopwatch.GetTimestamp();
+            start = Stopwatch.GetTimestamp();
         }
     }
 }

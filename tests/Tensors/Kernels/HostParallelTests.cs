@@ -32,6 +32,19 @@ public class HostParallelTests
     }
 
     [Fact]
+    public void Jobs_back_to_back_each_run_every_index_once()
+    {
+        // Many short jobs in a row: a worker still finishing or waking for one job must not run indices of the next.
+        var rnd = new Random(11);
+        for (int i = 0; i < 3000; i++)
+        {
+            var job = new CountingJob(rnd.Next(2, 40));
+            HostParallel.For(job.Runs.Length, job);
+            Assert.All(job.Runs, n => Assert.Equal(1, n));
+        }
+    }
+
+    [Fact]
     public void Callers_on_several_threads_take_turns()
     {
         var jobs = Enumerable.Range(0, 8).Select(_ => new CountingJob(500)).ToArray();
