@@ -40,6 +40,7 @@ public static class BenchRunner
                 break;
             case "tensors":
                 var linear = LinearBench.Run(device, quick, Console.Out);
+                if (!device.IsCpu && !quick) linear = [.. linear, .. LinearBench.RunModelShapes(device, Console.Out)];
                 double launchUs = LinearBench.LaunchMicroseconds(device);
                 Console.WriteLine($"kernel launch (1-element add, back to back): {launchUs:F1} µs each");
                 var cpuLayer = device.IsCpu ? CpuLayerBench.Run(device, quick, Console.Out) : null;

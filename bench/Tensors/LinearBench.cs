@@ -41,6 +41,60 @@ public static class LinearBench
         return results;
     }
 
+    /// <summary>BF16 linears of the served shapes (out × in, q/k/v and gate/up merged as the model runs them): Llama-3.2-1B, then Llama-3.1-8B.</summary>
+    public static readonly (string Name, int Out, int In)[] ModelShapes =
+    [
+        ("1b qkv", 3072, 2048), ("1b o", 2048, 2048), ("1b gate/up", 16384, 2048), ("1b down", 2048, 8192), ("1b lm_head", 128256, 2048),
+        ("8b qkv", 6144, 4096), ("8b o", 4096, 4096), ("8b gate/up", 28672, 4096), ("8b down", 4096, 14336),
+    ];
+
+    /// <summary>
+    /// The served shapes at 1 and 32 tokens, each timed as a CUDA graph of back-to-back launches (on a GPU: launch cost
+    /// excluded, as in a decode step), against the copy bandwidth of 1 GiB; and 4096×4096 at 2048 tokens in TFLOP/s.
+    /// </summary>
+    public static IReadOnlyList<LinearResult> RunModelShapes(ComputeDevice device, TextWriter log)
+    {
+        var results = new List<LinearResult>();
+        double copy = CopyGBps(device, 1L << 30, quick: false);
+        foreach (var (name, outF, inF) in ModelShapes)
+        {
+            using var w = RandomWeight(device, DType.BF16, outF, inF);
+            foreach (int tokens in new[] { 1, 32 })
+            {
+                using var x = device.Upload(RandomFloats(tokens * inF, 1), tokens, inF);
+                using var y = device.Allocate(DType.F32, tokens, outF);
+                double ms = MedianReplayMs(device, () => device.MatMul.Linear(y, x, w));
+                var r = new LinearResult(outF, inF, DType.BF16, tokens, ms, w.SizeInBytes / (ms * 1e6), copy);
+                results.Add(r);
+                log.WriteLine($"linear {name,-11} {outF}x{inF} tokens {tokens,2}: {ms * 1000,8:F1} µs  {r.WeightGBps,7:F1} GB/s  copy {copy,7:F1} GB/s  ratio {r.RatioToCopy:F2}");
+            }
+        }
+        {
+            const int n = 4096, tokens = 2048;
+            using var w = RandomWeight(device, DType.BF16, n, n);
+            using var x = device.Upload(RandomFloats(tokens * n, 1), tokens, n);
+            using var y = device.Allocate(DType.F32, tokens, n);
+            double ms = MedianReplayMs(device, () => device.MatMul.Linear(y, x, w));
+            log.WriteLine($"linear 4096x4096 tokens {tokens}: {ms:F3} ms  {2.0 * n * n * tokens / (ms * 1e9):F1} TFLOP/s");
+            results.Add(new LinearResult(n, n, DType.BF16, tokens, ms, w.SizeInBytes / (ms * 1e6), copy));
+        }
+        return results;
+    }
+
+    /// <summary>Median time of one call: 20 calls captured in a CUDA graph and replayed (eager elsewhere).</summary>
+    static double MedianReplayMs(ComputeDevice device, Action action)
+    {
+        const int calls = 20;
+        if (!DeviceGraph.IsSupported(device)) return MedianMs(device, action, quick: false);
+        action(); // kernels loaded before capture
+        device.Synchronize();
+        using var graph = DeviceGraph.Capture(device, () =>
+        {
+            for (int i = 0; i < calls; i++) action();
+        });
+        return MedianMs(device, graph.Launch, quick: false) / calls;
+    }
+
     /// <summary>Host cost of one kernel launch: a one-element residual add, launched back to back, per launch.</summary>
     public static double LaunchMicroseconds(ComputeDevice device)
     {

@@ -185,6 +185,7 @@ public sealed class ComputeDevice : IDisposable
     {
         if (_disposed) return;
         _disposed = true;
+        foreach (var family in _families.Values) (family as IDisposable)?.Dispose(); // their device buffers
         if (Stream != Accelerator.DefaultStream) Stream.Dispose();
         Accelerator.Dispose();
         _context.Dispose();

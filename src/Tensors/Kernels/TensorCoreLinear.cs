@@ -25,7 +25,10 @@ internal struct LinearSegments
     public ArrayView<float> Y0, Y1, Y2;   // [tokens, n_s] F32
     public ArrayView<U4> W0, W1, W2;      // [n_s, k] BF16 as 16-byte units
     public int N0, N1, N2;
+    public int S0, S1, S2;                // k slices of each segment (a function of n_s and k only)
     public int End0, End1;                // blockIdx.x where segment 1 and segment 2 begin
+    public int Ws1, Ws2;                  // first workspace tile of segment 1 and 2 (one tile per row group × slice)
+    public int Rows1, Rows2;              // first counter of segment 1 and 2 (one counter per row group)
 }
 
 /// <summary>
@@ -36,34 +39,47 @@ internal struct LinearSegments
 /// cancels), each multiplied against the same weight fragment: F32-grade accuracy from BF16 products, which are exact
 /// in the F32 accumulator.
 ///
-/// Parallelisation: a group of 8 warps owns 16 output rows × 32 tokens; warp w takes the 32-wide k chunks w, w+8, …
-/// (two at a time, both chunks' loads issued before the first MMA) and the eight partial sums are added in shared memory
-/// in warp order. (16 warps with four chunks in flight measured slower on the H200: 119 registers, one group per SM.)
-/// The k order inside a thread, the chunk split and the final order depend on K only — never on the token count — and
-/// every output column of an MMA depends only on its own token, so a token's result is bit-identical whatever batch or
-/// tile it is in.
+/// Parallelisation: a group of 8 warps owns 16 output rows × 32 tokens. K is cut into S contiguous slices (S from n and
+/// k only: enough groups to fill the GPU for a decode step, each slice at least two 32-wide chunks per warp); within a
+/// slice warp w takes chunks w, w+8, … in order, loading the next pair while it multiplies the current one, and the
+/// eight warps' partial sums are added in shared memory in warp order. The slices are then added in slice order:
+/// by the group itself, slice after slice, when there are more than 32 tokens; for up to 32 tokens each slice is a group
+/// of its own that writes its partial sum to a workspace, and the last of the S groups to finish (an atomic counter)
+/// adds the S partials in slice order. Both give the same sum, so the k order of a token's result depends on k and n
+/// only — never on the token count — and every output column of an MMA depends only on its own token: a token's result
+/// is bit-identical whatever batch or tile it is in.
 ///
 /// Within a chunk the k index is permuted so that each thread's fragment is one 16-byte load: lane (g, t) holds
 /// physical k 8t..8t+3 for the first MMA and 8t+4..8t+7 for the second; A and B use the same map, so the dot product
 /// is unchanged.
 /// </summary>
-internal sealed class TensorCoreLinear
+internal sealed class TensorCoreLinear : IDisposable
 {
     const int Warps = 8;
     const int RowsPerGroup = 16;
     const int TokensPerGroup = 32; // four n-tiles of 8
     const int ChunkK = 32;
+    const int TileFloats = 32 * 16; // warp 0's sums: 16 per lane
+    const int MaxSegments = 3;
 
     const string MmaPtx = "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 " +
                        "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};";
 
     readonly ComputeDevice _device;
-    readonly Action<AcceleratorStream, KernelConfig, ArrayView<F4>, LinearSegments, int, int> _kernel;
+    readonly Action<AcceleratorStream, KernelConfig, ArrayView<F4>, LinearSegments, int, int, int, ArrayView<float>, ArrayView<int>> _kernel;
+    readonly int _targetGroups;
+    readonly MemoryBuffer1D<float, Stride1D.Dense> _workspace; // partial sums of sliced groups
+    readonly MemoryBuffer1D<int, Stride1D.Dense> _counters;    // slices finished per row group; the last resets it to 0
 
     TensorCoreLinear(ComputeDevice device)
     {
         _device = device;
-        _kernel = device.Accelerator.LoadKernel<ArrayView<F4>, LinearSegments, int, int>(Kernel);
+        _kernel = device.Accelerator.LoadKernel<ArrayView<F4>, LinearSegments, int, int, int, ArrayView<float>, ArrayView<int>>(Kernel);
+        _targetGroups = 4 * device.Accelerator.NumMultiprocessors;
+        // A sliced segment has fewer row groups than the target and row groups × slices ≤ the target.
+        _workspace = device.Accelerator.Allocate1D<float>((long)MaxSegments * _targetGroups * TileFloats);
+        _counters = device.Accelerator.Allocate1D<int>(MaxSegments * _targetGroups);
+        _counters.MemSetToZero(device.Stream);
     }
 
     /// <summary>The tensor-core linear of a CUDA device; null elsewhere (no inline PTX there).</summary>
@@ -73,55 +89,80 @@ internal sealed class TensorCoreLinear
     public static bool Supports(DeviceTensor x, DeviceTensor w) =>
         w.DType == DType.BF16 && w.Dim(1) % 8 == 0 && w.ElementOffset % 8 == 0 && x.ElementOffset % 4 == 0;
 
+    /// <summary>K slices of an n × k weight: a function of its shape (and the GPU's size) only, never of the token count.</summary>
+    int Slices(int n, int k)
+    {
+        int rowGroups = (n + RowsPerGroup - 1) / RowsPerGroup;
+        int chunks = (k + ChunkK - 1) / ChunkK;
+        return Math.Max(1, Math.Min(_targetGroups / rowGroups, chunks / (2 * Warps)));
+    }
+
     /// <summary>y_i = W_i · x for up to three (y_i, W_i) sharing x [tokens, k]; one launch.</summary>
     public void Launch(DeviceTensor x, ReadOnlySpan<(DeviceTensor Y, DeviceTensor W)> outputs)
     {
         int tokens = x.Dim(0), k = x.Dim(1);
+        bool sliced = tokens <= TokensPerGroup; // one group per slice; else each group adds its slices itself
         var seg = new LinearSegments();
-        int blocks = 0;
+        int blocks = 0, tiles = 0, rows = 0;
         for (int i = 0; i < outputs.Length; i++)
         {
             var (y, w) = outputs[i];
-            int n = w.Dim(0);
+            int n = w.Dim(0), s = Slices(n, k), rowGroups = (n + RowsPerGroup - 1) / RowsPerGroup;
             var wv = w.U16.Cast<U4>();
             switch (i)
             {
-                case 0: seg.Y0 = y.F32; seg.W0 = wv; seg.N0 = n; break;
-                case 1: seg.Y1 = y.F32; seg.W1 = wv; seg.N1 = n; break;
-                default: seg.Y2 = y.F32; seg.W2 = wv; seg.N2 = n; break;
+                case 0: seg.Y0 = y.F32; seg.W0 = wv; seg.N0 = n; seg.S0 = s; break;
+                case 1: seg.Y1 = y.F32; seg.W1 = wv; seg.N1 = n; seg.S1 = s; seg.End0 = blocks; seg.Ws1 = tiles; seg.Rows1 = rows; break;
+                default: seg.Y2 = y.F32; seg.W2 = wv; seg.N2 = n; seg.S2 = s; seg.End1 = blocks; seg.Ws2 = tiles; seg.Rows2 = rows; break;
             }
-            blocks += (n + RowsPerGroup - 1) / RowsPerGroup;
-            if (i == 0) seg.End0 = seg.End1 = blocks;
-            if (i == 1) seg.End1 = blocks;
+            blocks += rowGroups * (sliced ? s : 1);
+            tiles += s > 1 ? rowGroups * s : 0;
+            rows += rowGroups;
         }
         // Unused segments alias segment 0 (never selected: their block range is empty).
-        if (outputs.Length < 2) { seg.Y1 = seg.Y0; seg.W1 = seg.W0; }
-        if (outputs.Length < 3) { seg.Y2 = seg.Y0; seg.W2 = seg.W0; }
+        if (outputs.Length < 2) { seg.Y1 = seg.Y0; seg.W1 = seg.W0; seg.S1 = 1; seg.End0 = blocks; }
+        if (outputs.Length < 3) { seg.Y2 = seg.Y0; seg.W2 = seg.W0; seg.S2 = 1; seg.End1 = blocks; }
         var grid = new Index2D(blocks, (tokens + TokensPerGroup - 1) / TokensPerGroup);
-        _kernel(_device.Stream, new KernelConfig(grid, new Index2D(Warps * 32, 1)), x.F32.Cast<F4>(), seg, tokens, k);
+        _kernel(_device.Stream, new KernelConfig(grid, new Index2D(Warps * 32, 1)), x.F32.Cast<F4>(), seg, tokens, k, sliced ? 1 : 0,
+            _workspace.View, _counters.View);
     }
 
-    static void Kernel(ArrayView<F4> x, LinearSegments seg, int tokens, int k)
+    public void Dispose()
     {
-        var partial = SharedMemory.Allocate<float>(Warps * 16 * 32);
+        _workspace.Dispose();
+        _counters.Dispose();
+    }
 
-        // Which linear this group serves, and its 16 rows.
+    static void Kernel(ArrayView<F4> x, LinearSegments seg, int tokens, int k, int sliced, ArrayView<float> workspace, ArrayView<int> counters)
+    {
+        var partial = SharedMemory.Allocate<float>(Warps * TileFloats);
+        var total = SharedMemory.Allocate<float>(TileFloats);
+        var last = SharedMemory.Allocate<int>(1);
+
+        // Which linear this group serves, its 16 rows and its slices.
         int bx = Grid.IdxX;
         ArrayView<U4> w = seg.W0;
         ArrayView<float> y = seg.Y0;
-        int n = seg.N0;
+        int n = seg.N0, slices = seg.S0, ws = 0, rowBase = 0;
         if (bx >= seg.End1)
         {
-            w = seg.W2; y = seg.Y2; n = seg.N2; bx -= seg.End1;
+            w = seg.W2; y = seg.Y2; n = seg.N2; slices = seg.S2; ws = seg.Ws2; rowBase = seg.Rows2; bx -= seg.End1;
         }
         else if (bx >= seg.End0)
         {
-            w = seg.W1; y = seg.Y1; n = seg.N1; bx -= seg.End0;
+            w = seg.W1; y = seg.Y1; n = seg.N1; slices = seg.S1; ws = seg.Ws1; rowBase = seg.Rows1; bx -= seg.End0;
+        }
+        int rowGroup = bx, sFirst = 0, sEnd = slices;
+        if (sliced != 0)
+        {
+            rowGroup = bx / slices;
+            sFirst = bx - rowGroup * slices;
+            sEnd = sFirst + 1;
         }
 
         int warp = Warp.WarpIdx, lane = Warp.LaneIdx;
         int g = lane >> 2, t = lane & 3;
-        int rowA = bx * RowsPerGroup + g, rowB = rowA + 8;
+        int rowA = rowGroup * RowsPerGroup + g, rowB = rowA + 8;
         int tok0 = Grid.IdxY * TokensPerGroup;
         int tiles = (tokens - tok0 + 7) / 8;
         if (tiles > 4) tiles = 4;
@@ -129,49 +170,83 @@ internal sealed class TensorCoreLinear
         int chunks = (k + ChunkK - 1) / ChunkK;
         long baseA = (long)rowA * units, baseB = (long)rowB * units;
         bool okA = rowA < n, okB = rowB < n;
-
-        float c00 = 0, c01 = 0, c02 = 0, c03 = 0, c10 = 0, c11 = 0, c12 = 0, c13 = 0;
-        float c20 = 0, c21 = 0, c22 = 0, c23 = 0, c30 = 0, c31 = 0, c32 = 0, c33 = 0;
-
         long xRow = (long)(tok0 + g) * (units * 2);
         bool tokOk = tok0 + g < tokens;
-        for (int c = warp; c < chunks; c += 2 * Warps)
+        int mine = lane * 16;
+
+        if (warp == 0)
+            for (int i = 0; i < 16; i++) total[mine + i] = 0;
+
+        for (int s = sFirst; s < sEnd; s++)
         {
-            // Both chunks' weights (and the first tile's activations) are requested before either is used.
-            int u0 = c * 4 + t, u1 = u0 + 4 * Warps;
-            var k0 = LoadChunk(w, x, baseA, baseB, okA, okB, u0, units, xRow, tokOk);
-            var k1 = LoadChunk(w, x, baseA, baseB, okA, okB, u1, units, xRow, tokOk);
-            Chunk(x, k0, u0, units, tok0 + g, tokens, tiles, ref c00, ref c01, ref c02, ref c03, ref c10, ref c11, ref c12, ref c13,
-                ref c20, ref c21, ref c22, ref c23, ref c30, ref c31, ref c32, ref c33);
-            if (u1 - t >= units) continue;
-            Chunk(x, k1, u1, units, tok0 + g, tokens, tiles, ref c00, ref c01, ref c02, ref c03, ref c10, ref c11, ref c12, ref c13,
-                ref c20, ref c21, ref c22, ref c23, ref c30, ref c31, ref c32, ref c33);
+            int cEnd = (int)((long)(s + 1) * chunks / slices);
+            float c00 = 0, c01 = 0, c02 = 0, c03 = 0, c10 = 0, c11 = 0, c12 = 0, c13 = 0;
+            float c20 = 0, c21 = 0, c22 = 0, c23 = 0, c30 = 0, c31 = 0, c32 = 0, c33 = 0;
+
+            // Chunks c, c+8 are multiplied while c+16, c+24 load.
+            int c = (int)((long)s * chunks / slices) + warp;
+            var k0 = LoadChunk(w, x, baseA, baseB, okA, okB, c, cEnd, t, units, xRow, tokOk);
+            var k1 = LoadChunk(w, x, baseA, baseB, okA, okB, c + Warps, cEnd, t, units, xRow, tokOk);
+            while (c < cEnd)
+            {
+                int next = c + 2 * Warps;
+                var n0 = LoadChunk(w, x, baseA, baseB, okA, okB, next, cEnd, t, units, xRow, tokOk);
+                var n1 = LoadChunk(w, x, baseA, baseB, okA, okB, next + Warps, cEnd, t, units, xRow, tokOk);
+                Chunk(x, k0, c * 4 + t, units, tok0 + g, tokens, tiles, ref c00, ref c01, ref c02, ref c03, ref c10, ref c11, ref c12, ref c13,
+                    ref c20, ref c21, ref c22, ref c23, ref c30, ref c31, ref c32, ref c33);
+                if (c + Warps < cEnd)
+                    Chunk(x, k1, (c + Warps) * 4 + t, units, tok0 + g, tokens, tiles, ref c00, ref c01, ref c02, ref c03, ref c10, ref c11, ref c12, ref c13,
+                        ref c20, ref c21, ref c22, ref c23, ref c30, ref c31, ref c32, ref c33);
+                k0 = n0;
+                k1 = n1;
+                c = next;
+            }
+
+            // The slice's sum: the warps' partials in warp order, added to the slices before it.
+            int p = warp * TileFloats + mine;
+            partial[p + 0] = c00; partial[p + 1] = c01; partial[p + 2] = c02; partial[p + 3] = c03;
+            partial[p + 4] = c10; partial[p + 5] = c11; partial[p + 6] = c12; partial[p + 7] = c13;
+            partial[p + 8] = c20; partial[p + 9] = c21; partial[p + 10] = c22; partial[p + 11] = c23;
+            partial[p + 12] = c30; partial[p + 13] = c31; partial[p + 14] = c32; partial[p + 15] = c33;
+            Group.Barrier();
+            if (warp == 0)
+                for (int i = 0; i < 16; i++)
+                {
+                    float d = 0;
+                    for (int v = 0; v < Warps; v++) d += partial[v * TileFloats + mine + i];
+                    total[mine + i] += d;
+                }
+            Group.Barrier();
         }
 
-        // Sum the warps' partials in warp order; warp 0 stores.
-        int p = (warp * 32 + lane) * 16;
-        partial[p + 0] = c00; partial[p + 1] = c01; partial[p + 2] = c02; partial[p + 3] = c03;
-        partial[p + 4] = c10; partial[p + 5] = c11; partial[p + 6] = c12; partial[p + 7] = c13;
-        partial[p + 8] = c20; partial[p + 9] = c21; partial[p + 10] = c22; partial[p + 11] = c23;
-        partial[p + 12] = c30; partial[p + 13] = c31; partial[p + 14] = c32; partial[p + 15] = c33;
-        Group.Barrier();
+        if (sEnd - sFirst < slices)
+        {
+            // One slice of several: publish it; the last of the row group's slices to finish adds them all in order.
+            long tile = (long)(ws + rowGroup * slices) * TileFloats;
+            if (warp == 0)
+                for (int i = 0; i < 16; i++) workspace[tile + sFirst * TileFloats + mine + i] = total[mine + i];
+            MemoryFence.DeviceLevel();
+            Group.Barrier();
+            if (Group.IsFirstThread) last[0] = Atomic.Add(ref counters[rowBase + rowGroup], 1) == slices - 1 ? 1 : 0;
+            Group.Barrier();
+            if (last[0] == 0 || warp != 0) return;
+            MemoryFence.DeviceLevel();
+            for (int i = 0; i < 16; i++)
+            {
+                float d = 0;
+                for (int s = 0; s < slices; s++) d += workspace[tile + s * TileFloats + mine + i];
+                total[mine + i] = d;
+            }
+            if (lane == 0) counters[rowBase + rowGroup] = 0; // ready for the next launch
+        }
         if (warp != 0) return;
         for (int j = 0; j < tiles; j++)
         {
-            float d0 = 0, d1 = 0, d2 = 0, d3 = 0;
-            for (int v = 0; v < Warps; v++)
-            {
-                int q = (v * 32 + lane) * 16 + j * 4;
-                d0 += partial[q];
-                d1 += partial[q + 1];
-                d2 += partial[q + 2];
-                d3 += partial[q + 3];
-            }
             int ta = tok0 + j * 8 + 2 * t, tb = ta + 1;
-            Store(y, n, tokens, ta, rowA, d0);
-            Store(y, n, tokens, tb, rowA, d1);
-            Store(y, n, tokens, ta, rowB, d2);
-            Store(y, n, tokens, tb, rowB, d3);
+            Store(y, n, tokens, ta, rowA, total[mine + j * 4]);
+            Store(y, n, tokens, tb, rowA, total[mine + j * 4 + 1]);
+            Store(y, n, tokens, ta, rowB, total[mine + j * 4 + 2]);
+            Store(y, n, tokens, tb, rowB, total[mine + j * 4 + 3]);
         }
     }
 
@@ -182,10 +257,12 @@ internal sealed class TensorCoreLinear
         public F4 X0, X1;
     }
 
-    static ChunkData LoadChunk(ArrayView<U4> w, ArrayView<F4> x, long baseA, long baseB, bool okA, bool okB, int unit, int units, long xRow, bool tokOk)
+    static ChunkData LoadChunk(ArrayView<U4> w, ArrayView<F4> x, long baseA, long baseB, bool okA, bool okB, int chunk, int chunkEnd, int t,
+        int units, long xRow, bool tokOk)
     {
         var c = default(ChunkData);
-        if (unit >= units) return c; // past the end of k: zeros add nothing
+        int unit = chunk * 4 + t;
+        if (chunk >= chunkEnd || unit >= units) return c; // past the slice or past k: zeros add nothing
         if (okA) c.A = w[baseA + unit];
         if (okB) c.B = w[baseB + unit];
         if (tokOk)
