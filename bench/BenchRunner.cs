@@ -14,7 +14,7 @@ namespace LoraEngine.Bench;
 /// LoraEngine benchmarks (also run by <c>loraengine bench</c>).
 ///   tensors [--quick] [--bdn]                                  linear kernels vs device copy bandwidth (CPU: also a
 ///                                                              layer's linears vs read bandwidth and FMA peak)
-///   serving [--shape 1b|cpu-peer|small] [--quick] [--out DIR]  serving scenarios on a random-weight model
+///   serving [--shape 1b|8b|cpu-peer|small] [--quick] [--out DIR]  serving scenarios on a random-weight model
 /// LORAENGINE_DEVICE picks the device (default cpu).
 /// </summary>
 public static class BenchRunner
