@@ -74,7 +74,9 @@ internal sealed class TensorCoreLinear : IDisposable
     TensorCoreLinear(ComputeDevice device)
     {
         _device = device;
-        _kernel = device.Accelerator.LoadKernel<ArrayView<F4>, LinearSegments, int, int, int, ArrayView<float>, ArrayView<int>>(Kernel);
+        _kernel = device.Kind == DeviceKind.Cuda
+            ? device.Accelerator.LoadKernel<ArrayView<F4>, LinearSegments, int, int, int, ArrayView<float>, ArrayView<int>>(Kernel<PtxOps>)
+            : device.Accelerator.LoadKernel<ArrayView<F4>, LinearSegments, int, int, int, ArrayView<float>, ArrayView<int>>(Kernel<EmulatedOps>);
         _targetGroups = 4 * device.Accelerator.NumMultiprocessors;
         // A sliced segment has fewer row groups than the target and row groups × slices ≤ the target.
         _workspace = device.Accelerator.Allocate1D<float>((long)MaxSegments * _targetGroups * TileFloats);
@@ -84,6 +86,9 @@ internal sealed class TensorCoreLinear : IDisposable
 
     /// <summary>The tensor-core linear of a CUDA device; null elsewhere (no inline PTX there).</summary>
     public static TensorCoreLinear? TryCreate(ComputeDevice device) => device.Kind == DeviceKind.Cuda ? new TensorCoreLinear(device) : null;
+
+    /// <summary>This kernel on any device: on ILGPU's CPU accelerator its MMAs are emulated (tests of the kernel's logic).</summary>
+    internal static TensorCoreLinear Create(ComputeDevice device) => new(device);
 
     /// <summary>Whether (x, w) fit this kernel: BF16 weights, K a multiple of 8, 16-byte aligned rows.</summary>
     public static bool Supports(DeviceTensor x, DeviceTensor w) =>
@@ -98,10 +103,17 @@ internal sealed class TensorCoreLinear : IDisposable
     }
 
     /// <summary>y_i = W_i · x for up to three (y_i, W_i) sharing x [tokens, k]; one launch.</summary>
-    public void Launch(DeviceTensor x, ReadOnlySpan<(DeviceTensor Y, DeviceTensor W)> outputs)
+    public void Launch(DeviceTensor x, ReadOnlySpan<(DeviceTensor Y, DeviceTensor W)> outputs) =>
+        Launch(x, outputs, sliced: x.Dim(0) <= TokensPerGroup);
+
+    /// <summary>
+    /// <paramref name="sliced"/>: one group per slice, the last adding them (up to 32 tokens); else each group adds its
+    /// own slices. Both give the same bits (tests compare them).
+    /// </summary>
+    internal void Launch(DeviceTensor x, ReadOnlySpan<(DeviceTensor Y, DeviceTensor W)> outputs, bool sliced)
     {
         int tokens = x.Dim(0), k = x.Dim(1);
-        bool sliced = tokens <= TokensPerGroup; // one group per slice; else each group adds its slices itself
+        if (sliced && tokens > TokensPerGroup) throw new ArgumentException($"a sliced launch takes at most {TokensPerGroup} tokens, got {tokens}", nameof(sliced));
         var seg = new LinearSegments();
         int blocks = 0, tiles = 0, rows = 0;
         for (int i = 0; i < outputs.Length; i++)
@@ -133,7 +145,8 @@ internal sealed class TensorCoreLinear : IDisposable
         _counters.Dispose();
     }
 
-    static void Kernel(ArrayView<F4> x, LinearSegments seg, int tokens, int k, int sliced, ArrayView<float> workspace, ArrayView<int> counters)
+    static void Kernel<TOps>(ArrayView<F4> x, LinearSegments seg, int tokens, int k, int sliced, ArrayView<float> workspace, ArrayView<int> counters)
+        where TOps : struct, ITensorCoreOps
     {
         var partial = SharedMemory.Allocate<float>(Warps * TileFloats);
         var total = SharedMemory.Allocate<float>(TileFloats);
@@ -192,10 +205,10 @@ internal sealed class TensorCoreLinear : IDisposable
                 int next = c + 2 * Warps;
                 var n0 = LoadChunk(w, x, baseA, baseB, okA, okB, next, cEnd, t, units, xRow, tokOk);
                 var n1 = LoadChunk(w, x, baseA, baseB, okA, okB, next + Warps, cEnd, t, units, xRow, tokOk);
-                Chunk(x, k0, c * 4 + t, units, tok0 + g, tokens, tiles, ref c00, ref c01, ref c02, ref c03, ref c10, ref c11, ref c12, ref c13,
+                Chunk<TOps>(x, k0, c * 4 + t, units, tok0 + g, tokens, tiles, ref c00, ref c01, ref c02, ref c03, ref c10, ref c11, ref c12, ref c13,
                     ref c20, ref c21, ref c22, ref c23, ref c30, ref c31, ref c32, ref c33);
                 if (c + Warps < cEnd)
-                    Chunk(x, k1, (c + Warps) * 4 + t, units, tok0 + g, tokens, tiles, ref c00, ref c01, ref c02, ref c03, ref c10, ref c11, ref c12, ref c13,
+                    Chunk<TOps>(x, k1, (c + Warps) * 4 + t, units, tok0 + g, tokens, tiles, ref c00, ref c01, ref c02, ref c03, ref c10, ref c11, ref c12, ref c13,
                         ref c20, ref c21, ref c22, ref c23, ref c30, ref c31, ref c32, ref c33);
                 k0 = n0;
                 k1 = n1;
@@ -234,7 +247,7 @@ internal sealed class TensorCoreLinear : IDisposable
             for (int i = 0; i < 16; i++)
             {
                 float d = 0;
-                for (int s = 0; s < slices; s++) d += workspace[tile + s * TileFloats + mine + i];
+                for (int s = 0; s < slices; s++) d += Atomic.Add(ref workspace[tile + s * TileFloats + mine + i], 0f); // read at L2: other SMs wrote it
                 total[mine + i] = d;
             }
             if (lane == 0) counters[rowBase + rowGroup] = 0; // ready for the next launch
@@ -274,19 +287,21 @@ internal sealed class TensorCoreLinear : IDisposable
     }
 
     /// <summary>One chunk against every tile of tokens: the first tile's activations came with the chunk, the others are loaded here.</summary>
-    static void Chunk(ArrayView<F4> x, ChunkData k, int unit, int units, int token, int tokens, int tiles,
+    static void Chunk<TOps>(ArrayView<F4> x, ChunkData k, int unit, int units, int token, int tokens, int tiles,
         ref float c00, ref float c01, ref float c02, ref float c03, ref float c10, ref float c11, ref float c12, ref float c13,
         ref float c20, ref float c21, ref float c22, ref float c23, ref float c30, ref float c31, ref float c32, ref float c33)
+        where TOps : struct, ITensorCoreOps
     {
-        Mma(k.A, k.B, k.X0, k.X1, ref c00, ref c01, ref c02, ref c03);
-        if (tiles > 1) Tile(x, k.A, k.B, unit, units, token + 8, tokens, ref c10, ref c11, ref c12, ref c13);
-        if (tiles > 2) Tile(x, k.A, k.B, unit, units, token + 16, tokens, ref c20, ref c21, ref c22, ref c23);
-        if (tiles > 3) Tile(x, k.A, k.B, unit, units, token + 24, tokens, ref c30, ref c31, ref c32, ref c33);
+        Mma<TOps>(k.A, k.B, k.X0, k.X1, ref c00, ref c01, ref c02, ref c03);
+        if (tiles > 1) Tile<TOps>(x, k.A, k.B, unit, units, token + 8, tokens, ref c10, ref c11, ref c12, ref c13);
+        if (tiles > 2) Tile<TOps>(x, k.A, k.B, unit, units, token + 16, tokens, ref c20, ref c21, ref c22, ref c23);
+        if (tiles > 3) Tile<TOps>(x, k.A, k.B, unit, units, token + 24, tokens, ref c30, ref c31, ref c32, ref c33);
     }
 
     /// <summary>One n-tile (8 tokens) × one 32-wide k chunk: four MMAs (two k16 halves × hi/lo); a, b: rows g and g+8.</summary>
-    static void Tile(ArrayView<F4> x, U4 a, U4 b, int unit, int units, int token, int tokens,
+    static void Tile<TOps>(ArrayView<F4> x, U4 a, U4 b, int unit, int units, int token, int tokens,
         ref float d0, ref float d1, ref float d2, ref float d3)
+        where TOps : struct, ITensorCoreOps
     {
         F4 x0 = default, x1 = default;
         if (token < tokens && unit < units)
@@ -295,53 +310,112 @@ internal sealed class TensorCoreLinear : IDisposable
             x0 = x[i];
             x1 = x[i + 1];
         }
-        Mma(a, b, x0, x1, ref d0, ref d1, ref d2, ref d3);
+        Mma<TOps>(a, b, x0, x1, ref d0, ref d1, ref d2, ref d3);
     }
 
     /// <summary>The six MMAs of a chunk for one tile: a, b are rows g and g+8; x0, x1 the lane's 8 activations.</summary>
-    static void Mma(U4 a, U4 b, F4 x0, F4 x1, ref float d0, ref float d1, ref float d2, ref float d3)
+    static void Mma<TOps>(U4 a, U4 b, F4 x0, F4 x1, ref float d0, ref float d1, ref float d2, ref float d3)
+        where TOps : struct, ITensorCoreOps
     {
-        Split(x0.X, x0.Y, out uint h01, out uint m01, out uint l01);
-        Split(x0.Z, x0.W, out uint h23, out uint m23, out uint l23);
-        Split(x1.X, x1.Y, out uint h45, out uint m45, out uint l45);
-        Split(x1.Z, x1.W, out uint h67, out uint m67, out uint l67);
+        Split<TOps>(x0.X, x0.Y, out uint h01, out uint m01, out uint l01);
+        Split<TOps>(x0.Z, x0.W, out uint h23, out uint m23, out uint l23);
+        Split<TOps>(x1.X, x1.Y, out uint h45, out uint m45, out uint l45);
+        Split<TOps>(x1.Z, x1.W, out uint h67, out uint m67, out uint l67);
         // Fragment registers: a0 = row g, a1 = row g+8, a2 = row g (next pair), a3 = row g+8 (next pair).
-        MmaAcc(ref d0, ref d1, ref d2, ref d3, a.X, b.X, a.Y, b.Y, h01, h23);
-        MmaAcc(ref d0, ref d1, ref d2, ref d3, a.X, b.X, a.Y, b.Y, m01, m23);
-        MmaAcc(ref d0, ref d1, ref d2, ref d3, a.X, b.X, a.Y, b.Y, l01, l23);
-        MmaAcc(ref d0, ref d1, ref d2, ref d3, a.Z, b.Z, a.W, b.W, h45, h67);
-        MmaAcc(ref d0, ref d1, ref d2, ref d3, a.Z, b.Z, a.W, b.W, m45, m67);
-        MmaAcc(ref d0, ref d1, ref d2, ref d3, a.Z, b.Z, a.W, b.W, l45, l67);
+        default(TOps).MmaAcc(ref d0, ref d1, ref d2, ref d3, a.X, b.X, a.Y, b.Y, h01, h23);
+        default(TOps).MmaAcc(ref d0, ref d1, ref d2, ref d3, a.X, b.X, a.Y, b.Y, m01, m23);
+        default(TOps).MmaAcc(ref d0, ref d1, ref d2, ref d3, a.X, b.X, a.Y, b.Y, l01, l23);
+        default(TOps).MmaAcc(ref d0, ref d1, ref d2, ref d3, a.Z, b.Z, a.W, b.W, h45, h67);
+        default(TOps).MmaAcc(ref d0, ref d1, ref d2, ref d3, a.Z, b.Z, a.W, b.W, m45, m67);
+        default(TOps).MmaAcc(ref d0, ref d1, ref d2, ref d3, a.Z, b.Z, a.W, b.W, l45, l67);
     }
 
     /// <summary>Two F32 values as packed BF16 pairs (low half first): hi = bf16(v), mid = bf16(v − hi), lo = bf16(v − hi − mid).</summary>
-    static void Split(float v0, float v1, out uint hi, out uint mid, out uint lo)
+    static void Split<TOps>(float v0, float v1, out uint hi, out uint mid, out uint lo) where TOps : struct, ITensorCoreOps
     {
-        hi = PackBf16(v0, v1);
+        hi = default(TOps).PackBf16(v0, v1);
         float r0 = v0 - Interop.IntAsFloat(hi << 16), r1 = v1 - Interop.IntAsFloat(hi & 0xFFFF0000u);
-        mid = PackBf16(r0, r1);
-        lo = PackBf16(r0 - Interop.IntAsFloat(mid << 16), r1 - Interop.IntAsFloat(mid & 0xFFFF0000u));
+        mid = default(TOps).PackBf16(r0, r1);
+        lo = default(TOps).PackBf16(r0 - Interop.IntAsFloat(mid << 16), r1 - Interop.IntAsFloat(mid & 0xFFFF0000u));
     }
 
-    /// <summary>bf16(v0) | bf16(v1) &lt;&lt; 16, rounded to nearest even: one <c>cvt.rn.bf16x2.f32</c> (its first source goes high).</summary>
-    static uint PackBf16(float v0, float v1)
+    /// <summary>The two instructions the kernel needs: the real ones on CUDA, emulated ones elsewhere (tests).</summary>
+    internal interface ITensorCoreOps
     {
-        uint packed = 0;
-        Ref<uint> d = packed;
-        Input<float> high = v1, low = v0;
-        CudaAsm.EmitRef("cvt.rn.bf16x2.f32 %0, %1, %2;", ref d, ref high, ref low);
-        return d.Value;
+        /// <summary>bf16(v0) | bf16(v1) &lt;&lt; 16, rounded to nearest even.</summary>
+        uint PackBf16(float v0, float v1);
+
+        /// <summary>d += A·B for one m16n8k16 tile (BF16 fragments, F32 accumulators).</summary>
+        void MmaAcc(ref float d0, ref float d1, ref float d2, ref float d3, uint a0, uint a1, uint a2, uint a3, uint b0, uint b1);
     }
 
-    static void MmaAcc(ref float d0, ref float d1, ref float d2, ref float d3, uint a0, uint a1, uint a2, uint a3, uint b0, uint b1)
+    /// <summary>Inline PTX: <c>cvt.rn.bf16x2.f32</c> and <c>mma.sync.m16n8k16</c>.</summary>
+    internal readonly struct PtxOps : ITensorCoreOps
     {
-        Ref<float> r0 = d0, r1 = d1, r2 = d2, r3 = d3;
-        Input<uint> i0 = a0, i1 = a1, i2 = a2, i3 = a3, j0 = b0, j1 = b1;
-        CudaAsm.EmitRef(MmaPtx, ref r0, ref r1, ref r2, ref r3, ref i0, ref i1, ref i2, ref i3, ref j0, ref j1);
-        d0 = r0.Value;
-        d1 = r1.Value;
-        d2 = r2.Value;
-        d3 = r3.Value;
+        public uint PackBf16(float v0, float v1)
+        {
+            uint packed = 0;
+            Ref<uint> d = packed;
+            Input<float> high = v1, low = v0; // cvt's first source goes high
+            CudaAsm.EmitRef("cvt.rn.bf16x2.f32 %0, %1, %2;", ref d, ref high, ref low);
+            return d.Value;
+        }
+
+        public void MmaAcc(ref float d0, ref float d1, ref float d2, ref float d3, uint a0, uint a1, uint a2, uint a3, uint b0, uint b1)
+        {
+            Ref<float> r0 = d0, r1 = d1, r2 = d2, r3 = d3;
+            Input<uint> i0 = a0, i1 = a1, i2 = a2, i3 = a3, j0 = b0, j1 = b1;
+            CudaAsm.EmitRef(MmaPtx, ref r0, ref r1, ref r2, ref r3, ref i0, ref i1, ref i2, ref i3, ref j0, ref j1);
+            d0 = r0.Value;
+            d1 = r1.Value;
+            d2 = r2.Value;
+            d3 = r3.Value;
+        }
+    }
+
+    /// <summary>
+    /// The two instructions in plain code, for ILGPU's CPU accelerator, so the tests run this kernel's slicing, ordering
+    /// and fragment layout without a GPU. PTX's fragments, lane (g, t) = (lane / 4, lane % 4): A row g holds k 2t, 2t+1
+    /// in a0 and 2t+8, 2t+9 in a2 (row g+8: a1, a3); B column g holds k 2t, 2t+1 in b0 and 2t+8, 2t+9 in b1; d0, d1 are
+    /// row g, columns 2t, 2t+1 and d2, d3 row g+8; the other lanes' fragments come by warp shuffles. Each product is exact
+    /// in F32; the sum's order is the emulation's own (the hardware's is not documented), so CPU results match the GPU's
+    /// closely, not bit for bit.
+    /// </summary>
+    internal readonly struct EmulatedOps : ITensorCoreOps
+    {
+        public uint PackBf16(float v0, float v1) => Bf16Bits(v0) | Bf16Bits(v1) << 16;
+
+        static uint Bf16Bits(float v)
+        {
+            uint u = Interop.FloatAsInt(v);
+            if ((u & 0x7FFFFFFFu) > 0x7F800000u) return 0x7FC0u; // NaN stays NaN
+            return (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16;
+        }
+
+        public void MmaAcc(ref float d0, ref float d1, ref float d2, ref float d3, uint a0, uint a1, uint a2, uint a3, uint b0, uint b1)
+        {
+            int lane = Warp.LaneIdx, g = lane >> 2, t = lane & 3;
+            float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+            for (int q = 0; q < 4; q++)
+            {
+                int rowLane = g * 4 + q, col0 = 2 * t * 4 + q, col1 = col0 + 4;
+                uint ag0 = Warp.Shuffle(a0, rowLane), ag2 = Warp.Shuffle(a2, rowLane);   // row g: k 2q, 2q+1 and 2q+8, 2q+9
+                uint ah1 = Warp.Shuffle(a1, rowLane), ah3 = Warp.Shuffle(a3, rowLane);   // row g+8
+                uint x0 = Warp.Shuffle(b0, col0), x1 = Warp.Shuffle(b1, col0);           // column 2t
+                uint z0 = Warp.Shuffle(b0, col1), z1 = Warp.Shuffle(b1, col1);           // column 2t+1
+                s0 += Dot2(ag0, x0) + Dot2(ag2, x1);
+                s1 += Dot2(ag0, z0) + Dot2(ag2, z1);
+                s2 += Dot2(ah1, x0) + Dot2(ah3, x1);
+                s3 += Dot2(ah1, z0) + Dot2(ah3, z1);
+            }
+            d0 += s0;
+            d1 += s1;
+            d2 += s2;
+            d3 += s3;
+        }
+
+        static float Dot2(uint a, uint b) =>
+            Interop.IntAsFloat(a << 16) * Interop.IntAsFloat(b << 16) + Interop.IntAsFloat(a & 0xFFFF0000u) * Interop.IntAsFloat(b & 0xFFFF0000u);
     }
 
     static void Store(ArrayView<float> y, int n, int tokens, int token, int row, float v)
