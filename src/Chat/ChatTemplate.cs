@@ -26,6 +26,8 @@ public sealed class ChatTemplate
 
     ChatTemplate(IReadOnlyList<Jinja.Node> body) => _body = body;
 
+    /// <summary>Parses a Jinja chat template (tokenizer_config.json's chat_template, or a chat_template.jinja file).</summary>
+    /// <exception cref="ChatTemplateException">the template uses syntax outside the supported subset; the message names it.</exception>
     public static ChatTemplate Parse(string source)
     {
         ArgumentNullException.ThrowIfNull(source);

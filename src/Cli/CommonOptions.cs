@@ -17,11 +17,12 @@ internal sealed class CommonOptions
     public Option<int?> MaxPromptChars { get; } = new("--max-prompt-chars") { Description = "Longest prompt in characters, checked before tokenising (default 32 × max model len)" };
     public Option<int> MaxN { get; } = new("--max-n") { Description = "Largest n (sequences per request)", DefaultValueFactory = _ => 128 };
     public Option<int?> MaxRequestOutputTokens { get; } = new("--max-request-output-tokens") { Description = "Largest n × max_tokens of one request (default 16 × max model len)" };
+    public Option<bool> EnforceEager { get; } = new("--enforce-eager") { Description = "Launch every kernel eagerly instead of replaying CUDA graphs of decode steps" };
 
     public void AddTo(Command command)
     {
         foreach (var option in new Option[] { Model, Device, Dtype, MaxModelLen, MaxLoras, MaxLoraRank, MaxCpuLoras, MaxNumSeqs, GpuMemoryUtilization,
-                     MaxPromptChars, MaxN, MaxRequestOutputTokens })
+                     MaxPromptChars, MaxN, MaxRequestOutputTokens, EnforceEager })
             command.Options.Add(option);
     }
 
@@ -40,6 +41,7 @@ internal sealed class CommonOptions
         MaxPromptChars = p.GetValue(MaxPromptChars),
         MaxN = p.GetValue(MaxN),
         MaxRequestOutputTokens = p.GetValue(MaxRequestOutputTokens),
+        EnforceEager = p.GetValue(EnforceEager),
     };
 
     /// <summary>"name=path", or a shipped adapter's name.</summary>

@@ -51,6 +51,9 @@ public sealed class AsyncLlmEngine : IDisposable
     /// <summary>Throws <see cref="EngineDeadException"/> when the engine stopped (vLLM's check_health).</summary>
     public void CheckHealth() => Engine.CheckHealth();
 
+    /// <summary>True while the step loop runs: false once disposed (or if the loop thread ever died).</summary>
+    public bool IsRunning => !_stop.IsCancellationRequested && _loop.IsAlive;
+
     /// <summary>Streams the outputs of one request (each a cumulative snapshot, the last with Finished = true).</summary>
     public IAsyncEnumerable<RequestOutput> GenerateAsync(string prompt, SamplingParams samplingParams, LoraRequest? loraRequest = null,
         string? requestId = null, CancellationToken cancellationToken = default)

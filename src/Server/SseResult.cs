@@ -12,6 +12,9 @@ internal sealed class SseResult(IAsyncEnumerable<object> chunks, ServerState sta
         http.Response.ContentType = "text/event-stream";
         http.Response.Headers.CacheControl = "no-cache";
         Interlocked.Increment(ref state.RequestsStarted);
+        // The requests were checked and queued before this result was made: from here on the answer is a 200 stream,
+        // and a failure of the request becomes its last event (ErrorHandling), as vLLM does.
+        await http.Response.StartAsync(http.RequestAborted);
         try
         {
             await foreach (var chunk in chunks.WithCancellation(http.RequestAborted))

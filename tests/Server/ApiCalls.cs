@@ -11,7 +11,8 @@ internal sealed class ApiCalls(ServerFixture server)
 {
     public sealed record Reply(HttpStatusCode Status, JsonElement Body, HttpResponseMessage Response)
     {
-        public JsonElement Choice(int i = 0) => Body.GetProperty("choices")[i];
+        public JsonElement Choice(int i = 0) =>
+            Body.ValueKind == JsonValueKind.Object && Body.TryGetProperty("choices", out var choices) ? choices[i] : throw new InvalidOperationException($"no choices in the reply: {(int)Status} {Body}");
 
         public string Text(int i = 0) => Choice(i).GetProperty("text").GetString()!;
 

@@ -107,6 +107,7 @@ public class CompletionParametersTests(ServerFixture server) : IClassFixture<Ser
 
         Assert.Equal(a.Text(), (await Complete(new { prompt = ids })).Text());
         var batch = await Complete(new { prompt = new[] { Prompt, other }, n = 2 });
+        Assert.True(batch.Status == HttpStatusCode.OK, $"{batch.Status} {batch.Body}");
         Assert.Equal([0, 1, 2, 3], batch.Body.GetProperty("choices").EnumerateArray().Select(c => c.GetProperty("index").GetInt32()));
         Assert.Equal([a.Text(), a.Text(), b.Text(), b.Text()], Enumerable.Range(0, 4).Select(i => batch.Text(i)));
         Assert.Equal(ids.Length + otherIds.Length, batch.Usage("prompt_tokens")); // each prompt counted once, whatever n

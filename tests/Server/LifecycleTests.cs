@@ -10,7 +10,7 @@ public sealed class LifecycleTests : IAsyncLifetime
 {
     sealed class QuickDrain : ServerFixture
     {
-        protected override ServerOptions Options(ServerOptions defaults) => defaults with { DrainTimeout = TimeSpan.FromSeconds(4) };
+        protected override ServerOptions Options(ServerOptions defaults) => defaults with { DrainTimeout = TimeSpan.FromSeconds(8) }; // room for 8 tokens on a loaded 2-core machine
     }
 
     readonly QuickDrain _server = new();
@@ -57,7 +57,7 @@ public sealed class LifecycleTests : IAsyncLifetime
     public async Task Shutdown_stops_accepting_lets_short_requests_finish_and_aborts_the_rest_with_an_error_event()
     {
         using var http = _server.Http();
-        TestRunner.Install(_server.State.Engine.Engine).StepDelay = TimeSpan.FromMilliseconds(25); // 480 tokens: over 12 s, past the 4 s drain
+        TestRunner.Install(_server.State.Engine.Engine).StepDelay = TimeSpan.FromMilliseconds(25); // 480 tokens: over 12 s, past the 8 s drain
         var longStream = Sse.Post(http, "/v1/completions", Stream("vim-upper", 480), Ct);
         var shortStream = Sse.Post(http, "/v1/completions", Stream("vim-tiny-bf16", 8), Ct);
         var longWhole = http.PostAsJsonAsync("/v1/completions", new { prompt = "Vim is", max_tokens = 480, ignore_eos = true }, Ct);

@@ -16,6 +16,8 @@ public sealed class LoraEngineChatClient : IChatClient
     readonly Func<string, LoraRequest?> _adapters;
     readonly ChatClientMetadata _metadata;
 
+    /// <param name="engine">the engine that generates; the client does not own it (disposing the client leaves it running)</param>
+    /// <param name="baseModelId">the base model's id: a <see cref="ChatOptions.ModelId"/> equal to it, or none, uses no adapter</param>
     /// <param name="adapters">adapter name → its LoraRequest, or null when the name is unknown</param>
     public LoraEngineChatClient(AsyncLlmEngine engine, string baseModelId, Func<string, LoraRequest?> adapters)
     {
@@ -26,9 +28,11 @@ public sealed class LoraEngineChatClient : IChatClient
         _metadata = new ChatClientMetadata("loraengine", null, baseModelId);
     }
 
+    /// <inheritdoc/>
     public async Task<ChatResponse> GetResponseAsync(IEnumerable<ChatMessage> messages, ChatOptions? options = null, CancellationToken cancellationToken = default) =>
         await GetStreamingResponseAsync(messages, options, cancellationToken).ToChatResponseAsync(cancellationToken).ConfigureAwait(false);
 
+    /// <inheritdoc/>
     public async IAsyncEnumerable<ChatResponseUpdate> GetStreamingResponseAsync(IEnumerable<ChatMessage> messages, ChatOptions? options = null,
         [EnumeratorCancellation] CancellationToken cancellationToken = default)
     {
@@ -107,6 +111,7 @@ public sealed class LoraEngineChatClient : IChatClient
         return turns;
     }
 
+    /// <inheritdoc/>
     public object? GetService(Type serviceType, object? serviceKey = null) =>
         serviceKey is not null ? null
         : serviceType == typeof(ChatClientMetadata) ? _metadata

@@ -21,7 +21,7 @@ internal static unsafe class HostKernels
         return t_row.AsSpan(0, length);
     }
 
-    /// <summary>Row <paramref name="row"/> of a float weight tensor as F32 (a copy for F16/BF16).</summary>
+    /// <summary>The <paramref name="length"/> weights from element <paramref name="offset"/> of a float weight tensor as F32 (a copy for F16/BF16).</summary>
     public static ReadOnlySpan<float> WeightRow(DeviceTensor weight, long offset, int length, Span<float> scratch)
     {
         if (weight.DType == DType.F32) return weight.HostSpan<float>().Slice(checked((int)offset), length);

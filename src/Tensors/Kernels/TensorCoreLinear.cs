@@ -38,9 +38,10 @@ internal struct LinearSegments
 ///
 /// Parallelisation: a group of 8 warps owns 16 output rows × 32 tokens; warp w takes the 32-wide k chunks w, w+8, …
 /// (two at a time, both chunks' loads issued before the first MMA) and the eight partial sums are added in shared memory
-/// in warp order. (16 warps with four chunks in flight were measured slower on the H200: 119 registers, one group per SM.) The k order inside a thread, the chunk split
-/// and the final order depend on K only — never on the token count — and every output column of an MMA depends only on
-/// its own token, so a token's result is bit-identical whatever batch or tile it is in.
+/// in warp order. (16 warps with four chunks in flight measured slower on the H200: 119 registers, one group per SM.)
+/// The k order inside a thread, the chunk split and the final order depend on K only — never on the token count — and
+/// every output column of an MMA depends only on its own token, so a token's result is bit-identical whatever batch or
+/// tile it is in.
 ///
 /// Within a chunk the k index is permuted so that each thread's fragment is one 16-byte load: lane (g, t) holds
 /// physical k 8t..8t+3 for the first MMA and 8t+4..8t+7 for the second; A and B use the same map, so the dot product
@@ -48,9 +49,9 @@ internal struct LinearSegments
 /// </summary>
 internal sealed class TensorCoreLinear
 {
-    public const int Warps = 8;
+    const int Warps = 8;
     const int RowsPerGroup = 16;
-    public const int TokensPerGroup = 32; // four n-tiles of 8
+    const int TokensPerGroup = 32; // four n-tiles of 8
     const int ChunkK = 32;
 
     const string MmaPtx = "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 " +
