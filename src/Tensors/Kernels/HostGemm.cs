@@ -13,7 +13,7 @@ namespace LoraEngine.Tensors.Kernels;
 /// Every output is one dot product in a fixed order, whatever the number of tokens (so a token's row is bit-identical
 /// alone or in any batch): the k range is cut into steps of 16; one 16-lane accumulator takes the even steps and another
 /// the odd steps, each in order (two chains, so one row can stream with two FMAs in flight); their sum is reduced by
-/// <see cref="HostDot.Reduce"/> (16 rows at once by <see cref="HostDot.Reduce16"/>, same bits); then the last in % 16
+/// <see cref="HostDot.Reduce"/> (16 rows at once by <see cref="HostDot.Reduce16(Vector512{float}**)"/>, same bits); then the last in % 16
 /// terms are added one by one with FMA.
 ///
 /// Work items are chunks of output rows spread over the cores (<see cref="HostParallel"/>). Two ways to compute them:
@@ -272,6 +272,7 @@ internal static unsafe class HostGemm
         /// Token j of a token tile: its (even + odd) accumulators for the chunk's rows are summed 16 at a time, the in % 16 tail
         /// terms are added with FMA one k at a time, and y is written (or added to).
         /// </summary>
+        [SkipLocalsInit]
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         void Store(Vector512<float>* acc, int rowTiles, int tileStride, int j, int rows, byte* weights, float* x, float* y, int k16)
         {
@@ -282,12 +283,25 @@ internal static unsafe class HostGemm
             for (int r0 = 0; r0 < rows; r0 += 16)
             {
                 int n = Math.Min(16, rows - r0);
-                for (int i = 0; i < 16; i++)
+                Vector512<float> sums;
+                if (n == 16)
                 {
-                    int r = r0 + i;
-                    accOfRow[i] = i < n ? acc + r / TileRows * tileStride + r % TileRows * TileTokens + j : &zero;
+                    // Rows r0..r0+15 of token j: four row tiles, tileStride apart, each holding its 4 rows 6 accumulators apart.
+                    var b = acc + r0 / TileRows * tileStride + j;
+                    int s = tileStride;
+                    const int r = TileTokens;
+                    sums = HostDot.Reduce16(b[0], b[r], b[2 * r], b[3 * r], b[s], b[s + r], b[s + 2 * r], b[s + 3 * r],
+                        b[2 * s], b[2 * s + r], b[2 * s + 2 * r], b[2 * s + 3 * r], b[3 * s], b[3 * s + r], b[3 * s + 2 * r], b[3 * s + 3 * r]);
                 }
-                var sums = HostDot.Reduce16(accOfRow);
+                else
+                {
+                    for (int i = 0; i < 16; i++)
+                    {
+                        int r = r0 + i;
+                        accOfRow[i] = i < n ? acc + r / TileRows * tileStride + r % TileRows * TileTokens + j : &zero;
+                    }
+                    sums = HostDot.Reduce16(accOfRow);
+                }
                 for (int k = k16; k < InF; k++)
                 {
                     for (int i = 0; i < 16; i++) tail[i] = i < n ? HostMemory.WeightAt(weights + (r0 + i) * rowBytes, WType, k) : 0f;
