@@ -249,11 +249,25 @@ internal static unsafe class HostGemm
             if (WType == DType.BF16)
             {
                 ushort* panel = (ushort*)Scratch.Get(ref Scratch.Panel, (long)rowTiles * TileRows * k16 / 2);
+                const int blockSteps = KBlock / 16, stepElements = TileRows * 16;
                 for (int r = 0; r < rowTiles * TileRows; r++)
                 {
                     ushort* dst = panel + (long)(r / TileRows) * TileRows * k16 + r % TileRows * 16;
                     ushort* src = (ushort*)(weights + Math.Min(r, rows - 1) * rowBytes);
-                    for (int s = 0; s < steps; s++) Vector256.Load(src + 16 * s).Store(dst + PackedStep(s, steps) * TileRows * 16);
+                    // PackedStep's order, a pair of steps (one 64-byte load) at a time: the even one to the block's first
+                    // half, the odd one to its second.
+                    for (int b0 = 0; b0 < steps; b0 += blockSteps)
+                    {
+                        int b = Math.Min(blockSteps, steps - b0), i = 0;
+                        ushort* even = dst + b0 * stepElements, odd = even + (b + 1) / 2 * stepElements;
+                        for (; i + 1 < b; i += 2)
+                        {
+                            var pair = Vector512.Load(src + 16 * (b0 + i));
+                            pair.GetLower().Store(even + i / 2 * stepElements);
+                            pair.GetUpper().Store(odd + i / 2 * stepElements);
+                        }
+                        if (i < b) Vector256.Load(src + 16 * (b0 + i)).Store(even + i / 2 * stepElements);
+                    }
                 }
                 return (byte*)panel;
             }
