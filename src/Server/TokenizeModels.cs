@@ -35,7 +35,7 @@ public sealed record TokenizeRequest(string? Model, string? Prompt, List<ChatMes
 /// <param name="Tokens">The token ids, as the engine would be given them.</param>
 public sealed record TokenizeResponse(int Count, int MaxModelLen, IReadOnlyList<int> Tokens)
 {
-    /// <summary>token_strs (with return_token_strs): each token as the vocabulary spells it (e.g. "▁Hello"), null for an id the vocabulary lacks.</summary>
+    /// <summary>token_strs (with return_token_strs): each token as the vocabulary spells it (byte-level, e.g. "ĠHello"), null for an id the vocabulary lacks.</summary>
     public List<string?>? TokenStrs { get; init; }
 }
 
