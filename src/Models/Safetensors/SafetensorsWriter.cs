@@ -9,7 +9,7 @@ public static class SafetensorsWriter
 {
     /// <summary>
     /// Writes <paramref name="tensors"/> in order (data back to back, header padded with spaces to 8 bytes, as the reference
-    /// writer does). Nothing is checked: a name, shape or byte count that disagree are written as given, so tests can build bad files.
+    /// writer does). Nothing is checked: shapes and byte counts that disagree are written as given, so tests can build bad files.
     /// </summary>
     /// <param name="path">the file to create or overwrite</param>
     /// <param name="tensors">name, safetensors dtype name ("F32", "BF16", ...), shape and raw little-endian bytes of each tensor</param>
