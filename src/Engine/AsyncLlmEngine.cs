@@ -30,6 +30,7 @@ public sealed class AsyncLlmEngine : IDisposable
     long _nextId;
     volatile string? _closed; // why new requests are refused, once AbortAll ran
 
+    /// <summary>Starts the step loop over <paramref name="engine"/>, which this object now owns (disposing it disposes the engine).</summary>
     public AsyncLlmEngine(LlmEngine engine)
     {
         Engine = engine ?? throw new ArgumentNullException(nameof(engine));
@@ -37,9 +38,11 @@ public sealed class AsyncLlmEngine : IDisposable
         _loop.Start();
     }
 
+    /// <summary>Builds the engine (<see cref="LlmEngine.FromEngineArgs"/>, with vLLM's server defaults) and starts its step loop.</summary>
     public static AsyncLlmEngine FromEngineArgs(EngineArgs engineArgs, IReadOnlyList<IStatLoggerFactory>? statLoggers = null) =>
         new(LlmEngine.FromEngineArgs(engineArgs, UsageContext.OpenAiApiServer, statLoggers));
 
+    /// <summary>The engine underneath: its tokenizer, adapters, metrics and limits. Step it only through this object's loop.</summary>
     public LlmEngine Engine { get; }
 
     /// <summary>Requests whose stream is open (0 once every one finished, failed or was aborted).</summary>
@@ -194,6 +197,7 @@ public sealed class AsyncLlmEngine : IDisposable
         }
     }
 
+    /// <summary>Stops the step loop, ends every open stream with <see cref="EngineDeadException"/> and disposes the engine. Idempotent.</summary>
     public void Dispose()
     {
         if (_stop.IsCancellationRequested) return;

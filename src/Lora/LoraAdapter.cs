@@ -24,17 +24,22 @@ public sealed partial class LoraAdapter
         Weights = weights;
     }
 
+    /// <summary>The adapter's name (vLLM's lora_name), as the load was given it.</summary>
     public string Name { get; }
 
+    /// <summary>The adapter folder as the load was given it (not resolved).</summary>
     public string Path { get; }
 
+    /// <summary>Its adapter_config.json.</summary>
     public LoraAdapterConfig Config { get; }
 
+    /// <summary>One entry per targeted (layer, projection), ordered by layer then projection.</summary>
     public IReadOnlyList<LoraLayerWeights> Weights { get; }
 
     /// <summary>The largest rank over the adapter's modules.</summary>
     public int MaxRank => Weights.Count == 0 ? 0 : Weights.Max(w => w.Rank);
 
+    /// <summary>The projections the adapter has weights for, in any layer.</summary>
     public IReadOnlySet<LoraModule> TargetModules => Weights.Select(w => w.Module).ToHashSet();
 
     /// <summary>

@@ -7,10 +7,14 @@ using LoraEngine.Tensors.Kernels;
 
 namespace LoraEngine.Tensors;
 
+/// <summary>The kind of accelerator a <see cref="ComputeDevice"/> runs on.</summary>
 public enum DeviceKind
 {
+    /// <summary>The CPU, through ILGPU's CPU accelerator.</summary>
     Cpu,
+    /// <summary>An NVIDIA GPU through CUDA.</summary>
     Cuda,
+    /// <summary>An OpenCL device (with generic address space support).</summary>
     OpenCl,
 }
 
@@ -43,8 +47,10 @@ public sealed class ComputeDevice : IDisposable
     /// <summary>The stream every kernel launch and copy of this device is queued on, in order.</summary>
     internal AcceleratorStream Stream { get; }
 
+    /// <summary>The kind of accelerator.</summary>
     public DeviceKind Kind { get; }
 
+    /// <summary>The accelerator's name as ILGPU reports it (e.g. the GPU's model).</summary>
     public string Name => Accelerator.Name;
 
     /// <summary>Device memory in bytes (for the CPU accelerator: the host's physical memory).</summary>
@@ -56,6 +62,7 @@ public sealed class ComputeDevice : IDisposable
     /// </summary>
     public bool UseHostFastPaths { get; set; }
 
+    /// <summary>Whether this is the CPU device.</summary>
     public bool IsCpu => Kind == DeviceKind.Cpu;
 
     /// <summary>Creates a device: "cuda", "opencl", "cpu" or "auto" (CUDA, else an OpenCL GPU, else the CPU).</summary>
@@ -171,16 +178,25 @@ public sealed class ComputeDevice : IDisposable
         }
     }
 
+    /// <summary>Linear layers y = x·Wᵀ (GEMV and GEMM), loaded on first use.</summary>
     public MatMulOps MatMul => Kernels(d => new MatMulOps(d));
+    /// <summary>RMSNorm (and the fused residual add + RMSNorm), loaded on first use.</summary>
     public NormOps Norm => Kernels(d => new NormOps(d));
+    /// <summary>Residual add, SwiGLU and the embedding gather, loaded on first use.</summary>
     public ElementwiseOps Elementwise => Kernels(d => new ElementwiseOps(d));
+    /// <summary>Rotary position embedding, loaded on first use.</summary>
     public RopeOps Rope => Kernels(d => new RopeOps(d));
+    /// <summary>KV-cache writes and paged attention, loaded on first use.</summary>
     public AttentionOps Attention => Kernels(d => new AttentionOps(d));
+    /// <summary>Row-wise softmax, log-softmax, argmax and top-k over logits, loaded on first use.</summary>
     public SamplingOps Sampling => Kernels(d => new SamplingOps(d));
+    /// <summary>Batched LoRA shrink and expand (each token its own adapter slot), loaded on first use.</summary>
     public LoraOps Lora => Kernels(d => new LoraOps(d));
 
+    /// <summary>"{Kind}: {Name}", as logs and memory plans name the device.</summary>
     public override string ToString() => $"{Kind}: {Name}";
 
+    /// <summary>Frees the device's stream, accelerator and context; tensors of the device must be disposed first. Idempotent.</summary>
     public void Dispose()
     {
         if (_disposed) return;

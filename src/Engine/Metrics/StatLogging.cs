@@ -32,11 +32,16 @@ public sealed record IterationStats(
 /// <summary>Receives the stats of every step.</summary>
 public interface IStatLogger
 {
+    /// <summary>
+    /// Called after every step on the stepping thread, and after an abort (with <see cref="IterationStats.None"/>) on the
+    /// aborting thread, under the engine's lock: keep it quick. An exception is logged and does not stop the engine.
+    /// </summary>
     void Record(SchedulerStats scheduler, IterationStats iteration);
 }
 
 /// <summary>Creates a stat logger for an engine (vLLM's StatLoggerFactory).</summary>
 public interface IStatLoggerFactory
 {
+    /// <summary>Called once while the engine is built, with its validated configuration.</summary>
     IStatLogger Create(EngineConfig config);
 }
