@@ -41,7 +41,7 @@ public static class BenchRunner
             case "tensors":
                 var linear = LinearBench.Run(device, quick, Console.Out);
                 double launchUs = LinearBench.LaunchMicroseconds(device);
-                Console.WriteLine($"kernel launch (1-element add, back to back): {launchUs:F1} µs each");
+                Console.WriteLine($"op launch (1-element add, back to back): {launchUs:F1} µs each");
                 var cpuLayer = device.IsCpu ? CpuLayerBench.Run(device, quick, Console.Out) : null;
                 File.WriteAllText(Path.Combine(outDir, "tensors.json"), JsonSerializer.Serialize(new { device = device.ToString(), launchMicroseconds = launchUs, results = linear, cpuLayer }, json));
                 break;

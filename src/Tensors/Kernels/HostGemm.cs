@@ -21,9 +21,9 @@ namespace LoraEngine.Tensors.Kernels;
 ///   in registers) for all the tokens at once, so the weights stream from memory exactly once and in order;
 /// - more tokens (prefill, batched decode): a register tile of 4 rows × 6 tokens (24 accumulators: each weight vector
 ///   loaded once per 6 tokens, each token vector once per 4 rows). The tokens are packed once per call into 6-token
-///   tiles and a chunk's rows are converted once into an F32 panel of 4-row tiles, both laid out so each accumulator
-///   chain reads one sequential stream; for each token tile the k range is walked in blocks so the tile's block stays
-///   in L1 while the chunk's row tiles pass over it.
+///   tiles and a chunk's rows are copied once into a panel of 4-row tiles (BF16 kept as BF16 and widened in registers,
+///   F16 converted to F32), both laid out so each accumulator chain reads one sequential stream; for each token tile
+///   the k range is walked in blocks so the tile's block stays in L1 while the chunk's row tiles pass over it.
 /// </summary>
 internal static unsafe class HostGemm
 {
@@ -33,6 +33,7 @@ internal static unsafe class HostGemm
     const int TileRows = 4;
     const int TileTokens = 6;
     const int StreamChunkRows = 16;          // rows per work item when streaming weights (64 KB of BF16 at in = 2048)
+    const int StreamPrefetchElements = 4096; // streamed rows: prefetch distance (8 KB of BF16)
     const int KBlock = 1024;                 // packed path: a token tile's k-block is 6 × 1024 × 4 B = 24 KB, in L1
 
     /// <summary>Whether this machine runs these kernels (AVX-512); otherwise callers use a portable path.</summary>
@@ -190,7 +191,10 @@ internal static unsafe class HostGemm
             long rowBytes = WStride * size;
             byte* weights = W + o0 * rowBytes;
             int rowTiles = (rows + TileRows - 1) / TileRows;
-            float* panel = PackRows(weights, rows, rowTiles, k16);
+            // BF16 rows stay BF16 in the panel (half the bytes; widened in registers by the tile), F16 and F32 become F32.
+            bool bf16 = WType == DType.BF16;
+            int panelSize = bf16 ? 2 : 4;
+            byte* panel = PackRows(weights, rows, rowTiles, k16);
             // Per row tile: 24 accumulators of the even k-steps, then 24 of the odd ones (summed into the first 24 at the end).
             const int tileStride = 2 * TileRows * TileTokens;
             var acc = (Vector512<float>*)Scratch.Get(ref Scratch.Accumulators, (long)rowTiles * tileStride * 16);
@@ -204,10 +208,18 @@ internal static unsafe class HostGemm
                     float* xEven = xTile + (long)k0 * n, xOdd = xEven + even * 16 * n;
                     for (int rt = 0; rt < rowTiles; rt++)
                     {
-                        float* wEven = panel + (long)rt * TileRows * k16 + k0 * TileRows, wOdd = wEven + even * 16 * TileRows;
+                        byte* wEven = panel + ((long)rt * TileRows * k16 + k0 * TileRows) * panelSize, wOdd = wEven + even * 16 * TileRows * panelSize;
                         var tileAcc = acc + rt * tileStride;
-                        PackedTile(n, wEven, xEven, even, k0 > 0, tileAcc);
-                        PackedTile(n, wOdd, xOdd, steps - even, k0 > 0, tileAcc + TileRows * TileTokens);
+                        if (bf16)
+                        {
+                            PackedTile<Bf16Rows>(n, wEven, xEven, even, k0 > 0, tileAcc);
+                            PackedTile<Bf16Rows>(n, wOdd, xOdd, steps - even, k0 > 0, tileAcc + TileRows * TileTokens);
+                        }
+                        else
+                        {
+                            PackedTile<F32Rows>(n, wEven, xEven, even, k0 > 0, tileAcc);
+                            PackedTile<F32Rows>(n, wOdd, xOdd, steps - even, k0 > 0, tileAcc + TileRows * TileTokens);
+                        }
                     }
                 }
                 for (int rt = 0; rt < rowTiles; rt++)
@@ -226,28 +238,30 @@ internal static unsafe class HostGemm
         /// last row).
         /// </summary>
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-        float* PackRows(byte* weights, int rows, int rowTiles, int k16)
+        byte* PackRows(byte* weights, int rows, int rowTiles, int k16)
         {
-            int size = WType == DType.F32 ? 4 : 2;
+            int size = WType == DType.F32 ? 4 : 2, steps = k16 / 16;
             long rowBytes = WStride * size;
-            float* panel = Scratch.Get(ref Scratch.Panel, (long)rowTiles * TileRows * k16);
+            if (WType == DType.BF16)
+            {
+                ushort* panel = (ushort*)Scratch.Get(ref Scratch.Panel, (long)rowTiles * TileRows * k16 / 2);
+                for (int r = 0; r < rowTiles * TileRows; r++)
+                {
+                    ushort* dst = panel + (long)(r / TileRows) * TileRows * k16 + r % TileRows * 16;
+                    ushort* src = (ushort*)(weights + Math.Min(r, rows - 1) * rowBytes);
+                    for (int s = 0; s < steps; s++) Vector256.Load(src + 16 * s).Store(dst + PackedStep(s, steps) * TileRows * 16);
+                }
+                return (byte*)panel;
+            }
+            float* panelF32 = Scratch.Get(ref Scratch.Panel, (long)rowTiles * TileRows * k16);
             float* row = Scratch.Get(ref Scratch.Row, k16);
             for (int r = 0; r < rowTiles * TileRows; r++)
             {
-                float* dst = panel + (long)(r / TileRows) * TileRows * k16 + r % TileRows * 16;
-                byte* src = weights + Math.Min(r, rows - 1) * rowBytes;
-                int steps = k16 / 16;
-                if (WType == DType.BF16)
-                {
-                    for (int s = 0; s < steps; s++) Bf16Rows.Load(src, 16 * s).Store(dst + PackedStep(s, steps) * TileRows * 16);
-                }
-                else
-                {
-                    ToFloat(src, WType, row, k16);
-                    for (int s = 0; s < steps; s++) Vector512.Load(row + 16 * s).Store(dst + PackedStep(s, steps) * TileRows * 16);
-                }
+                float* dst = panelF32 + (long)(r / TileRows) * TileRows * k16 + r % TileRows * 16;
+                ToFloat(weights + Math.Min(r, rows - 1) * rowBytes, WType, row, k16);
+                for (int s = 0; s < steps; s++) Vector512.Load(row + 16 * s).Store(dst + PackedStep(s, steps) * TileRows * 16);
             }
-            return panel;
+            return (byte*)panelF32;
         }
 
         /// <summary>
@@ -321,6 +335,8 @@ internal static unsafe class HostGemm
         int k = 0;
         for (; k + 32 <= k16; k += 32)
         {
+            // A line 8 KB ahead into L2: more reads in flight than the hardware prefetcher keeps across 4 KB pages.
+            Sse.Prefetch1(row + (k + StreamPrefetchElements) * TRows.Size);
             var w = TRows.Load(row, k);
             e0 = Vector512.FusedMultiplyAdd(w, Vector512.Load(x0 + k), e0);
             if (n > 1) e1 = Vector512.FusedMultiplyAdd(w, Vector512.Load(x1 + k), e1);
@@ -355,27 +371,28 @@ internal static unsafe class HostGemm
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    static void PackedTile(int n, float* w, float* x, int steps, bool resume, Vector512<float>* acc)
+    static void PackedTile<TRows>(int n, byte* w, float* x, int steps, bool resume, Vector512<float>* acc) where TRows : struct, IRows
     {
         switch (n)
         {
-            case 1: PackedTile<N1>(w, x, steps, resume, acc); break;
-            case 2: PackedTile<N2>(w, x, steps, resume, acc); break;
-            case 3: PackedTile<N3>(w, x, steps, resume, acc); break;
-            case 4: PackedTile<N4>(w, x, steps, resume, acc); break;
-            case 5: PackedTile<N5>(w, x, steps, resume, acc); break;
-            default: PackedTile<N6>(w, x, steps, resume, acc); break;
+            case 1: PackedTile<TRows, N1>(w, x, steps, resume, acc); break;
+            case 2: PackedTile<TRows, N2>(w, x, steps, resume, acc); break;
+            case 3: PackedTile<TRows, N3>(w, x, steps, resume, acc); break;
+            case 4: PackedTile<TRows, N4>(w, x, steps, resume, acc); break;
+            case 5: PackedTile<TRows, N5>(w, x, steps, resume, acc); break;
+            default: PackedTile<TRows, N6>(w, x, steps, resume, acc); break;
         }
     }
 
     /// <summary>
-    /// The tile on packed operands: per k-step, 4 panel vectors at w (64 floats) and TN.Value token vectors at x (16·n
-    /// floats), both read sequentially. acc[r·6 + j] += W[r, k..k+16] ⊙ x_j[k..k+16] for the given steps; it starts from
-    /// zero unless <paramref name="resume"/> (a later k-block of the same outputs, continuing the same sum).
+    /// The tile on packed operands: per k-step, 4 panel vectors at w (64 values, BF16 widened in registers, or F32) and
+    /// TN.Value token vectors at x (16·n floats), both read sequentially. acc[r·6 + j] += W[r, k..k+16] ⊙ x_j[k..k+16] for
+    /// the given steps; it starts from zero unless <paramref name="resume"/> (a later k-block of the same outputs).
     /// </summary>
     [SkipLocalsInit]
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    static void PackedTile<TN>(float* w, float* x, int steps, bool resume, Vector512<float>* acc) where TN : struct, ITokenCount
+    static void PackedTile<TRows, TN>(byte* w, float* x, int steps, bool resume, Vector512<float>* acc)
+        where TRows : struct, IRows where TN : struct, ITokenCount
     {
         int n = TN.Value;
         Vector512<float> a00 = default, a01 = default, a02 = default, a03 = default, a04 = default, a05 = default;
@@ -389,12 +406,12 @@ internal static unsafe class HostGemm
             a20 = acc[12]; a21 = acc[13]; a22 = acc[14]; a23 = acc[15]; a24 = acc[16]; a25 = acc[17];
             a30 = acc[18]; a31 = acc[19]; a32 = acc[20]; a33 = acc[21]; a34 = acc[22]; a35 = acc[23];
         }
-        for (int s = 0; s < steps; s++, w += 64, x += 16 * n)
+        for (int s = 0; s < steps; s++, w += 64 * TRows.Size, x += 16 * n)
         {
-            var v0 = Vector512.Load(w);
-            var v1 = Vector512.Load(w + 16);
-            var v2 = Vector512.Load(w + 32);
-            var v3 = Vector512.Load(w + 48);
+            var v0 = TRows.Load(w, 0);
+            var v1 = TRows.Load(w, 16);
+            var v2 = TRows.Load(w, 32);
+            var v3 = TRows.Load(w, 48);
             var xv = Vector512.Load(x);
             a00 = Vector512.FusedMultiplyAdd(v0, xv, a00);
             a10 = Vector512.FusedMultiplyAdd(v1, xv, a10);
@@ -480,11 +497,16 @@ internal static unsafe class HostGemm
     /// <summary>Reads 16 consecutive weights of a row as F32.</summary>
     interface IRows
     {
+        /// <summary>Bytes per stored element.</summary>
+        static abstract int Size { get; }
+
         static abstract Vector512<float> Load(byte* row, int k);
     }
 
     struct F32Rows : IRows
     {
+        public static int Size => 4;
+
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public static Vector512<float> Load(byte* row, int k) => Vector512.Load((float*)row + k);
     }
@@ -492,6 +514,8 @@ internal static unsafe class HostGemm
     /// <summary>BF16 is the top half of an F32: zero-extend 16 values to 32 bits and shift them up.</summary>
     struct Bf16Rows : IRows
     {
+        public static int Size => 2;
+
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public static Vector512<float> Load(byte* row, int k) =>
             Avx512F.ShiftLeftLogical(Avx512F.ConvertToVector512UInt32(Vector256.Load((ushort*)row + k)), 16).AsSingle();
