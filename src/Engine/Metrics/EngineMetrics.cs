@@ -16,6 +16,8 @@ public sealed class EngineMetrics : IStatLogger, IDisposable
     readonly Counter<long> _generationTokens;
     readonly Counter<long> _finished;
     readonly Counter<long> _failed;
+    readonly Counter<long> _prefixCacheQueries;
+    readonly Counter<long> _prefixCacheHits;
     readonly Histogram<double> _ttft;
     readonly Histogram<double> _itl;
     readonly Histogram<double> _e2e;
@@ -28,6 +30,8 @@ public sealed class EngineMetrics : IStatLogger, IDisposable
         _generationTokens = _meter.CreateCounter<long>("loraengine.generation_tokens", "tokens", "Tokens generated");
         _finished = _meter.CreateCounter<long>("loraengine.requests_finished", "requests", "Requests finished");
         _failed = _meter.CreateCounter<long>("loraengine.requests_failed", "requests", "Requests the engine failed (finish reason error)");
+        _prefixCacheQueries = _meter.CreateCounter<long>("loraengine.prefix_cache_queries", "tokens", "Prompt tokens looked up in the prefix cache");
+        _prefixCacheHits = _meter.CreateCounter<long>("loraengine.prefix_cache_hits", "tokens", "Prompt tokens found in the prefix cache");
         _ttft = _meter.CreateHistogram<double>("loraengine.time_to_first_token", "s", "Time to first token");
         _itl = _meter.CreateHistogram<double>("loraengine.inter_token_latency", "s", "Time between output tokens");
         _e2e = _meter.CreateHistogram<double>("loraengine.request_latency", "s", "End-to-end request latency");
@@ -43,6 +47,10 @@ public sealed class EngineMetrics : IStatLogger, IDisposable
     /// <summary>Requests the engine failed: a bad output for one request, or every request when a step failed on the device.</summary>
     public long RequestsFailed { get; private set; }
     public long Steps { get; private set; }
+    /// <summary>Tokens admitted sequences looked up in the prefix cache (vLLM's prefix_cache_queries).</summary>
+    public long PrefixCacheQueries { get; private set; }
+    /// <summary>Of <see cref="PrefixCacheQueries"/>, the tokens found cached, whose K/V was not computed again (vLLM's prefix_cache_hits).</summary>
+    public long PrefixCacheHits { get; private set; }
     public SchedulerStats? Last => _last;
     public LatencyHistogram TimeToFirstToken { get; } = new();
     public LatencyHistogram InterTokenLatency { get; } = new();
@@ -58,6 +66,8 @@ public sealed class EngineMetrics : IStatLogger, IDisposable
             GenerationTokens += iteration.GenerationTokens;
             RequestsFinished += iteration.FinishedRequests;
             RequestsFailed += iteration.FailedRequests;
+            PrefixCacheQueries += scheduler.PrefixCacheStats.Queries;
+            PrefixCacheHits += scheduler.PrefixCacheStats.Hits;
             foreach (var t in iteration.TimesToFirstToken) TimeToFirstToken.Observe(t.TotalSeconds);
             foreach (var t in iteration.InterTokenLatencies) InterTokenLatency.Observe(t.TotalSeconds);
             foreach (var t in iteration.RequestLatencies) RequestLatency.Observe(t.TotalSeconds);
@@ -66,6 +76,8 @@ public sealed class EngineMetrics : IStatLogger, IDisposable
         _generationTokens.Add(iteration.GenerationTokens);
         _finished.Add(iteration.FinishedRequests);
         _failed.Add(iteration.FailedRequests);
+        _prefixCacheQueries.Add(scheduler.PrefixCacheStats.Queries);
+        _prefixCacheHits.Add(scheduler.PrefixCacheStats.Hits);
         foreach (var t in iteration.TimesToFirstToken) _ttft.Record(t.TotalSeconds);
         foreach (var t in iteration.InterTokenLatencies) _itl.Record(t.TotalSeconds);
         foreach (var t in iteration.RequestLatencies) _e2e.Record(t.TotalSeconds);
