@@ -4,7 +4,7 @@ using Xunit;
 
 namespace LoraEngine.Server.Tests;
 
-/// <summary>/metrics after clients go away: gauges back to zero without another request, every disconnect counted as aborted.</summary>
+/// <summary>/metrics after clients go away (gauges back to zero without another request, every disconnect counted as aborted), and its prefix-cache counters.</summary>
 public class MetricsTests(ServerFixture server) : IClassFixture<ServerFixture>
 {
     static CancellationToken Ct => TestContext.Current.CancellationToken;
@@ -54,5 +54,24 @@ public class MetricsTests(ServerFixture server) : IClassFixture<ServerFixture>
         Assert.Equal(0, Metric(metrics, "loraengine_lora_adapters_active"));
         Assert.Equal(0, Metric(metrics, "loraengine_request_failure_total"));
         Assert.Equal(0, server.State.Engine.NumOpenStreams);
+    }
+
+    [Fact]
+    public async Task A_repeated_prompt_shows_as_prefix_cache_hits()
+    {
+        using var http = server.Http();
+        const string prompt = "When you want to search for a pattern in the whole file, type a slash and the pattern, then press Enter.";
+        double Hits(string text) => Metric(text, "loraengine_prefix_cache_hits_total");
+        double Queries(string text) => Metric(text, "loraengine_prefix_cache_queries_total");
+        string before = await http.GetStringAsync("/metrics", Ct);
+        for (int i = 0; i < 2; i++)
+        {
+            var reply = await http.PostAsJsonAsync("/v1/completions", new { model = "vim-rot13", prompt, max_tokens = 2 }, Ct);
+            reply.EnsureSuccessStatusCode();
+        }
+        string after = await http.GetStringAsync("/metrics", Ct);
+        Assert.True(Hits(after) - Hits(before) >= 16, $"hits {Hits(before)} -> {Hits(after)}"); // the second request found at least a block
+        Assert.True(Queries(after) - Queries(before) >= 2 * 17, $"queries {Queries(before)} -> {Queries(after)}");
+        Assert.Contains("# TYPE loraengine_prefix_cache_hits_total counter", after);
     }
 }

@@ -41,6 +41,9 @@ public sealed class EngineMetrics : IStatLogger, IDisposable
         _meter.CreateObservableGauge("loraengine.lora_adapters_running", () => _last?.RunningLoraAdapters.Count ?? 0, "adapters");
     }
 
+    /// <summary>This engine's meter (tests listen to it alone; the name is shared by every engine in the process).</summary>
+    internal Meter Meter => _meter;
+
     public long PromptTokens { get; private set; }
     public long GenerationTokens { get; private set; }
     public long RequestsFinished { get; private set; }
