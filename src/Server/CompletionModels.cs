@@ -26,6 +26,8 @@ public sealed record CompletionRequest(
     public string? RequestId { get; init; }
     public bool? ReturnTokensAsTokenIds { get; init; }
     public bool? ReturnTokenIds { get; init; }
+    /// <summary>vLLM's cache_salt: the prompt shares prefix-cache blocks only with requests of the same salt.</summary>
+    public string? CacheSalt { get; init; }
 
     [JsonExtensionData]
     public Dictionary<string, JsonElement>? Unrecognized { get; init; }

@@ -1,6 +1,7 @@
 using System.Buffers;
 using System.Buffers.Binary;
 using System.Security.Cryptography;
+using System.Text;
 
 namespace LoraEngine.Core;
 
@@ -14,6 +15,15 @@ internal static class BlockHasher
 {
     /// <summary>The parent of a sequence's first block.</summary>
     public static readonly UInt128 Root = UInt128.Zero;
+
+    /// <summary>An extra key joined with a request's cache_salt: SHA-256(extraKey ‖ UTF-8 salt) cut to 128 bits.</summary>
+    public static UInt128 Salted(UInt128 extraKey, string salt)
+    {
+        byte[] input = new byte[16 + Encoding.UTF8.GetByteCount(salt)];
+        BinaryPrimitives.WriteUInt128LittleEndian(input, extraKey);
+        Encoding.UTF8.GetBytes(salt, input.AsSpan(16));
+        return BinaryPrimitives.ReadUInt128LittleEndian(SHA256.HashData(input));
+    }
 
     /// <summary>key = SHA-256(parent ‖ extraKey ‖ tokens) cut to 128 bits.</summary>
     public static UInt128 Hash(UInt128 parent, UInt128 extraKey, ReadOnlySpan<int> tokens)

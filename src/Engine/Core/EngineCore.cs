@@ -82,7 +82,7 @@ internal sealed class EngineCore : IDisposable
         {
             ThrowIfErrored();
             if (_requests.ContainsKey(r.RequestId)) throw new ArgumentException($"request id '{r.RequestId}' is already running", "requestId");
-            var request = new Request(r.RequestId, r.Prompt, r.PromptTokenIds, r.SamplingParams, r.LoraRequest, _arrivals++);
+            var request = new Request(r.RequestId, r.Prompt, r.PromptTokenIds, r.SamplingParams, r.LoraRequest, _arrivals++, r.CacheSalt);
             if (r.Adapter != null) request.Adapter = NewestCopy(r.LoraRequest!.LoraIntId, r.Adapter);
             long seed = r.SamplingParams.Seed ?? _config.Args.Seed + request.Arrival;
             for (int i = 0; i < r.SamplingParams.N; i++)

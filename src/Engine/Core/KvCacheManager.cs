@@ -10,7 +10,8 @@ namespace LoraEngine.Core;
 /// weights never finds its old blocks while two names with the same weights share theirs. A waiting sequence starts
 /// after the longest run of cached blocks its tokens begin with; held blocks are shared read-only (a sequence writes
 /// only blocks past its cached prefix, which it holds alone), and free cached blocks stay findable until allocation
-/// evicts them. Blocks are offered when scheduled, as vLLM does: a step writes the K/V of all its tokens in a layer
+/// evicts them. A request's cache_salt joins the extra key, so only requests with the same salt share (vLLM's
+/// cache_salt: tenants who must not learn from each other's timing). Blocks are offered when scheduled, as vLLM does: a step writes the K/V of all its tokens in a layer
 /// before attention reads any, so a sequence admitted later in the same step already reads them — that is how the n
 /// sequences of one request compute their prompt once. A block stays offered only while its K/V is (or is being)
 /// computed: a sequence released before its tokens count as computed withdraws what it offered.
@@ -32,6 +33,7 @@ internal sealed class KvCacheManager(BlockPool pool, int blockSize, bool enableP
     UInt128? KeyOf(Request request)
     {
         var identity = request.Adapter?.ContentHash ?? UInt128.Zero;
+        if (request.CacheSalt is { } salt) identity = BlockHasher.Salted(identity, salt);
         if (enablePrefixCaching) return identity;
         return request.Sequences.Count > 1 ? BlockHasher.Hash(identity, new UInt128(1, (ulong)request.Arrival), []) : null;
     }

@@ -5,8 +5,10 @@ namespace LoraEngine.Core;
 /// <summary>A request as the engine tracks it: its prompt, parameters, adapter and sequences (vLLM's sequence group).</summary>
 internal sealed class Request
 {
-    public Request(string requestId, string? prompt, IReadOnlyList<int> promptTokenIds, SamplingParams samplingParams, LoraRequest? loraRequest, long arrival)
+    public Request(string requestId, string? prompt, IReadOnlyList<int> promptTokenIds, SamplingParams samplingParams, LoraRequest? loraRequest, long arrival,
+        string? cacheSalt = null)
     {
+        CacheSalt = cacheSalt;
         RequestId = requestId;
         Prompt = prompt;
         PromptTokenIds = promptTokenIds;
@@ -40,6 +42,9 @@ internal sealed class Request
 
     /// <summary>Why the engine failed the request, if it did (the client sees it).</summary>
     public string? Error { get; set; }
+
+    /// <summary>vLLM's cache_salt: only requests with the same salt share prefix-cache blocks (null: those without one).</summary>
+    public string? CacheSalt { get; }
 
     /// <summary>Admission order; smaller is older.</summary>
     public long Arrival { get; }

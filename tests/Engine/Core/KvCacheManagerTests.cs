@@ -84,11 +84,12 @@ public class KvCacheManagerTests
         }
     }
 
-    static Request NewRequest(IReadOnlyList<int> prompt, int maxTokens, int n = 1, LoraAdapter? adapter = null, int loraId = 0, bool promptLogprobs = false)
+    static Request NewRequest(IReadOnlyList<int> prompt, int maxTokens, int n = 1, LoraAdapter? adapter = null, int loraId = 0, bool promptLogprobs = false,
+        string? cacheSalt = null)
     {
         var lora = adapter is null ? null : new LoraRequest(adapter.Name, loraId, adapter.Path);
         var request = new Request(Guid.NewGuid().ToString(), null, prompt, new SamplingParams { MaxTokens = maxTokens, N = n, PromptLogprobs = promptLogprobs ? 1 : null },
-            lora, Interlocked.Increment(ref s_arrival)) { Adapter = adapter };
+            lora, Interlocked.Increment(ref s_arrival), cacheSalt) { Adapter = adapter };
         for (int i = 0; i < n; i++) request.Sequences.Add(new Sequence(request, i, new Random(0), null!));
         return request;
     }
@@ -151,6 +152,25 @@ public class KvCacheManagerTests
         Assert.Equal(0, HitsOf(NewRequest(prompt, 2)));                                // the base model
         Assert.Equal(0, HitsOf(NewRequest(prompt, 2, adapter: rot13, loraId: 1)));    // same id, new weights (a reload)
         Assert.Equal(16, HitsOf(NewRequest(prompt, 2, adapter: upper, loraId: 7)));   // another id, the same weights
+    }
+
+    [Fact]
+    public void Requests_share_blocks_only_with_requests_of_the_same_cache_salt()
+    {
+        var scheduler = NewScheduler(blocks: 40, blockSize: 4, caching: true);
+        var model = new FakeModel(scheduler);
+        int[] prompt = Enumerable.Range(0, 13).Select(i => i % Vocab).ToArray();
+        long HitsOf(string? salt)
+        {
+            Add(scheduler, NewRequest(prompt, 1, cacheSalt: salt));
+            Drain(model, scheduler);
+            return scheduler.Kv.TakeStats().Hits;
+        }
+        Assert.Equal(0, HitsOf("tenant-a"));
+        Assert.Equal(0, HitsOf(null));
+        Assert.Equal(0, HitsOf("tenant-b"));
+        Assert.Equal(12, HitsOf("tenant-a"));
+        Assert.Equal(12, HitsOf(null));
     }
 
     [Fact]
