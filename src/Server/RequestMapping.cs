@@ -27,7 +27,6 @@ internal interface IGenerationRequest : IHasUnrecognizedFields
     bool? IncludeStopStrInOutput { get; }
     bool? SkipSpecialTokens { get; }
     string? TruncationSide { get; }
-    string? CacheSalt { get; }
 }
 
 /// <summary>Turns wire requests into engine sampling parameters; ranges are checked by <see cref="SamplingParams.Validate"/>.</summary>

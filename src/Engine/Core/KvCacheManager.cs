@@ -27,8 +27,6 @@ internal sealed class KvCacheManager(BlockPool pool, int blockSize, bool enableP
 
     public int BlockSize => blockSize;
 
-    public bool EnablePrefixCaching => enablePrefixCaching;
-
     /// <summary>The extra key of a request's blocks; null when no other sequence could ever read them.</summary>
     UInt128? KeyOf(Request request)
     {

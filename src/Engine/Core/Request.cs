@@ -8,13 +8,13 @@ internal sealed class Request
     public Request(string requestId, string? prompt, IReadOnlyList<int> promptTokenIds, SamplingParams samplingParams, LoraRequest? loraRequest, long arrival,
         string? cacheSalt = null)
     {
-        CacheSalt = cacheSalt;
         RequestId = requestId;
         Prompt = prompt;
         PromptTokenIds = promptTokenIds;
         SamplingParams = samplingParams;
         LoraRequest = loraRequest;
         Arrival = arrival;
+        CacheSalt = cacheSalt;
         if (samplingParams.PromptLogprobs != null)
         {
             PromptLogprobs = new IReadOnlyDictionary<int, Logprob>?[promptTokenIds.Count];
