@@ -41,6 +41,13 @@ public sealed record ScenarioResult(
 
     /// <summary>TTFT p50 over that of the same prompts with prefix caching off, measured in the same run.</summary>
     public double? TtftVsUncached { get; init; }
+
+    /// <summary>Whether every request generated the tokens it did with prefix caching off (same prompts, same run).</summary>
+    public bool? SameTokensAsUncached { get; init; }
+
+    /// <summary>Each request's generated token ids, by its index in the batch (kept for the comparison, not written out).</summary>
+    [System.Text.Json.Serialization.JsonIgnore]
+    public IReadOnlyList<IReadOnlyList<int>> Outputs { get; init; } = [];
 }
 
 /// <summary>
@@ -49,7 +56,7 @@ public sealed record ScenarioResult(
 /// whole run (prefill included), as the peers' figures do. The roofline ratio is (weight bytes + KV bytes a decode step
 /// reads) / decode step time over the device copy bandwidth measured in the same run.
 /// The prefix scenarios send 32 requests over 4 adapters whose prompts begin with one system prompt, then 64 tokens of
-/// their own: with prefix caching off, with it on but the system prompt new to the engine (cold: the first request of
+/// their own (--own-prompt): with prefix caching off, with it on but the system prompt new to the engine (cold: the first request of
 /// each adapter computes it, the others read its blocks), and with it cached (the warm-up sent it with other own
 /// tokens, as earlier traffic would have); all at once (TTFT includes waiting for the others' prefill) and one at a
 /// time. TTFT is compared with the uncached run's of the same kind.
@@ -59,10 +66,10 @@ public sealed class ServingBenchmark(string modelDir, Func<int, string> adapterD
     public int PromptTokens { get; init; } = 128;
     public int NewTokens { get; init; } = 128;
 
-    /// <summary>The scenarios; the prefix ones with a system prompt of <paramref name="systemPrompt"/> tokens.</summary>
-    public static IReadOnlyList<Scenario> Scenarios(bool quick, int systemPrompt)
+    /// <summary>The scenarios; the prefix ones with a system prompt of <paramref name="systemPrompt"/> tokens, then <paramref name="ownPrompt"/> of each request's own.</summary>
+    public static IReadOnlyList<Scenario> Scenarios(bool quick, int systemPrompt, int ownPrompt = 64)
     {
-        var prefix = new Scenario($"prefix {systemPrompt} cached", quick ? 8 : 32, i => i % 4 + 1) { SharedPrefix = systemPrompt, OwnPromptTokens = 64, NewTokens = 16 };
+        var prefix = new Scenario($"prefix {systemPrompt} cached", quick ? 8 : 32, i => i % 4 + 1) { SharedPrefix = systemPrompt, OwnPromptTokens = ownPrompt, NewTokens = 16 };
         return
         [
             new("bs1 base", 1, _ => null),
@@ -88,7 +95,7 @@ public sealed class ServingBenchmark(string modelDir, Func<int, string> adapterD
     {
         var results = new List<ScenarioResult>();
         var baseTps = new Dictionary<int, double>();
-        var uncachedTtft = new Dictionary<(int Batch, int Prompt, bool OneAtATime), double>();
+        var uncached = new Dictionary<(int Batch, int Prompt, bool OneAtATime), ScenarioResult>();
         foreach (var group in scenarios.GroupBy(s => (s.MaxLoras, s.MaxCpuLoras, s.PrefixCaching, MaxModelLen: PromptLength(s) + NewTokensOf(s) + 16)))
         {
             using var engine = LlmEngine.FromEngineArgs(new EngineArgs
@@ -108,14 +115,20 @@ public sealed class ServingBenchmark(string modelDir, Func<int, string> adapterD
                 double? overhead = baseTps.TryGetValue(scenario.Batch, out var b) && scenario.Name.Contains("adapter") ? 1 - r.TokensPerSecond / b : null;
                 if (scenario.Name.EndsWith("base")) baseTps[scenario.Batch] = r.TokensPerSecond;
                 var key = (scenario.Batch, PromptLength(scenario), scenario.OneAtATime);
-                if (scenario.SharedPrefix > 0 && !scenario.PrefixCaching) uncachedTtft[key] = r.TtftP50Ms;
-                double? vsUncached = scenario.PrefixCaching && uncachedTtft.TryGetValue(key, out var u) ? r.TtftP50Ms / u : null;
+                if (scenario.SharedPrefix > 0 && !scenario.PrefixCaching) uncached[key] = r;
+                var u = scenario.PrefixCaching && uncached.TryGetValue(key, out var off) ? off : null;
+                double? vsUncached = u is null ? null : r.TtftP50Ms / u.TtftP50Ms;
+                bool? sameTokens = u is null || scenario.ColdPrefix ? null : r.Outputs.Zip(u.Outputs).All(p => p.First.SequenceEqual(p.Second));
                 double bytesPerStep = engine.MemoryPlan.WeightBytes + KvBytesPerStep(engine, scenario);
-                var result = r with { RooflineRatio = bytesPerStep / (r.DecodeStepMs * 1e6) / copyGBps, LoraOverhead = overhead, TtftVsUncached = vsUncached };
+                var result = r with
+                {
+                    RooflineRatio = bytesPerStep / (r.DecodeStepMs * 1e6) / copyGBps, LoraOverhead = overhead, TtftVsUncached = vsUncached, SameTokensAsUncached = sameTokens,
+                };
                 results.Add(result);
                 log.WriteLine($"{scenario.Name,-42} {result.TokensPerSecond,9:F1} tok/s  TTFT p50 {result.TtftP50Ms,8:F1} ms  ITL p50 {result.ItlP50Ms,7:F2} ms  " +
                               $"step {result.DecodeStepMs,7:F2} ms  roofline {result.RooflineRatio:F2}{(overhead is double o ? $"  LoRA overhead {o:P1}" : "")}" +
-                              $"{(result.PrefixCacheHitRate is double h ? $"  prefix hits {h:P1}" : "")}{(vsUncached is double v ? $"  TTFT p50 {v:F3}× uncached" : "")}");
+                              $"{(result.PrefixCacheHitRate is double h ? $"  prefix hits {h:P1}" : "")}{(vsUncached is double v ? $"  TTFT p50 {v:F3}× uncached" : "")}" +
+                              $"{(sameTokens is bool same ? same ? ", same tokens" : ", TOKENS DIFFER from uncached" : "")}");
             }
         }
         return results;
@@ -131,9 +144,11 @@ public sealed class ServingBenchmark(string modelDir, Func<int, string> adapterD
 
     ScenarioResult RunOnce(LlmEngine engine, Scenario scenario, int newTokens, bool warmUp)
     {
-        // Own tokens differ between scenarios and between a scenario's warm-up ("warm-up NAME") and measured run, so the
-        // prefix cache never holds a measured prompt beyond the system prompt it is meant to hold.
-        var rnd = new Random(StableHash(scenario.Name));
+        // Own tokens differ between scenarios and between a scenario's warm-up and measured run, so the prefix cache never
+        // holds a measured prompt beyond the system prompt it is meant to hold; the prefix scenarios of one kind (all at
+        // once, one at a time) share theirs, so the cached run's tokens can be compared with the uncached run's.
+        string promptKey = scenario.SharedPrefix > 0 ? $"{(warmUp ? "warm-up " : "")}prefix, one at a time: {scenario.OneAtATime}" : scenario.Name; // warm-ups: "warm-up NAME"
+        var rnd = new Random(StableHash(promptKey));
         int[] RandomTokens(Random r, int n) => Enumerable.Range(0, n).Select(_ => r.Next(2, engine.ModelConfig.VocabSize)).ToArray();
         var system = RandomTokens(new Random(scenario.ColdPrefix && !warmUp ? 102 : 101), scenario.SharedPrefix);
         var sampling = new SamplingParams { Temperature = 0, MaxTokens = newTokens, IgnoreEos = true };
@@ -142,6 +157,7 @@ public sealed class ServingBenchmark(string modelDir, Func<int, string> adapterD
         var firstToken = new Dictionary<string, double>();
         var gaps = new List<double>();
         var lastSeen = new Dictionary<string, (double Ms, int Tokens)>();
+        var finalTokens = new Dictionary<string, IReadOnlyList<int>>();
         var decodeSteps = new List<double>();
         var clock = Stopwatch.StartNew();
         for (int i = 0; i < scenario.Batch; i++)
@@ -172,6 +188,7 @@ public sealed class ServingBenchmark(string modelDir, Func<int, string> adapterD
                 if (tokens > 0 && !firstToken.ContainsKey(o.RequestId)) firstToken[o.RequestId] = added[o.RequestId].Elapsed.TotalMilliseconds;
                 if (lastSeen.TryGetValue(o.RequestId, out var prev) && tokens > prev.Tokens) gaps.Add((now - prev.Ms) / (tokens - prev.Tokens));
                 lastSeen[o.RequestId] = (now, tokens);
+                if (o.Finished) finalTokens[o.RequestId] = o.Outputs[0].TokenIds;
             }
         }
         double seconds = clock.Elapsed.TotalSeconds;
@@ -187,6 +204,7 @@ public sealed class ServingBenchmark(string modelDir, Func<int, string> adapterD
         {
             SharedPrefixTokens = scenario.SharedPrefix,
             PrefixCacheHitRate = queries > 0 ? (double)hits / queries : null,
+            Outputs = Enumerable.Range(0, scenario.Batch).Select(i => finalTokens[$"{scenario.Name}/{i}"]).ToArray(),
         };
     }
 
