@@ -131,8 +131,9 @@ public sealed partial class LoraAdapter
 
         try
         {
-            using var file = SafetensorsFile.Open(weightsPath);
-            return new LoraAdapter(name, path, config, ReadWeights(file, config, model, maxLoraRank, Fault));
+            List<LoraLayerWeights> weights;
+            using (var file = SafetensorsFile.Open(weightsPath)) weights = ReadWeights(file, config, model, maxLoraRank, Fault);
+            return new LoraAdapter(name, path, config, weights); // hashed after the file is closed: a reload may be writing it next
         }
         catch (InvalidDataException e)
         {
