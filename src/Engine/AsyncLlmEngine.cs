@@ -59,18 +59,28 @@ public sealed class AsyncLlmEngine : IDisposable
 
     /// <summary>Streams the outputs of one request (each a cumulative snapshot, the last with Finished = true).</summary>
     public IAsyncEnumerable<RequestOutput> GenerateAsync(string prompt, SamplingParams samplingParams, LoraRequest? loraRequest = null,
-        string? requestId = null, CancellationToken cancellationToken = default)
-    {
-        ArgumentNullException.ThrowIfNull(prompt);
-        return Generate(requestId, id => Engine.Process(id, prompt, null, samplingParams, loraRequest), cancellationToken);
-    }
+        string? requestId = null, CancellationToken cancellationToken = default) =>
+        GenerateAsync(prompt, samplingParams, loraRequest, requestId, cacheSalt: null, cancellationToken);
 
     /// <summary>Streams the outputs of one request given as token ids.</summary>
     public IAsyncEnumerable<RequestOutput> GenerateAsync(IReadOnlyList<int> promptTokenIds, SamplingParams samplingParams, LoraRequest? loraRequest = null,
-        string? requestId = null, CancellationToken cancellationToken = default)
+        string? requestId = null, CancellationToken cancellationToken = default) =>
+        GenerateAsync(promptTokenIds, samplingParams, loraRequest, requestId, cacheSalt: null, cancellationToken);
+
+    /// <summary>Streams the outputs of one request given as text, with vLLM's cache_salt (see <see cref="LlmEngine.AddRequest(string, string, SamplingParams, LoraRequest?, string?)"/>).</summary>
+    public IAsyncEnumerable<RequestOutput> GenerateAsync(string prompt, SamplingParams samplingParams, LoraRequest? loraRequest, string? requestId, string? cacheSalt,
+        CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(prompt);
+        return Generate(requestId, id => Engine.Process(id, prompt, null, samplingParams, loraRequest, cacheSalt), cancellationToken);
+    }
+
+    /// <summary>Streams the outputs of one request given as token ids, with vLLM's cache_salt.</summary>
+    public IAsyncEnumerable<RequestOutput> GenerateAsync(IReadOnlyList<int> promptTokenIds, SamplingParams samplingParams, LoraRequest? loraRequest, string? requestId,
+        string? cacheSalt, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(promptTokenIds);
-        return Generate(requestId, id => Engine.Process(id, null, promptTokenIds, samplingParams, loraRequest), cancellationToken);
+        return Generate(requestId, id => Engine.Process(id, null, promptTokenIds, samplingParams, loraRequest, cacheSalt), cancellationToken);
     }
 
     /// <summary>Processes the request now (so a bad one throws here, before anything is queued) and queues it for the loop.</summary>

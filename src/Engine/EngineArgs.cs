@@ -27,6 +27,13 @@ public sealed record EngineArgs
     public int? MaxNumBatchedTokens { get; init; }
     /// <summary>Token positions per KV-cache block. Default 16.</summary>
     public int BlockSize { get; init; } = 16;
+    /// <summary>
+    /// vLLM's enable_prefix_caching (on by default, as in vLLM's V1 engine): full KV blocks stay findable by a hash of
+    /// their tokens, the tokens before them and the adapter's content identity, so a request whose prompt begins as an
+    /// earlier one did (a system prompt, few-shot examples, a chat's earlier turns) computes only the rest. Off, only the
+    /// n sequences of one request share their prompt's blocks.
+    /// </summary>
+    public bool EnablePrefixCaching { get; init; } = true;
     /// <summary>Fraction of device memory the engine may use for weights, LoRA slots, activations and the KV pool.</summary>
     public double GpuMemoryUtilization { get; init; } = 0.9;
     /// <summary>Seed for requests that give none.</summary>

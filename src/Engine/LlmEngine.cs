@@ -168,28 +168,40 @@ public sealed class LlmEngine : IDisposable
     public void CheckHealth() => Core.ThrowIfErrored();
 
     /// <summary>Adds a request given as text (BOS prepended as the tokenizer's post-processor would).</summary>
-    public void AddRequest(string requestId, string prompt, SamplingParams samplingParams, LoraRequest? loraRequest = null)
-    {
-        ArgumentNullException.ThrowIfNull(prompt);
-        Core.Add(Process(requestId, prompt, null, samplingParams, loraRequest));
-    }
+    public void AddRequest(string requestId, string prompt, SamplingParams samplingParams, LoraRequest? loraRequest = null) =>
+        AddRequest(requestId, prompt, samplingParams, loraRequest, cacheSalt: null);
 
     /// <summary>Adds a request given as token ids.</summary>
-    public void AddRequest(string requestId, IReadOnlyList<int> promptTokenIds, SamplingParams samplingParams, LoraRequest? loraRequest = null)
+    public void AddRequest(string requestId, IReadOnlyList<int> promptTokenIds, SamplingParams samplingParams, LoraRequest? loraRequest = null) =>
+        AddRequest(requestId, promptTokenIds, samplingParams, loraRequest, cacheSalt: null);
+
+    /// <summary>
+    /// Adds a request given as text with vLLM's cache_salt: its K/V blocks are shared through the prefix cache only with
+    /// requests of the same salt (null: with those without one), so tenants cannot learn of each other's prompts.
+    /// </summary>
+    public void AddRequest(string requestId, string prompt, SamplingParams samplingParams, LoraRequest? loraRequest, string? cacheSalt)
+    {
+        ArgumentNullException.ThrowIfNull(prompt);
+        Core.Add(Process(requestId, prompt, null, samplingParams, loraRequest, cacheSalt));
+    }
+
+    /// <summary>Adds a request given as token ids with vLLM's cache_salt (see the text overload).</summary>
+    public void AddRequest(string requestId, IReadOnlyList<int> promptTokenIds, SamplingParams samplingParams, LoraRequest? loraRequest, string? cacheSalt)
     {
         ArgumentNullException.ThrowIfNull(promptTokenIds);
-        Core.Add(Process(requestId, null, promptTokenIds, samplingParams, loraRequest));
+        Core.Add(Process(requestId, null, promptTokenIds, samplingParams, loraRequest, cacheSalt));
     }
 
     /// <summary>
     /// Checks, tokenises and resolves the adapter of a request on the caller's thread (disk reads happen here, never in a
     /// step); throws for anything wrong, before the request reaches the core.
     /// </summary>
-    internal EngineCoreRequest Process(string requestId, string? prompt, IReadOnlyList<int>? promptTokenIds, SamplingParams samplingParams, LoraRequest? loraRequest)
+    internal EngineCoreRequest Process(string requestId, string? prompt, IReadOnlyList<int>? promptTokenIds, SamplingParams samplingParams, LoraRequest? loraRequest,
+        string? cacheSalt = null)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
         Core.ThrowIfErrored();
-        var request = _processor.Process(requestId, prompt, promptTokenIds, samplingParams, loraRequest);
+        var request = _processor.Process(requestId, prompt, promptTokenIds, samplingParams, loraRequest, cacheSalt);
         if (loraRequest is { LoadInplace: true }) Core.AdapterReloaded(loraRequest.LoraIntId, request.Adapter!);
         return request;
     }

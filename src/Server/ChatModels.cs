@@ -100,6 +100,8 @@ public sealed record ChatCompletionRequest(
     public bool? ReturnTokensAsTokenIds { get; init; }
     /// <summary>return_token_ids (vLLM): the response also carries prompt_token_ids and each choice its token_ids.</summary>
     public bool? ReturnTokenIds { get; init; }
+    /// <summary>vLLM's cache_salt: the prompt shares prefix-cache blocks only with requests of the same salt.</summary>
+    public string? CacheSalt { get; init; }
 
     /// <summary>Fields no member takes: harmless ones are accepted, those of a feature not built only at their "off" value, any other is a 400 naming it.</summary>
     [JsonExtensionData]

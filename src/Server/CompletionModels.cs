@@ -70,6 +70,8 @@ public sealed record CompletionRequest(
     public bool? ReturnTokensAsTokenIds { get; init; }
     /// <summary>return_token_ids (vLLM): each choice also carries prompt_token_ids and token_ids.</summary>
     public bool? ReturnTokenIds { get; init; }
+    /// <summary>vLLM's cache_salt: the prompt shares prefix-cache blocks only with requests of the same salt.</summary>
+    public string? CacheSalt { get; init; }
 
     /// <summary>Fields no member takes: harmless ones are accepted, those of a feature not built only at their "off" value, any other is a 400 naming it.</summary>
     [JsonExtensionData]

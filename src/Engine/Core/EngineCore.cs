@@ -39,7 +39,9 @@ internal sealed class EngineCore : IDisposable
         _tokenizer = tokenizer;
         _statLoggers = statLoggers;
         _logger = logger;
-        _scheduler = new Scheduler(new BlockAllocator(kvBlocks), config.Args.BlockSize, config.Args.MaxNumSeqs, config.MaxNumBatchedTokens, config.Args.MaxLoras);
+        bool caching = config.Args.EnablePrefixCaching;
+        var kv = new KvCacheManager(new BlockPool(kvBlocks, retainFreedBlocks: caching), config.Args.BlockSize, caching);
+        _scheduler = new Scheduler(kv, config.Args.MaxNumSeqs, config.MaxNumBatchedTokens, config.Args.MaxLoras);
         _outputs = new OutputProcessor(tokenizer, eosIds, config.MaxModelLen, logger);
     }
 
@@ -80,7 +82,7 @@ internal sealed class EngineCore : IDisposable
         {
             ThrowIfErrored();
             if (_requests.ContainsKey(r.RequestId)) throw new ArgumentException($"request id '{r.RequestId}' is already running", "requestId");
-            var request = new Request(r.RequestId, r.Prompt, r.PromptTokenIds, r.SamplingParams, r.LoraRequest, _arrivals++);
+            var request = new Request(r.RequestId, r.Prompt, r.PromptTokenIds, r.SamplingParams, r.LoraRequest, _arrivals++, r.CacheSalt);
             if (r.Adapter != null) request.Adapter = NewestCopy(r.LoraRequest!.LoraIntId, r.Adapter);
             long seed = r.SamplingParams.Seed ?? _config.Args.Seed + request.Arrival;
             for (int i = 0; i < r.SamplingParams.N; i++)
@@ -189,7 +191,10 @@ internal sealed class EngineCore : IDisposable
     {
         var stats = new SchedulerStats(_scheduler.NumRunning, _scheduler.NumWaiting, _scheduler.Blocks.Usage, _scheduler.Blocks.NumUsed,
             _scheduler.Blocks.NumBlocks, _scheduler.RunningAdapters.ToArray(),
-            _scheduler.Waiting.Select(s => s.Request.LoraId).Where(id => id != 0).Distinct().ToArray(), _config.Args.MaxLoras, _preemptions);
+            _scheduler.Waiting.Select(s => s.Request.LoraId).Where(id => id != 0).Distinct().ToArray(), _config.Args.MaxLoras, _preemptions)
+        {
+            PrefixCacheStats = _scheduler.Kv.TakeStats(),
+        };
         foreach (var logger in _statLoggers)
         {
             try

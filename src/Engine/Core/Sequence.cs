@@ -47,6 +47,21 @@ internal sealed class Sequence
 
     public List<int> BlockTable { get; } = new();
 
+    /// <summary>
+    /// The prefix-cache extra key its blocks are computed under (see <see cref="KvCacheManager"/>), set when it is
+    /// admitted; null: its blocks are not offered to the cache (nothing would read them, or its adapter changed while it
+    /// ran, so its K/V mixes two copies of the weights).
+    /// </summary>
+    public UInt128? CacheKey { get; set; }
+
+    /// <summary>Leading blocks of <see cref="BlockTable"/> already taken from the prefix cache or offered to it.</summary>
+    public int NumCachedBlocks { get; set; }
+
+    /// <summary>Prefix-cache keys of its first full blocks, computed under <see cref="BlockHashesKey"/> (kept across preemption).</summary>
+    public List<UInt128> BlockHashes { get; } = new();
+
+    public UInt128 BlockHashesKey { get; set; }
+
     public SequenceStatus Status { get; set; } = SequenceStatus.Waiting;
 
     public string? FinishReason { get; set; }

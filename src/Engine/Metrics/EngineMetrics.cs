@@ -17,6 +17,8 @@ public sealed class EngineMetrics : IStatLogger, IDisposable
     readonly Counter<long> _generationTokens;
     readonly Counter<long> _finished;
     readonly Counter<long> _failed;
+    readonly Counter<long> _prefixCacheQueries;
+    readonly Counter<long> _prefixCacheHits;
     readonly Histogram<double> _ttft;
     readonly Histogram<double> _itl;
     readonly Histogram<double> _e2e;
@@ -30,6 +32,8 @@ public sealed class EngineMetrics : IStatLogger, IDisposable
         _generationTokens = _meter.CreateCounter<long>("loraengine.generation_tokens", "tokens", "Tokens generated");
         _finished = _meter.CreateCounter<long>("loraengine.requests_finished", "requests", "Requests finished");
         _failed = _meter.CreateCounter<long>("loraengine.requests_failed", "requests", "Requests the engine failed (finish reason error)");
+        _prefixCacheQueries = _meter.CreateCounter<long>("loraengine.prefix_cache_queries", "tokens", "Prompt tokens looked up in the prefix cache");
+        _prefixCacheHits = _meter.CreateCounter<long>("loraengine.prefix_cache_hits", "tokens", "Prompt tokens found in the prefix cache");
         _ttft = _meter.CreateHistogram<double>("loraengine.time_to_first_token", "s", "Time to first token");
         _itl = _meter.CreateHistogram<double>("loraengine.inter_token_latency", "s", "Time between output tokens");
         _e2e = _meter.CreateHistogram<double>("loraengine.request_latency", "s", "End-to-end request latency");
@@ -38,6 +42,9 @@ public sealed class EngineMetrics : IStatLogger, IDisposable
         _meter.CreateObservableGauge("loraengine.kv_cache_usage", () => _last?.KvCacheUsage ?? 0, "ratio");
         _meter.CreateObservableGauge("loraengine.lora_adapters_running", () => _last?.RunningLoraAdapters.Count ?? 0, "adapters");
     }
+
+    /// <summary>This engine's meter (tests listen to it alone; the name is shared by every engine in the process).</summary>
+    internal Meter Meter => _meter;
 
     /// <summary>Prompt tokens computed so far (prefill).</summary>
     public long PromptTokens { get; private set; }
@@ -49,6 +56,10 @@ public sealed class EngineMetrics : IStatLogger, IDisposable
     public long RequestsFailed { get; private set; }
     /// <summary>Steps run (the stats reported after an abort or an engine failure are not steps).</summary>
     public long Steps { get; private set; }
+    /// <summary>Tokens admitted sequences looked up in the prefix cache (vLLM's prefix_cache_queries).</summary>
+    public long PrefixCacheQueries { get; private set; }
+    /// <summary>Of <see cref="PrefixCacheQueries"/>, the tokens found cached, whose K/V was not computed again (vLLM's prefix_cache_hits).</summary>
+    public long PrefixCacheHits { get; private set; }
     /// <summary>The engine's state after the latest step or abort; null before the first.</summary>
     public SchedulerStats? Last => _last;
     /// <summary>Seconds from a request's arrival to its first output token.</summary>
@@ -69,6 +80,8 @@ public sealed class EngineMetrics : IStatLogger, IDisposable
             GenerationTokens += iteration.GenerationTokens;
             RequestsFinished += iteration.FinishedRequests;
             RequestsFailed += iteration.FailedRequests;
+            PrefixCacheQueries += scheduler.PrefixCacheStats.Queries;
+            PrefixCacheHits += scheduler.PrefixCacheStats.Hits;
             foreach (var t in iteration.TimesToFirstToken) TimeToFirstToken.Observe(t.TotalSeconds);
             foreach (var t in iteration.InterTokenLatencies) InterTokenLatency.Observe(t.TotalSeconds);
             foreach (var t in iteration.RequestLatencies) RequestLatency.Observe(t.TotalSeconds);
@@ -77,6 +90,8 @@ public sealed class EngineMetrics : IStatLogger, IDisposable
         _generationTokens.Add(iteration.GenerationTokens);
         _finished.Add(iteration.FinishedRequests);
         _failed.Add(iteration.FailedRequests);
+        _prefixCacheQueries.Add(scheduler.PrefixCacheStats.Queries);
+        _prefixCacheHits.Add(scheduler.PrefixCacheStats.Hits);
         foreach (var t in iteration.TimesToFirstToken) _ttft.Record(t.TotalSeconds);
         foreach (var t in iteration.InterTokenLatencies) _itl.Record(t.TotalSeconds);
         foreach (var t in iteration.RequestLatencies) _e2e.Record(t.TotalSeconds);
