@@ -5,7 +5,7 @@ namespace LoraEngine.Tensors.Kernels;
 /// <summary>
 /// The CPU device's implementation of <see cref="SampleOps"/>: the kernels' steps for one row at a time, with the same
 /// <see cref="SampleMath"/> formulas, the same radix select and the same Philox draws — so the CPU device picks the same
-/// tokens as ILGPU's CPU accelerator running the kernels. Sums that only feed logprob values (log-sum-exp) are added in
+/// tokens as ILGPU's CPU accelerator running the kernels. The log-sum-exp that only feeds logprob values is added in
 /// another order than the kernels' tree, so logprobs agree to rounding, not bit for bit.
 /// </summary>
 internal static class HostSample
@@ -28,27 +28,25 @@ internal static class HostSample
             var x = logits.Slice(r * vocab, vocab);
             var o = outInts.Slice(r * OutInts, OutInts);
             var mode = (SampleMode)p[PMode];
+            bool finite = true;
+            foreach (float v in x) finite &= SampleMath.IsFinite(v);
+            o[OFinite] = finite ? 1 : 0;
             o[ORank] = 1;
-            if (mode == SampleMode.Sample)
+            o[OToken] = mode switch
             {
-                o[OToken] = SampleRow(x, p, f, editInts, editFloats);
-                o[OFinite] = 1;
-            }
-            else
-            {
-                int best = Argmax(x, out float top);
-                o[OToken] = mode == SampleMode.Score ? p[PTarget] : best;
-                o[OFinite] = float.IsFinite(top) ? 1 : 0;
-            }
-            if (mode != SampleMode.Argmax || p[PLogprobs] >= 0)
+                SampleMode.Sample => SampleRow(x, p, f, editInts, editFloats),
+                SampleMode.Score => p[PTarget],
+                _ => Argmax(x),
+            };
+            if (finite && p[PLogprobs] >= 0)
                 Logprobs(x, p[PLogprobs], o, ref outLogprob[r], topIds.Slice(r * MaxLogprobs, MaxLogprobs), topLogprobs.Slice(r * MaxLogprobs, MaxLogprobs));
         }
     }
 
-    /// <summary>Index of the largest value (ties: lowest; NaN ignored; none: 0, with −∞).</summary>
-    static int Argmax(ReadOnlySpan<float> x, out float top)
+    /// <summary>Index of the largest value (ties: lowest; NaN ignored; none: 0).</summary>
+    static int Argmax(ReadOnlySpan<float> x)
     {
-        top = float.NegativeInfinity;
+        float top = float.NegativeInfinity;
         int best = int.MaxValue;
         for (int i = 0; i < x.Length; i++)
             if (SampleMath.Better(x[i], i, top, best))
@@ -110,7 +108,7 @@ internal static class HostSample
         }
         else
         {
-            token0 = Argmax(x, out _);
+            token0 = Argmax(x);
         }
         for (int e = start; e < end; e++) x[editInts[e * EditInts]] = editFloats[e * EditFloats + 1];
         return token0;
@@ -148,23 +146,14 @@ internal static class HostSample
         return prefix;
     }
 
+    /// <summary>A finite row's logprobs: the token's logprob and rank, and the top n (n ≥ 0).</summary>
     static void Logprobs(ReadOnlySpan<float> x, int n, Span<int> o, ref float logprob, Span<int> topIds, Span<float> topLogprobs)
     {
         float max = float.NegativeInfinity;
-        foreach (float v in x)
-        {
-            if (!float.IsFinite(v))
-            {
-                o[OFinite] = 0;
-                return;
-            }
-            max = Math.Max(max, v);
-        }
-        o[OFinite] = 1;
-        if (n < 0) return;
-        float sum = 0;
+        foreach (float v in x) max = Math.Max(max, v);
+        double sum = 0;
         foreach (float v in x) sum += MathF.Exp(v - max);
-        float lse = max + MathF.Log(sum);
+        float lse = max + MathF.Log((float)sum);
         float xt = x[o[OToken]];
         int higher = 0;
         foreach (float v in x) if (v > xt) higher++;

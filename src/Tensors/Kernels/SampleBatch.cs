@@ -99,10 +99,9 @@ public sealed class SampleBatch : IDisposable
         RowFloats = device.Zeros(DType.F32, maxRows, FloatParams);
         Thresholds = device.Zeros(DType.I32, maxRows, 2);
         Maxima = device.Zeros(DType.F32, maxRows);
-        Argmax = device.Zeros(DType.I32, maxRows);
-        ArgmaxValues = device.Zeros(DType.F32, maxRows);
         PartialValues = device.Zeros(DType.F32, maxRows * Parts);
         PartialIndices = device.Zeros(DType.I32, maxRows * Parts);
+        PartialNonFinite = device.Zeros(DType.I32, maxRows * Parts);
         Out = device.Zeros(DType.I32, maxRows, OutInts);
         OutLogprob = device.Zeros(DType.F32, maxRows);
         TopIds = device.Zeros(DType.I32, maxRows, MaxLogprobs);
@@ -135,10 +134,9 @@ public sealed class SampleBatch : IDisposable
     internal DeviceTensor EditFloatsTensor { get; private set; } = null!; // [capacity, 2] F32: bias, the raw logit (saved by the kernels)
     internal DeviceTensor Thresholds { get; }      // [maxRows, 2] I32: the lowest kept key (lo, hi)
     internal DeviceTensor Maxima { get; }          // [maxRows] F32: max of logits / temperature (min-p)
-    internal DeviceTensor Argmax { get; }          // [maxRows] I32
-    internal DeviceTensor ArgmaxValues { get; }    // [maxRows] F32
-    internal DeviceTensor PartialValues { get; }   // [maxRows · parts] F32
-    internal DeviceTensor PartialIndices { get; }  // [maxRows · parts] I32
+    internal DeviceTensor PartialValues { get; }   // [maxRows · parts] F32: each part's best score
+    internal DeviceTensor PartialIndices { get; }  // [maxRows · parts] I32: and its token
+    internal DeviceTensor PartialNonFinite { get; } // [maxRows · parts] I32: NaN and ±∞ the part saw
     internal DeviceTensor Out { get; }             // [maxRows, 3] I32: token, finite, rank
     internal DeviceTensor OutLogprob { get; }      // [maxRows] F32: logprob of the token
     internal DeviceTensor TopIds { get; }          // [maxRows, MaxLogprobs] I32, by (logprob desc, id asc)
@@ -148,7 +146,7 @@ public sealed class SampleBatch : IDisposable
     public static long Bytes(int maxRows, int vocab, int editCapacity = 1024)
     {
         int parts = Math.Clamp(((vocab + 3) / 4 + PartQuads - 1) / PartQuads, 1, 64);
-        return 4L * maxRows * (IntParams + FloatParams + 2 + 1 + 2 + 2 * parts + OutInts + 1 + 2 * MaxLogprobs)
+        return 4L * maxRows * (IntParams + FloatParams + 2 + 1 + 3 * parts + OutInts + 1 + 2 * MaxLogprobs)
             + 4L * editCapacity * (EditInts + EditFloats);
     }
 
@@ -257,13 +255,10 @@ public sealed class SampleBatch : IDisposable
     /// <summary>The row's token: sampled, the argmax, or a Score row's target (after <see cref="Read"/>).</summary>
     public int Token(int row) => _outInts[row * OutInts + OToken];
 
-    /// <summary>
-    /// Whether the row's raw logits were all finite: every value checked for rows with edits, a draw or logprobs; for a
-    /// plain <see cref="SampleMode.Argmax"/> row, its maximum (NaN ranks last, so a row that is all NaN fails).
-    /// </summary>
+    /// <summary>Whether the row's raw logits were all finite (no NaN, no ±∞): a diverged row has no meaningful token.</summary>
     public bool Finite(int row) => _outInts[row * OutInts + OFinite] != 0;
 
-    /// <summary>log-softmax of the raw logits at the row's token (rows with logprobs ≥ 0).</summary>
+    /// <summary>log-softmax of the raw logits at the row's token (finite rows with logprobs ≥ 0).</summary>
     public float Logprob(int row) => _outLogprob[row];
 
     /// <summary>1 + the number of tokens with a strictly larger raw logit than the row's token.</summary>
@@ -283,10 +278,9 @@ public sealed class SampleBatch : IDisposable
         EditFloatsTensor.Dispose();
         Thresholds.Dispose();
         Maxima.Dispose();
-        Argmax.Dispose();
-        ArgmaxValues.Dispose();
         PartialValues.Dispose();
         PartialIndices.Dispose();
+        PartialNonFinite.Dispose();
         Out.Dispose();
         OutLogprob.Dispose();
         TopIds.Dispose();

@@ -8,17 +8,17 @@ namespace LoraEngine.Tensors.Kernels;
 
 /// <summary>
 /// Sampling on the device: each row of logits [rows, vocab] becomes a token (and, when asked, logprobs) as its
-/// <see cref="SampleRow"/> says, so only ids and the requested top-n come back to the host. Four launches after the
-/// argmax, all reading their parameters from a <see cref="SampleBatch"/> (so a CUDA graph can replay them):
+/// <see cref="SampleRow"/> says, so only ids and the requested top-n come back to the host. Four launches, all reading
+/// their parameters from a <see cref="SampleBatch"/> (so a CUDA graph can replay them):
 /// <list type="number">
 /// <item>prepare — one group per Sample row: apply the row's edits in place (raw values saved), then find the row's
 ///   threshold key: the k-th largest for top-k, then the smallest prefix reaching top-p's mass (radix select over the
 ///   64-bit (value, id) key, ≤ 8 passes each, integer histograms in shared memory);</item>
-/// <item>pick (parts × rows groups) and pick-final (a warp per row): the exponential race argmax over the kept tokens,
-///   v − log(−log u) with u from Philox(seed, sequence, position, id) (plain argmax at temperature 0); final restores
-///   the raw logits;</item>
-/// <item>logprobs — one group per row that wants them (or is sampled or scored): finite check, log-sum-exp, the token's
-///   logprob and rank, and the top n by radix select.</item>
+/// <item>pick (parts × rows groups, so one row spreads over the device) and pick-final (a warp per row): the exponential
+///   race argmax over the kept tokens, v − log(−log u) with u from Philox(seed, sequence, position, id), or the plain
+///   argmax (Argmax rows, temperature 0); every value is also checked for NaN and ±∞; final restores the raw logits;</item>
+/// <item>logprobs — one group per finite row that wants them: log-sum-exp, the token's logprob and rank, and the top n
+///   by radix select.</item>
 /// </list>
 /// Every decision is a max, a count or an integer sum, so it does not depend on how the work is split: a row gives the
 /// same token alone or in any batch, eager or replayed. The CPU device runs <see cref="HostSample"/>, the same steps.
@@ -44,8 +44,8 @@ public sealed class SampleOps
     internal struct SampleViews
     {
         public ArrayView<float> Logits;                       // [rows, vocab]
-        public ArrayView<int> RowInts, EditInts, Thresholds, Argmax, PartialIndices, Out, TopIds;
-        public ArrayView<float> RowFloats, EditFloats, Maxima, ArgmaxValues, PartialValues, OutLogprob, TopLogprobs;
+        public ArrayView<int> RowInts, EditInts, Thresholds, PartialIndices, PartialNonFinite, Out, TopIds;
+        public ArrayView<float> RowFloats, EditFloats, Maxima, PartialValues, OutLogprob, TopLogprobs;
         public int Vocab, Parts;
     }
 
@@ -66,7 +66,6 @@ public sealed class SampleOps
             HostSample.Run(batch, logits.HostSpan<float>());
             return;
         }
-        _device.Sampling.Argmax(batch.Argmax.Slice(0, rows), batch.ArgmaxValues.Slice(0, rows), logits);
         var views = new SampleViews
         {
             Logits = logits.F32,
@@ -76,10 +75,9 @@ public sealed class SampleOps
             EditFloats = batch.EditFloatsTensor.F32,
             Thresholds = batch.Thresholds.I32,
             Maxima = batch.Maxima.F32,
-            Argmax = batch.Argmax.I32,
-            ArgmaxValues = batch.ArgmaxValues.F32,
             PartialValues = batch.PartialValues.F32,
             PartialIndices = batch.PartialIndices.I32,
+            PartialNonFinite = batch.PartialNonFinite.I32,
             Out = batch.Out.I32,
             OutLogprob = batch.OutLogprob.F32,
             TopIds = batch.TopIds.I32,
@@ -216,22 +214,23 @@ public sealed class SampleOps
         return result;
     }
 
-    // Partial pick: group (part, r) scans its quarter-aligned slice of a Sample row for the best candidate by
-    // score = v − log(−log u_i) (T > 0; u_i from Philox, one block per 4 ids) or v (T = 0), ties to the lowest id.
+    // Partial pick: group (part, r) scans its quarter-aligned slice of row r for the best candidate by
+    // score = v − log(−log u_i) (Sample rows at T > 0; u_i from Philox, one block per 4 ids) or the value itself
+    // (Argmax and Score rows, T = 0), ties to the lowest id, and counts the slice's NaN and ±∞.
     static void PickKernel(SampleViews s)
     {
         var warpValues = SharedMemory.Allocate<float>(32);
         var warpIndices = SharedMemory.Allocate<int>(32);
         int r = Grid.IdxY, part = Grid.IdxX, p = r * IntParams, f = r * FloatParams;
-        if (s.RowInts[p + PMode] != (int)SampleMode.Sample) return;
         long row = (long)r * s.Vocab;
-        float t = s.RowFloats[f + PTemperature], minP = s.RowFloats[f + PMinP], max = s.Maxima[r];
+        float t = s.RowInts[p + PMode] == (int)SampleMode.Sample ? s.RowFloats[f + PTemperature] : 0f;
+        float minP = s.RowFloats[f + PMinP], max = s.Maxima[r];
         ulong floor = (uint)s.Thresholds[r * 2] | ((ulong)(uint)s.Thresholds[r * 2 + 1] << 32);
         long seed = (uint)s.RowInts[p + PSeedLo] | ((long)s.RowInts[p + PSeedHi] << 32);
         int sequence = s.RowInts[p + PSequence], position = s.RowInts[p + PPosition];
         int quads = (s.Vocab + 3) / 4, perPart = (quads + s.Parts - 1) / s.Parts, q0 = part * perPart, q1 = XMath.Min(quads, q0 + perPart);
         float best = float.NegativeInfinity;
-        int bestIndex = int.MaxValue;
+        int bestIndex = int.MaxValue, nonFinite = 0;
         for (int q = q0 + Group.IdxX; q < q1; q += Group.DimX)
         {
             var draws = t > 0 ? Philox.Draws(seed, sequence, position, q) : default;
@@ -240,6 +239,7 @@ public sealed class SampleOps
                 int i = q * 4 + lane;
                 if (i >= s.Vocab) break;
                 float score = s.Logits[row + i];
+                if (!SampleMath.IsFinite(score)) nonFinite++;
                 if (t > 0)
                 {
                     float v = score / t;
@@ -253,6 +253,7 @@ public sealed class SampleOps
                 }
             }
         }
+        nonFinite = GroupExtensions.AllReduce<int, AddInt32>(nonFinite);
         WarpBest(ref best, ref bestIndex);
         if (Warp.LaneIdx == 0)
         {
@@ -267,50 +268,54 @@ public sealed class SampleOps
                 best = warpValues[w];
                 bestIndex = warpIndices[w];
             }
-        s.PartialValues[(long)r * s.Parts + part] = best;
-        s.PartialIndices[(long)r * s.Parts + part] = bestIndex;
+        long at = (long)r * s.Parts + part;
+        s.PartialValues[at] = best;
+        s.PartialIndices[at] = bestIndex;
+        s.PartialNonFinite[at] = nonFinite;
     }
 
-    // One warp per row: a Sample row's token is the best of its parts (none: 0) and its edited logits are restored;
-    // an Argmax row's is the argmax (finite when its maximum is); a Score row's is its target.
+    // One warp per row: the token is the best of the parts (none: 0), a Score row's its target; a Sample row's edited
+    // logits are restored. Finite: no NaN or ±∞ among the raw logits — the parts saw the edited values, so the edits'
+    // own count is taken back (a ban is a legitimate −∞) and their raw values checked instead.
     static void PickFinalKernel(SampleViews s)
     {
         int r = Grid.IdxX, p = r * IntParams, o = r * OutInts;
-        int mode = s.RowInts[p + PMode];
-        if (mode != (int)SampleMode.Sample)
-        {
-            if (Warp.LaneIdx != 0) return;
-            s.Out[o + OToken] = mode == (int)SampleMode.Score ? s.RowInts[p + PTarget] : s.Argmax[r];
-            float top = s.ArgmaxValues[r];
-            s.Out[o + OFinite] = float.IsNaN(top) || float.IsInfinity(top) ? 0 : 1;
-            s.Out[o + ORank] = 1;
-            return;
-        }
         float best = float.NegativeInfinity;
-        int bestIndex = int.MaxValue;
+        int bestIndex = int.MaxValue, nonFinite = 0;
         for (int part = Warp.LaneIdx; part < s.Parts; part += 32)
         {
-            float v = s.PartialValues[(long)r * s.Parts + part];
-            int i = s.PartialIndices[(long)r * s.Parts + part];
-            if (SampleMath.Better(v, i, best, bestIndex))
+            long at = (long)r * s.Parts + part;
+            nonFinite += s.PartialNonFinite[at];
+            if (SampleMath.Better(s.PartialValues[at], s.PartialIndices[at], best, bestIndex))
             {
-                best = v;
-                bestIndex = i;
+                best = s.PartialValues[at];
+                bestIndex = s.PartialIndices[at];
             }
         }
         WarpBest(ref best, ref bestIndex);
-        long row = (long)r * s.Vocab;
-        int start = s.RowInts[p + PEditStart], end = start + s.RowInts[p + PEditCount];
-        for (int e = start + Warp.LaneIdx; e < end; e += 32) s.Logits[row + s.EditInts[e * EditInts]] = s.EditFloats[e * EditFloats + 1];
+        int mode = s.RowInts[p + PMode];
+        if (mode == (int)SampleMode.Sample)
+        {
+            long row = (long)r * s.Vocab;
+            int start = s.RowInts[p + PEditStart], end = start + s.RowInts[p + PEditCount];
+            for (int e = start + Warp.LaneIdx; e < end; e += 32)
+            {
+                long at = row + s.EditInts[e * EditInts];
+                float raw = s.EditFloats[e * EditFloats + 1];
+                nonFinite += (SampleMath.IsFinite(raw) ? 0 : 1) - (SampleMath.IsFinite(s.Logits[at]) ? 0 : 1);
+                s.Logits[at] = raw;
+            }
+        }
+        nonFinite = WarpSum(nonFinite);
         if (Warp.LaneIdx != 0) return;
-        s.Out[o + OToken] = bestIndex == int.MaxValue ? 0 : bestIndex;
-        s.Out[o + OFinite] = 1; // the logprobs kernel checks every value of a Sample row
+        s.Out[o + OToken] = mode == (int)SampleMode.Score ? s.RowInts[p + PTarget] : bestIndex == int.MaxValue ? 0 : bestIndex;
+        s.Out[o + OFinite] = nonFinite == 0 ? 1 : 0;
         s.Out[o + ORank] = 1;
     }
 
-    // Rows that are sampled, scored or want logprobs, on the raw logits x = logits[r, :]: finite = no NaN or ±∞;
-    // then, with logprobs ≥ 0: lse = log Σ exp(x), the token's logprob x[t] − lse and rank 1 + #{i : x[i] > x[t]},
-    // and the top n by (x desc, id asc), found by radix select and ordered by counting.
+    // Finite rows with logprobs ≥ 0, on the raw logits x = logits[r, :]: lse = log Σ exp(x) (summed in double), the
+    // token's logprob x[t] − lse and rank 1 + #{i : x[i] > x[t]}, and the top n by (x desc, id asc), found by radix
+    // select and ordered by counting.
     static void LogprobsKernel(SampleViews s)
     {
         var counts = SharedMemory.Allocate<uint>(256);
@@ -319,25 +324,15 @@ public sealed class SampleOps
         var slots = SharedMemory.Allocate<int>(MaxLogprobs);
         var slotCount = SharedMemory.Allocate<int>(1);
         int r = Grid.IdxX, p = r * IntParams, o = r * OutInts;
-        int mode = s.RowInts[p + PMode], n = s.RowInts[p + PLogprobs];
-        if (mode == (int)SampleMode.Argmax && n < 0) return;
+        int n = s.RowInts[p + PLogprobs];
+        if (n < 0 || s.Out[o + OFinite] == 0) return;
         long row = (long)r * s.Vocab;
         float local = float.NegativeInfinity;
-        int bad = 0;
-        for (int i = Group.IdxX; i < s.Vocab; i += Group.DimX)
-        {
-            float x = s.Logits[row + i];
-            if (float.IsNaN(x) || float.IsInfinity(x)) bad++;
-            else if (x > local) local = x;
-        }
-        bad = GroupExtensions.AllReduce<int, AddInt32>(bad);
-        if (Group.IdxX == 0) s.Out[o + OFinite] = bad == 0 ? 1 : 0;
-        if (bad != 0 || n < 0) return;
-
+        for (int i = Group.IdxX; i < s.Vocab; i += Group.DimX) local = XMath.Max(local, s.Logits[row + i]);
         float max = GroupExtensions.AllReduce<float, MaxFloat>(local);
-        float sum = 0;
+        double sum = 0; // in double, as the host's log-softmax: a vocabulary of 10⁵ terms loses digits in float
         for (int i = Group.IdxX; i < s.Vocab; i += Group.DimX) sum += XMath.Exp(s.Logits[row + i] - max);
-        float lse = max + XMath.Log(GroupExtensions.AllReduce<float, AddFloat>(sum));
+        float lse = max + XMath.Log((float)GroupExtensions.AllReduce<double, AddDouble>(sum));
         int token = s.Out[o + OToken];
         float xt = s.Logits[row + token];
         int higher = 0;
@@ -371,6 +366,12 @@ public sealed class SampleOps
             s.TopIds[r * MaxLogprobs + place] = id;
             s.TopLogprobs[r * MaxLogprobs + place] = s.Logits[row + id] - lse;
         }
+    }
+
+    static int WarpSum(int v)
+    {
+        for (int offset = 16; offset > 0; offset >>= 1) v += Warp.ShuffleXor(v, offset);
+        return v;
     }
 
     static void WarpBest(ref float best, ref int bestIndex)

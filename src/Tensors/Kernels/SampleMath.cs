@@ -46,9 +46,14 @@ internal static class SampleMath
     /// <summary>The mass top-p must reach: ⌈p · total⌉ (at least 1), computed in double the same way everywhere.</summary>
     public static ulong TopPTarget(float topP, ulong total)
     {
-        double target = XMath.Ceiling(topP * (double)total);
-        return target < 1 ? 1 : (ulong)target;
+        double exact = topP * (double)total;
+        ulong target = (ulong)exact;
+        if (target < exact) target++;
+        return target < 1 ? 1 : target;
     }
+
+    /// <summary>Neither NaN nor ±∞ (plain comparisons: the same on every backend).</summary>
+    public static bool IsFinite(float x) => x >= -float.MaxValue && x <= float.MaxValue;
 
     /// <summary>Whether a finite-or-−∞ value survives min_p: e^(v − max) ≥ min_p (min_p ≤ 0: everything with mass).</summary>
     public static bool PassesMinP(float v, float max, float minP) => minP <= 0 || Relative(v, max) >= minP;

@@ -33,8 +33,7 @@ public static class SampleReference
                 SampleMode.Score => row.Target,
                 _ => Sample(raw, row, rowEdits, out fragile),
             };
-            bool allFinite = raw.All(float.IsFinite);
-            bool finite = row.Mode == SampleMode.Argmax && row.Logprobs < 0 ? float.IsFinite(raw.Where(v => !float.IsNaN(v)).DefaultIfEmpty(float.NegativeInfinity).Max()) : allFinite;
+            bool finite = raw.All(float.IsFinite);
             results[r] = finite && row.Logprobs >= 0 ? WithLogprobs(raw, token, row.Logprobs, fragile) : new Result(token, finite, 0, 1, [], [], fragile);
         }
         return results;
