@@ -192,7 +192,6 @@ public sealed class ComputeDevice : IDisposable
     public SamplingOps Sampling => Kernels(d => new SamplingOps(d));
     /// <summary>Sampling of logits rows into tokens and logprobs (temperature, filters, penalties, Philox draws), loaded on first use.</summary>
     public SampleOps Sample => Kernels(d => new SampleOps(d));
-
     /// <summary>Batched LoRA shrink and expand (each token its own adapter slot), loaded on first use.</summary>
     public LoraOps Lora => Kernels(d => new LoraOps(d));
 

@@ -20,14 +20,15 @@ internal sealed record ExecutionItem(
     public bool NeedsSample => Sampling != null;
 }
 
-/// <summary>
-/// How the chunk's last row becomes the next token, on the device: the kernels' parameters and the logit edits
-/// (bias, bans, penalties; distinct tokens; <c>Row.Edits == Edits.Count</c>).
-/// </summary>
+/// <summary>How the chunk's last row becomes the next token, on the device.</summary>
+/// <param name="Row">the kernels' parameters (<c>Row.Edits == Edits.Count</c>)</param>
+/// <param name="Edits">the logit edits: bias, bans, penalties, one per distinct token</param>
 /// <param name="RawLogits">the raw logits row comes back too: logprobs beyond what the device returns (the whole vocabulary)</param>
 internal sealed record RowSampling(SampleRow Row, IReadOnlyList<TokenEdit> Edits, bool RawLogits = false);
 
-/// <summary>Prompt logprobs for a chunk: <c>Targets[i]</c> is the prompt token row i predicts (−1: none), scored with its top <paramref name="TopN"/>.</summary>
+/// <summary>Prompt logprobs for a chunk's rows.</summary>
+/// <param name="Targets">the prompt token row i predicts (−1: none)</param>
+/// <param name="TopN">top entries wanted beside each target</param>
 /// <param name="RawLogits">the chunk's raw logits come back instead (a top-n beyond the device's, or the whole vocabulary)</param>
 internal sealed record PromptScoring(IReadOnlyList<int> Targets, int TopN, bool RawLogits = false);
 

@@ -16,12 +16,17 @@ public enum SampleMode
 /// The draw for vocabulary entry i is <see cref="Philox.Uniform"/>(Seed, Sequence, Position, i): the same row gives the
 /// same token alone, in any batch, in any process and on any device that computes the same logits.
 /// </summary>
+/// <param name="Mode">what the row is for</param>
 /// <param name="Temperature">0: the argmax of the edited logits</param>
 /// <param name="TopK">≤ 0 (or ≥ vocab): off</param>
 /// <param name="TopP">≥ 1: off</param>
 /// <param name="MinP">≤ 0: off</param>
+/// <param name="Seed">the request's seed (a key of every draw)</param>
 /// <param name="Sequence">which of the seed's streams (a request's sequence index)</param>
 /// <param name="Position">the output position being sampled (tokens generated so far)</param>
+/// <param name="RepetitionPenalty">1: off; divides positive (multiplies negative) logits of edits marked seen</param>
+/// <param name="PresencePenalty">subtracted from the logits of edits with an output count</param>
+/// <param name="FrequencyPenalty">times the output count, subtracted from the same logits</param>
 /// <param name="Logprobs">−1: no logprobs; n ≥ 0: the token's logprob and rank and the top n (at most <see cref="SampleBatch.MaxLogprobs"/>)</param>
 /// <param name="Target">the token a <see cref="SampleMode.Score"/> row scores</param>
 /// <param name="Edits">how many of the batch's <see cref="TokenEdit"/>s, in row order, belong to this row</param>
@@ -50,6 +55,7 @@ public readonly record struct SampleRow(
 /// <c>v = raw + Bias</c>; if <paramref name="Seen"/>, the repetition penalty; if <paramref name="OutputCount"/> &gt; 0,
 /// presence and frequency. A row's edits name distinct tokens. Logprobs are always of the raw logits.
 /// </summary>
+/// <param name="TokenId">the token whose logit changes</param>
 /// <param name="Bias">logit_bias plus −∞ for a banned token</param>
 /// <param name="Seen">the token is in the prompt or the output</param>
 /// <param name="OutputCount">how often the token was generated</param>
@@ -86,6 +92,11 @@ public sealed class SampleBatch : IDisposable
     int[] _editInts = [];
     float[] _editFloats = [];
 
+    /// <summary>Allocates the buffers for up to <paramref name="maxRows"/> rows of <paramref name="vocab"/> logits.</summary>
+    /// <param name="device">where the kernels run</param>
+    /// <param name="maxRows">most rows one run samples</param>
+    /// <param name="vocab">the logits' row length</param>
+    /// <param name="editCapacity">edits the buffers hold before they grow (growing changes <see cref="Version"/>)</param>
     public SampleBatch(ComputeDevice device, int maxRows, int vocab, int editCapacity = 1024)
     {
         ArgumentNullException.ThrowIfNull(device);
@@ -115,8 +126,10 @@ public sealed class SampleBatch : IDisposable
         EnsureEdits(Math.Max(editCapacity, 1));
     }
 
+    /// <summary>Most rows one run samples.</summary>
     public int MaxRows { get; }
 
+    /// <summary>Length of a logits row.</summary>
     public int Vocab { get; }
 
     /// <summary>Rows written by the last <see cref="Write"/>.</summary>
@@ -240,6 +253,7 @@ public sealed class SampleBatch : IDisposable
     }
 
     /// <summary>Copies the results of the first <paramref name="rows"/> rows of the last run to the host (synchronises).</summary>
+    /// <param name="rows">how many rows, from the first</param>
     /// <param name="logprobs">also the logprob arrays (when some row asked for logprobs)</param>
     public void Read(int rows, bool logprobs)
     {
@@ -270,6 +284,7 @@ public sealed class SampleBatch : IDisposable
     /// <summary>Logprobs of <see cref="TopIdsOf"/>.</summary>
     public ReadOnlySpan<float> TopLogprobsOf(int row, int n) => _topLogprobs.AsSpan(row * MaxLogprobs, n);
 
+    /// <summary>Frees the device buffers.</summary>
     public void Dispose()
     {
         RowInts.Dispose();

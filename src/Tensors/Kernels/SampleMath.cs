@@ -29,6 +29,9 @@ internal static class SampleMath
     /// <param name="bias">logit_bias plus −∞ for a ban</param>
     /// <param name="seen">the token is in the prompt or the output (repetition penalty)</param>
     /// <param name="outputCount">times the token was generated (presence, frequency)</param>
+    /// <param name="repetition">repetition penalty (1: off)</param>
+    /// <param name="presence">presence penalty</param>
+    /// <param name="frequency">frequency penalty</param>
     public static float Edit(float raw, float bias, bool seen, int outputCount, float repetition, float presence, float frequency)
     {
         float v = raw + bias;

@@ -16,6 +16,11 @@ public static class SampleReference
     /// </summary>
     public sealed record Result(int Token, bool Finite, float Logprob, int Rank, int[] TopIds, float[] TopLogprobs, bool Fragile);
 
+    /// <summary>The expected result of each row of <paramref name="logits"/> [rows.Count, vocab].</summary>
+    /// <param name="logits">the raw logits, row after row</param>
+    /// <param name="vocab">row length</param>
+    /// <param name="rows">each row's parameters</param>
+    /// <param name="edits">the rows' edits, in row order (row r owns the next rows[r].Edits)</param>
     public static Result[] Run(ReadOnlySpan<float> logits, int vocab, IReadOnlyList<SampleRow> rows, IReadOnlyList<TokenEdit> edits)
     {
         var results = new Result[rows.Count];
