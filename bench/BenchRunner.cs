@@ -13,7 +13,8 @@ namespace LoraEngine.Bench;
 /// <summary>
 /// LoraEngine benchmarks (also run by <c>loraengine bench</c>).
 ///   tensors [--quick] [--bdn]                                  linear kernels vs device copy bandwidth (CPU: also a
-///                                                              layer's linears vs read bandwidth and FMA peak)
+///                                                              layer's linears vs read bandwidth and FMA peak), and
+///                                                              device sampling vs the argmax and a read of the logits
 ///   serving [--shape 1b|8b|cpu-peer|small|shipped] [--quick] [--out DIR] [--only NAME,...] [--system-prompt N] [--own-prompt M]
 ///                                                              serving scenarios on a random-weight model (shipped: the
 ///                                                              shipped checkpoint); the prefix scenarios' prompts are a
@@ -47,7 +48,8 @@ public static class BenchRunner
                 double launchUs = LinearBench.LaunchMicroseconds(device);
                 Console.WriteLine($"op launch (1-element add, back to back): {launchUs:F1} µs each");
                 var cpuLayer = device.IsCpu ? CpuLayerBench.Run(device, quick, Console.Out) : null;
-                File.WriteAllText(Path.Combine(outDir, "tensors.json"), JsonSerializer.Serialize(new { device = device.ToString(), launchMicroseconds = launchUs, results = linear, cpuLayer }, json));
+                var sample = SampleBench.Run(device, quick, Console.Out);
+                File.WriteAllText(Path.Combine(outDir, "tensors.json"), JsonSerializer.Serialize(new { device = device.ToString(), launchMicroseconds = launchUs, results = linear, cpuLayer, sample }, json));
                 break;
             case "serving":
                 var shape = BenchShape.Parse(Option("--shape", device.IsCpu ? "small" : "1b"));

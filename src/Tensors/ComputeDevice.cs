@@ -39,6 +39,7 @@ public sealed class ComputeDevice : IDisposable
     AttentionOps? _attention;
     SamplingOps? _sampling;
     LoraOps? _lora;
+    SampleOps? _sample;
     bool _disposed;
 
     ComputeDevice(Context context, Accelerator accelerator, DeviceKind kind, OpFamilies ops)
@@ -195,6 +196,8 @@ public sealed class ComputeDevice : IDisposable
     public SamplingOps Sampling => _sampling ?? Make(ref _sampling, _ops.Sampling);
     /// <summary>Batched LoRA shrink and expand (each token its own adapter slot), made on first use.</summary>
     public LoraOps Lora => _lora ?? Make(ref _lora, _ops.Lora);
+    /// <summary>Sampling of logits rows into tokens and logprobs (temperature, filters, penalties, Philox draws), made on first use.</summary>
+    public SampleOps Sample => _sample ?? Make(ref _sample, _ops.Sample);
 
     T Make<T>(ref T? family, Func<ComputeDevice, T> create) where T : class
     {
@@ -217,15 +220,16 @@ public sealed class ComputeDevice : IDisposable
         Func<ComputeDevice, RopeOps> Rope,
         Func<ComputeDevice, AttentionOps> Attention,
         Func<ComputeDevice, SamplingOps> Sampling,
+        Func<ComputeDevice, SampleOps> Sample,
         Func<ComputeDevice, LoraOps> Lora)
     {
         public static readonly OpFamilies Kernels = new(
             d => new MatMulOps(d), d => new NormOps(d), d => new ElementwiseOps(d), d => new RopeOps(d),
-            d => new AttentionOps(d), d => new SamplingOps(d), d => new LoraOps(d));
+            d => new AttentionOps(d), d => new SamplingOps(d), d => new SampleOps(d), d => new LoraOps(d));
 
         public static readonly OpFamilies Host = new(
             d => new HostMatMul(d), d => new HostNorm(d), d => new HostElementwise(d), d => new HostRope(d),
-            d => new HostAttention(d), d => new HostSampling(d), d => new HostLora(d));
+            d => new HostAttention(d), d => new HostSampling(d), d => new HostSampleOps(d), d => new HostLora(d));
     }
 
     /// <summary>"{Kind}: {Name}", as logs and memory plans name the device (the CPU accelerator running the kernels says so).</summary>

@@ -3,6 +3,7 @@ using LoraEngine.Execution;
 using LoraEngine.Lora;
 using LoraEngine.Models.Tokenization;
 using LoraEngine.Sampling;
+using LoraEngine.Tensors.Kernels;
 using Microsoft.Extensions.Logging;
 
 namespace LoraEngine.Core;
@@ -25,6 +26,7 @@ internal sealed class EngineCore : IDisposable
     readonly Scheduler _scheduler;
     readonly OutputProcessor _outputs;
     readonly HfTokenizer _tokenizer;
+    readonly IReadOnlySet<int> _eosIds;
     readonly Dictionary<string, Request> _requests = new();
     readonly IReadOnlyList<IStatLogger> _statLoggers;
     readonly ILogger _logger;
@@ -37,6 +39,7 @@ internal sealed class EngineCore : IDisposable
         _config = config;
         Runner = runner;
         _tokenizer = tokenizer;
+        _eosIds = eosIds;
         _statLoggers = statLoggers;
         _logger = logger;
         bool caching = config.Args.EnablePrefixCaching;
@@ -87,7 +90,7 @@ internal sealed class EngineCore : IDisposable
             long seed = r.SamplingParams.Seed ?? _config.Args.Seed + request.Arrival;
             for (int i = 0; i < r.SamplingParams.N; i++)
             {
-                var seq = new Sequence(request, i, SequenceRandom.Create(seed, i), _tokenizer.CreateStreamingDecoder(r.SamplingParams.SkipSpecialTokens));
+                var seq = new Sequence(request, i, seed, _tokenizer.CreateStreamingDecoder(r.SamplingParams.SkipSpecialTokens));
                 request.Sequences.Add(seq);
                 _scheduler.Add(seq);
             }
@@ -153,14 +156,35 @@ internal sealed class EngineCore : IDisposable
         return update.Outputs;
     }
 
-    static ExecutionItem ToExecutionItem(ScheduledSequence s)
+    ExecutionItem ToExecutionItem(ScheduledSequence s)
     {
         var seq = s.Sequence;
         var request = seq.Request;
-        bool promptLogprobs = request.PromptLogprobs != null && seq.Index == 0 && s.Start < seq.PromptLength - 1
-            && s.Start + s.Count > request.PromptLogprobsDone - 1;
-        return new ExecutionItem(seq.Tokens.GetRange(s.Start, s.Count), s.Start, seq.BlockTable, request.Adapter, s.Samples, promptLogprobs,
-            Sampler.NeedsLogits(request.SamplingParams, seq.OutputLength));
+        return new ExecutionItem(seq.Tokens.GetRange(s.Start, s.Count), s.Start, seq.BlockTable, request.Adapter,
+            s.Samples ? Sampler.For(seq, _eosIds) : null, ScoringOf(s));
+    }
+
+    /// <summary>
+    /// The prompt rows of a chunk whose logprobs are still wanted (the first sequence of a request that asked for them):
+    /// row i predicts the token at Start + i + 1. Null when the chunk has none.
+    /// </summary>
+    static PromptScoring? ScoringOf(ScheduledSequence s)
+    {
+        var seq = s.Sequence;
+        var request = seq.Request;
+        if (request.SamplingParams.PromptLogprobs is not int k || seq.Index != 0) return null;
+        var targets = new int[s.Count];
+        bool any = false;
+        for (int i = 0; i < s.Count; i++)
+        {
+            int target = s.Start + i + 1;
+            bool wanted = target < seq.PromptLength && target >= request.PromptLogprobsDone;
+            targets[i] = wanted ? seq.Tokens[target] : -1;
+            any |= wanted;
+        }
+        if (!any) return null;
+        bool rawLogits = k < 0 || k > SampleBatch.MaxLogprobs;
+        return new PromptScoring(targets, rawLogits ? 0 : k, rawLogits);
     }
 
     /// <summary>A device-level failure: every unfinished request fails with an error, and the core stops.</summary>

@@ -1,4 +1,5 @@
 using LoraEngine.Models.Tokenization;
+using LoraEngine.Sampling;
 
 namespace LoraEngine.Core;
 
@@ -11,15 +12,17 @@ internal enum SequenceStatus
 
 /// <summary>
 /// One generated sequence and its mutable state: tokens, how many have their K/V in the cache, its blocks,
-/// its sampler RNG, and the incremental text. Requests with n &gt; 1 have n sequences sharing the prompt.
+/// its sampling seed, and the incremental text. Requests with n &gt; 1 have n sequences sharing the prompt.
 /// </summary>
 internal sealed class Sequence
 {
-    public Sequence(Request request, int index, Random random, StreamingDetokenizer detokenizer)
+    TokenCounts? _counts;
+
+    public Sequence(Request request, int index, long seed, StreamingDetokenizer detokenizer)
     {
         Request = request;
         Index = index;
-        Random = random;
+        Seed = seed;
         Detokenizer = detokenizer;
         Tokens = new List<int>(request.PromptTokenIds);
     }
@@ -29,12 +32,22 @@ internal sealed class Sequence
     /// <summary>Index among the request's n sequences.</summary>
     public int Index { get; }
 
-    public Random Random { get; }
+    /// <summary>The request's seed: with <see cref="Index"/> and the output position it keys every draw (Philox).</summary>
+    public long Seed { get; }
 
     public StreamingDetokenizer Detokenizer { get; }
 
-    /// <summary>Prompt followed by the generated tokens.</summary>
+    /// <summary>Prompt followed by the generated tokens (append with <see cref="Append"/>).</summary>
     public List<int> Tokens { get; }
+
+    /// <summary>Distinct tokens and output counts for penalties: built on first use, then kept current by <see cref="Append"/>.</summary>
+    public TokenCounts Counts => _counts ??= new TokenCounts(Tokens, PromptLength);
+
+    public void Append(int token)
+    {
+        Tokens.Add(token);
+        _counts?.AddOutput(token);
+    }
 
     public int PromptLength => Request.PromptTokenIds.Count;
 

@@ -90,7 +90,7 @@ public class KvCacheManagerTests
         var lora = adapter is null ? null : new LoraRequest(adapter.Name, loraId, adapter.Path);
         var request = new Request(Guid.NewGuid().ToString(), null, prompt, new SamplingParams { MaxTokens = maxTokens, N = n, PromptLogprobs = promptLogprobs ? 1 : null },
             lora, Interlocked.Increment(ref s_arrival), cacheSalt) { Adapter = adapter };
-        for (int i = 0; i < n; i++) request.Sequences.Add(new Sequence(request, i, new Random(0), null!));
+        for (int i = 0; i < n; i++) request.Sequences.Add(new Sequence(request, i, seed: 0, null!));
         return request;
     }
 

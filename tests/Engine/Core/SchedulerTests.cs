@@ -17,7 +17,7 @@ public class SchedulerTests
         var lr = lora == 0 ? null : new LoraRequest($"a{lora}", lora, "/x");
         var request = new Request(Guid.NewGuid().ToString(), null, Enumerable.Range(0, promptLength).ToArray(),
             new SamplingParams { MaxTokens = maxTokens }, lr, Interlocked.Increment(ref s_arrival));
-        var seq = new Sequence(request, 0, new Random(0), null!);
+        var seq = new Sequence(request, 0, seed: 0, null!);
         request.Sequences.Add(seq);
         return seq;
     }
