@@ -1,6 +1,7 @@
 using System.Runtime.InteropServices;
 using ILGPU;
 using ILGPU.Runtime;
+using LoraEngine.Tensors.Kernels;
 
 namespace LoraEngine.Tensors;
 
@@ -63,6 +64,7 @@ public sealed class DeviceTensor : IDisposable
             DType.I32 => device.Accelerator.Allocate1D<int>(Math.Max(n, 1)),
             _ => throw new ArgumentOutOfRangeException(nameof(dtype), dtype, "unknown dtype"),
         };
+        if (device.IsCpu) HostMemory.AdviseHugePages(buffer);
         return new DeviceTensor(device, buffer, 0, dtype, (int[])shape.Clone(), ownsBuffer: true);
     }
 

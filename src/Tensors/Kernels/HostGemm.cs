@@ -20,10 +20,11 @@ namespace LoraEngine.Tensors.Kernels;
 /// - up to <see cref="MaxStreamTokens"/> tokens (decode): row after row, BF16 or F32 weights read in place (BF16 widened
 ///   in registers) for all the tokens at once, so the weights stream from memory exactly once and in order;
 /// - more tokens (prefill, batched decode): a register tile of 4 rows × 6 tokens (24 accumulators: each weight vector
-///   loaded once per 6 tokens, each token vector once per 4 rows). The tokens are packed once per call into 6-token
-///   tiles and a chunk's rows are copied once into a panel of 4-row tiles (BF16 kept as BF16 and widened in registers,
-///   F16 converted to F32), both laid out so each accumulator chain reads one sequential stream; for each token tile
-///   the k range is walked in blocks so the tile's block stays in L1 while the chunk's row tiles pass over it.
+///   loaded once per 6 tokens, each token vector once per 4 rows). Each thread packs the tokens once per call into its
+///   own copy of 6-token tiles, and a chunk's rows are copied once into a panel of 4-row tiles (BF16 kept as BF16 and
+///   widened in registers, F16 converted to F32), both laid out so each accumulator chain reads one sequential stream;
+///   for each token tile the k range is walked in blocks so the tile's block stays in L1 while the chunk's row tiles
+///   pass over it, and the next chunk's rows are prefetched meanwhile.
 /// </summary>
 internal static unsafe class HostGemm
 {
@@ -35,6 +36,9 @@ internal static unsafe class HostGemm
     const int StreamChunkRows = 16;          // rows per work item when streaming weights (64 KB of BF16 at in = 2048)
     const int StreamPrefetchElements = 4096; // streamed rows: prefetch distance (8 KB of BF16)
     const int KBlock = 1024;                 // packed path: a token tile's k-block is 6 × 1024 × 4 B = 24 KB, in L1
+
+    /// <summary>Linear calls so far: tells a thread whether its packed tokens belong to the current call.</summary>
+    static long s_calls;
 
     /// <summary>Whether this machine runs these kernels (AVX-512); otherwise callers use a portable path.</summary>
     public static bool IsSupported => Vector512.IsHardwareAccelerated && Avx512F.IsSupported;
@@ -78,7 +82,7 @@ internal static unsafe class HostGemm
         job.RowChunks = (outF + job.ChunkRows - 1) / job.ChunkRows;
         // Too few row chunks to keep the cores busy (LoRA shrink: rank rows) and many tokens: split the tokens too.
         job.SliceTokens = job.RowChunks < 4 * HostParallel.Threads ? 4 * TileTokens : tokens;
-        if (job.Packed) job.XPacked = PackTokens(job);
+        job.Call = Interlocked.Increment(ref s_calls);
         int items = job.RowChunks * ((tokens + job.SliceTokens - 1) / job.SliceTokens);
         // Small products (LoRA shrink at decode) are not worth a trip to the other core.
         if ((long)outF * inF * tokens < 1 << 16) for (int i = 0; i < items; i++) job.Run(i);
@@ -106,6 +110,7 @@ internal static unsafe class HostGemm
     {
         int k16 = job.InF & ~15, tiles = (job.Tokens + TileTokens - 1) / TileTokens;
         float* packed = Scratch.Get(ref Scratch.Tokens, (long)tiles * TileTokens * k16);
+        Scratch.TokensCall = job.Call;
         for (int tile = 0; tile < tiles; tile++)
         {
             int t0 = tile * TileTokens, n = Math.Min(TileTokens, job.Tokens - t0);
@@ -126,7 +131,8 @@ internal static unsafe class HostGemm
 
         public static LinearJob ForThisThread => t_job ??= new LinearJob();
 
-        public float* Y, X, XPacked;
+        public float* Y, X;
+        public long Call;
         public long YStride, XStride, WStride;
         public int* TokenRows;
         public int Tokens, OutF, InF, ChunkRows, RowChunks, SliceTokens;
@@ -195,16 +201,27 @@ internal static unsafe class HostGemm
             bool bf16 = WType == DType.BF16;
             int panelSize = bf16 ? 2 : 4;
             byte* panel = PackRows(weights, rows, rowTiles, k16);
-            // Per row tile: 24 accumulators of the even k-steps, then 24 of the odd ones (summed into the first 24 at the end).
+            // Each thread packs the tokens into its own copy on its first item of the call, which then stays in its own
+            // core's caches (one copy packed by the caller and read by both cores: ~8 % slower at two threads here).
+            float* xPacked = Scratch.TokensCall == Call ? Scratch.Aligned(Scratch.Tokens!) : PackTokens(this);
+            // Per row tile: 24 accumulators of the even k-steps, then 24 of the odd ones (the last k-block's odd tile adds
+            // its sums into the first 24).
             const int tileStride = 2 * TileRows * TileTokens;
             var acc = (Vector512<float>*)Scratch.Get(ref Scratch.Accumulators, (long)rowTiles * tileStride * 16);
-            for (int first = t0; first < t0 + tokens; first += TileTokens)
+            // The next chunk's rows (most often this thread's next work item) are fetched into L2 a slice per token tile,
+            // so that packing them does not wait on memory.
+            int tiles = (tokens + TileTokens - 1) / TileTokens;
+            long nextLines = o0 + rows < OutF ? Math.Min(ChunkRows, OutF - o0 - rows) * rowBytes / 64 : 0;
+            byte* next = weights + rows * rowBytes;
+            for (int tile = 0, first = t0; first < t0 + tokens; tile++, first += TileTokens)
             {
+                for (long line = tile * nextLines / tiles; line < (tile + 1) * nextLines / tiles; line++) Sse.Prefetch1(next + line * 64);
                 int n = Math.Min(TileTokens, t0 + tokens - first);
-                float* xTile = XPacked + (long)first * k16;
+                float* xTile = xPacked + (long)first * k16;
                 for (int k0 = 0; k0 < k16 || k0 == 0; k0 += KBlock)
                 {
                     int steps = (Math.Min(k16, k0 + KBlock) - k0) / 16, even = (steps + 1) / 2;
+                    bool last = k0 + KBlock >= k16;
                     float* xEven = xTile + (long)k0 * n, xOdd = xEven + even * 16 * n;
                     for (int rt = 0; rt < rowTiles; rt++)
                     {
@@ -212,18 +229,16 @@ internal static unsafe class HostGemm
                         var tileAcc = acc + rt * tileStride;
                         if (bf16)
                         {
-                            PackedTile<Bf16Rows>(n, wEven, xEven, even, k0 > 0, tileAcc);
-                            PackedTile<Bf16Rows>(n, wOdd, xOdd, steps - even, k0 > 0, tileAcc + TileRows * TileTokens);
+                            PackedTile<Bf16Rows>(n, wEven, xEven, even, k0 > 0, tileAcc, null);
+                            PackedTile<Bf16Rows>(n, wOdd, xOdd, steps - even, k0 > 0, tileAcc + TileRows * TileTokens, last ? tileAcc : null);
                         }
                         else
                         {
-                            PackedTile<F32Rows>(n, wEven, xEven, even, k0 > 0, tileAcc);
-                            PackedTile<F32Rows>(n, wOdd, xOdd, steps - even, k0 > 0, tileAcc + TileRows * TileTokens);
+                            PackedTile<F32Rows>(n, wEven, xEven, even, k0 > 0, tileAcc, null);
+                            PackedTile<F32Rows>(n, wOdd, xOdd, steps - even, k0 > 0, tileAcc + TileRows * TileTokens, last ? tileAcc : null);
                         }
                     }
                 }
-                for (int rt = 0; rt < rowTiles; rt++)
-                    for (int i = 0; i < TileRows * TileTokens; i++) acc[rt * tileStride + i] += acc[rt * tileStride + TileRows * TileTokens + i];
                 for (int j = 0; j < n; j++)
                 {
                     long row = TokenRow(first + j);
@@ -371,27 +386,30 @@ internal static unsafe class HostGemm
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    static void PackedTile<TRows>(int n, byte* w, float* x, int steps, bool resume, Vector512<float>* acc) where TRows : struct, IRows
+    static void PackedTile<TRows>(int n, byte* w, float* x, int steps, bool resume, Vector512<float>* acc, Vector512<float>* sumInto)
+        where TRows : struct, IRows
     {
         switch (n)
         {
-            case 1: PackedTile<TRows, N1>(w, x, steps, resume, acc); break;
-            case 2: PackedTile<TRows, N2>(w, x, steps, resume, acc); break;
-            case 3: PackedTile<TRows, N3>(w, x, steps, resume, acc); break;
-            case 4: PackedTile<TRows, N4>(w, x, steps, resume, acc); break;
-            case 5: PackedTile<TRows, N5>(w, x, steps, resume, acc); break;
-            default: PackedTile<TRows, N6>(w, x, steps, resume, acc); break;
+            case 1: PackedTile<TRows, N1>(w, x, steps, resume, acc, sumInto); break;
+            case 2: PackedTile<TRows, N2>(w, x, steps, resume, acc, sumInto); break;
+            case 3: PackedTile<TRows, N3>(w, x, steps, resume, acc, sumInto); break;
+            case 4: PackedTile<TRows, N4>(w, x, steps, resume, acc, sumInto); break;
+            case 5: PackedTile<TRows, N5>(w, x, steps, resume, acc, sumInto); break;
+            default: PackedTile<TRows, N6>(w, x, steps, resume, acc, sumInto); break;
         }
     }
 
     /// <summary>
     /// The tile on packed operands: per k-step, 4 panel vectors at w (64 values, BF16 widened in registers, or F32) and
     /// TN.Value token vectors at x (16·n floats), both read sequentially. acc[r·6 + j] += W[r, k..k+16] ⊙ x_j[k..k+16] for
-    /// the given steps; it starts from zero unless <paramref name="resume"/> (a later k-block of the same outputs).
+    /// the given steps; it starts from zero unless <paramref name="resume"/> (a later k-block of the same outputs). With
+    /// <paramref name="sumInto"/> (the other chain's accumulators, after its last step) the sums go there instead:
+    /// sumInto[i] += acc[i].
     /// </summary>
     [SkipLocalsInit]
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    static void PackedTile<TRows, TN>(byte* w, float* x, int steps, bool resume, Vector512<float>* acc)
+    static void PackedTile<TRows, TN>(byte* w, float* x, int steps, bool resume, Vector512<float>* acc, Vector512<float>* sumInto)
         where TRows : struct, IRows where TN : struct, ITokenCount
     {
         int n = TN.Value;
@@ -457,6 +475,14 @@ internal static unsafe class HostGemm
                 a25 = Vector512.FusedMultiplyAdd(v2, xv, a25);
                 a35 = Vector512.FusedMultiplyAdd(v3, xv, a35);
             }
+        }
+        if (sumInto != null)
+        {
+            a00 += sumInto[0]; a01 += sumInto[1]; a02 += sumInto[2]; a03 += sumInto[3]; a04 += sumInto[4]; a05 += sumInto[5];
+            a10 += sumInto[6]; a11 += sumInto[7]; a12 += sumInto[8]; a13 += sumInto[9]; a14 += sumInto[10]; a15 += sumInto[11];
+            a20 += sumInto[12]; a21 += sumInto[13]; a22 += sumInto[14]; a23 += sumInto[15]; a24 += sumInto[16]; a25 += sumInto[17];
+            a30 += sumInto[18]; a31 += sumInto[19]; a32 += sumInto[20]; a33 += sumInto[21]; a34 += sumInto[22]; a35 += sumInto[23];
+            acc = sumInto;
         }
         StoreTile(acc, a00, a01, a02, a03, a04, a05, a10, a11, a12, a13, a14, a15, a20, a21, a22, a23, a24, a25, a30, a31, a32, a33, a34, a35);
     }
@@ -542,9 +568,17 @@ internal static unsafe class HostGemm
         [ThreadStatic] public static float[]? Row;
         [ThreadStatic] public static float[]? Accumulators;
 
+        /// <summary>The call whose packed tokens <see cref="Tokens"/> holds.</summary>
+        [ThreadStatic] public static long TokensCall;
+
         public static float* Get(ref float[]? array, long floats)
         {
             if (array == null || array.LongLength < floats + 16) array = GC.AllocateUninitializedArray<float>(checked((int)(floats + 16)), pinned: true);
+            return Aligned(array);
+        }
+
+        public static float* Aligned(float[] array)
+        {
             float* p = (float*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(array));
             return (float*)(((nint)p + 63) & ~(nint)63);
         }

@@ -1,12 +1,32 @@
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
+using ILGPU.Runtime;
 
 namespace LoraEngine.Tensors.Kernels;
 
 /// <summary>Raw access to tensors in the CPU device's memory (native memory: no pinning needed), and per-thread scratch.</summary>
 internal static unsafe class HostMemory
 {
+    const int HugePage = 2 << 20;
+    const int MadvHugePage = 14;
+
     [ThreadStatic] static float[]? t_row;
+
+    /// <summary>
+    /// Asks Linux to back the whole 2 MB pages inside a freshly allocated buffer with transparent huge pages (before
+    /// anything touches it): weights stream through far fewer TLB entries (a two-thread read of 1 GiB: ~55 → ~63 GB/s
+    /// here). Only advice: elsewhere, or where the kernel declines, the buffer keeps its small pages.
+    /// </summary>
+    public static void AdviseHugePages(MemoryBuffer buffer)
+    {
+        if (!OperatingSystem.IsLinux() || buffer.LengthInBytes < 2 * HugePage) return;
+        nint start = buffer.NativePtr, first = (start + HugePage - 1) & ~(nint)(HugePage - 1);
+        long length = (buffer.LengthInBytes - (first - start)) & ~(long)(HugePage - 1);
+        if (length > 0) _ = madvise(first, (nuint)length, MadvHugePage);
+    }
+
+    [DllImport("libc", EntryPoint = "madvise")]
+    static extern int madvise(nint address, nuint length, int advice);
 
     /// <summary>The first element of a float tensor (F32, or BF16/F16 bits); valid while the tensor lives.</summary>
     public static byte* Pointer(DeviceTensor t) => t.DType == DType.F32
