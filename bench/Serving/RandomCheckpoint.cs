@@ -32,16 +32,19 @@ public static class RandomCheckpoint
         Add("model.norm.weight", 0.1f, 1, s.Hidden);
         if (!s.Tied) Add("lm_head.weight", 0.02f, 0, s.Vocab, s.Hidden);
         SafetensorsWriter.Write(Path.Combine(dir, "model.safetensors"), tensors);
-        File.WriteAllText(Path.Combine(dir, "config.json"), $$"""
-            {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": {{s.Hidden}}, "intermediate_size": {{s.Intermediate}},
-             "num_hidden_layers": {{s.Layers}}, "num_attention_heads": {{s.Heads}}, "num_key_value_heads": {{s.KvHeads}}, "head_dim": {{s.HeadDim}},
-             "vocab_size": {{s.Vocab}}, "max_position_embeddings": 131072, "rms_norm_eps": 1e-5, "tie_word_embeddings": {{(s.Tied ? "true" : "false")}},
-             "rope_parameters": {"rope_type": "llama3", "rope_theta": 500000.0, "factor": 32.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 8192},
-             "bos_token_id": 0, "eos_token_id": 1, "dtype": "bfloat16"}
-            """);
+        File.WriteAllText(Path.Combine(dir, "config.json"), ConfigJson(s));
         File.Copy(tokenizerJson, Path.Combine(dir, "tokenizer.json"), overwrite: true);
         return dir;
     }
+
+    /// <summary>The Hugging Face config.json of the shape (Llama 3 RoPE scaling, BF16).</summary>
+    public static string ConfigJson(BenchShape s) => $$"""
+        {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": {{s.Hidden}}, "intermediate_size": {{s.Intermediate}},
+         "num_hidden_layers": {{s.Layers}}, "num_attention_heads": {{s.Heads}}, "num_key_value_heads": {{s.KvHeads}}, "head_dim": {{s.HeadDim}},
+         "vocab_size": {{s.Vocab}}, "max_position_embeddings": 131072, "rms_norm_eps": 1e-5, "tie_word_embeddings": {{(s.Tied ? "true" : "false")}},
+         "rope_parameters": {"rope_type": "llama3", "rope_theta": 500000.0, "factor": 32.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 8192},
+         "bos_token_id": 0, "eos_token_id": 1, "dtype": "bfloat16"}
+        """;
 
     /// <summary>A PEFT adapter of rank <paramref name="rank"/> on all seven projections (BF16 weights, alpha 32).</summary>
     public static string WriteAdapter(string dir, BenchShape s, int rank, int seed)

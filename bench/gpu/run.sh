@@ -18,10 +18,10 @@ while [ $# -gt 0 ]; do
       echo "== tests Tensors (opencl)"; (cd tests/Tensors/bin/Release/net10.0 && LORAENGINE_DEVICE=opencl timeout 400 dotnet LoraEngine.Tensors.Tests.dll 2>&1 | tail -60) | tee "$out/tests-opencl.log" | grep -E "Total:|\[FAIL\]" | head -20 ;;
     tests)
       for p in Tensors Models Lora Engine; do
-        echo "== tests $p"; (cd tests/$p/bin/Release/net10.0 && timeout 400 dotnet LoraEngine.$p.Tests.dll 2>&1 | tail -80) | tee "$out/tests-$p.log" | grep -E "Total:|\[FAIL\]" | head -30
+        echo "== tests $p"; (cd tests/$p/bin/Release/net10.0 && timeout ${TESTS_TIMEOUT:-400} dotnet LoraEngine.$p.Tests.dll 2>&1 | tail -80) | tee "$out/tests-$p.log" | grep -E "Total:|\[FAIL\]" | head -30
       done ;;
     test)  # test PROJECT FILTER...
-      p=$1; shift; echo "== test $p $1"; (cd tests/$p/bin/Release/net10.0 && timeout 400 dotnet LoraEngine.$p.Tests.dll --filter-class "$1" 2>&1 | tail -60) | tee -a "$out/test-$p.log"; shift ;;
+      p=$1; shift; echo "== test $p $1"; (cd tests/$p/bin/Release/net10.0 && timeout ${TESTS_TIMEOUT:-400} dotnet LoraEngine.$p.Tests.dll -class "$1" 2>&1 | tail -60) | tee -a "$out/test-$p.log"; shift ;;
     bench)  # bench "ARGS"
       echo "== bench $1"; (timeout 500 dotnet bench/bin/Release/net10.0/LoraEngine.Bench.dll $1 --out "$out/bench" 2>&1) | tee -a "$out/bench.log" | tail -40; shift ;;
     peer)  # peer "ARGS"

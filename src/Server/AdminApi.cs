@@ -1,5 +1,4 @@
 using System.Globalization;
-using System.Reflection;
 using System.Text;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Http;
@@ -7,38 +6,9 @@ using Microsoft.AspNetCore.Routing;
 
 namespace LoraEngine.Server;
 
-/// <summary>Runtime adapter loading (vLLM's routes and texts), health, version and Prometheus metrics.</summary>
-public static class AdminApi
+/// <summary>Runtime adapter loading (vLLM's routes and texts) and Prometheus metrics.</summary>
+internal static class AdminApi
 {
-    public static IEndpointRouteBuilder MapAdminApi(this IEndpointRouteBuilder app, ServerOptions options)
-    {
-        if (options.AllowRuntimeLoraUpdating)
-        {
-            app.MapPost("/v1/load_lora_adapter", LoadLoraAdapter);
-            app.MapPost("/v1/unload_lora_adapter", UnloadLoraAdapter);
-        }
-        app.MapGet("/health", Health);
-        app.MapGet("/version", () => Results.Json(new { version = Version }));
-        app.MapGet("/metrics", Metrics);
-        return app;
-    }
-
-    /// <summary>200 while serving; 503 once the engine stopped after a device failure, or while the server drains for shutdown.</summary>
-    public static IResult Health(ServerState state)
-    {
-        try
-        {
-            state.Engine.CheckHealth();
-        }
-        catch (EngineDeadException e)
-        {
-            return ApiErrors.Error(503, "ServiceUnavailableError", e.Message);
-        }
-        return state.Draining ? ApiErrors.Error(503, "ServiceUnavailableError", ServerState.ShuttingDown) : Results.Ok();
-    }
-
-    static string Version => typeof(AdminApi).Assembly.GetCustomAttribute<AssemblyInformationalVersionAttribute>()?.InformationalVersion ?? "0.0.0";
-
     public static IResult LoadLoraAdapter(LoadLoraRequest request, ServerState state)
     {
         if (string.IsNullOrEmpty(request.LoraName) || string.IsNullOrEmpty(request.LoraPath))
@@ -90,6 +60,8 @@ public static class AdminApi
         Line("loraengine_requests_started_total", "counter", "Requests started.", state.RequestsStarted, model);
         Line("loraengine_prompt_tokens_total", "counter", "Prompt tokens computed.", m.PromptTokens, model);
         Line("loraengine_generation_tokens_total", "counter", "Tokens generated.", m.GenerationTokens, model);
+        Line("loraengine_prefix_cache_queries_total", "counter", "Prompt tokens looked up in the prefix cache.", m.PrefixCacheQueries, model);
+        Line("loraengine_prefix_cache_hits_total", "counter", "Prompt tokens found in the prefix cache.", m.PrefixCacheHits, model);
         Line("loraengine_num_requests_running", "gauge", "Requests running.", s?.NumRunning ?? 0, model);
         Line("loraengine_num_requests_waiting", "gauge", "Requests waiting.", s?.NumWaiting ?? 0, model);
         Line("loraengine_kv_cache_usage_perc", "gauge", "Fraction of KV blocks in use.", s?.KvCacheUsage ?? 0, model);

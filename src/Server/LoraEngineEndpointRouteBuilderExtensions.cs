@@ -1,9 +1,11 @@
 using System.Reflection;
 using System.Text.Json;
 using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Diagnostics.HealthChecks;
 using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Routing;
 using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Diagnostics.HealthChecks;
 
 namespace LoraEngine.Server;
 
@@ -20,27 +22,33 @@ public static class LoraEngineEndpointRouteBuilderExtensions
     /// vLLM's OpenAI-compatible routes: <c>/v1/completions</c>, <c>/v1/chat/completions</c>, <c>/v1/models</c>,
     /// <c>/v1/models/{id}</c>, <c>/tokenize</c>, <c>/detokenize</c>. With <see cref="ServerOptions.ApiKey"/> set, the
     /// <c>/v1</c> routes need <c>Authorization: Bearer {ApiKey}</c> (as vLLM's; the tokenizer routes stay open).
+    /// Every route answers errors in OpenAI's JSON shape, refuses bodies past <see cref="ServerOptions.MaxRequestBodyBytes"/>
+    /// and new work while the server drains for shutdown (see <see cref="LoraEngineServiceCollectionExtensions"/>).
     /// </summary>
     public static RouteGroupBuilder MapOpenAiEndpoints(this IEndpointRouteBuilder endpoints)
     {
         var group = endpoints.MapGroup("");
-        group.MapOpenAiApi();
-        RequireApiKey(group, endpoints);
+        var v1 = group.MapGroup("/v1");
+        OpenAiApi.MapOpenAiApi(v1, group);
+        group.AddEndpointFilter(EndpointGuard.Filter);
+        RequireApiKey(v1, endpoints);
         return group;
     }
 
     /// <summary>
-    /// Operations: <c>/health</c> (the registered health checks, <see cref="LoraEngineHealthCheck"/> among them),
-    /// <c>/version</c>, <c>/metrics</c> (Prometheus text) and, with <see cref="ServerOptions.AllowRuntimeLoraUpdating"/>,
-    /// <c>/v1/load_lora_adapter</c> and <c>/v1/unload_lora_adapter</c> (which need the API key when one is set).
+    /// Operations: <c>/health</c> (the registered health checks, <see cref="LoraEngineHealthCheck"/> among them: "Healthy",
+    /// or a 503 with an OpenAI-style error naming why), <c>/version</c>, <c>/metrics</c> (Prometheus text) and, with
+    /// <see cref="ServerOptions.AllowRuntimeLoraUpdating"/>, <c>/v1/load_lora_adapter</c> and <c>/v1/unload_lora_adapter</c>
+    /// (which need the API key when one is set).
     /// </summary>
     public static RouteGroupBuilder MapLoraAdmin(this IEndpointRouteBuilder endpoints)
     {
         var options = endpoints.ServiceProvider.GetRequiredService<ServerOptions>();
         var group = endpoints.MapGroup("");
-        group.MapHealthChecks("/health");
+        group.MapHealthChecks("/health", new HealthCheckOptions { ResponseWriter = WriteHealth });
         group.MapGet("/version", () => TypedResults.Json(new { version = Version }));
         group.MapGet("/metrics", AdminApi.Metrics);
+        group.AddEndpointFilter(EndpointGuard.Filter);
         if (options.AllowRuntimeLoraUpdating)
         {
             var updates = group.MapGroup("/v1");
@@ -54,15 +62,26 @@ public static class LoraEngineEndpointRouteBuilderExtensions
     static string Version =>
         typeof(LoraEngineEndpointRouteBuilderExtensions).Assembly.GetCustomAttribute<AssemblyInformationalVersionAttribute>()?.InformationalVersion ?? "0.0.0";
 
-    static void RequireApiKey(RouteGroupBuilder group, IEndpointRouteBuilder endpoints)
+    /// <summary>As vLLM's --api-key: the /v1 routes need the key; the tokenizer routes and the operations stay open.</summary>
+    static void RequireApiKey(RouteGroupBuilder v1, IEndpointRouteBuilder endpoints)
     {
         if (endpoints.ServiceProvider.GetRequiredService<ServerOptions>().ApiKey is not { } key) return;
-        // As vLLM's --api-key: the /v1 routes need the key, the tokenizer routes stay open.
-        group.AddEndpointFilter(async (context, next) =>
-            context.HttpContext.GetEndpoint() is RouteEndpoint { RoutePattern.RawText: { } route } && !route.Contains("/v1/")
-            || context.HttpContext.Request.Headers.Authorization.ToString() == $"Bearer {key}"
+        v1.AddEndpointFilter(async (context, next) =>
+            context.HttpContext.Request.Headers.Authorization.ToString() == $"Bearer {key}"
                 ? await next(context)
-                : TypedResults.Json(new { error = "Unauthorized" }, statusCode: StatusCodes.Status401Unauthorized));
+                : ApiErrors.Error(StatusCodes.Status401Unauthorized, "AuthenticationError", "Unauthorized"));
+    }
+
+    /// <summary>"Healthy" (200), or a 503 whose OpenAI-style error says why (the engine stopped, or the server drains).</summary>
+    static Task WriteHealth(HttpContext http, HealthReport report)
+    {
+        if (report.Status != HealthStatus.Unhealthy)
+        {
+            http.Response.ContentType = "text/plain";
+            return http.Response.WriteAsync(report.Status.ToString());
+        }
+        string why = report.Entries.Values.FirstOrDefault(e => e.Status == HealthStatus.Unhealthy).Description ?? "Unhealthy";
+        return http.Response.WriteAsJsonAsync(ApiErrors.Body(http.Response.StatusCode, "ServiceUnavailableError", why), Wire.Options);
     }
 
     static async Task<IResult> LoadLoraAdapter(HttpContext http, ServerState state) => await ReadBody<LoadLoraRequest>(http) switch

@@ -3,8 +3,9 @@ using Microsoft.Extensions.Diagnostics.HealthChecks;
 namespace LoraEngine.Server;
 
 /// <summary>
-/// Healthy while the engine's step loop runs; unhealthy once it has stopped. The data carries what an operator
-/// looks at first: requests running and waiting, and the fraction of KV blocks in use.
+/// Healthy while the engine's step loop runs; unhealthy once it has stopped (a device failure ends it) or while the
+/// server drains for shutdown. The data carries what an operator looks at first: requests running and waiting, and the
+/// fraction of KV blocks in use.
 /// </summary>
 public sealed class LoraEngineHealthCheck(ServerState state) : IHealthCheck
 {
@@ -22,8 +23,16 @@ public sealed class LoraEngineHealthCheck(ServerState state) : IHealthCheck
             ["num_requests_waiting"] = last?.NumWaiting ?? 0,
             ["kv_cache_usage_perc"] = last?.KvCacheUsage ?? 0,
         };
-        return Task.FromResult(state.Engine.IsRunning && !state.Engine.Errored
-            ? HealthCheckResult.Healthy("engine step loop running", data)
-            : HealthCheckResult.Unhealthy("engine step loop stopped", data: data));
+        try
+        {
+            state.Engine.CheckHealth();
+        }
+        catch (EngineDeadException e)
+        {
+            return Task.FromResult(HealthCheckResult.Unhealthy(e.Message, e, data));
+        }
+        if (!state.Engine.IsRunning) return Task.FromResult(HealthCheckResult.Unhealthy("The engine's step loop stopped.", data: data));
+        if (state.Draining) return Task.FromResult(HealthCheckResult.Unhealthy(ServerState.ShuttingDown, data: data));
+        return Task.FromResult(HealthCheckResult.Healthy("The engine's step loop is running.", data));
     }
 }

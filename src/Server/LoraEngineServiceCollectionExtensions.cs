@@ -51,7 +51,7 @@ public static class LoraEngineServiceCollectionExtensions
     static ServerState CreateState(ServerOptions options, ILoggerFactory? loggerFactory)
     {
         var engine = AsyncLlmEngine.FromEngineArgs(options.Engine with { LoggerFactory = options.Engine.LoggerFactory ?? loggerFactory });
-        var state = new ServerState(options, engine);
+        var state = new ServerState(options, engine, (options.Engine.LoggerFactory ?? loggerFactory)?.CreateLogger("LoraEngine.Server"));
         try
         {
             foreach (var module in options.LoraModules)
@@ -69,12 +69,17 @@ public static class LoraEngineServiceCollectionExtensions
         }
     }
 
-    /// <summary>Builds the engine while the host starts instead of on the first request.</summary>
-    sealed class EngineStartup(IServiceProvider services) : IHostedService
+    /// <summary>
+    /// Builds the engine while the host starts instead of on the first request, and drains it when the host stops
+    /// (SIGTERM: the stopping event starts <see cref="ServerState.BeginDrain"/>; the host's ShutdownTimeout should
+    /// exceed <see cref="ServerOptions.DrainTimeout"/> so the aborted requests can still be told).
+    /// </summary>
+    sealed class EngineStartup(IServiceProvider services, IHostApplicationLifetime lifetime) : IHostedService
     {
         public Task StartAsync(CancellationToken cancellationToken)
         {
-            services.GetRequiredService<ServerState>();
+            var state = services.GetRequiredService<ServerState>();
+            lifetime.ApplicationStopping.Register(() => state.BeginDrain());
             return Task.CompletedTask;
         }
 

@@ -8,23 +8,16 @@ namespace LoraEngine.Server;
 /// vLLM's OpenAI-compatible routes: completions and chat completions (both streaming over SSE), models, and the
 /// tokenizer routes. Every request field is honoured or refused (<see cref="RequestParameters"/>).
 /// </summary>
-public static class OpenAiApi
+internal static class OpenAiApi
 {
-    public static IEndpointRouteBuilder MapOpenAiApi(this IEndpointRouteBuilder app)
+    /// <summary>The /v1 routes into <paramref name="v1"/> (a group at "/v1"), the tokenizer routes into <paramref name="open"/>.</summary>
+    public static void MapOpenAiApi(IEndpointRouteBuilder v1, IEndpointRouteBuilder open)
     {
-        app.MapPost("/v1/completions", CompletionsRoute.Handle);
-        app.MapPost("/v1/chat/completions", ChatCompletionsRoute.Handle);
-        app.MapGet("/v1/models", ModelsRoute.List);
-        app.MapGet("/v1/models/{**id}", ModelsRoute.Get); // served names may hold a slash (org/model)
-        app.MapPost("/tokenize", TokenizeRoutes.Tokenize);
-        app.MapPost("/detokenize", TokenizeRoutes.Detokenize);
-        return app;
+        v1.MapPost("/completions", CompletionsRoute.Handle);
+        v1.MapPost("/chat/completions", ChatCompletionsRoute.Handle);
+        v1.MapGet("/models", ModelsRoute.List);
+        v1.MapGet("/models/{**id}", ModelsRoute.Get); // served names may hold a slash (org/model)
+        open.MapPost("/tokenize", TokenizeRoutes.Tokenize);
+        open.MapPost("/detokenize", TokenizeRoutes.Detokenize);
     }
-
-    /// <summary>The model list (kept public for callers of the earlier handler).</summary>
-    public static IResult Models(ServerState state) => ModelsRoute.List(state);
-
-    public static Task<IResult> Completions(HttpContext http, ServerState state) => CompletionsRoute.Handle(http, state);
-
-    public static Task<IResult> ChatCompletions(HttpContext http, ServerState state) => ChatCompletionsRoute.Handle(http, state);
 }

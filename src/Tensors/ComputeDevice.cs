@@ -7,10 +7,14 @@ using LoraEngine.Tensors.Kernels;
 
 namespace LoraEngine.Tensors;
 
+/// <summary>The kind of accelerator a <see cref="ComputeDevice"/> runs on.</summary>
 public enum DeviceKind
 {
+    /// <summary>The CPU, through ILGPU's CPU accelerator.</summary>
     Cpu,
+    /// <summary>An NVIDIA GPU through CUDA.</summary>
     Cuda,
+    /// <summary>An OpenCL device (with generic address space support).</summary>
     OpenCl,
 }
 
@@ -35,6 +39,7 @@ public sealed class ComputeDevice : IDisposable
     AttentionOps? _attention;
     SamplingOps? _sampling;
     LoraOps? _lora;
+    SampleOps? _sample;
     bool _disposed;
 
     ComputeDevice(Context context, Accelerator accelerator, DeviceKind kind, OpFamilies ops)
@@ -53,13 +58,16 @@ public sealed class ComputeDevice : IDisposable
     /// <summary>The stream every kernel launch and copy of this device is queued on, in order.</summary>
     internal AcceleratorStream Stream { get; }
 
+    /// <summary>The kind of accelerator.</summary>
     public DeviceKind Kind { get; }
 
+    /// <summary>The accelerator's name as ILGPU reports it (e.g. the GPU's model).</summary>
     public string Name => Accelerator.Name;
 
     /// <summary>Device memory in bytes (for the CPU accelerator: the host's physical memory).</summary>
     public long MemorySize => Kind == DeviceKind.Cpu ? GC.GetGCMemoryInfo().TotalAvailableMemoryBytes : Accelerator.MemorySize;
 
+    /// <summary>Whether this is the CPU device.</summary>
     public bool IsCpu => Kind == DeviceKind.Cpu;
 
     /// <summary>Creates a device: "cuda", "opencl", "cpu" or "auto" (CUDA, else an OpenCL GPU, else the CPU).</summary>
@@ -174,13 +182,22 @@ public sealed class ComputeDevice : IDisposable
     public void Synchronize() => Stream.Synchronize();
 
     // Each family is made on first use (loading a family's kernels compiles them), then read without a lock.
+    /// <summary>Linear layers y = x·Wᵀ (GEMV and GEMM), made on first use.</summary>
     public MatMulOps MatMul => _matMul ?? Make(ref _matMul, _ops.MatMul);
+    /// <summary>RMSNorm (and the fused residual add + RMSNorm), made on first use.</summary>
     public NormOps Norm => _norm ?? Make(ref _norm, _ops.Norm);
+    /// <summary>Residual add, SwiGLU and the embedding gather, made on first use.</summary>
     public ElementwiseOps Elementwise => _elementwise ?? Make(ref _elementwise, _ops.Elementwise);
+    /// <summary>Rotary position embedding, made on first use.</summary>
     public RopeOps Rope => _rope ?? Make(ref _rope, _ops.Rope);
+    /// <summary>KV-cache writes and paged attention, made on first use.</summary>
     public AttentionOps Attention => _attention ?? Make(ref _attention, _ops.Attention);
+    /// <summary>Row-wise softmax, log-softmax, argmax and top-k over logits, made on first use.</summary>
     public SamplingOps Sampling => _sampling ?? Make(ref _sampling, _ops.Sampling);
+    /// <summary>Batched LoRA shrink and expand (each token its own adapter slot), made on first use.</summary>
     public LoraOps Lora => _lora ?? Make(ref _lora, _ops.Lora);
+    /// <summary>Sampling of logits rows into tokens and logprobs (temperature, filters, penalties, Philox draws), made on first use.</summary>
+    public SampleOps Sample => _sample ?? Make(ref _sample, _ops.Sample);
 
     T Make<T>(ref T? family, Func<ComputeDevice, T> create) where T : class
     {
@@ -203,19 +220,22 @@ public sealed class ComputeDevice : IDisposable
         Func<ComputeDevice, RopeOps> Rope,
         Func<ComputeDevice, AttentionOps> Attention,
         Func<ComputeDevice, SamplingOps> Sampling,
+        Func<ComputeDevice, SampleOps> Sample,
         Func<ComputeDevice, LoraOps> Lora)
     {
         public static readonly OpFamilies Kernels = new(
             d => new MatMulOps(d), d => new NormOps(d), d => new ElementwiseOps(d), d => new RopeOps(d),
-            d => new AttentionOps(d), d => new SamplingOps(d), d => new LoraOps(d));
+            d => new AttentionOps(d), d => new SamplingOps(d), d => new SampleOps(d), d => new LoraOps(d));
 
         public static readonly OpFamilies Host = new(
             d => new HostMatMul(d), d => new HostNorm(d), d => new HostElementwise(d), d => new HostRope(d),
-            d => new HostAttention(d), d => new HostSampling(d), d => new HostLora(d));
+            d => new HostAttention(d), d => new HostSampling(d), d => new HostSampleOps(d), d => new HostLora(d));
     }
 
+    /// <summary>"{Kind}: {Name}", as logs and memory plans name the device (the CPU accelerator running the kernels says so).</summary>
     public override string ToString() => Kind == DeviceKind.Cpu && _ops == OpFamilies.Kernels ? $"{Kind}: {Name} (ILGPU kernels)" : $"{Kind}: {Name}";
 
+    /// <summary>Frees the device's stream, accelerator and context; tensors of the device must be disposed first. Idempotent.</summary>
     public void Dispose()
     {
         if (_disposed) return;

@@ -129,7 +129,10 @@ public class CompletionParametersTests(ServerFixture server) : IClassFixture<Ser
         // A prompt refused after others were queued takes them back out.
         var tooLong = await Complete(new { prompt = new[] { ids, Enumerable.Repeat(5, 600).ToArray() }, max_tokens = 400, ignore_eos = true });
         Assert.Equal(HttpStatusCode.BadRequest, tooLong.Status);
+        // The engine loop applies the abort before its next step (it is queued behind the add): wait for the loop.
+        for (int i = 0; i < 600 && server.State.Engine.Engine.HasUnfinishedRequests; i++) await Task.Delay(50, TestContext.Current.CancellationToken);
         Assert.False(server.State.Engine.Engine.HasUnfinishedRequests);
+        Assert.Equal(0, server.State.Engine.Engine.NumUsedKvBlocks);
         Assert.Equal("prompt", (await Complete(new { prompt = new object[] { "x", 5 } })).Param);
         Assert.Equal("prompt", (await Complete(new { prompt = new[] { 5, 4096 } })).Param);
         Assert.Equal("prompt", (await Complete(new { prompt = "" })).Param);

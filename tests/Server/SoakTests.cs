@@ -31,8 +31,9 @@ public class SoakTests(ServerFixture server) : IClassFixture<ServerFixture>
         return r.StatusCode;
     }
 
-    Task<HttpStatusCode> Load(string name, string fixture, bool inplace = false) =>
-        Admin("/v1/load_lora_adapter", new { lora_name = name, lora_path = TestAdapters.Copy(fixture, Path.Combine(server.LoraRoot, name)), load_inplace = inplace });
+    /// <summary>Loads a copy of a fixture as <paramref name="name"/>, from the folder <paramref name="folder"/> (default: the name).</summary>
+    Task<HttpStatusCode> Load(string name, string fixture, bool inplace = false, string? folder = null) =>
+        Admin("/v1/load_lora_adapter", new { lora_name = name, lora_path = TestAdapters.Copy(fixture, Path.Combine(server.LoraRoot, folder ?? name)), load_inplace = inplace });
 
     async Task<(Outcome Outcome, string Detail)> Client(Random rnd, string model, bool stream, bool abandon)
     {
@@ -90,7 +91,13 @@ public class SoakTests(ServerFixture server) : IClassFixture<ServerFixture>
                 {
                     case 0: Assert.Equal(HttpStatusCode.OK, await Load($"churn{round}", Fixtures[rnd.Next(3)])); break;
                     case 1: Assert.Equal(HttpStatusCode.OK, await Admin("/v1/unload_lora_adapter", new { lora_name = $"churn{round - 1}" })); break;
-                    default: Assert.Equal(HttpStatusCode.OK, await Load($"s{rnd.Next(4)}", Fixtures[rnd.Next(3)], inplace: true)); break;
+                    // A new version goes to a folder of its own, as a deployment publishes one: the files of the
+                    // version in use are never rewritten under a request that is reading them (an adapter evicted
+                    // from the CPU cache is read again from its folder).
+                    default:
+                        int slot = rnd.Next(4);
+                        Assert.Equal(HttpStatusCode.OK, await Load($"s{slot}", Fixtures[rnd.Next(3)], inplace: true, folder: $"s{slot}-v{round}"));
+                        break;
                 }
                 if (round == 6)
                 {

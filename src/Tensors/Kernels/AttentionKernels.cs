@@ -262,6 +262,10 @@ public class AttentionOps
     /// <param name="blockTables">[sequences, maxBlocksPerSequence] I32</param>
     /// <param name="tokenSeq">[tokens] I32 row of blockTables</param>
     /// <param name="tokenPos">[tokens] I32 position; the token attends to positions 0..pos of its sequence</param>
+    /// <param name="numHeads">query heads (positive)</param>
+    /// <param name="numKvHeads">key/value heads, dividing numHeads (GQA/MQA: each serves numHeads / numKvHeads query heads)</param>
+    /// <param name="headDim">width of one head, at most MaxHeadDim</param>
+    /// <param name="scale">multiplies q·k before the softmax, positive and finite (usually 1/sqrt(headDim))</param>
     public void PagedAttention(DeviceTensor output, DeviceTensor q, DeviceTensor kCache, DeviceTensor vCache, DeviceTensor blockTables,
         DeviceTensor tokenSeq, DeviceTensor tokenPos, int numHeads, int numKvHeads, int headDim, float scale)
     {

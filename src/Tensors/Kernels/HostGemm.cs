@@ -47,7 +47,18 @@ internal static unsafe class HostGemm
     /// y[i·yStride + o] (+)= Σ_k W[o, k] · x[i·xStride + k] for o &lt; outF and i &lt; tokens, where row i is
     /// tokenRows[i] when given (LoRA gathers a slot's tokens), else i.
     /// </summary>
+    /// <param name="y">output rows, F32</param>
+    /// <param name="yStride">floats from one output row to the next</param>
+    /// <param name="x">input rows, F32</param>
+    /// <param name="xStride">floats from one input row to the next</param>
+    /// <param name="tokenRows">the x and y row of each token, or null for rows 0..tokens-1</param>
+    /// <param name="tokens">tokens to compute (none: nothing happens)</param>
     /// <param name="w">W [out, in]: element o·wStride + k (F32 floats, or BF16/F16 bits)</param>
+    /// <param name="wType">F32, BF16 or F16: how <paramref name="w"/> is stored</param>
+    /// <param name="wStride">elements from one weight row to the next</param>
+    /// <param name="outF">output features: weight rows</param>
+    /// <param name="inF">input features: the k range</param>
+    /// <param name="accumulate">add to y instead of overwriting it</param>
     public static void Linear(float* y, long yStride, float* x, long xStride, int* tokenRows, int tokens,
         void* w, DType wType, long wStride, int outF, int inF, bool accumulate)
     {

@@ -82,6 +82,7 @@ public class NormOps
     /// <param name="x">[tokens, dim] F32 residual stream, updated in place</param>
     /// <param name="delta">[tokens, dim] F32</param>
     /// <param name="weight">[dim] F32, F16 or BF16</param>
+    /// <param name="eps">added to the mean square before the root (config.json's rms_norm_eps)</param>
     public void AddRmsNorm(DeviceTensor y, DeviceTensor x, DeviceTensor delta, DeviceTensor weight, float eps)
     {
         Check.DType(delta, DType.F32, nameof(delta));
@@ -121,6 +122,7 @@ public class NormOps
     /// <param name="y">[tokens, dim] F32 output (may be <paramref name="x"/>)</param>
     /// <param name="x">[tokens, dim] F32</param>
     /// <param name="weight">[dim] F32, F16 or BF16</param>
+    /// <param name="eps">added to the mean square before the root (config.json's rms_norm_eps)</param>
     public void RmsNorm(DeviceTensor y, DeviceTensor x, DeviceTensor weight, float eps)
     {
         var (tokens, dim) = CheckNorm(y, x, weight, eps);

@@ -73,6 +73,7 @@ public class RopeOps
     /// <param name="k">[tokens, kvHeads*headDim] F32</param>
     /// <param name="positions">[tokens] I32, each below the table's maxPositions</param>
     /// <param name="cosSin">[maxPositions, headDim/2, 2] F32</param>
+    /// <param name="headDim">width of one head, positive and even; q's and k's widths are multiples of it</param>
     public void ApplyCached(DeviceTensor q, DeviceTensor k, DeviceTensor positions, DeviceTensor cosSin, int headDim)
     {
         if (headDim <= 0 || headDim % 2 != 0) throw new ArgumentOutOfRangeException(nameof(headDim), headDim, "head_dim must be positive and even");
@@ -116,6 +117,7 @@ public class RopeOps
     /// <param name="x">[tokens, heads*headDim] F32</param>
     /// <param name="positions">[tokens] I32</param>
     /// <param name="invFreq">[headDim/2] F32 (see RopeFrequencies)</param>
+    /// <param name="headDim">width of one head, positive and even; x's width is a multiple of it</param>
     public void Apply(DeviceTensor x, DeviceTensor positions, DeviceTensor invFreq, int headDim)
     {
         if (headDim <= 0 || headDim % 2 != 0) throw new ArgumentOutOfRangeException(nameof(headDim), headDim, "head_dim must be positive and even");

@@ -246,6 +246,7 @@ public class SamplingOps
     /// <param name="values">[rows, k] F32</param>
     /// <param name="indices">[rows, k] I32</param>
     /// <param name="x">[rows, vocab] F32</param>
+    /// <param name="k">values kept per row, in 1..vocab</param>
     public void TopK(DeviceTensor values, DeviceTensor indices, DeviceTensor x, int k)
     {
         Check.DType(x, DType.F32, nameof(x));

@@ -60,6 +60,66 @@ public class MatMulKernelsTests
         }
     }
 
+    /// <summary>
+    /// A k long enough for the GPU to cut it into slices (one group per slice for up to 32 tokens, the last adding them;
+    /// one group adding its own slices beyond): a token's result is the same alone, among 3 and among 40 tokens, a merged
+    /// launch (q/k/v-like, three row counts) gives what separate ones do, and all stay close to the double reference.
+    /// </summary>
+    [Fact]
+    public void Long_k_results_are_the_same_alone_in_a_batch_and_in_a_merged_launch()
+    {
+        var device = TestDevices.ForModel;
+        var rnd = new RandomData(11);
+        const int k = 2056, tokens = 40, probe = 5;
+        int[] outs = [37, 16, 300];
+        var x = rnd.Floats(tokens * k);
+        var weights = outs.Select(n => RandomData.UploadWeight(device, rnd.Floats(n * k), DType.BF16, n, k)).ToArray();
+        using var xAll = device.Upload(x, tokens, k);
+        using var xOne = device.Upload(x.AsSpan(probe * k, k), 1, k);
+        using var xFew = device.Upload(x.AsSpan(probe * k, 3 * k), 3, k);
+        try
+        {
+            for (int i = 0; i < outs.Length; i++)
+            {
+                int n = outs[i];
+                using var yAll = device.Allocate(DType.F32, tokens, n);
+                using var yOne = device.Allocate(DType.F32, 1, n);
+                using var yFew = device.Allocate(DType.F32, 3, n);
+                device.MatMul.Linear(yAll, xAll, weights[i].Tensor);
+                device.MatMul.Linear(yOne, xOne, weights[i].Tensor);
+                device.MatMul.Linear(yFew, xFew, weights[i].Tensor);
+                var all = yAll.ToArray<float>();
+                Assert.Equal(all.AsSpan(probe * n, n).ToArray(), yOne.ToArray<float>());
+                Assert.Equal(all.AsSpan(probe * n, 3 * n).ToArray(), yFew.ToArray<float>());
+                // Terms of magnitude ≤ 1 over 2056 products: sums of ~±40, F32 accumulation error well under 2e-3.
+                Tolerance.AssertClose(all, MatMulReference.Linear(x, weights[i].Stored, tokens, k, n), 2e-3, 1e-4, $"{device} {n}x{k}");
+            }
+            foreach (int count in new[] { 1, tokens })
+            {
+                using var xs = count == 1 ? device.Upload(x.AsSpan(probe * k, k), 1, k) : device.Upload(x, tokens, k);
+                var ys = outs.Select(n => device.Allocate(DType.F32, count, n)).ToArray();
+                var separate = outs.Select(n => device.Allocate(DType.F32, count, n)).ToArray();
+                try
+                {
+                    device.MatMul.LinearGroup(xs, ys.Zip(weights, (y, w) => (y, w.Tensor)).ToArray());
+                    for (int i = 0; i < outs.Length; i++)
+                    {
+                        device.MatMul.Linear(separate[i], xs, weights[i].Tensor);
+                        Assert.Equal(separate[i].ToArray<float>(), ys[i].ToArray<float>());
+                    }
+                }
+                finally
+                {
+                    foreach (var t in ys.Concat(separate)) t.Dispose();
+                }
+            }
+        }
+        finally
+        {
+            foreach (var (t, _) in weights) t.Dispose();
+        }
+    }
+
     [Fact]
     public void Linear_rejects_bad_arguments()
     {
