@@ -24,7 +24,7 @@ namespace LoraEngine.Tensors.Kernels;
 ///   own copy of 6-token tiles, and a chunk's rows are copied once into a panel of 4-row tiles (BF16 kept as BF16 and
 ///   widened in registers, F16 converted to F32), both laid out so each accumulator chain reads one sequential stream;
 ///   for each token tile the k range is walked in blocks so the tile's block stays in L1 while the chunk's row tiles
-///   pass over it, and the next chunk's rows are prefetched meanwhile.
+///   pass over it.
 /// </summary>
 internal static unsafe class HostGemm
 {
@@ -208,14 +208,8 @@ internal static unsafe class HostGemm
             // its sums into the first 24).
             const int tileStride = 2 * TileRows * TileTokens;
             var acc = (Vector512<float>*)Scratch.Get(ref Scratch.Accumulators, (long)rowTiles * tileStride * 16);
-            // The next chunk's rows (most often this thread's next work item) are fetched into L2 a slice per token tile,
-            // so that packing them does not wait on memory.
-            int tiles = (tokens + TileTokens - 1) / TileTokens;
-            long nextLines = o0 + rows < OutF ? Math.Min(ChunkRows, OutF - o0 - rows) * rowBytes / 64 : 0;
-            byte* next = weights + rows * rowBytes;
-            for (int tile = 0, first = t0; first < t0 + tokens; tile++, first += TileTokens)
+            for (int first = t0; first < t0 + tokens; first += TileTokens)
             {
-                for (long line = tile * nextLines / tiles; line < (tile + 1) * nextLines / tiles; line++) Sse.Prefetch1(next + line * 64);
                 int n = Math.Min(TileTokens, t0 + tokens - first);
                 float* xTile = xPacked + (long)first * k16;
                 for (int k0 = 0; k0 < k16 || k0 == 0; k0 += KBlock)
