@@ -13,8 +13,8 @@ namespace LoraEngine.Tensors.Kernels;
 /// Every output is one dot product in a fixed order, whatever the number of tokens (so a token's row is bit-identical
 /// alone or in any batch): the k range is cut into steps of 16; one 16-lane accumulator takes the even steps and another
 /// the odd steps, each in order (two chains, so one row can stream with two FMAs in flight); their sum is reduced by
-/// <see cref="HostDot.Reduce"/> (16 rows at once by <see cref="HostDot.Reduce16(Vector512{float}**)"/>, same bits); then the last in % 16
-/// terms are added one by one with FMA.
+/// <see cref="HostDot.Reduce"/> (16 rows at once by <see cref="HostDot.Reduce16(Vector512{float}**)"/>, same bits);
+/// then the last in % 16 terms are added one by one with FMA.
 ///
 /// Work items are chunks of output rows spread over the cores (<see cref="HostParallel"/>). Two ways to compute them:
 /// - up to <see cref="MaxStreamTokens"/> tokens (decode): row after row, BF16 or F32 weights read in place (BF16 widened
