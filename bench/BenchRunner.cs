@@ -13,8 +13,13 @@ namespace LoraEngine.Bench;
 /// <summary>
 /// LoraEngine benchmarks (also run by <c>loraengine bench</c>).
 ///   tensors [--quick] [--bdn]                                  linear kernels vs device copy bandwidth (CPU: also a
-///                                                              layer's linears vs read bandwidth and FMA peak)
-///   serving [--shape 1b|8b|cpu-peer|small] [--quick] [--out DIR]  serving scenarios on a random-weight model
+///                                                              layer's linears vs read bandwidth and FMA peak), and
+///                                                              device sampling vs the argmax and a read of the logits
+///   serving [--shape 1b|8b|cpu-peer|small|shipped] [--quick] [--out DIR] [--only NAME,...] [--system-prompt N] [--own-prompt M]
+///                                                              serving scenarios on a random-weight model (shipped: the
+///                                                              shipped checkpoint); the prefix scenarios' prompts are a
+///                                                              system prompt of N tokens (default 1024 on the 1b shape,
+///                                                              else 384) and M of their own (default 64)
 /// LORAENGINE_DEVICE picks the device (default cpu).
 /// </summary>
 public static class BenchRunner
@@ -42,16 +47,19 @@ public static class BenchRunner
                 var linear = LinearBench.Run(device, quick, Console.Out);
                 if (!device.IsCpu && !quick) linear = [.. linear, .. LinearBench.RunModelShapes(device, Console.Out)];
                 double launchUs = LinearBench.LaunchMicroseconds(device);
-                Console.WriteLine($"kernel launch (1-element add, back to back): {launchUs:F1} µs each");
+                Console.WriteLine($"op launch (1-element add, back to back): {launchUs:F1} µs each");
                 var cpuLayer = device.IsCpu ? CpuLayerBench.Run(device, quick, Console.Out) : null;
-                File.WriteAllText(Path.Combine(outDir, "tensors.json"), JsonSerializer.Serialize(new { device = device.ToString(), launchMicroseconds = launchUs, results = linear, cpuLayer }, json));
+                var sample = SampleBench.Run(device, quick, Console.Out);
+                File.WriteAllText(Path.Combine(outDir, "tensors.json"), JsonSerializer.Serialize(new { device = device.ToString(), launchMicroseconds = launchUs, results = linear, cpuLayer, sample }, json));
                 break;
             case "serving":
                 var shape = BenchShape.Parse(Option("--shape", device.IsCpu ? "small" : "1b"));
                 string work = Path.Combine(Path.GetTempPath(), $"loraengine-bench-{shape.Name}");
                 string tokenizer = Option("--tokenizer", Path.Combine(AppContext.BaseDirectory, "tokenizer.json"));
-                Console.WriteLine($"writing a random {shape.Name} model ({shape.Parameters / 1e9:F2} B parameters) to {work}");
-                string model = File.Exists(Path.Combine(work, "model", "model.safetensors")) ? Path.Combine(work, "model") : RandomCheckpoint.WriteModel(Path.Combine(work, "model"), shape, tokenizer);
+                Console.WriteLine(shape == BenchShape.Shipped ? $"the shipped model ({shape.Parameters / 1e6:F1} M parameters), random adapters in {work}"
+                    : $"writing a random {shape.Name} model ({shape.Parameters / 1e9:F2} B parameters) to {work}");
+                string model = shape == BenchShape.Shipped ? ShippedModel()
+                    : File.Exists(Path.Combine(work, "model", "model.safetensors")) ? Path.Combine(work, "model") : RandomCheckpoint.WriteModel(Path.Combine(work, "model"), shape, tokenizer);
                 string AdapterDir(int i)
                 {
                     string dir = Path.Combine(work, "adapters", $"a{i}");
@@ -59,7 +67,8 @@ public static class BenchRunner
                 }
                 double copy = ServingBenchmark.MeasureCopyGBps(device);
                 Console.WriteLine($"device copy bandwidth: {copy:F1} GB/s");
-                var scenarios = ServingBenchmark.Scenarios(quick);
+                int systemPrompt = int.Parse(Option("--system-prompt", shape == BenchShape.Llama32_1B ? "1024" : "384"));
+                var scenarios = ServingBenchmark.Scenarios(quick, systemPrompt, int.Parse(Option("--own-prompt", "64")));
                 if (Option("--only", "") is { Length: > 0 } only) scenarios = scenarios.Where(s => only.Split(',').Any(o => s.Name.StartsWith(o))).ToList();
                 var bench = new ServingBenchmark(model, AdapterDir, device.Kind.ToString().ToLowerInvariant(), Console.Out)
                 {
@@ -80,6 +89,20 @@ public static class BenchRunner
     }
 
     static string Markdown(IReadOnlyList<ScenarioResult> results) =>
-    "| scenario | batch | tok/s | TTFT p50 / p99 ms | ITL p50 / p99 ms | decode step ms | roofline | LoRA overhead | device MiB |\n|---|---|---|---|---|---|---|---|---|\n" +
-    string.Concat(results.Select(r => $"| {r.Scenario} | {r.Batch} | {r.TokensPerSecond:F1} | {r.TtftP50Ms:F1} / {r.TtftP99Ms:F1} | {r.ItlP50Ms:F2} / {r.ItlP99Ms:F2} | {r.DecodeStepMs:F2} | {r.RooflineRatio:F2} | {(r.LoraOverhead is double o ? o.ToString("P1") : "")} | {r.DeviceBytes / (1 << 20)} |\n"));
+    "| scenario | batch | prompt | tok/s | TTFT p50 / p99 ms | TTFT p50 vs uncached | prefix hits | ITL p50 / p99 ms | decode step ms | roofline | LoRA overhead | device MiB |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n" +
+    string.Concat(results.Select(r => $"| {r.Scenario} | {r.Batch} | {r.PromptTokens} | {r.TokensPerSecond:F1} | {r.TtftP50Ms:F1} / {r.TtftP99Ms:F1} | " +
+        $"{(r.TtftVsUncached is double v ? v.ToString("F3") : "")}{(r.SameTokensAsUncached is bool same ? same ? " (same tokens)" : " (TOKENS DIFFER)" : "")} | {(r.PrefixCacheHitRate is double h ? h.ToString("P1") : "")} | {r.ItlP50Ms:F2} / {r.ItlP99Ms:F2} | " +
+        $"{r.DecodeStepMs:F2} | {r.RooflineRatio:F2} | {(r.LoraOverhead is double o ? o.ToString("P1") : "")} | {r.DeviceBytes / (1 << 20)} |\n"));
+
+    /// <summary>The repository's models/vim-tiny-bf16: searched from the working directory up, then from the executable up.</summary>
+    static string ShippedModel()
+    {
+        foreach (var start in new[] { Directory.GetCurrentDirectory(), AppContext.BaseDirectory })
+            for (var dir = new DirectoryInfo(start); dir != null; dir = dir.Parent)
+            {
+                string candidate = Path.Combine(dir.FullName, "models", "vim-tiny-bf16");
+                if (File.Exists(Path.Combine(candidate, "config.json"))) return candidate;
+            }
+        throw new DirectoryNotFoundException("the shipped model (models/vim-tiny-bf16) was not found above the working directory or the executable");
+    }
 }

@@ -15,13 +15,17 @@ public sealed record BenchShape(string Name, int Hidden, int Layers, int Heads, 
     /// <summary>A small shape for seconds-long CPU runs.</summary>
     public static readonly BenchShape Small = new("small", 512, 4, 8, 2, 64, 1536, 4096, true);
 
+    /// <summary>The shipped model's shape (models/vim-tiny-bf16: hidden 256, 6 layers, 8 heads, 4 KV heads, MLP 688, vocab 1024); the bench runs the shipped checkpoint itself.</summary>
+    public static readonly BenchShape Shipped = new("vim-tiny-bf16", 256, 6, 8, 4, 32, 688, 1024, false);
+
     public static BenchShape Parse(string name) => name switch
     {
+        "shipped" or "vim-tiny-bf16" => Shipped,
         "1b" or "llama-3.2-1b" => Llama32_1B,
         "8b" or "llama-3.1-8b" => Llama31_8B,
         "cpu-peer" or "llama-1.1b-v32k" => CpuPeer,
         "small" => Small,
-        _ => throw new ArgumentException($"unknown shape '{name}' (1b, 8b, cpu-peer, small)", nameof(name)),
+        _ => throw new ArgumentException($"unknown shape '{name}' (1b, 8b, cpu-peer, small, shipped)", nameof(name)),
     };
 
     public long Parameters => (long)Vocab * Hidden * (Tied ? 1 : 2) + Hidden

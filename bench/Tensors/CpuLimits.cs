@@ -7,16 +7,19 @@ namespace LoraEngine.Bench.Tensors;
 
 /// <summary>
 /// The CPU's own limits, measured in-process so a kernel's figure can be given as a ratio to them: read bandwidth
-/// over a 1 GiB buffer (as the llama.cpp peer's membw.c measures it) and the F32 FMA peak, each on 1..N threads.
+/// over a 1 GiB buffer (as the llama.cpp peer's membw.c measures it, here on transparent huge pages like the CPU
+/// device's weights) and the F32 FMA peak, each on 1..N threads.
 /// </summary>
 public static unsafe class CpuLimits
 {
     /// <summary>Best of five: bytes read per second by <paramref name="threads"/> threads each summing its part of a buffer.</summary>
     public static double ReadGBps(int threads, long bytes = 1L << 30)
     {
-        byte* buffer = (byte*)NativeMemory.AlignedAlloc((nuint)bytes, 64);
+        byte* buffer = (byte*)NativeMemory.AlignedAlloc((nuint)bytes, 2 << 20);
         try
         {
+            // On huge pages where Linux allows it, as the CPU device keeps its weights (the machine's best read rate).
+            if (OperatingSystem.IsLinux()) _ = madvise((nint)buffer, (nuint)bytes, MadvHugePage);
             new Span<byte>(buffer, (int)Math.Min(bytes, int.MaxValue)).Fill(1);
             if (bytes > int.MaxValue) new Span<byte>(buffer + int.MaxValue, (int)(bytes - int.MaxValue)).Fill(1);
             double best = 0;
@@ -49,6 +52,11 @@ public static unsafe class CpuLimits
         }
         return best;
     }
+
+    const int MadvHugePage = 14;
+
+    [DllImport("libc")]
+    static extern int madvise(nint address, nuint length, int advice);
 
     [MethodImpl(MethodImplOptions.NoInlining)]
     static void Sink(float value) => GC.KeepAlive(value);

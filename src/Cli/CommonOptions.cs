@@ -18,12 +18,19 @@ internal sealed class CommonOptions
     public Option<int> MaxN { get; } = new("--max-n") { Description = "Largest n (sequences per request)", DefaultValueFactory = _ => 128 };
     public Option<int?> MaxRequestOutputTokens { get; } = new("--max-request-output-tokens") { Description = "Largest n × max_tokens of one request (default 16 × max model len)" };
     public Option<bool> EnforceEager { get; } = new("--enforce-eager") { Description = "Launch every kernel eagerly instead of replaying CUDA graphs of decode steps" };
+    public Option<bool> EnablePrefixCaching { get; } = new("--enable-prefix-caching") { Description = "Reuse the KV blocks of prompt prefixes computed before, keyed by tokens and adapter content", DefaultValueFactory = _ => true };
+    public Option<bool> NoEnablePrefixCaching { get; } = new("--no-enable-prefix-caching") { Description = "Compute every prompt in full (only the n sequences of one request share their prompt)" };
 
     public void AddTo(Command command)
     {
         foreach (var option in new Option[] { Model, Device, Dtype, MaxModelLen, MaxLoras, MaxLoraRank, MaxCpuLoras, MaxNumSeqs, GpuMemoryUtilization,
-                     MaxPromptChars, MaxN, MaxRequestOutputTokens, EnforceEager })
+                     MaxPromptChars, MaxN, MaxRequestOutputTokens, EnforceEager, EnablePrefixCaching, NoEnablePrefixCaching })
             command.Options.Add(option);
+        command.Validators.Add(result =>
+        {
+            if (result.GetResult(EnablePrefixCaching) is { Implicit: false } && result.GetResult(NoEnablePrefixCaching) is { Implicit: false })
+                result.AddError("--enable-prefix-caching and --no-enable-prefix-caching contradict each other: give one");
+        });
     }
 
     public EngineArgs EngineArgs(ParseResult p) => new()
@@ -42,6 +49,7 @@ internal sealed class CommonOptions
         MaxN = p.GetValue(MaxN),
         MaxRequestOutputTokens = p.GetValue(MaxRequestOutputTokens),
         EnforceEager = p.GetValue(EnforceEager),
+        EnablePrefixCaching = p.GetValue(EnablePrefixCaching) && !p.GetValue(NoEnablePrefixCaching),
     };
 
     /// <summary>"name=path", or a shipped adapter's name.</summary>

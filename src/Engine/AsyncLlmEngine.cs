@@ -30,6 +30,7 @@ public sealed class AsyncLlmEngine : IDisposable
     long _nextId;
     volatile string? _closed; // why new requests are refused, once AbortAll ran
 
+    /// <summary>Starts the step loop over <paramref name="engine"/>, which this object now owns (disposing it disposes the engine).</summary>
     public AsyncLlmEngine(LlmEngine engine)
     {
         Engine = engine ?? throw new ArgumentNullException(nameof(engine));
@@ -37,9 +38,11 @@ public sealed class AsyncLlmEngine : IDisposable
         _loop.Start();
     }
 
+    /// <summary>Builds the engine (<see cref="LlmEngine.FromEngineArgs"/>, with vLLM's server defaults) and starts its step loop.</summary>
     public static AsyncLlmEngine FromEngineArgs(EngineArgs engineArgs, IReadOnlyList<IStatLoggerFactory>? statLoggers = null) =>
         new(LlmEngine.FromEngineArgs(engineArgs, UsageContext.OpenAiApiServer, statLoggers));
 
+    /// <summary>The engine underneath: its tokenizer, adapters, metrics and limits. Step it only through this object's loop.</summary>
     public LlmEngine Engine { get; }
 
     /// <summary>Requests whose stream is open (0 once every one finished, failed or was aborted).</summary>
@@ -56,18 +59,28 @@ public sealed class AsyncLlmEngine : IDisposable
 
     /// <summary>Streams the outputs of one request (each a cumulative snapshot, the last with Finished = true).</summary>
     public IAsyncEnumerable<RequestOutput> GenerateAsync(string prompt, SamplingParams samplingParams, LoraRequest? loraRequest = null,
-        string? requestId = null, CancellationToken cancellationToken = default)
-    {
-        ArgumentNullException.ThrowIfNull(prompt);
-        return Generate(requestId, id => Engine.Process(id, prompt, null, samplingParams, loraRequest), cancellationToken);
-    }
+        string? requestId = null, CancellationToken cancellationToken = default) =>
+        GenerateAsync(prompt, samplingParams, loraRequest, requestId, cacheSalt: null, cancellationToken);
 
     /// <summary>Streams the outputs of one request given as token ids.</summary>
     public IAsyncEnumerable<RequestOutput> GenerateAsync(IReadOnlyList<int> promptTokenIds, SamplingParams samplingParams, LoraRequest? loraRequest = null,
-        string? requestId = null, CancellationToken cancellationToken = default)
+        string? requestId = null, CancellationToken cancellationToken = default) =>
+        GenerateAsync(promptTokenIds, samplingParams, loraRequest, requestId, cacheSalt: null, cancellationToken);
+
+    /// <summary>Streams the outputs of one request given as text, with vLLM's cache_salt (see <see cref="LlmEngine.AddRequest(string, string, SamplingParams, LoraRequest?, string?)"/>).</summary>
+    public IAsyncEnumerable<RequestOutput> GenerateAsync(string prompt, SamplingParams samplingParams, LoraRequest? loraRequest, string? requestId, string? cacheSalt,
+        CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(prompt);
+        return Generate(requestId, id => Engine.Process(id, prompt, null, samplingParams, loraRequest, cacheSalt), cancellationToken);
+    }
+
+    /// <summary>Streams the outputs of one request given as token ids, with vLLM's cache_salt.</summary>
+    public IAsyncEnumerable<RequestOutput> GenerateAsync(IReadOnlyList<int> promptTokenIds, SamplingParams samplingParams, LoraRequest? loraRequest, string? requestId,
+        string? cacheSalt, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(promptTokenIds);
-        return Generate(requestId, id => Engine.Process(id, null, promptTokenIds, samplingParams, loraRequest), cancellationToken);
+        return Generate(requestId, id => Engine.Process(id, null, promptTokenIds, samplingParams, loraRequest, cacheSalt), cancellationToken);
     }
 
     /// <summary>Processes the request now (so a bad one throws here, before anything is queued) and queues it for the loop.</summary>
@@ -194,6 +207,7 @@ public sealed class AsyncLlmEngine : IDisposable
         }
     }
 
+    /// <summary>Stops the step loop, ends every open stream with <see cref="EngineDeadException"/> and disposes the engine. Idempotent.</summary>
     public void Dispose()
     {
         if (_stop.IsCancellationRequested) return;

@@ -21,29 +21,43 @@ public sealed record EngineArgs
     public string Dtype { get; init; } = "auto";
     /// <summary>Longest prompt + output; defaults to the model's max_position_embeddings.</summary>
     public int? MaxModelLen { get; init; }
+    /// <summary>Most sequences running at once (vLLM's max_num_seqs); a request with n &gt; 1 counts n. Default 256.</summary>
     public int MaxNumSeqs { get; init; } = 256;
     /// <summary>Token budget of one step; default 8192 for <see cref="UsageContext.LlmClass"/>, 2048 otherwise (vLLM's).</summary>
     public int? MaxNumBatchedTokens { get; init; }
+    /// <summary>Token positions per KV-cache block. Default 16.</summary>
     public int BlockSize { get; init; } = 16;
+    /// <summary>
+    /// vLLM's enable_prefix_caching (on by default, as in vLLM's V1 engine): full KV blocks stay findable by a hash of
+    /// their tokens, the tokens before them and the adapter's content identity, so a request whose prompt begins as an
+    /// earlier one did (a system prompt, few-shot examples, a chat's earlier turns) computes only the rest. Off, only the
+    /// n sequences of one request share their prompt's blocks.
+    /// </summary>
+    public bool EnablePrefixCaching { get; init; } = true;
     /// <summary>Fraction of device memory the engine may use for weights, LoRA slots, activations and the KV pool.</summary>
     public double GpuMemoryUtilization { get; init; } = 0.9;
     /// <summary>Seed for requests that give none.</summary>
     public int Seed { get; init; }
+    /// <summary>Wraps the model's projections in LoRA layers and reserves <see cref="MaxLoras"/> slots; without it a request naming an adapter is refused.</summary>
     public bool EnableLora { get; init; }
 
     /// <summary>vLLM's enforce_eager: launch every kernel of every step eagerly instead of replaying CUDA graphs of decode steps.</summary>
     public bool EnforceEager { get; init; }
     /// <summary>Distinct adapters in one step (= GPU slots).</summary>
     public int MaxLoras { get; init; } = 1;
+    /// <summary>The largest adapter rank accepted, one of <see cref="AllowedLoraRanks"/>; sizes every slot. Default 16.</summary>
     public int MaxLoraRank { get; init; } = 16;
     /// <summary>Adapters kept loaded on the host; defaults to <see cref="MaxLoras"/>.</summary>
     public int? MaxCpuLoras { get; init; }
+    /// <summary>The dtype of the LoRA slots: "auto" (the weights' dtype), "float32", "float16", "bfloat16".</summary>
     public string LoraDtype { get; init; } = "auto";
     /// <summary>Accepted for compatibility; with one device there is nothing to shard.</summary>
     public bool FullyShardedLoras { get; init; }
+    /// <summary>Devices to shard the model over; only 1 is supported (more is refused when the engine is built).</summary>
     public int TensorParallelSize { get; init; } = 1;
     /// <summary>Largest logprobs / prompt_logprobs k a request may ask; -1: the whole vocabulary.</summary>
     public int MaxLogprobs { get; init; } = 20;
+    /// <summary>Turns off the periodic stats line in the log; metrics are still recorded.</summary>
     public bool DisableLogStats { get; init; }
     /// <summary>Fixes the number of KV blocks instead of sizing the pool from memory (vLLM's num_gpu_blocks_override).</summary>
     public int? NumGpuBlocksOverride { get; init; }

@@ -6,6 +6,7 @@ namespace LoraEngine;
 /// </summary>
 public sealed class EngineGenerateException(string requestId, string message) : Exception(message)
 {
+    /// <summary>The id of the failed request.</summary>
     public string RequestId { get; } = requestId;
 }
 

@@ -6,10 +6,13 @@ namespace LoraEngine;
 /// </summary>
 public sealed class Llm : IDisposable
 {
+    /// <summary>Builds an engine with vLLM's LLM-class defaults (<see cref="UsageContext.LlmClass"/>: an 8192-token step budget).</summary>
     public Llm(EngineArgs engineArgs) => Engine = LlmEngine.FromEngineArgs(engineArgs, UsageContext.LlmClass);
 
+    /// <summary>Wraps an engine, which this object now owns (disposing it disposes the engine).</summary>
     public Llm(LlmEngine engine) => Engine = engine ?? throw new ArgumentNullException(nameof(engine));
 
+    /// <summary>The engine underneath: adapters, tokenizer, metrics.</summary>
     public LlmEngine Engine { get; }
 
     /// <summary>Generates for every prompt with one adapter (or none) for all.</summary>
@@ -44,6 +47,7 @@ public sealed class Llm : IDisposable
         return ids.Select(id => finished[id]).ToArray();
     }
 
+    /// <summary>Disposes the engine and the device memory behind it.</summary>
     public void Dispose() => Engine.Dispose();
 
     /// <summary>A one-line progress bar: done/total, elapsed time and output tokens per second.</summary>

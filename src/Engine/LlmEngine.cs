@@ -43,14 +43,19 @@ public sealed class LlmEngine : IDisposable
         Core = new EngineCore(config, runner, plan.KvBlocks, tokenizer, eosIds, statLoggers, logger);
     }
 
+    /// <summary>The validated configuration, defaults resolved against the model.</summary>
     public EngineConfig Config { get; }
 
+    /// <summary>The model's config.json.</summary>
     public LlamaConfig ModelConfig => Config.ModelConfig;
 
+    /// <summary>The model's tokenizer (and chat template).</summary>
     public HfTokenizer Tokenizer { get; }
 
+    /// <summary>How device memory was split between weights, LoRA slots, activations and KV blocks.</summary>
     public MemoryPlan MemoryPlan { get; }
 
+    /// <summary>The engine's counters, gauges and latency histograms (meter "LoraEngine").</summary>
     public EngineMetrics Metrics { get; }
 
     /// <summary>The device the engine runs on.</summary>
@@ -65,10 +70,15 @@ public sealed class LlmEngine : IDisposable
     /// EnableLora), LoRA manager (slots + CPU cache), worker (KV cache and step buffers), input/output processors
     /// (tokenizer), stats logging.
     /// </summary>
+    /// <param name="engineArgs">The model folder, device and limits; validated by <see cref="EngineArgs.CreateEngineConfig"/>.</param>
+    /// <param name="usageContext">Who builds the engine: changes defaults only where vLLM's does (the step token budget).</param>
+    /// <param name="statLoggers">Extra stat loggers, each created once for this engine, beside <see cref="Metrics"/> (always) and the log line (unless DisableLogStats).</param>
     /// <param name="enableMultiprocessing">
     /// Accepted for vLLM compatibility. The engine core always runs in-process; <see cref="AsyncLlmEngine"/> runs it off
     /// the caller's thread behind a queue, which is what multiprocessing buys in vLLM.
     /// </param>
+    /// <exception cref="ArgumentException">An argument out of range or a model folder that does not exist; ParamName names the field.</exception>
+    /// <exception cref="InvalidOperationException">The model, the LoRA slots and one max-length sequence's KV cache do not fit in the device memory allowed.</exception>
     public static LlmEngine FromEngineArgs(EngineArgs engineArgs, UsageContext usageContext = UsageContext.EngineContext,
         IReadOnlyList<IStatLoggerFactory>? statLoggers = null, bool enableMultiprocessing = false)
     {
@@ -138,6 +148,7 @@ public sealed class LlmEngine : IDisposable
             _ => DType.F32,
         };
 
+    /// <summary>Whether any request is waiting or running: step until this is false.</summary>
     public bool HasUnfinishedRequests => Core.HasUnfinished;
 
     /// <summary>KV blocks in use (0 once every request finished, failed or was aborted).</summary>
@@ -157,28 +168,40 @@ public sealed class LlmEngine : IDisposable
     public void CheckHealth() => Core.ThrowIfErrored();
 
     /// <summary>Adds a request given as text (BOS prepended as the tokenizer's post-processor would).</summary>
-    public void AddRequest(string requestId, string prompt, SamplingParams samplingParams, LoraRequest? loraRequest = null)
-    {
-        ArgumentNullException.ThrowIfNull(prompt);
-        Core.Add(Process(requestId, prompt, null, samplingParams, loraRequest));
-    }
+    public void AddRequest(string requestId, string prompt, SamplingParams samplingParams, LoraRequest? loraRequest = null) =>
+        AddRequest(requestId, prompt, samplingParams, loraRequest, cacheSalt: null);
 
     /// <summary>Adds a request given as token ids.</summary>
-    public void AddRequest(string requestId, IReadOnlyList<int> promptTokenIds, SamplingParams samplingParams, LoraRequest? loraRequest = null)
+    public void AddRequest(string requestId, IReadOnlyList<int> promptTokenIds, SamplingParams samplingParams, LoraRequest? loraRequest = null) =>
+        AddRequest(requestId, promptTokenIds, samplingParams, loraRequest, cacheSalt: null);
+
+    /// <summary>
+    /// Adds a request given as text with vLLM's cache_salt: its K/V blocks are shared through the prefix cache only with
+    /// requests of the same salt (null: with those without one), so tenants cannot learn of each other's prompts.
+    /// </summary>
+    public void AddRequest(string requestId, string prompt, SamplingParams samplingParams, LoraRequest? loraRequest, string? cacheSalt)
+    {
+        ArgumentNullException.ThrowIfNull(prompt);
+        Core.Add(Process(requestId, prompt, null, samplingParams, loraRequest, cacheSalt));
+    }
+
+    /// <summary>Adds a request given as token ids with vLLM's cache_salt (see the text overload).</summary>
+    public void AddRequest(string requestId, IReadOnlyList<int> promptTokenIds, SamplingParams samplingParams, LoraRequest? loraRequest, string? cacheSalt)
     {
         ArgumentNullException.ThrowIfNull(promptTokenIds);
-        Core.Add(Process(requestId, null, promptTokenIds, samplingParams, loraRequest));
+        Core.Add(Process(requestId, null, promptTokenIds, samplingParams, loraRequest, cacheSalt));
     }
 
     /// <summary>
     /// Checks, tokenises and resolves the adapter of a request on the caller's thread (disk reads happen here, never in a
     /// step); throws for anything wrong, before the request reaches the core.
     /// </summary>
-    internal EngineCoreRequest Process(string requestId, string? prompt, IReadOnlyList<int>? promptTokenIds, SamplingParams samplingParams, LoraRequest? loraRequest)
+    internal EngineCoreRequest Process(string requestId, string? prompt, IReadOnlyList<int>? promptTokenIds, SamplingParams samplingParams, LoraRequest? loraRequest,
+        string? cacheSalt = null)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
         Core.ThrowIfErrored();
-        var request = _processor.Process(requestId, prompt, promptTokenIds, samplingParams, loraRequest);
+        var request = _processor.Process(requestId, prompt, promptTokenIds, samplingParams, loraRequest, cacheSalt);
         if (loraRequest is { LoadInplace: true }) Core.AdapterReloaded(loraRequest.LoraIntId, request.Adapter!);
         return request;
     }
@@ -224,6 +247,7 @@ public sealed class LlmEngine : IDisposable
     /// <summary>Ids of the adapters loaded in the CPU cache.</summary>
     public IReadOnlyCollection<int> ListLoras() => LoraManager?.Loaded ?? [];
 
+    /// <summary>Frees the KV cache, the LoRA slots, the weights and the device. Idempotent; call it from no other thread while one steps.</summary>
     public void Dispose()
     {
         if (_disposed) return;

@@ -8,6 +8,13 @@ using LoraEngine.Tensors;
 namespace LoraEngine;
 
 /// <summary>How an engine splits device memory: weights, LoRA slots, activations, and the KV blocks that fit in the rest.</summary>
+/// <param name="Device">The device's name.</param>
+/// <param name="Available">Bytes the engine may use: the device's memory × GpuMemoryUtilization.</param>
+/// <param name="WeightBytes">Bytes of the model's weights in the device dtype.</param>
+/// <param name="LoraSlotBytes">Bytes reserved for LoRA slots and their shrink buffer (0 without EnableLora).</param>
+/// <param name="ActivationBytes">Bytes of the step's activation and metadata buffers.</param>
+/// <param name="BytesPerKvBlock">Bytes one KV block takes over all layers (K and V).</param>
+/// <param name="KvBlocks">KV blocks allocated (at least one max-length sequence's worth).</param>
 public sealed record MemoryPlan(
     string Device,
     long Available,
@@ -17,6 +24,7 @@ public sealed record MemoryPlan(
     long BytesPerKvBlock,
     int KvBlocks)
 {
+    /// <summary>Bytes of the KV cache: <see cref="BytesPerKvBlock"/> × <see cref="KvBlocks"/>.</summary>
     public long KvCacheBytes => BytesPerKvBlock * KvBlocks;
 
     /// <summary>
@@ -55,6 +63,7 @@ public sealed record MemoryPlan(
 
     static string Mb(long bytes) => $"{bytes / (1024.0 * 1024.0):F1} MiB";
 
+    /// <summary>One line for the log: every part in MiB.</summary>
     public override string ToString() =>
         $"{Device}: available {Mb(Available)}; weights {Mb(WeightBytes)}, LoRA slots {Mb(LoraSlotBytes)}, activations {Mb(ActivationBytes)}, " +
         $"KV cache {KvBlocks} blocks × {Mb(BytesPerKvBlock)} = {Mb(KvCacheBytes)}";

@@ -8,17 +8,25 @@ public sealed record SamplingParams
 {
     /// <summary>Number of sequences to generate for the prompt.</summary>
     public int N { get; init; } = 1;
+    /// <summary>Divides the logits before sampling, ≥ 0; 0 is greedy (argmax). Default 1.</summary>
     public double Temperature { get; init; } = 1.0;
+    /// <summary>Samples from the smallest set of tokens whose probabilities add up to this, in (0, 1]; 1: off.</summary>
     public double TopP { get; init; } = 1.0;
     /// <summary>0 or -1: off.</summary>
     public int TopK { get; init; }
+    /// <summary>Drops tokens less likely than this fraction of the most likely token's probability, in [0, 1]; 0: off.</summary>
     public double MinP { get; init; }
+    /// <summary>In [−2, 2]: subtracted once from the logit of every token the sequence has generated; 0: off.</summary>
     public double PresencePenalty { get; init; }
+    /// <summary>In [−2, 2]: subtracted from a token's logit once per time the sequence has generated it; 0: off.</summary>
     public double FrequencyPenalty { get; init; }
     /// <summary>1: off. Divides positive logits (multiplies negative ones) of tokens in the prompt or output.</summary>
     public double RepetitionPenalty { get; init; } = 1.0;
+    /// <summary>The most tokens to generate per sequence, ≥ 1; null: until EOS, a stop or the context length. Default 16.</summary>
     public int? MaxTokens { get; init; } = 16;
+    /// <summary>EOS, stop tokens and stop strings cannot end a sequence before it has this many tokens; ≤ MaxTokens.</summary>
     public int MinTokens { get; init; }
+    /// <summary>Keep generating past EOS (until MaxTokens, a stop or the context length).</summary>
     public bool IgnoreEos { get; init; }
     /// <summary>Top logprobs to return per generated token (the sampled one is always included).</summary>
     public int? Logprobs { get; init; }
@@ -28,8 +36,11 @@ public sealed record SamplingParams
     public long? Seed { get; init; }
     /// <summary>Strings that end generation; not included in the output text.</summary>
     public IReadOnlyList<string>? Stop { get; init; }
+    /// <summary>Token ids that end a sequence when generated (StopReason then names the id); each in [0, vocab).</summary>
     public IReadOnlyList<int>? StopTokenIds { get; init; }
+    /// <summary>Keep the stop string, or the stop token's text, that ended a sequence in its text.</summary>
     public bool IncludeStopStrInOutput { get; init; }
+    /// <summary>Leave special tokens (BOS, EOS, ...) out of the output text. Default true.</summary>
     public bool SkipSpecialTokens { get; init; } = true;
     /// <summary>
     /// Token id → bias added to that token's logit before penalties and sampling (OpenAI's logit_bias): −100 all but

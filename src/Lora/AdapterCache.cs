@@ -4,19 +4,22 @@ namespace LoraEngine.Lora;
 /// The CPU tier: up to <see cref="Capacity"/> loaded adapters, least recently used evicted first,
 /// so re-activating a cached adapter never touches the disk. Thread-safe.
 /// </summary>
-public sealed class AdapterCache(int capacity)
+internal sealed class AdapterCache(int capacity)
 {
     readonly LinkedList<(int Id, LoraAdapter Adapter)> _lru = new(); // most recent first
     readonly Dictionary<int, LinkedListNode<(int Id, LoraAdapter Adapter)>> _byId = new();
     readonly object _lock = new();
 
+    /// <summary>Adapters kept at most (vLLM's max_cpu_loras); positive.</summary>
     public int Capacity { get; } = capacity > 0 ? capacity : throw new ArgumentOutOfRangeException(nameof(capacity), capacity, "must be positive");
 
+    /// <summary>Adapters cached now.</summary>
     public int Count
     {
         get { lock (_lock) return _byId.Count; }
     }
 
+    /// <summary>The adapter cached under <paramref name="id"/>, marked most recently used; false when there is none.</summary>
     public bool TryGet(int id, out LoraAdapter adapter)
     {
         lock (_lock)
@@ -33,6 +36,7 @@ public sealed class AdapterCache(int capacity)
         }
     }
 
+    /// <summary>Whether <paramref name="id"/> is cached; does not count as a use.</summary>
     public bool Contains(int id)
     {
         lock (_lock) return _byId.ContainsKey(id);
@@ -57,6 +61,7 @@ public sealed class AdapterCache(int capacity)
         }
     }
 
+    /// <summary>Drops <paramref name="id"/> from the cache; false when it was not there.</summary>
     public bool Remove(int id)
     {
         lock (_lock)
@@ -67,6 +72,7 @@ public sealed class AdapterCache(int capacity)
         }
     }
 
+    /// <summary>A snapshot of the cached ids.</summary>
     public IReadOnlyCollection<int> Ids
     {
         get { lock (_lock) return _byId.Keys.ToArray(); }

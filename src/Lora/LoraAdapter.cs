@@ -1,4 +1,7 @@
+using System.Buffers.Binary;
 using System.Numerics.Tensors;
+using System.Runtime.InteropServices;
+using System.Security.Cryptography;
 using System.Text.Json;
 using System.Text.RegularExpressions;
 using LoraEngine.Models;
@@ -22,19 +25,25 @@ public sealed partial class LoraAdapter
         Path = path;
         Config = config;
         Weights = weights;
+        ContentHash = HashContent(weights);
     }
 
+    /// <summary>The adapter's name (vLLM's lora_name), as the load was given it.</summary>
     public string Name { get; }
 
+    /// <summary>The adapter folder as the load was given it (not resolved).</summary>
     public string Path { get; }
 
+    /// <summary>Its adapter_config.json.</summary>
     public LoraAdapterConfig Config { get; }
 
+    /// <summary>One entry per targeted (layer, projection), ordered by layer then projection.</summary>
     public IReadOnlyList<LoraLayerWeights> Weights { get; }
 
     /// <summary>The largest rank over the adapter's modules.</summary>
     public int MaxRank => Weights.Count == 0 ? 0 : Weights.Max(w => w.Rank);
 
+    /// <summary>The projections the adapter has weights for, in any layer.</summary>
     public IReadOnlySet<LoraModule> TargetModules => Weights.Select(w => w.Module).ToHashSet();
 
     /// <summary>
@@ -44,6 +53,35 @@ public sealed partial class LoraAdapter
     public long Serial { get; } = Interlocked.Increment(ref s_serials);
 
     static long s_serials;
+
+    /// <summary>
+    /// The adapter's content identity: SHA-256 (first 128 bits) of what its requests compute with — every module's
+    /// layer, projection, rank, scale and A and B values as validated. Not its name, path or id: a reload with new
+    /// weights gets a new identity, two names with the same content share one. Computed once, when the adapter is read.
+    /// The prefix cache keys adapter requests' KV blocks by it.
+    /// </summary>
+    public UInt128 ContentHash { get; }
+
+    static UInt128 HashContent(IReadOnlyList<LoraLayerWeights> weights)
+    {
+        using var sha = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
+        Span<byte> header = stackalloc byte[24];
+        foreach (var w in weights)
+        {
+            BinaryPrimitives.WriteInt32LittleEndian(header, w.Layer);
+            BinaryPrimitives.WriteInt32LittleEndian(header[4..], (int)w.Module);
+            BinaryPrimitives.WriteInt32LittleEndian(header[8..], w.Rank);
+            BinaryPrimitives.WriteSingleLittleEndian(header[12..], w.Scale);
+            BinaryPrimitives.WriteInt32LittleEndian(header[16..], w.A.Length);
+            BinaryPrimitives.WriteInt32LittleEndian(header[20..], w.B.Length);
+            sha.AppendData(header);
+            sha.AppendData(MemoryMarshal.AsBytes(w.A.AsSpan()));
+            sha.AppendData(MemoryMarshal.AsBytes(w.B.AsSpan()));
+        }
+        Span<byte> digest = stackalloc byte[32];
+        sha.GetHashAndReset(digest);
+        return BinaryPrimitives.ReadUInt128LittleEndian(digest);
+    }
 
     /// <summary>Host bytes of the weights (F32).</summary>
     public long SizeInBytes => Weights.Sum(w => 4L * (w.A.Length + w.B.Length));
@@ -98,8 +136,9 @@ public sealed partial class LoraAdapter
 
         try
         {
-            using var file = SafetensorsFile.Open(weightsPath);
-            return new LoraAdapter(name, path, config, ReadWeights(file, config, model, maxLoraRank, Fault));
+            List<LoraLayerWeights> weights;
+            using (var file = SafetensorsFile.Open(weightsPath)) weights = ReadWeights(file, config, model, maxLoraRank, Fault);
+            return new LoraAdapter(name, path, config, weights); // hashed after the file is closed: a reload may be writing it next
         }
         catch (InvalidDataException e)
         {

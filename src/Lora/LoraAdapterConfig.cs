@@ -9,20 +9,34 @@ namespace LoraEngine.Lora;
 /// </summary>
 public sealed record LoraAdapterConfig
 {
+    /// <summary>r: the rank of every module that rank_pattern does not name.</summary>
     public required int Rank { get; init; }
+    /// <summary>lora_alpha: the scale numerator of every module that alpha_pattern does not name (scale = alpha / r).</summary>
     public required double Alpha { get; init; }
+    /// <summary>use_rslora: rank-stabilised LoRA, scale = alpha / sqrt(r).</summary>
     public bool UseRslora { get; init; }
     /// <summary>Module-name suffixes, or null when <see cref="TargetModulesRegex"/> is given.</summary>
     public IReadOnlyList<string>? TargetModules { get; init; }
     /// <summary>A regex matched against the full module name (PEFT's re.fullmatch), when target_modules is a string.</summary>
     public string? TargetModulesRegex { get; init; }
+    /// <summary>rank_pattern: module-name regex → rank overriding <see cref="Rank"/> (PEFT: the first key matching the name's end).</summary>
     public IReadOnlyDictionary<string, int> RankPattern { get; init; } = new Dictionary<string, int>();
+    /// <summary>alpha_pattern: module-name regex → alpha overriding <see cref="Alpha"/>, matched as <see cref="RankPattern"/>.</summary>
     public IReadOnlyDictionary<string, double> AlphaPattern { get; init; } = new Dictionary<string, double>();
+    /// <summary>layers_to_transform: the only layers targeted; null: every layer.</summary>
     public IReadOnlyList<int>? LayersToTransform { get; init; }
+    /// <summary>
+    /// fan_in_fan_out: how the base layer stores its weight (GPT-2's Conv1D). It matters to PEFT only when merging; lora_A and
+    /// lora_B keep their shapes and are applied unmerged here, so it changes nothing.
+    /// </summary>
     public bool FanInFanOut { get; init; }
+    /// <summary>use_dora: DoRA adapters are refused.</summary>
     public bool UseDora { get; init; }
+    /// <summary>bias: only "none" is accepted (adapter biases are refused).</summary>
     public string Bias { get; init; } = "none";
+    /// <summary>modules_to_save: fully trained modules stored beside the adapter; refused unless null or empty, as vLLM does.</summary>
     public IReadOnlyList<string>? ModulesToSave { get; init; }
+    /// <summary>peft_type: only "LORA" is accepted.</summary>
     public string PeftType { get; init; } = "LORA";
 
     /// <summary>Longest a target_modules, rank_pattern or alpha_pattern regex may run on one module name.</summary>

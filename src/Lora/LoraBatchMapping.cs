@@ -8,6 +8,9 @@ namespace LoraEngine.Lora;
 /// </summary>
 public sealed class LoraBatchMapping
 {
+    /// <summary>Wraps the step's token → slot map; the mapping does not own the tensor.</summary>
+    /// <param name="tokenSlots">[T] I32 slot of each token, -1 = none</param>
+    /// <param name="anyAdapter">whether any entry of <paramref name="tokenSlots"/> is a slot (false skips every LoRA kernel)</param>
     public LoraBatchMapping(DeviceTensor tokenSlots, bool anyAdapter)
     {
         TokenSlots = tokenSlots;

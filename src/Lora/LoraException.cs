@@ -5,6 +5,11 @@ namespace LoraEngine.Lora;
 /// <summary>The one exception for a refused LoRA adapter; the message names the adapter, its path and the fault.</summary>
 public sealed class LoraException : Exception
 {
+    /// <summary>A refusal of adapter <paramref name="adapterName"/> at <paramref name="adapterPath"/> because of <paramref name="fault"/>.</summary>
+    /// <param name="adapterName">the adapter's name (lora_name)</param>
+    /// <param name="adapterPath">the adapter folder as given</param>
+    /// <param name="fault">what was wrong; never content of the adapter's files beyond names (<see cref="Quote"/>)</param>
+    /// <param name="inner">the exception that revealed the fault, if any</param>
     public LoraException(string adapterName, string adapterPath, string fault, Exception? inner = null)
         : base($"LoRA adapter '{adapterName}' ({adapterPath}): {fault}", inner)
     {
@@ -13,8 +18,10 @@ public sealed class LoraException : Exception
         Fault = fault;
     }
 
+    /// <summary>The refused adapter's name.</summary>
     public string AdapterName { get; }
 
+    /// <summary>The refused adapter's folder, as given.</summary>
     public string AdapterPath { get; }
 
     /// <summary>What was wrong, without the adapter's name.</summary>

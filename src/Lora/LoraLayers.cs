@@ -21,12 +21,16 @@ public sealed class LoraLayers : IDisposable
         DType = dtype;
     }
 
+    /// <summary>GPU slots per projection (vLLM's max_loras): adapters one step can use.</summary>
     public int MaxSlots { get; }
 
+    /// <summary>The largest adapter rank a slot holds (vLLM's max_lora_rank).</summary>
     public int MaxRank { get; }
 
+    /// <summary>The dtype the slots store A and B in.</summary>
     public DType DType { get; }
 
+    /// <summary>Every wrapped projection, by (layer, module).</summary>
     public IReadOnlyDictionary<(int Layer, LoraModule Module), LoraLinear> Layers => _layers;
 
     /// <summary>
@@ -77,6 +81,7 @@ public sealed class LoraLayers : IDisposable
         }
     }
 
+    /// <summary>Zeroes <paramref name="slot"/> in every projection: tokens mapped to it get no delta.</summary>
     public void ResetSlot(int slot)
     {
         foreach (var layer in _layers.Values) layer.ResetSlot(slot);

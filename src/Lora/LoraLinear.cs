@@ -12,6 +12,13 @@ public sealed class LoraLinear : ILinear, IDisposable
 {
     readonly DeviceTensor _shrinkBuffer; // [maxTokens, maxRank] F32, shared by all LoRA layers of a model
 
+    /// <summary>Wraps <paramref name="baseLayer"/> and allocates its zeroed slots (vLLM's create_lora_weights).</summary>
+    /// <param name="baseLayer">the projection wrapped; its InFeatures and OutFeatures size the slots</param>
+    /// <param name="maxSlots">slots (positive)</param>
+    /// <param name="maxRank">the largest rank a slot holds (positive)</param>
+    /// <param name="loraDType">F32, F16 or BF16: the dtype A and B are stored in</param>
+    /// <param name="device">the device the slots live on</param>
+    /// <param name="shrinkBuffer">[maxTokens, maxRank] F32 scratch for A·x, shared by every LoRA layer of a model</param>
     public LoraLinear(ILinear baseLayer, int maxSlots, int maxRank, DType loraDType, ComputeDevice device, DeviceTensor shrinkBuffer)
     {
         ArgumentNullException.ThrowIfNull(baseLayer);
@@ -34,10 +41,13 @@ public sealed class LoraLinear : ILinear, IDisposable
         }
     }
 
+    /// <summary>The wrapped projection (vLLM's base_layer).</summary>
     public ILinear Base { get; }
 
+    /// <summary>Slots A and B hold.</summary>
     public int MaxSlots { get; }
 
+    /// <summary>Rank rows (A) and columns (B) of every slot.</summary>
     public int MaxRank { get; }
 
     /// <summary>[slots, maxRank, in] LoRA A of every slot, rank rows past the adapter's rank are zero.</summary>
@@ -46,8 +56,10 @@ public sealed class LoraLinear : ILinear, IDisposable
     /// <summary>[slots, out, maxRank] scale·B of every slot, rank columns past the adapter's rank are zero.</summary>
     public DeviceTensor B { get; }
 
+    /// <inheritdoc/>
     public int InFeatures => Base.InFeatures;
 
+    /// <inheritdoc/>
     public int OutFeatures => Base.OutFeatures;
 
     /// <summary>Bytes of the slot buffers of one projection: slots × maxRank × (in + out) × dtype size.</summary>
@@ -83,12 +95,15 @@ public sealed class LoraLinear : ILinear, IDisposable
         B.Slice(slot, 1).Clear();
     }
 
+    /// <summary>y = base(x), then each token's adapter delta (<see cref="AddDelta"/>).</summary>
+    /// <inheritdoc cref="ILinear.Forward"/>
     public void Forward(DeviceTensor y, DeviceTensor x, StepBatch batch)
     {
         Base.Forward(y, x, batch);
         AddDelta(y, x, batch);
     }
 
+    /// <summary>The wrapped projection's base weight: a fused launch computes W·x, then <see cref="AddDelta"/> adds the adapters.</summary>
     public DeviceTensor BaseWeight => Base.BaseWeight;
 
     /// <summary>y[t] += B_s·(A_s·x[t]), s = slot[t] (after the base layer's own delta, if it has one).</summary>
@@ -113,6 +128,7 @@ public sealed class LoraLinear : ILinear, IDisposable
         if (slot < 0 || slot >= MaxSlots) throw new ArgumentOutOfRangeException(nameof(slot), slot, $"slot must be in 0..{MaxSlots - 1}");
     }
 
+    /// <summary>Frees the slots and the wrapped projection.</summary>
     public void Dispose()
     {
         A.Dispose();

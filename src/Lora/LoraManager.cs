@@ -18,6 +18,10 @@ public sealed class LoraManager
     readonly object _slotLock = new();
     readonly ConcurrentDictionary<int, object> _loadLocks = new(); // one read of an adapter id at a time
 
+    /// <summary>A manager over the model's LoRA layers with an empty CPU cache and empty slots.</summary>
+    /// <param name="layers">the model's wrapped projections; their slot count and rank bound the adapters</param>
+    /// <param name="config">the base model, which every adapter is checked against</param>
+    /// <param name="maxCpuLoras">adapters the CPU cache keeps (vLLM's max_cpu_loras), least recently used evicted first</param>
     public LoraManager(LoraLayers layers, LlamaConfig config, int maxCpuLoras)
     {
         _layers = layers;
@@ -26,8 +30,10 @@ public sealed class LoraManager
         _slots = new SlotTable(layers.MaxSlots);
     }
 
+    /// <summary>GPU slots: the most adapters one step can use.</summary>
     public int MaxSlots => _layers.MaxSlots;
 
+    /// <summary>The largest adapter rank accepted (vLLM's max_lora_rank).</summary>
     public int MaxRank => _layers.MaxRank;
 
     /// <summary>Adapter ids loaded in the CPU cache.</summary>
@@ -44,6 +50,7 @@ public sealed class LoraManager
         }
     }
 
+    /// <summary>Whether adapter <paramref name="id"/> is in the CPU cache.</summary>
     public bool IsLoaded(int id) => _cache.Contains(id);
 
     /// <summary>The cached copy of an adapter, or <see cref="Load(string, int, string, string?, bool)"/>'s read.</summary>

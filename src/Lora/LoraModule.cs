@@ -5,15 +5,23 @@ namespace LoraEngine.Lora;
 /// <summary>The seven Llama projections a LoRA adapter may target, by their Hugging Face names.</summary>
 public enum LoraModule
 {
+    /// <summary>self_attn.q_proj: hidden → heads × head_dim.</summary>
     QProj,
+    /// <summary>self_attn.k_proj: hidden → kv heads × head_dim.</summary>
     KProj,
+    /// <summary>self_attn.v_proj: hidden → kv heads × head_dim.</summary>
     VProj,
+    /// <summary>self_attn.o_proj: heads × head_dim → hidden.</summary>
     OProj,
+    /// <summary>mlp.gate_proj: hidden → intermediate.</summary>
     GateProj,
+    /// <summary>mlp.up_proj: hidden → intermediate.</summary>
     UpProj,
+    /// <summary>mlp.down_proj: intermediate → hidden.</summary>
     DownProj,
 }
 
+/// <summary>Names and shapes of <see cref="LoraModule"/>s: Hugging Face names, module paths, in/out features.</summary>
 public static class LoraModules
 {
     static readonly string[] s_names = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"];
@@ -27,6 +35,7 @@ public static class LoraModules
     /// <summary>Module path inside the model: model.layers.{layer}.{block}.{name}.</summary>
     public static string ModulePath(this LoraModule module, int layer) => $"model.layers.{layer}.{module.Block()}.{module.HfName()}";
 
+    /// <summary>The projection named <paramref name="hfName"/> ("q_proj", ...; ordinal); false for any other name.</summary>
     public static bool TryParse(string hfName, out LoraModule module)
     {
         int i = Array.IndexOf(s_names, hfName);
@@ -34,6 +43,7 @@ public static class LoraModules
         return i >= 0;
     }
 
+    /// <summary>The projection named <paramref name="hfName"/>; ArgumentException for a name that is not a Llama projection.</summary>
     public static LoraModule FromHfName(string hfName) =>
         TryParse(hfName, out var m) ? m : throw new ArgumentException($"'{hfName}' is not a Llama projection", nameof(hfName));
 

@@ -7,7 +7,7 @@ namespace LoraEngine.Lora;
 /// the ones already resident keep their slots, the others take free slots, then the least recently used slots that
 /// hold nothing this step needs. No pins (as in vLLM): a slot is in use only for the step it was assigned in.
 /// </summary>
-public sealed class SlotTable
+internal sealed class SlotTable
 {
     /// <summary>The key of an empty slot.</summary>
     public const long Empty = -1;
@@ -16,6 +16,7 @@ public sealed class SlotTable
     readonly long[] _lastUse;
     long _clock;
 
+    /// <summary>A table of <paramref name="slots"/> empty slots (positive).</summary>
     public SlotTable(int slots)
     {
         if (slots <= 0) throw new ArgumentOutOfRangeException(nameof(slots), slots, "must be positive");
@@ -24,6 +25,7 @@ public sealed class SlotTable
         _lastUse = new long[slots];
     }
 
+    /// <summary>Number of GPU slots.</summary>
     public int Slots { get; }
 
     /// <summary>The slot holding <paramref name="key"/>, or -1.</summary>
@@ -32,6 +34,7 @@ public sealed class SlotTable
     /// <summary>The key held by <paramref name="slot"/>, or <see cref="Empty"/>.</summary>
     public long KeyIn(int slot) => _key[slot];
 
+    /// <summary>The keys held by non-empty slots.</summary>
     public IEnumerable<long> ResidentKeys => _key.Where(k => k != Empty);
 
     /// <summary>

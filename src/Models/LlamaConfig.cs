@@ -11,22 +11,37 @@ namespace LoraEngine.Models;
 /// </summary>
 public sealed record LlamaConfig
 {
+    /// <summary>hidden_size: width of the residual stream (the embedding dimension).</summary>
     public required int HiddenSize { get; init; }
+    /// <summary>intermediate_size: width of the MLP's gate and up projections.</summary>
     public required int IntermediateSize { get; init; }
+    /// <summary>num_hidden_layers: decoder layers.</summary>
     public required int NumHiddenLayers { get; init; }
+    /// <summary>num_attention_heads: query heads.</summary>
     public required int NumAttentionHeads { get; init; }
+    /// <summary>num_key_value_heads: key/value heads (grouped-query attention); divides <see cref="NumAttentionHeads"/>. Default: as many as the query heads.</summary>
     public required int NumKeyValueHeads { get; init; }
+    /// <summary>head_dim: width of one head, even (RoPE rotates pairs). Default hidden_size / num_attention_heads.</summary>
     public required int HeadDim { get; init; }
+    /// <summary>vocab_size: rows of the embedding table and of the logits (may exceed the tokenizer's vocabulary: padding).</summary>
     public required int VocabSize { get; init; }
+    /// <summary>max_position_embeddings: the context length the model was trained for. Default 2048.</summary>
     public required int MaxPositionEmbeddings { get; init; }
+    /// <summary>rms_norm_eps: the epsilon of every RMSNorm. Default 1e-6.</summary>
     public required double RmsNormEps { get; init; }
+    /// <summary>rope_theta: the RoPE base frequency. Default 10000.</summary>
     public required double RopeTheta { get; init; }
+    /// <summary>Llama 3's rope scaling (rope_type "llama3"); null for plain RoPE.</summary>
     public Llama3RopeScaling? RopeScaling { get; init; }
+    /// <summary>tie_word_embeddings: the output projection (lm_head) is the embedding table itself.</summary>
     public bool TieWordEmbeddings { get; init; }
     /// <summary>The stored dtype name ("float32", "bfloat16", ...), when the config gives one.</summary>
     public string? TorchDtype { get; init; }
+    /// <summary>bos_token_id (generation_config.json's first, else config.json's), when given.</summary>
     public int? BosTokenId { get; init; }
+    /// <summary>eos_token_id as a list (generation_config.json's first, else config.json's): any of them ends a sequence.</summary>
     public IReadOnlyList<int> EosTokenIds { get; init; } = [];
+    /// <summary>architectures: LlamaForCausalLM or LlamaModel (any other is refused on parse).</summary>
     public IReadOnlyList<string> Architectures { get; init; } = [];
 
     /// <summary>Width of the query projection: heads × head_dim (may differ from hidden).</summary>
@@ -44,6 +59,12 @@ public sealed record LlamaConfig
         return Parse(File.ReadAllText(path), File.Exists(gen) ? File.ReadAllText(gen) : null, path);
     }
 
+    /// <summary>Parses config.json's text (and generation_config.json's, which overrides bos/eos).</summary>
+    /// <param name="configJson">config.json's text.</param>
+    /// <param name="generationConfigJson">generation_config.json's text, or null when there is none.</param>
+    /// <param name="source">The name messages give the config (usually its path).</param>
+    /// <exception cref="InvalidDataException">Malformed JSON, or a field missing, of the wrong type or out of range; the message names it.</exception>
+    /// <exception cref="NotSupportedException">An architecture, model_type or rope type other than Llama's.</exception>
     public static LlamaConfig Parse(string configJson, string? generationConfigJson = null, string source = "config.json")
     {
         JsonObject c = ParseObject(configJson, source);

@@ -2,16 +2,20 @@ using System.Collections.Concurrent;
 
 namespace LoraEngine.Server;
 
-/// <summary>The adapters the server exposes as models: name → LoraRequest (ids from a counter, as vLLM does).</summary>
+/// <summary>The adapters the server exposes as models: name → LoraRequest (ids from a counter, as vLLM does). Thread-safe.</summary>
+/// <param name="loraRoot">The folder runtime-loaded adapters must lie in (<see cref="ServerOptions.LoraRoot"/>); null: runtime loads are refused.</param>
 public sealed class AdapterRegistry(string? loraRoot)
 {
     readonly ConcurrentDictionary<string, (LoraRequest Request, string? Parent)> _byName = new(StringComparer.Ordinal);
     int _nextId;
 
+    /// <summary>Every adapter with the parent it was registered with (null: the base model), in registration order (by LoraIntId).</summary>
     public IEnumerable<(LoraRequest Request, string? Parent)> All => _byName.Values.OrderBy(a => a.Request.LoraIntId);
 
+    /// <summary>The adapter registered under <paramref name="name"/> (ordinal), or null.</summary>
     public LoraRequest? Find(string name) => _byName.TryGetValue(name, out var a) ? a.Request : null;
 
+    /// <summary>Whether an adapter is registered under <paramref name="name"/> (ordinal).</summary>
     public bool Contains(string name) => _byName.ContainsKey(name);
 
     /// <summary>A statically registered adapter (--lora-modules): trusted, not confined.</summary>
@@ -24,8 +28,10 @@ public sealed class AdapterRegistry(string? loraRoot)
     public LoraRequest CreateConfined(string name, string path) =>
         new(name, Interlocked.Increment(ref _nextId), Path.GetFullPath(Path.IsPathRooted(path) ? path : Path.Combine(loraRoot!, path))) { LoraRoot = loraRoot };
 
+    /// <summary>Registers <paramref name="request"/> under its LoraName, replacing any adapter of that name; <paramref name="parent"/> is what /v1/models reports (null: the base model).</summary>
     public void Add(LoraRequest request, string? parent) => _byName[request.LoraName] = (request, parent);
 
+    /// <summary>Unregisters the adapter named <paramref name="name"/>; false (and a null <paramref name="request"/>) when there is none. The engine keeps it until told to remove it.</summary>
     public bool Remove(string name, out LoraRequest? request)
     {
         bool removed = _byName.TryRemove(name, out var entry);

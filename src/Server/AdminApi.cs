@@ -60,6 +60,8 @@ internal static class AdminApi
         Line("loraengine_requests_started_total", "counter", "Requests started.", state.RequestsStarted, model);
         Line("loraengine_prompt_tokens_total", "counter", "Prompt tokens computed.", m.PromptTokens, model);
         Line("loraengine_generation_tokens_total", "counter", "Tokens generated.", m.GenerationTokens, model);
+        Line("loraengine_prefix_cache_queries_total", "counter", "Prompt tokens looked up in the prefix cache.", m.PrefixCacheQueries, model);
+        Line("loraengine_prefix_cache_hits_total", "counter", "Prompt tokens found in the prefix cache.", m.PrefixCacheHits, model);
         Line("loraengine_num_requests_running", "gauge", "Requests running.", s?.NumRunning ?? 0, model);
         Line("loraengine_num_requests_waiting", "gauge", "Requests waiting.", s?.NumWaiting ?? 0, model);
         Line("loraengine_kv_cache_usage_perc", "gauge", "Fraction of KV blocks in use.", s?.KvCacheUsage ?? 0, model);

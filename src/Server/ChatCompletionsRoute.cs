@@ -30,7 +30,7 @@ internal static class ChatCompletionsRoute
             int maxTokens = r.MaxCompletionTokens ?? r.MaxTokens ?? Math.Max(1, engine.Config.MaxModelLen - prompt.TokenIds.Count);
             var sampling = RequestMapping.Sampling(r, maxTokens, r.Logprobs == true ? r.TopLogprobs ?? 0 : null, r.PromptLogprobs);
             string id = "chatcmpl-" + RequestIds.Resolve(http, r.RequestId);
-            run = GenerationRun.Start(state.Engine, [prompt], sampling, lora, [id], http.RequestAborted);
+            run = GenerationRun.Start(state.Engine, [prompt], sampling, lora, [id], r.CacheSalt, http.RequestAborted);
             writer = new ChatWriter(r, id, r.Model ?? state.ModelId, turns, new LogprobsFormat(engine.Tokenizer, r.ReturnTokensAsTokenIds == true));
         }
         catch (BadRequestException e)

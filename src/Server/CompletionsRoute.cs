@@ -25,7 +25,7 @@ internal static class CompletionsRoute
             int? promptLogprobs = r.PromptLogprobs ?? (r.Echo == true ? r.Logprobs : null);
             var sampling = RequestMapping.Sampling(r, promptOnly ? 1 : r.MaxTokens ?? 16, r.Logprobs, promptLogprobs);
             string id = "cmpl-" + RequestIds.Resolve(http, r.RequestId);
-            run = GenerationRun.Start(state.Engine, prompts, sampling, lora, prompts.Select((_, i) => $"{id}-{i}").ToList(), http.RequestAborted);
+            run = GenerationRun.Start(state.Engine, prompts, sampling, lora, prompts.Select((_, i) => $"{id}-{i}").ToList(), r.CacheSalt, http.RequestAborted);
             writer = new CompletionWriter(r, id, r.Model ?? state.ModelId, prompts, promptOnly, new LogprobsFormat(engine.Tokenizer, r.ReturnTokensAsTokenIds == true));
         }
         catch (BadRequestException e)

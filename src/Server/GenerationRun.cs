@@ -22,14 +22,14 @@ internal sealed class GenerationRun : IAsyncDisposable
 
     /// <summary>Adds one engine request per prompt (ids[i] for prompts[i]); a refused one ends those already added.</summary>
     public static GenerationRun Start(AsyncLlmEngine engine, IReadOnlyList<EnginePrompt> prompts, SamplingParams sampling, LoraRequest? lora,
-        IReadOnlyList<string> ids, CancellationToken aborted)
+        IReadOnlyList<string> ids, string? cacheSalt, CancellationToken aborted)
     {
         var run = new GenerationRun(engine, aborted);
         try
         {
             for (int i = 0; i < prompts.Count; i++)
             {
-                var outputs = engine.GenerateAsync(prompts[i].TokenIds, sampling, lora, ids[i], run._cancel.Token);
+                var outputs = engine.GenerateAsync(prompts[i].TokenIds, sampling, lora, ids[i], cacheSalt, run._cancel.Token);
                 run._ids.Add(ids[i]);
                 run._streams.Add(outputs.GetAsyncEnumerator(run._cancel.Token));
             }

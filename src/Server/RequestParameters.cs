@@ -37,7 +37,6 @@ internal static class RequestParameters
         ["safety_identifier"] = Harmless,
         ["prompt_cache_key"] = Harmless,
         ["parallel_tool_calls"] = Harmless, // no tool is ever called
-        ["cache_salt"] = Harmless, // there is no prefix cache to salt
         ["include_reasoning"] = Harmless, // no reasoning parser: there is no separate reasoning to include or drop
         ["service_tier"] = new(v => v.ValueKind == JsonValueKind.Null || v.ValueKind == JsonValueKind.String && v.GetString() is "auto" or "default",
             "is not supported: there is one service tier ('auto' or 'default')."),

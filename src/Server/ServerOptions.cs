@@ -1,17 +1,23 @@
 namespace LoraEngine.Server;
 
 /// <summary>A statically registered adapter (vLLM's --lora-modules name=path, or its JSON form).</summary>
+/// <param name="Name">The name requests put in their model field.</param>
+/// <param name="Path">The PEFT adapter folder (adapter_config.json and adapter_model.safetensors); not confined to the LoRA root.</param>
+/// <param name="BaseModelName">The parent /v1/models reports for it; null: the served model name.</param>
 public sealed record LoraModule(string Name, string Path, string? BaseModelName = null);
 
 /// <summary>How to serve: the engine's arguments plus vLLM serve's options.</summary>
 public sealed record ServerOptions
 {
+    /// <summary>The engine's arguments (model folder, device, LoRA slots, limits); the engine is built from them when the host starts.</summary>
     public required EngineArgs Engine { get; init; }
+    /// <summary>The address <see cref="ServerHost"/> listens on (an application hosting the routes uses its own Kestrel settings). Default 127.0.0.1.</summary>
     public string Host { get; init; } = "127.0.0.1";
     /// <summary>0 picks a free port.</summary>
     public int Port { get; init; } = 8000;
     /// <summary>The base model's id in the API; defaults to the model folder's name.</summary>
     public string? ServedModelName { get; init; }
+    /// <summary>Adapters loaded when the host starts; a bad one stops the start with the loader's message.</summary>
     public IReadOnlyList<LoraModule> LoraModules { get; init; } = [];
     /// <summary>When set, every /v1 route needs "Authorization: Bearer {ApiKey}".</summary>
     public string? ApiKey { get; init; }
@@ -34,5 +40,6 @@ public sealed record ServerOptions
             throw new ArgumentException($"--lora-root '{root}' is not a folder", nameof(LoraRoot));
     }
 
+    /// <summary>The base model's id in the API: <see cref="ServedModelName"/>, else the model folder's name.</summary>
     public string ModelId => ServedModelName ?? System.IO.Path.GetFileName(System.IO.Path.TrimEndingDirectorySeparator(Engine.Model));
 }

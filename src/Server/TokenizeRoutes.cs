@@ -31,8 +31,9 @@ internal static class TokenizeRoutes
             else
             {
                 if (r.Prompt is null) throw new BadRequestException("prompt or messages is required", "prompt");
-                if (r.AddGenerationPrompt != null || r.ContinueFinalMessage != null || r.ChatTemplateKwargs != null)
-                    throw new BadRequestException("add_generation_prompt, continue_final_message and chat_template_kwargs apply to messages only", "messages");
+                if (r.AddGenerationPrompt != null || r.ContinueFinalMessage != null || r.ChatTemplateKwargs != null
+                    || r.Documents.ValueKind != System.Text.Json.JsonValueKind.Undefined || r.ReasoningEffort != null)
+                    throw new BadRequestException("add_generation_prompt, continue_final_message, chat_template_kwargs, documents and reasoning_effort apply to messages only", "messages");
                 prompt = PromptInputs.FromText(r.Prompt, engine, r.AddSpecialTokens ?? true);
             }
             var tokens = prompt.TokenIds;

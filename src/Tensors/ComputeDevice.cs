@@ -7,17 +7,22 @@ using LoraEngine.Tensors.Kernels;
 
 namespace LoraEngine.Tensors;
 
+/// <summary>The kind of accelerator a <see cref="ComputeDevice"/> runs on.</summary>
 public enum DeviceKind
 {
+    /// <summary>The CPU, through ILGPU's CPU accelerator.</summary>
     Cpu,
+    /// <summary>An NVIDIA GPU through CUDA.</summary>
     Cuda,
+    /// <summary>An OpenCL device (with generic address space support).</summary>
     OpenCl,
 }
 
 /// <summary>
-/// The one device seam: an ILGPU accelerator, its memory and the kernel families loaded on it.
-/// CUDA, OpenCL and ILGPU's CPU accelerator share every kernel; the CPU device may also take
-/// vectorised host paths for the heavy ops (<see cref="UseHostFastPaths"/>).
+/// The one device seam: an ILGPU accelerator, its memory and its implementation of each op family. CUDA, OpenCL and
+/// ILGPU's CPU accelerator share the ILGPU kernels; the CPU device made by <see cref="CreateCpu()"/> has its own host
+/// implementation of every family instead (vectorised, both cores), chosen when the device is created, as ggml's CPU
+/// backend fills its own table. <see cref="CreateCpuKernels"/> keeps the kernels on the CPU, for tests that compare them.
 /// </summary>
 public sealed class ComputeDevice : IDisposable
 {
@@ -25,14 +30,24 @@ public sealed class ComputeDevice : IDisposable
     public const string EnvironmentVariable = "LORAENGINE_DEVICE";
 
     readonly Context _context;
-    readonly Dictionary<Type, object> _families = new();
+    readonly OpFamilies _ops;
+    readonly Lock _familyLock = new();
+    MatMulOps? _matMul;
+    NormOps? _norm;
+    ElementwiseOps? _elementwise;
+    RopeOps? _rope;
+    AttentionOps? _attention;
+    SamplingOps? _sampling;
+    LoraOps? _lora;
+    SampleOps? _sample;
     bool _disposed;
 
-    ComputeDevice(Context context, Accelerator accelerator, DeviceKind kind)
+    ComputeDevice(Context context, Accelerator accelerator, DeviceKind kind, OpFamilies ops)
     {
         _context = context;
         Accelerator = accelerator;
         Kind = kind;
+        _ops = ops;
         // CUDA work goes to a stream of our own, never the NULL stream: a CUDA graph can only be captured from an
         // explicit stream, and every launch and copy must be on the one stream the graph is captured from.
         Stream = kind == DeviceKind.Cuda ? accelerator.CreateStream() : accelerator.DefaultStream;
@@ -43,19 +58,16 @@ public sealed class ComputeDevice : IDisposable
     /// <summary>The stream every kernel launch and copy of this device is queued on, in order.</summary>
     internal AcceleratorStream Stream { get; }
 
+    /// <summary>The kind of accelerator.</summary>
     public DeviceKind Kind { get; }
 
+    /// <summary>The accelerator's name as ILGPU reports it (e.g. the GPU's model).</summary>
     public string Name => Accelerator.Name;
 
     /// <summary>Device memory in bytes (for the CPU accelerator: the host's physical memory).</summary>
     public long MemorySize => Kind == DeviceKind.Cpu ? GC.GetGCMemoryInfo().TotalAvailableMemoryBytes : Accelerator.MemorySize;
 
-    /// <summary>
-    /// On the CPU device, ops with a vectorised host implementation use it instead of the ILGPU kernel
-    /// (same results within the op's tolerance). Tests turn this off to exercise the kernels themselves.
-    /// </summary>
-    public bool UseHostFastPaths { get; set; }
-
+    /// <summary>Whether this is the CPU device.</summary>
     public bool IsCpu => Kind == DeviceKind.Cpu;
 
     /// <summary>Creates a device: "cuda", "opencl", "cpu" or "auto" (CUDA, else an OpenCL GPU, else the CPU).</summary>
@@ -80,12 +92,21 @@ public sealed class ComputeDevice : IDisposable
         return Create(string.IsNullOrWhiteSpace(name) ? "cpu" : name);
     }
 
-    /// <summary>ILGPU's CPU accelerator, emulating 32-wide warps and groups of up to 1024 threads like a GPU.</summary>
-    public static ComputeDevice CreateCpu()
+    /// <summary>The CPU device: its own host implementation of every op family (TensorPrimitives, Vector512, both cores).</summary>
+    public static ComputeDevice CreateCpu() => CreateCpu(OpFamilies.Host);
+
+    /// <summary>
+    /// ILGPU's CPU accelerator running the ILGPU kernels themselves (emulating 32-wide warps and groups of up to 1024
+    /// threads like a GPU): the GPU code path on a machine without a GPU, for tests that check the kernels. Seconds per
+    /// kernel at model sizes: serving uses <see cref="CreateCpu()"/>.
+    /// </summary>
+    public static ComputeDevice CreateCpuKernels() => CreateCpu(OpFamilies.Kernels);
+
+    static ComputeDevice CreateCpu(OpFamilies ops)
     {
         var context = Context.Create(b => b.CPU(CPUDeviceKind.Nvidia).EnableAlgorithms().Optimize(OptimizationLevel.O1));
         var accelerator = context.CreateCPUAccelerator(0, CPUAcceleratorMode.Parallel);
-        return new ComputeDevice(context, accelerator, DeviceKind.Cpu) { UseHostFastPaths = true };
+        return new ComputeDevice(context, accelerator, DeviceKind.Cpu, ops);
     }
 
     static ComputeDevice? CreateCuda()
@@ -97,7 +118,7 @@ public sealed class ComputeDevice : IDisposable
             context.Dispose();
             return null;
         }
-        return new ComputeDevice(context, devices[0].CreateAccelerator(context), DeviceKind.Cuda);
+        return new ComputeDevice(context, devices[0].CreateAccelerator(context), DeviceKind.Cuda, OpFamilies.Kernels);
     }
 
     /// <param name="gpuOnly">true for "auto" (an OpenCL CPU device is no faster than the CPU device); an explicit "opencl" takes any type</param>
@@ -114,7 +135,7 @@ public sealed class ComputeDevice : IDisposable
                 context.Dispose();
                 return null;
             }
-            return new ComputeDevice(context, devices[0].CreateAccelerator(context), DeviceKind.OpenCl);
+            return new ComputeDevice(context, devices[0].CreateAccelerator(context), DeviceKind.OpenCl, OpFamilies.Kernels);
         }
         catch (Exception e) when (e is not OutOfMemoryException)
         {
@@ -160,32 +181,66 @@ public sealed class ComputeDevice : IDisposable
     /// <summary>Waits for every launched kernel and copy to finish.</summary>
     public void Synchronize() => Stream.Synchronize();
 
-    /// <summary>The kernel family of type <typeparamref name="T"/>, loaded once per device on first use.</summary>
-    internal T Kernels<T>(Func<ComputeDevice, T> create) where T : class
+    // Each family is made on first use (loading a family's kernels compiles them), then read without a lock.
+    /// <summary>Linear layers y = x·Wᵀ (GEMV and GEMM), made on first use.</summary>
+    public MatMulOps MatMul => _matMul ?? Make(ref _matMul, _ops.MatMul);
+    /// <summary>RMSNorm (and the fused residual add + RMSNorm), made on first use.</summary>
+    public NormOps Norm => _norm ?? Make(ref _norm, _ops.Norm);
+    /// <summary>Residual add, SwiGLU and the embedding gather, made on first use.</summary>
+    public ElementwiseOps Elementwise => _elementwise ?? Make(ref _elementwise, _ops.Elementwise);
+    /// <summary>Rotary position embedding, made on first use.</summary>
+    public RopeOps Rope => _rope ?? Make(ref _rope, _ops.Rope);
+    /// <summary>KV-cache writes and paged attention, made on first use.</summary>
+    public AttentionOps Attention => _attention ?? Make(ref _attention, _ops.Attention);
+    /// <summary>Row-wise softmax, log-softmax, argmax and top-k over logits, made on first use.</summary>
+    public SamplingOps Sampling => _sampling ?? Make(ref _sampling, _ops.Sampling);
+    /// <summary>Batched LoRA shrink and expand (each token its own adapter slot), made on first use.</summary>
+    public LoraOps Lora => _lora ?? Make(ref _lora, _ops.Lora);
+    /// <summary>Sampling of logits rows into tokens and logprobs (temperature, filters, penalties, Philox draws), made on first use.</summary>
+    public SampleOps Sample => _sample ?? Make(ref _sample, _ops.Sample);
+
+    T Make<T>(ref T? family, Func<ComputeDevice, T> create) where T : class
     {
-        lock (_families)
+        lock (_familyLock)
         {
-            if (!_families.TryGetValue(typeof(T), out var family))
-                _families[typeof(T)] = family = create(this);
-            return (T)family;
+            if (family == null) Volatile.Write(ref family, create(this));
+            return family;
         }
     }
 
-    public MatMulOps MatMul => Kernels(d => new MatMulOps(d));
-    public NormOps Norm => Kernels(d => new NormOps(d));
-    public ElementwiseOps Elementwise => Kernels(d => new ElementwiseOps(d));
-    public RopeOps Rope => Kernels(d => new RopeOps(d));
-    public AttentionOps Attention => Kernels(d => new AttentionOps(d));
-    public SamplingOps Sampling => Kernels(d => new SamplingOps(d));
-    public LoraOps Lora => Kernels(d => new LoraOps(d));
+    /// <summary>
+    /// A device's implementation of each op family (ggml's backend table): the ILGPU kernels, or the CPU's host code.
+    /// The host families derive from the kernel ones and override every launch they implement, so an op without a
+    /// host version still runs, as its kernel on the CPU accelerator.
+    /// </summary>
+    sealed record OpFamilies(
+        Func<ComputeDevice, MatMulOps> MatMul,
+        Func<ComputeDevice, NormOps> Norm,
+        Func<ComputeDevice, ElementwiseOps> Elementwise,
+        Func<ComputeDevice, RopeOps> Rope,
+        Func<ComputeDevice, AttentionOps> Attention,
+        Func<ComputeDevice, SamplingOps> Sampling,
+        Func<ComputeDevice, SampleOps> Sample,
+        Func<ComputeDevice, LoraOps> Lora)
+    {
+        public static readonly OpFamilies Kernels = new(
+            d => new MatMulOps(d), d => new NormOps(d), d => new ElementwiseOps(d), d => new RopeOps(d),
+            d => new AttentionOps(d), d => new SamplingOps(d), d => new SampleOps(d), d => new LoraOps(d));
 
-    public override string ToString() => $"{Kind}: {Name}";
+        public static readonly OpFamilies Host = new(
+            d => new HostMatMul(d), d => new HostNorm(d), d => new HostElementwise(d), d => new HostRope(d),
+            d => new HostAttention(d), d => new HostSampling(d), d => new HostSampleOps(d), d => new HostLora(d));
+    }
 
+    /// <summary>"{Kind}: {Name}", as logs and memory plans name the device (the CPU accelerator running the kernels says so).</summary>
+    public override string ToString() => Kind == DeviceKind.Cpu && _ops == OpFamilies.Kernels ? $"{Kind}: {Name} (ILGPU kernels)" : $"{Kind}: {Name}";
+
+    /// <summary>Frees the device's stream, accelerator and context; tensors of the device must be disposed first. Idempotent.</summary>
     public void Dispose()
     {
         if (_disposed) return;
         _disposed = true;
-        foreach (var family in _families.Values) (family as IDisposable)?.Dispose(); // their device buffers
+        _matMul?.Dispose(); // the tensor-core linear's workspace
         if (Stream != Accelerator.DefaultStream) Stream.Dispose();
         Accelerator.Dispose();
         _context.Dispose();

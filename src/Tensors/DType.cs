@@ -3,12 +3,17 @@ namespace LoraEngine.Tensors;
 /// <summary>Element types of device tensors. Weights may be F32, F16 or BF16; activations are F32; indices are I32.</summary>
 public enum DType
 {
+    /// <summary>32-bit IEEE float.</summary>
     F32,
+    /// <summary>16-bit IEEE half, stored as raw ushort bits.</summary>
     F16,
+    /// <summary>bfloat16 (the top 16 bits of an F32), stored as raw ushort bits.</summary>
     BF16,
+    /// <summary>32-bit signed integer (token ids, positions, block tables).</summary>
     I32,
 }
 
+/// <summary>Sizes, categories and names of <see cref="DType"/>s.</summary>
 public static class DTypeExtensions
 {
     /// <summary>Bytes per element.</summary>

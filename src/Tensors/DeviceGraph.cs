@@ -69,6 +69,7 @@ public sealed class DeviceGraph : IDisposable
 
     static IntPtr StreamOf(ComputeDevice device) => ((CudaStream)device.Stream).StreamPtr;
 
+    /// <summary>Destroys the graph and its executable; the buffers it reads are the caller's. Idempotent.</summary>
     public void Dispose()
     {
         if (_exec != IntPtr.Zero) Driver.cuGraphExecDestroy(_exec);

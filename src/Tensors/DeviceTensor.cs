@@ -1,6 +1,7 @@
 using System.Runtime.InteropServices;
 using ILGPU;
 using ILGPU.Runtime;
+using LoraEngine.Tensors.Kernels;
 
 namespace LoraEngine.Tensors;
 
@@ -28,22 +29,28 @@ public sealed class DeviceTensor : IDisposable
         Length = ElementCount(shape);
     }
 
+    /// <summary>The device whose memory holds the tensor.</summary>
     public ComputeDevice Device { get; }
 
+    /// <summary>The element type.</summary>
     public DType DType { get; }
 
+    /// <summary>Dimensions, outermost first (row-major).</summary>
     public ReadOnlySpan<int> Shape => _shape;
 
+    /// <summary>Number of dimensions.</summary>
     public int Rank => _shape.Length;
 
     /// <summary>Number of elements.</summary>
     public long Length { get; }
 
+    /// <summary>Bytes of the elements: <see cref="Length"/> × the dtype's size.</summary>
     public long SizeInBytes => Length * DType.Size();
 
     /// <summary>Size of dimension <paramref name="dim"/>; negative counts from the end.</summary>
     public int Dim(int dim) => _shape[dim < 0 ? _shape.Length + dim : dim];
 
+    /// <summary>The shape as messages write it: "[2, 3]".</summary>
     public string ShapeString => "[" + string.Join(", ", _shape) + "]";
 
     internal static DeviceTensor Allocate(ComputeDevice device, DType dtype, int[] shape)
@@ -57,6 +64,7 @@ public sealed class DeviceTensor : IDisposable
             DType.I32 => device.Accelerator.Allocate1D<int>(Math.Max(n, 1)),
             _ => throw new ArgumentOutOfRangeException(nameof(dtype), dtype, "unknown dtype"),
         };
+        if (device.IsCpu) HostMemory.AdviseHugePages(buffer);
         return new DeviceTensor(device, buffer, 0, dtype, (int[])shape.Clone(), ownsBuffer: true);
     }
 
@@ -202,8 +210,10 @@ public sealed class DeviceTensor : IDisposable
         if (!ok) throw new ArgumentException($"a {DType} tensor holds {(DType.Is16Bit() ? "ushort" : DType == DType.F32 ? "float" : "int")} elements, not {typeof(T).Name}", paramName);
     }
 
+    /// <summary>"F32[2, 3]".</summary>
     public override string ToString() => $"{DType}{ShapeString}";
 
+    /// <summary>Frees the device memory when this tensor owns it; a view frees nothing (its owner must outlive it). Idempotent.</summary>
     public void Dispose()
     {
         if (_disposed) return;

@@ -18,8 +18,10 @@ public static class HalfBits
         return (ushort)((u + rounding) >> 16);
     }
 
+    /// <summary>The F16 value with raw bits <paramref name="bits"/>, as F32 (exact).</summary>
     public static float F16ToFloat(ushort bits) => (float)BitConverter.UInt16BitsToHalf(bits);
 
+    /// <summary>Round-to-nearest-even F32 → F16 bits; out of range becomes ±infinity, NaN stays NaN.</summary>
     public static ushort FloatToF16(float value) => BitConverter.HalfToUInt16Bits((Half)value);
 
     /// <summary>destination[i] = float(bits[i]) for BF16 bits, vectorised.</summary>

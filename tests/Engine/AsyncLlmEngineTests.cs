@@ -76,7 +76,9 @@ public class AsyncLlmEngineTests
         using var engine = new AsyncLlmEngine(LlmEngine.FromEngineArgs(EngineFactory.Args()));
         var runner = FaultyRunner.Install(engine.Engine);
         runner.Throw = new InvalidOperationException("device lost");
+        runner.Hold = new ManualResetEventSlim(); // the failing step waits until all three are in (else the later ones are refused at once)
         var streams = Enumerable.Range(0, 3).Select(i => Drain(engine.GenerateAsync("Vim is", Greedy, cancellationToken: TestContext.Current.CancellationToken))).ToList();
+        runner.Hold.Set();
         foreach (var s in streams) await Assert.ThrowsAsync<EngineDeadException>(() => s);
         Assert.True(engine.Errored);
         Assert.Throws<EngineDeadException>(engine.CheckHealth);

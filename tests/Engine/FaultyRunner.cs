@@ -4,7 +4,7 @@ namespace LoraEngine.Engine.Tests;
 
 /// <summary>
 /// Wraps an engine's model runner to play the device's part in isolation tests: it can poison the logits of chosen
-/// items, throw as a failing device would, or hold a step until released.
+/// items (their rows come back non-finite), throw as a failing device would, or hold a step until released.
 /// </summary>
 internal sealed class FaultyRunner(IModelRunner inner) : IModelRunner
 {
@@ -39,10 +39,15 @@ internal sealed class FaultyRunner(IModelRunner inner) : IModelRunner
         DuringStep?.Invoke();
         if (Throw is { } e) throw e;
         var results = inner.Execute(items);
-        return results.Select((r, i) => Poison(items[i])
-            ? new ExecutionResult(r.LastLogits is null ? null : NaNs(r.LastLogits.Length), r.AllLogits is null ? null : NaNs(r.AllLogits.Length))
-            : r).ToArray();
+        return results.Select((r, i) => Poison(items[i]) ? Poisoned(r) : r).ToArray();
     }
+
+    /// <summary>What the device reports for rows whose logits are NaN: not finite, no logprobs.</summary>
+    static ExecutionResult Poisoned(ExecutionResult r) => new(
+        r.Sampled is null ? null : new RowOutcome(r.Sampled.Token, Finite: false),
+        r.Prompt?.Select(o => o is null ? null : new RowOutcome(o.Token, Finite: false)).ToArray(),
+        r.LastLogits is null ? null : NaNs(r.LastLogits.Length),
+        r.AllLogits is null ? null : NaNs(r.AllLogits.Length));
 
     static float[] NaNs(int n) => Enumerable.Repeat(float.NaN, n).ToArray();
 

@@ -54,6 +54,24 @@ public sealed class LoraAdapterTests : IDisposable
     LoraException Refused(string path, int maxRank = 16) => Assert.Throws<LoraException>(() => LoraAdapter.Load("bad", path, s_model.Value, maxRank));
 
     [Fact]
+    public void The_content_hash_follows_the_weights_and_scales_not_the_name_path_or_read()
+    {
+        UInt128 Hash(string path, string name = "a") => LoraAdapter.Load(name, path, s_model.Value, 16).ContentHash;
+        string one = Write(Good);
+        Assert.Equal(Hash(one), Hash(one, name: "renamed"));         // a second read, another name
+        Assert.Equal(Hash(one), Hash(Write(Good)));                  // another folder, the same bytes
+        var changed = Write(Good, t =>
+        {
+            var values = new RandomData(1).Floats(4 * 256);
+            values[17] += 1e-3f;                                     // one weight of q_proj's A
+            t[0] = SafetensorsWriter.Tensor(t[0].Item1, values, DType.F32, 4, 256);
+        });
+        Assert.NotEqual(Hash(one), Hash(changed));
+        Assert.NotEqual(Hash(one), Hash(Write(Good.Replace("\"lora_alpha\": 8", "\"lora_alpha\": 16")))); // another scale
+        Assert.NotEqual(Hash(Fixtures.Adapter("vim-upper")), Hash(Fixtures.Adapter("vim-rot13")));
+    }
+
+    [Fact]
     public void A_hand_made_adapter_loads_with_mixed_dtypes()
     {
         var adapter = LoraAdapter.Load("good", Write(Good), s_model.Value, 16);

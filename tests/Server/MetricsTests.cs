@@ -4,7 +4,10 @@ using Xunit;
 
 namespace LoraEngine.Server.Tests;
 
-/// <summary>/metrics after clients go away: gauges back to zero without another request, every disconnect counted as aborted.</summary>
+/// <summary>
+/// /metrics after clients go away (gauges back to zero without another request, every disconnect counted as aborted), and
+/// its prefix-cache counters, which also show what cache_salt shares.
+/// </summary>
 public class MetricsTests(ServerFixture server) : IClassFixture<ServerFixture>
 {
     static CancellationToken Ct => TestContext.Current.CancellationToken;
@@ -54,5 +57,47 @@ public class MetricsTests(ServerFixture server) : IClassFixture<ServerFixture>
         Assert.Equal(0, Metric(metrics, "loraengine_lora_adapters_active"));
         Assert.Equal(0, Metric(metrics, "loraengine_request_failure_total"));
         Assert.Equal(0, server.State.Engine.NumOpenStreams);
+    }
+
+    [Fact]
+    public async Task A_repeated_prompt_shows_as_prefix_cache_hits()
+    {
+        using var http = server.Http();
+        const string prompt = "When you want to search for a pattern in the whole file, type a slash and the pattern, then press Enter.";
+        double Hits(string text) => Metric(text, "loraengine_prefix_cache_hits_total");
+        double Queries(string text) => Metric(text, "loraengine_prefix_cache_queries_total");
+        string before = await http.GetStringAsync("/metrics", Ct);
+        for (int i = 0; i < 2; i++)
+        {
+            var reply = await http.PostAsJsonAsync("/v1/completions", new { model = "vim-rot13", prompt, max_tokens = 2 }, Ct);
+            reply.EnsureSuccessStatusCode();
+        }
+        string after = await http.GetStringAsync("/metrics", Ct);
+        Assert.True(Hits(after) - Hits(before) >= 16, $"hits {Hits(before)} -> {Hits(after)}"); // the second request found at least a block
+        Assert.True(Queries(after) - Queries(before) >= 2 * 17, $"queries {Queries(before)} -> {Queries(after)}");
+        Assert.Contains("# TYPE loraengine_prefix_cache_hits_total counter", after);
+    }
+
+    [Fact]
+    public async Task A_cache_salt_shares_a_prompts_blocks_only_with_requests_of_the_same_salt()
+    {
+        var api = new ApiCalls(server);
+        const string prompt = "To move the cursor to the end of the line, type a dollar sign; to move it to the start, type a zero.";
+        using var http = server.Http();
+        async Task<double> Hits(string? salt, string model)
+        {
+            double before = Metric(await http.GetStringAsync("/metrics", Ct), "loraengine_prefix_cache_hits_total");
+            var reply = await api.Post("/v1/completions", salt is null ? new { model, prompt, max_tokens = 2 } : new { model, prompt, max_tokens = 2, cache_salt = salt });
+            Assert.Equal(System.Net.HttpStatusCode.OK, reply.Status);
+            return Metric(await http.GetStringAsync("/metrics", Ct), "loraengine_prefix_cache_hits_total") - before;
+        }
+        Assert.Equal(0, await Hits("tenant-a", "vim-upper"));
+        Assert.Equal(0, await Hits("tenant-b", "vim-upper"));
+        Assert.Equal(0, await Hits(null, "vim-upper"));
+        Assert.True(await Hits("tenant-a", "vim-upper") >= 16);
+
+        var empty = await api.Post("/v1/chat/completions", new { messages = new[] { new { role = "user", content = "hi" } }, cache_salt = "" });
+        Assert.Equal(System.Net.HttpStatusCode.BadRequest, empty.Status);
+        Assert.Equal("cache_salt", empty.Param);
     }
 }

@@ -29,6 +29,9 @@ public class TokenizeAndModelsTests(ServerFixture server) : IClassFixture<Server
         Assert.Equal("tokens", (await _api.Post("/detokenize", new { tokens = new[] { 5, 1024 } })).Param);
         Assert.Equal(HttpStatusCode.NotFound, (await _api.Post("/tokenize", new { model = "nope", prompt = "x" })).Status);
         Assert.Equal("prompt", (await _api.Post("/tokenize", new { })).Param);
+        // Chat-template fields with a prompt are refused, not ignored.
+        Assert.Equal("messages", (await _api.Post("/tokenize", new { prompt = "x", documents = new[] { new { title = "t", text = "d" } } })).Param);
+        Assert.Equal("messages", (await _api.Post("/tokenize", new { prompt = "x", reasoning_effort = "low" })).Param);
     }
 
     [Fact]

@@ -3,6 +3,7 @@ using LoraEngine.Execution;
 using LoraEngine.Lora;
 using LoraEngine.Models.Tokenization;
 using LoraEngine.Sampling;
+using LoraEngine.Tensors.Kernels;
 using Microsoft.Extensions.Logging;
 
 namespace LoraEngine.Core;
@@ -25,6 +26,7 @@ internal sealed class EngineCore : IDisposable
     readonly Scheduler _scheduler;
     readonly OutputProcessor _outputs;
     readonly HfTokenizer _tokenizer;
+    readonly IReadOnlySet<int> _eosIds;
     readonly Dictionary<string, Request> _requests = new();
     readonly IReadOnlyList<IStatLogger> _statLoggers;
     readonly ILogger _logger;
@@ -37,9 +39,12 @@ internal sealed class EngineCore : IDisposable
         _config = config;
         Runner = runner;
         _tokenizer = tokenizer;
+        _eosIds = eosIds;
         _statLoggers = statLoggers;
         _logger = logger;
-        _scheduler = new Scheduler(new BlockAllocator(kvBlocks), config.Args.BlockSize, config.Args.MaxNumSeqs, config.MaxNumBatchedTokens, config.Args.MaxLoras);
+        bool caching = config.Args.EnablePrefixCaching;
+        var kv = new KvCacheManager(new BlockPool(kvBlocks, retainFreedBlocks: caching), config.Args.BlockSize, caching);
+        _scheduler = new Scheduler(kv, config.Args.MaxNumSeqs, config.MaxNumBatchedTokens, config.Args.MaxLoras);
         _outputs = new OutputProcessor(tokenizer, eosIds, config.MaxModelLen, logger);
     }
 
@@ -80,12 +85,12 @@ internal sealed class EngineCore : IDisposable
         {
             ThrowIfErrored();
             if (_requests.ContainsKey(r.RequestId)) throw new ArgumentException($"request id '{r.RequestId}' is already running", "requestId");
-            var request = new Request(r.RequestId, r.Prompt, r.PromptTokenIds, r.SamplingParams, r.LoraRequest, _arrivals++);
+            var request = new Request(r.RequestId, r.Prompt, r.PromptTokenIds, r.SamplingParams, r.LoraRequest, _arrivals++, r.CacheSalt);
             if (r.Adapter != null) request.Adapter = NewestCopy(r.LoraRequest!.LoraIntId, r.Adapter);
             long seed = r.SamplingParams.Seed ?? _config.Args.Seed + request.Arrival;
             for (int i = 0; i < r.SamplingParams.N; i++)
             {
-                var seq = new Sequence(request, i, SequenceRandom.Create(seed, i), _tokenizer.CreateStreamingDecoder(r.SamplingParams.SkipSpecialTokens));
+                var seq = new Sequence(request, i, seed, _tokenizer.CreateStreamingDecoder(r.SamplingParams.SkipSpecialTokens));
                 request.Sequences.Add(seq);
                 _scheduler.Add(seq);
             }
@@ -151,14 +156,35 @@ internal sealed class EngineCore : IDisposable
         return update.Outputs;
     }
 
-    static ExecutionItem ToExecutionItem(ScheduledSequence s)
+    ExecutionItem ToExecutionItem(ScheduledSequence s)
     {
         var seq = s.Sequence;
         var request = seq.Request;
-        bool promptLogprobs = request.PromptLogprobs != null && seq.Index == 0 && s.Start < seq.PromptLength - 1
-            && s.Start + s.Count > request.PromptLogprobsDone - 1;
-        return new ExecutionItem(seq.Tokens.GetRange(s.Start, s.Count), s.Start, seq.BlockTable, request.Adapter, s.Samples, promptLogprobs,
-            Sampler.NeedsLogits(request.SamplingParams, seq.OutputLength));
+        return new ExecutionItem(seq.Tokens.GetRange(s.Start, s.Count), s.Start, seq.BlockTable, request.Adapter,
+            s.Samples ? Sampler.For(seq, _eosIds) : null, ScoringOf(s));
+    }
+
+    /// <summary>
+    /// The prompt rows of a chunk whose logprobs are still wanted (the first sequence of a request that asked for them):
+    /// row i predicts the token at Start + i + 1. Null when the chunk has none.
+    /// </summary>
+    static PromptScoring? ScoringOf(ScheduledSequence s)
+    {
+        var seq = s.Sequence;
+        var request = seq.Request;
+        if (request.SamplingParams.PromptLogprobs is not int k || seq.Index != 0) return null;
+        var targets = new int[s.Count];
+        bool any = false;
+        for (int i = 0; i < s.Count; i++)
+        {
+            int target = s.Start + i + 1;
+            bool wanted = target < seq.PromptLength && target >= request.PromptLogprobsDone;
+            targets[i] = wanted ? seq.Tokens[target] : -1;
+            any |= wanted;
+        }
+        if (!any) return null;
+        bool rawLogits = k < 0 || k > SampleBatch.MaxLogprobs;
+        return new PromptScoring(targets, rawLogits ? 0 : k, rawLogits);
     }
 
     /// <summary>A device-level failure: every unfinished request fails with an error, and the core stops.</summary>
@@ -189,7 +215,10 @@ internal sealed class EngineCore : IDisposable
     {
         var stats = new SchedulerStats(_scheduler.NumRunning, _scheduler.NumWaiting, _scheduler.Blocks.Usage, _scheduler.Blocks.NumUsed,
             _scheduler.Blocks.NumBlocks, _scheduler.RunningAdapters.ToArray(),
-            _scheduler.Waiting.Select(s => s.Request.LoraId).Where(id => id != 0).Distinct().ToArray(), _config.Args.MaxLoras, _preemptions);
+            _scheduler.Waiting.Select(s => s.Request.LoraId).Where(id => id != 0).Distinct().ToArray(), _config.Args.MaxLoras, _preemptions)
+        {
+            PrefixCacheStats = _scheduler.Kv.TakeStats(),
+        };
         foreach (var logger in _statLoggers)
         {
             try

@@ -12,7 +12,8 @@ internal sealed record EngineCoreRequest(
     IReadOnlyList<int> PromptTokenIds,
     SamplingParams SamplingParams,
     LoraRequest? LoraRequest,
-    LoraAdapter? Adapter);
+    LoraAdapter? Adapter,
+    string? CacheSalt = null);
 
 /// <summary>
 /// Turns what a caller asks into an <see cref="EngineCoreRequest"/> on the caller's thread, outside the step (vLLM's
@@ -22,9 +23,11 @@ internal sealed record EngineCoreRequest(
 /// </summary>
 internal sealed class InputProcessor(EngineConfig config, HfTokenizer tokenizer, LoraManager? loraManager, ILogger logger)
 {
-    public EngineCoreRequest Process(string requestId, string? prompt, IReadOnlyList<int>? promptTokenIds, SamplingParams samplingParams, LoraRequest? loraRequest)
+    public EngineCoreRequest Process(string requestId, string? prompt, IReadOnlyList<int>? promptTokenIds, SamplingParams samplingParams, LoraRequest? loraRequest,
+        string? cacheSalt = null)
     {
         if (string.IsNullOrEmpty(requestId)) throw new ArgumentException("request id must not be empty", nameof(requestId));
+        if (cacheSalt is { Length: 0 }) throw new ArgumentException("Parameter 'cache_salt' must be a non-empty string if provided.", nameof(cacheSalt));
         ArgumentNullException.ThrowIfNull(samplingParams);
         samplingParams.Validate(config.Args.MaxLogprobs, config.ModelConfig.VocabSize);
         if (samplingParams.N > config.Args.MaxN)
@@ -41,7 +44,7 @@ internal sealed class InputProcessor(EngineConfig config, HfTokenizer tokenizer,
             throw new ArgumentException($"n × max_tokens is {outputTokens}, more than the {config.MaxRequestOutputTokens} tokens one request may ask (max_request_output_tokens); lower n or max_tokens.",
                 samplingParams.MaxTokens is null ? nameof(SamplingParams.N) : nameof(SamplingParams.MaxTokens));
         var adapter = loraRequest is null ? null : LoadAdapter(loraRequest);
-        return new EngineCoreRequest(requestId, prompt, ids, samplingParams, loraRequest, adapter);
+        return new EngineCoreRequest(requestId, prompt, ids, samplingParams, loraRequest, adapter, cacheSalt);
     }
 
     /// <summary>Refuses a prompt longer than max_prompt_chars: call it before tokenising anything.</summary>

@@ -18,7 +18,7 @@ internal sealed record OutputUpdate(
     IReadOnlyList<TimeSpan> RequestLatencies);
 
 /// <summary>
-/// Turns a step's logits into tokens and outputs: prompt logprobs, sampling, logprobs, incremental detokenization,
+/// Turns a step's sampled rows into tokens and outputs: prompt logprobs, logprobs, incremental detokenization,
 /// stop conditions (EOS, stop token ids, stop strings, max tokens, max model length) and RequestOutputs.
 /// A problem with one request (non-finite logits, or anything thrown while handling its output) fails that request
 /// only, with an error its client sees; the others in the step carry on.
@@ -48,24 +48,21 @@ internal sealed class OutputProcessor(HfTokenizer tokenizer, IReadOnlySet<int> e
             try
             {
                 scheduler.Computed(s);
-                if (results[i].AllLogits is { } all)
+                var result = results[i];
+                if (result.AllLogits is { } all)
                 {
                     if (!AllFinite(all)) throw new NonFiniteLogitsException();
                     CollectPromptLogprobs(request, s, all);
                 }
+                else if (result.Prompt is { } prompt)
+                {
+                    CollectPromptLogprobs(request, s, prompt);
+                }
                 if (!s.Samples) continue;
-                int token;
-                if (results[i].LastLogits is { } logits)
-                {
-                    if (!AllFinite(logits)) throw new NonFiniteLogitsException();
-                    token = SampleNext(seq, logits);
-                }
-                else
-                {
-                    // Greedy on the device: the row's maximum is finite unless the row diverged.
-                    if (!float.IsFinite(results[i].ArgmaxValue)) throw new NonFiniteLogitsException();
-                    token = results[i].ArgmaxToken;
-                }
+                var sampled = result.Sampled!;
+                if (!sampled.Finite || (result.LastLogits is { } raw && !AllFinite(raw))) throw new NonFiniteLogitsException();
+                int token = sampled.Token;
+                AddLogprobs(seq, token, sampled, result.LastLogits);
                 generated++;
                 if (request.FirstTokenTime is null) ttft.Add(now - request.ArrivalTime);
                 else if (request.LastTokenTime is { } last) itl.Add(now - last);
@@ -106,23 +103,23 @@ internal sealed class OutputProcessor(HfTokenizer tokenizer, IReadOnlySet<int> e
 
     sealed class NonFiniteLogitsException : Exception;
 
-    int SampleNext(Sequence seq, float[] logits)
+    /// <summary>The sampled token's logprobs, from the device's top-n, or from the raw row when more was asked.</summary>
+    void AddLogprobs(Sequence seq, int token, RowOutcome sampled, float[]? rawLogits)
     {
-        var p = seq.Request.SamplingParams;
-        var processed = (float[])logits.Clone();
-        Sampler.ApplyLogitAdjustments(processed, LogitAdjustments.For(p, seq.OutputLength, eosIds));
-        Sampler.ApplyPenalties(processed, p, seq.Tokens, seq.PromptLength);
-        int token = Sampler.Sample(processed, p, seq.Random);
-        if (p.Logprobs is int k)
+        if (seq.Request.SamplingParams.Logprobs is not int k) return;
+        if (rawLogits is not null)
         {
-            var lp = Logprobs.LogSoftmax(logits);
+            var lp = Logprobs.LogSoftmax(rawLogits);
             seq.Logprobs.Add(Logprobs.Entries(lp, token, k, Decode));
             seq.CumulativeLogprob += lp[token];
+            return;
         }
-        return token;
+        var row = sampled.Logprobs!;
+        seq.Logprobs.Add(Logprobs.Entries(row, token, Decode));
+        seq.CumulativeLogprob += row.Logprob;
     }
 
-    /// <summary>Logprob of each prompt token given the tokens before it, from the chunk's logits rows.</summary>
+    /// <summary>Logprob of each prompt token given the tokens before it, from the chunk's raw logits rows (a top-n beyond the device's).</summary>
     void CollectPromptLogprobs(Request request, ScheduledSequence s, float[] all)
     {
         int vocab = all.Length / s.Count, k = request.SamplingParams.PromptLogprobs!.Value;
@@ -136,11 +133,24 @@ internal sealed class OutputProcessor(HfTokenizer tokenizer, IReadOnlySet<int> e
         }
     }
 
+    /// <summary>Logprob of each prompt token given the tokens before it, as the device scored the chunk's rows.</summary>
+    void CollectPromptLogprobs(Request request, ScheduledSequence s, IReadOnlyList<RowOutcome?> rows)
+    {
+        for (int row = 0; row < s.Count; row++)
+        {
+            if (rows[row] is not { } scored) continue;
+            if (!scored.Finite) throw new NonFiniteLogitsException();
+            int target = s.Start + row + 1;
+            request.PromptLogprobs![target] = Logprobs.Entries(scored.Logprobs!, scored.Token, Decode);
+            request.PromptLogprobsDone = target + 1;
+        }
+    }
+
     /// <summary>Appends a sampled token and returns the finish reason if the sequence is done.</summary>
     string? AppendAndCheck(Sequence seq, int token)
     {
         var p = seq.Request.SamplingParams;
-        seq.Tokens.Add(token);
+        seq.Append(token);
         bool eos = !p.IgnoreEos && eosIds.Contains(token);
         bool stopToken = p.StopTokenIds?.Contains(token) == true;
         if (seq.OutputLength >= p.MinTokens && (eos || stopToken))

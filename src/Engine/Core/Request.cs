@@ -5,7 +5,8 @@ namespace LoraEngine.Core;
 /// <summary>A request as the engine tracks it: its prompt, parameters, adapter and sequences (vLLM's sequence group).</summary>
 internal sealed class Request
 {
-    public Request(string requestId, string? prompt, IReadOnlyList<int> promptTokenIds, SamplingParams samplingParams, LoraRequest? loraRequest, long arrival)
+    public Request(string requestId, string? prompt, IReadOnlyList<int> promptTokenIds, SamplingParams samplingParams, LoraRequest? loraRequest, long arrival,
+        string? cacheSalt = null)
     {
         RequestId = requestId;
         Prompt = prompt;
@@ -13,6 +14,7 @@ internal sealed class Request
         SamplingParams = samplingParams;
         LoraRequest = loraRequest;
         Arrival = arrival;
+        CacheSalt = cacheSalt;
         if (samplingParams.PromptLogprobs != null)
         {
             PromptLogprobs = new IReadOnlyDictionary<int, Logprob>?[promptTokenIds.Count];
@@ -40,6 +42,9 @@ internal sealed class Request
 
     /// <summary>Why the engine failed the request, if it did (the client sees it).</summary>
     public string? Error { get; set; }
+
+    /// <summary>vLLM's cache_salt: only requests with the same salt share prefix-cache blocks (null: those without one).</summary>
+    public string? CacheSalt { get; }
 
     /// <summary>Admission order; smaller is older.</summary>
     public long Arrival { get; }

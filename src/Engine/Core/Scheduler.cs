@@ -15,13 +15,16 @@ internal sealed record SchedulerOutput(IReadOnlyList<ScheduledSequence> Schedule
 /// <summary>
 /// Continuous batching as vLLM V1 does it, on pure CPU state: each step first continues running sequences
 /// (decodes and unfinished prefill chunks), then admits waiting ones, within a token budget
-/// (MaxNumBatchedTokens, prefills chunked to fit) and MaxNumSeqs. KV blocks come from the allocator; when a running
-/// sequence cannot grow, the newest running sequence is preempted (blocks freed, recomputed later: outputs unchanged).
+/// (MaxNumBatchedTokens, prefills chunked to fit) and MaxNumSeqs. A waiting sequence starts after its cached prefix
+/// (see <see cref="KvCacheManager"/>), so the budget pays only for tokens to compute; the sequences of an n &gt; 1 request
+/// start from the prompt blocks the first of them offers in the same step. KV blocks come from the cache manager; when a
+/// running sequence cannot grow, the newest running sequence is preempted (blocks freed, recomputed later — from the
+/// cache where its blocks are still there: outputs unchanged).
 /// At most MaxLoras distinct adapters run at once. Unlike vLLM, waiting requests age: once one has been passed over
 /// <see cref="AgingSteps"/> times for the adapter limit, only requests of its adapter (or the base model) are admitted
 /// until it runs, so running adapters drain and no adapter starves.
 /// </summary>
-internal sealed class Scheduler(BlockAllocator blocks, int blockSize, int maxNumSeqs, int maxNumBatchedTokens, int maxLoras)
+internal sealed class Scheduler(KvCacheManager kv, int maxNumSeqs, int maxNumBatchedTokens, int maxLoras)
 {
     /// <summary>Steps a waiting request may be passed over for the adapter limit before it blocks other adapters.</summary>
     public const int AgingSteps = 4;
@@ -29,7 +32,9 @@ internal sealed class Scheduler(BlockAllocator blocks, int blockSize, int maxNum
     readonly List<Sequence> _waiting = new(); // oldest first (preempted sequences keep their arrival order)
     readonly List<Sequence> _running = new(); // oldest first
 
-    public BlockAllocator Blocks => blocks;
+    public KvCacheManager Kv => kv;
+
+    public BlockPool Blocks => kv.Pool;
 
     public int NumWaiting => _waiting.Count;
 
@@ -65,7 +70,7 @@ internal sealed class Scheduler(BlockAllocator blocks, int blockSize, int maxNum
         {
             var seq = _running[i];
             int count = Math.Min(seq.Tokens.Count - seq.NumComputed, budget);
-            while (!Reserve(seq, count))
+            while (!kv.TryAllocate(seq, count))
             {
                 var victim = _running[^1];
                 Preempt(victim);
@@ -93,8 +98,9 @@ internal sealed class Scheduler(BlockAllocator blocks, int blockSize, int maxNum
                 if (!fits) seq.SkippedSteps++;
                 continue;
             }
-            int count = Math.Min(seq.Tokens.Count - seq.NumComputed, budget);
-            if (!Reserve(seq, count)) break; // no preemption for newcomers: wait for blocks
+            var cached = kv.CachedPrefix(seq);
+            int count = Math.Min(seq.Tokens.Count - cached.Count * kv.BlockSize, budget);
+            if (!kv.TryAdmit(seq, count, cached)) break; // no preemption for newcomers: wait for blocks
             _waiting.Remove(seq);
             seq.Status = SequenceStatus.Running;
             seq.SkippedSteps = 0;
@@ -106,16 +112,9 @@ internal sealed class Scheduler(BlockAllocator blocks, int blockSize, int maxNum
         return new SchedulerOutput(scheduled, preempted);
     }
 
-    /// <summary>Makes sure the sequence has blocks for its next <paramref name="count"/> tokens.</summary>
-    bool Reserve(Sequence seq, int count)
-    {
-        int needed = BlockAllocator.BlocksFor(seq.NumComputed + count, blockSize) - seq.BlockTable.Count;
-        return needed <= 0 || blocks.TryAllocate(needed, seq.BlockTable);
-    }
-
     void Preempt(Sequence seq)
     {
-        blocks.Free(seq.BlockTable);
+        kv.Free(seq);
         seq.NumComputed = 0;
         seq.Status = SequenceStatus.Waiting;
         _running.Remove(seq);
@@ -128,7 +127,7 @@ internal sealed class Scheduler(BlockAllocator blocks, int blockSize, int maxNum
     /// <summary>Removes a finished or aborted sequence and frees its blocks at once.</summary>
     public void Finish(Sequence seq, string reason)
     {
-        blocks.Free(seq.BlockTable);
+        kv.Free(seq);
         seq.Status = SequenceStatus.Finished;
         seq.FinishReason ??= reason;
         _running.Remove(seq);

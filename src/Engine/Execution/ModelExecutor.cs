@@ -1,7 +1,9 @@
+using System.Runtime.InteropServices;
 using LoraEngine.Lora;
 using LoraEngine.Models;
 using LoraEngine.Models.Llama;
 using LoraEngine.Tensors;
+using LoraEngine.Tensors.Kernels;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
 
@@ -10,12 +12,13 @@ namespace LoraEngine.Execution;
 /// <summary>
 /// Owns everything on the device — the model, its LoRA layers, the paged KV cache, the step buffers and the CUDA
 /// graphs — and runs one forward step for a list of <see cref="ExecutionItem"/>s. Knows nothing of requests.
-/// Every step ends with the argmax of each sampled row on the device; a row's logits come back to the host only when
-/// its sampling needs them.
+/// Every step ends with sampling on the device (<see cref="SampleOps"/>): only token ids, finite flags and the requested
+/// top-n logprobs come back, and a row's raw logits only when an item asks for more logprobs than the device returns.
 ///
 /// Decode steps (one token per sequence) on CUDA are padded to a bucket (1, 2, 4, 8, 16, 24, 32, …) and replayed from
 /// a CUDA graph captured the first time that bucket is seen: the step's inputs go into buffers allocated once, at the
-/// same place for every step of a bucket. Padding rows read and write only a KV block of their own.
+/// same place for every step of a bucket — the sampling parameters too, in a <see cref="SampleBatch"/> written before each
+/// replay. Padding rows read and write only a KV block of their own, and are sampled greedily.
 /// </summary>
 internal sealed class ModelExecutor : IModelRunner
 {
@@ -26,12 +29,14 @@ internal sealed class ModelExecutor : IModelRunner
     readonly StepBatchBuilder _builder;
     readonly DeviceTensor _slotsOfTokens; // [maxTokens] I32 LoRA slot per token
     readonly DeviceTensor _logits;        // [logitChunk, vocab] F32
-    readonly DeviceTensor _argmax;        // [logitChunk] I32
-    readonly DeviceTensor _argmaxValues;  // [logitChunk] F32
+    readonly SampleBatch _sample;         // [logitChunk] rows of sampling parameters and results
+    readonly SampleRow[] _chunkRows;      // staging for one chunk's rows
+    readonly List<TokenEdit> _chunkEdits = new();
     readonly int _logitChunk;
     readonly int _padBlock;
     readonly int _maxBucket;
     readonly Dictionary<(int Bucket, bool Lora), DeviceGraph> _graphs = new();
+    int _graphsSampleVersion; // the SampleBatch buffers the graphs captured
     readonly ILogger _logger;
 
     public ModelExecutor(LlamaModel model, LoraManager? loraManager, int maxTokens, int maxSequences, int maxModelLen, int blockSize, int numBlocks,
@@ -52,8 +57,8 @@ internal sealed class ModelExecutor : IModelRunner
         _builder = new StepBatchBuilder(device, maxTokens, maxSequences, MaxBlocksPerSequence);
         _slotsOfTokens = device.Zeros(DType.I32, maxTokens);
         _logits = device.Zeros(DType.F32, _logitChunk, model.Config.VocabSize);
-        _argmax = device.Zeros(DType.I32, _logitChunk);
-        _argmaxValues = device.Zeros(DType.F32, _logitChunk);
+        _sample = new SampleBatch(device, _logitChunk, model.Config.VocabSize);
+        _chunkRows = new SampleRow[_logitChunk];
     }
 
     public LlamaModel Model { get; }
@@ -72,14 +77,14 @@ internal sealed class ModelExecutor : IModelRunner
 
     /// <summary>Device bytes besides weights and LoRA slots for a token budget (workspace, logits, step buffers, the padding block).</summary>
     public static long ActivationBytes(LlamaConfig config, int maxTokens, int maxModelLen, int blockSize) =>
-        ForwardWorkspace.Bytes(config, maxTokens, maxModelLen) + 4L * Math.Min(maxTokens, 256) * (config.VocabSize + 2) + 4L * maxTokens * 8
-        + PagedKvCache.BytesPerBlock(config, blockSize);
+        ForwardWorkspace.Bytes(config, maxTokens, maxModelLen) + 4L * Math.Min(maxTokens, 256) * config.VocabSize
+        + SampleBatch.Bytes(Math.Min(maxTokens, 256), config.VocabSize) + 4L * maxTokens * 8 + PagedKvCache.BytesPerBlock(config, blockSize);
 
     /// <summary>Runs one forward step over all items packed together; returns each item's sampled-row results.</summary>
     public IReadOnlyList<ExecutionResult> Execute(IReadOnlyList<ExecutionItem> items)
     {
         int tokens = items.Sum(i => i.TokenIds.Count);
-        bool decode = items.All(i => i.TokenIds.Count == 1 && i.NeedsSample && !i.NeedsAllLogits);
+        bool decode = items.All(i => i.TokenIds.Count == 1 && i.NeedsSample && i.Scoring == null);
         int bucket = decode && items.Count <= _maxBucket ? Buckets.First(b => b >= items.Count) : 0;
         int rowsTotal = Math.Max(bucket, tokens), seqs = Math.Max(bucket, items.Count);
 
@@ -90,6 +95,7 @@ internal sealed class ModelExecutor : IModelRunner
         var loraSlots = new int[rowsTotal];
         var tables = new int[seqs * MaxBlocksPerSequence];
         var rows = new List<int>();
+        var samples = new List<(SampleRow Row, IReadOnlyList<TokenEdit> Edits)>(); // one per picked row
         var rowStart = new int[items.Count];
         var adapters = items.Select(i => i.Adapter).OfType<LoraAdapter>().Distinct().ToArray();
         var slotOf = adapters.Length > 0 ? LoraManager!.ActivateForStep(adapters) : null;
@@ -108,7 +114,10 @@ internal sealed class ModelExecutor : IModelRunner
                 slotMapping[t] = item.BlockTable[pos / BlockSize] * BlockSize + pos % BlockSize;
                 tokenSeq[t] = s;
                 loraSlots[t] = item.Adapter is { } adapter ? slotOf![adapter] : -1;
-                if (item.NeedsAllLogits || (item.NeedsSample && i == item.TokenIds.Count - 1)) rows.Add(t);
+                bool sampled = item.Sampling != null && i == item.TokenIds.Count - 1;
+                if (item.Scoring == null && !sampled) continue;
+                rows.Add(t);
+                samples.Add(sampled ? (item.Sampling!.Row, item.Sampling.Edits) : (ScoreRow(item.Scoring!, i), []));
             }
         }
         // Padding rows (a bucket's spare places): position 0 of a sequence whose only block is the padding block.
@@ -119,6 +128,7 @@ internal sealed class ModelExecutor : IModelRunner
             tokenSeq[t] = s;
             loraSlots[t] = -1;
             rows.Add(t);
+            samples.Add((SampleRow.Greedy, []));
         }
 
         LoraBatchMapping? mapping = null;
@@ -128,28 +138,79 @@ internal sealed class ModelExecutor : IModelRunner
             view.CopyFrom<int>(loraSlots);
             mapping = new LoraBatchMapping(view, anyAdapter: true);
         }
-        if (rows.Count == 0) rows.Add(tokens - 1); // the model returns at least one row; nothing reads it
+        if (rows.Count == 0) // the model returns at least one row; nothing reads it
+        {
+            rows.Add(tokens - 1);
+            samples.Add((SampleRow.Greedy, []));
+        }
         var batch = _builder.Build(ids, positions, slotMapping, tokenSeq, rows.ToArray(), tables, seqs, mapping);
 
-        var (argmax, maxima, logits) = bucket > 0 ? RunGraph(batch, bucket, anyLora: slotOf != null, items) : RunEager(batch, items, rowStart);
+        var (outcomes, logits) = bucket > 0 ? RunGraph(batch, bucket, anyLora: slotOf != null, items, samples) : RunEager(batch, items, samples, rowStart);
         var results = new ExecutionResult[items.Count];
         int vocab = Model.Config.VocabSize;
         for (int s = 0; s < items.Count; s++)
         {
             var item = items[s];
-            int first = rowStart[s];
-            int lastRow = first + (item.NeedsAllLogits ? item.TokenIds.Count - 1 : 0);
-            float[]? all = null, last = null;
-            if (item.NeedsAllLogits) all = logits.AsSpan(first * vocab, item.TokenIds.Count * vocab).ToArray();
-            if (item.NeedsSample && item.NeedsLogits) last = logits.AsSpan(lastRow * vocab, vocab).ToArray();
-            results[s] = item.NeedsSample ? new ExecutionResult(last, all, argmax[lastRow], maxima[lastRow]) : new ExecutionResult(last, all);
+            int first = rowStart[s], count = item.TokenIds.Count;
+            int lastRow = first + (item.Scoring != null ? count - 1 : 0);
+            var prompt = item.Scoring is { RawLogits: false } scoring
+                ? Enumerable.Range(0, count).Select(i => scoring.Targets[i] >= 0 ? outcomes[first + i] : null).ToArray()
+                : null;
+            var all = item.Scoring is { RawLogits: true } ? logits.AsSpan(first * vocab, count * vocab).ToArray() : null;
+            var last = item.Sampling is { RawLogits: true } ? logits.AsSpan(lastRow * vocab, vocab).ToArray() : null;
+            results[s] = new ExecutionResult(item.NeedsSample ? outcomes[lastRow] : null, prompt, last, all);
         }
         return results;
     }
 
-    /// <summary>A decode step from the bucket's graph (captured after running it eagerly the first time).</summary>
-    (int[] Argmax, float[] Maxima, float[] Logits) RunGraph(StepBatch batch, int bucket, bool anyLora, IReadOnlyList<ExecutionItem> items)
+    /// <summary>A prompt row: the logprob of the token it predicts, or nothing (a row of a scored chunk without a target).</summary>
+    static SampleRow ScoreRow(PromptScoring scoring, int i) =>
+        scoring.RawLogits || scoring.Targets[i] < 0 ? SampleRow.Greedy : new SampleRow(SampleMode.Score, Logprobs: scoring.TopN, Target: scoring.Targets[i]);
+
+    /// <summary>Whether the item's raw logits come back to the host.</summary>
+    static bool WantsRawLogits(ExecutionItem item) => item.Sampling is { RawLogits: true } || item.Scoring is { RawLogits: true };
+
+    /// <summary>Writes the sample rows [start, start + n) and their edits into the step's <see cref="SampleBatch"/>.</summary>
+    void WriteSamples(List<(SampleRow Row, IReadOnlyList<TokenEdit> Edits)> samples, int start, int n)
     {
+        _chunkEdits.Clear();
+        for (int r = 0; r < n; r++)
+        {
+            _chunkRows[r] = samples[start + r].Row;
+            _chunkEdits.AddRange(samples[start + r].Edits);
+        }
+        _sample.Write(_chunkRows.AsSpan(0, n), CollectionsMarshal.AsSpan(_chunkEdits));
+    }
+
+    /// <summary>Reads the last sample run (the picked rows [start, start + n)) into <paramref name="outcomes"/>[start …].</summary>
+    void ReadOutcomes(List<(SampleRow Row, IReadOnlyList<TokenEdit> Edits)> samples, int start, int n, RowOutcome?[] outcomes)
+    {
+        bool logprobs = false;
+        for (int r = 0; r < n; r++) logprobs |= samples[start + r].Row.Logprobs >= 0;
+        _sample.Read(n, logprobs);
+        for (int r = 0; r < n; r++)
+        {
+            var row = samples[start + r].Row;
+            bool finite = _sample.Finite(r);
+            RowLogprobs? lp = null;
+            if (row.Logprobs >= 0 && finite)
+                lp = new RowLogprobs(_sample.Logprob(r), _sample.Rank(r), _sample.TopIdsOf(r, row.Logprobs).ToArray(), _sample.TopLogprobsOf(r, row.Logprobs).ToArray());
+            outcomes[start + r] = new RowOutcome(_sample.Token(r), finite, lp);
+        }
+    }
+
+    /// <summary>A decode step from the bucket's graph (captured after running it eagerly the first time).</summary>
+    (RowOutcome?[] Outcomes, float[] Logits) RunGraph(StepBatch batch, int bucket, bool anyLora, IReadOnlyList<ExecutionItem> items,
+        List<(SampleRow Row, IReadOnlyList<TokenEdit> Edits)> samples)
+    {
+        WriteSamples(samples, 0, bucket);
+        if (_sample.Version != _graphsSampleVersion)
+        {
+            // The edit buffers were reallocated (a step with more edits than any before): every graph read the old ones.
+            foreach (var stale in _graphs.Values) stale.Dispose();
+            _graphs.Clear();
+            _graphsSampleVersion = _sample.Version;
+        }
         if (_graphs.TryGetValue((bucket, anyLora), out var graph))
         {
             graph.Launch();
@@ -162,55 +223,53 @@ internal sealed class ModelExecutor : IModelRunner
             _logger.LogInformation("Captured the CUDA graph of decode bucket {Bucket}{Lora}: {Nodes} kernels and copies",
                 bucket, anyLora ? " with LoRA" : "", captured.Nodes);
         }
-        var argmax = new int[bucket];
-        var maxima = new float[bucket];
-        _argmax.Slice(0, bucket).CopyTo<int>(argmax);
-        _argmaxValues.Slice(0, bucket).CopyTo<float>(maxima);
+        var outcomes = new RowOutcome?[bucket];
+        ReadOutcomes(samples, 0, items.Count, outcomes);
         float[] logits = [];
-        if (items.Any(i => i.NeedsLogits))
+        if (items.Any(WantsRawLogits))
         {
             logits = new float[(long)items.Count * Model.Config.VocabSize];
             _logits.Slice(0, items.Count).CopyTo<float>(logits);
         }
-        return (argmax, maxima, logits);
+        return (outcomes, logits);
     }
 
-    /// <summary>Everything a decode step queues on the device: forward, lm_head over every row, argmax.</summary>
+    /// <summary>Everything a decode step queues on the device: forward, lm_head over every row, sampling.</summary>
     void DecodeForward(StepBatch batch, int rows)
     {
         var hidden = Model.Forward(batch, _cache, _workspace);
         var logits = _logits.Slice(0, rows);
         Model.ComputeLogits(logits, hidden, batch);
-        Model.Device.Sampling.Argmax(_argmax.Slice(0, rows), _argmaxValues.Slice(0, rows), logits);
+        Model.Device.Sample.Run(_sample, logits);
     }
 
-    /// <summary>Any step, launched eagerly: lm_head and argmax over the picked rows in chunks.</summary>
-    (int[] Argmax, float[] Maxima, float[] Logits) RunEager(StepBatch batch, IReadOnlyList<ExecutionItem> items, int[] rowStart)
+    /// <summary>Any step, launched eagerly: lm_head and sampling over the picked rows in chunks.</summary>
+    (RowOutcome?[] Outcomes, float[] Logits) RunEager(StepBatch batch, IReadOnlyList<ExecutionItem> items,
+        List<(SampleRow Row, IReadOnlyList<TokenEdit> Edits)> samples, int[] rowStart)
     {
         var hidden = Model.Forward(batch, _cache, _workspace);
         int rows = hidden.Dim(0), vocab = Model.Config.VocabSize;
-        // Which picked rows must come back as logits: prompt-logprob rows and the sampled rows of host-sampled items.
+        // Which picked rows must come back as raw logits: those of items that asked for more logprobs than the device returns.
         var needed = new bool[rows];
         for (int s = 0; s < items.Count; s++)
         {
             var item = items[s];
-            if (item.NeedsAllLogits) Array.Fill(needed, true, rowStart[s], item.TokenIds.Count);
-            else if (item.NeedsSample && item.NeedsLogits) needed[rowStart[s]] = true;
+            if (item.Scoring is { RawLogits: true }) Array.Fill(needed, true, rowStart[s], item.TokenIds.Count);
+            else if (item.Sampling is { RawLogits: true }) needed[rowStart[s] + (item.Scoring != null ? item.TokenIds.Count - 1 : 0)] = true;
         }
-        var argmax = new int[rows];
-        var maxima = new float[rows];
+        var outcomes = new RowOutcome?[rows];
         var logits = needed.Any(n => n) ? new float[(long)rows * vocab] : [];
         for (int start = 0; start < rows; start += _logitChunk)
         {
             int n = Math.Min(_logitChunk, rows - start);
             var chunk = _logits.Slice(0, n);
             Model.ComputeLogits(chunk, hidden.Slice(start, n), batch);
-            Model.Device.Sampling.Argmax(_argmax.Slice(0, n), _argmaxValues.Slice(0, n), chunk);
-            _argmax.Slice(0, n).CopyTo<int>(argmax.AsSpan(start, n));
-            _argmaxValues.Slice(0, n).CopyTo<float>(maxima.AsSpan(start, n));
-            if (Array.IndexOf(needed, true, start, n) >= 0) chunk.CopyTo<float>(logits.AsSpan(start * vocab, n * vocab));
+            WriteSamples(samples, start, n);
+            Model.Device.Sample.Run(_sample, chunk);
+            ReadOutcomes(samples, start, n, outcomes);
+            if (Array.IndexOf(needed, true, start, n) >= 0) chunk.CopyTo<float>(logits.AsSpan(start * vocab, n * vocab)); // raw again: sampling restores its edits
         }
-        return (argmax, maxima, logits);
+        return (outcomes, logits);
     }
 
     public void Dispose()
@@ -221,7 +280,6 @@ internal sealed class ModelExecutor : IModelRunner
         _builder.Dispose();
         _slotsOfTokens.Dispose();
         _logits.Dispose();
-        _argmax.Dispose();
-        _argmaxValues.Dispose();
+        _sample.Dispose();
     }
 }

@@ -10,7 +10,24 @@ public sealed record SchedulerStats(
     IReadOnlyCollection<int> RunningLoraAdapters,
     IReadOnlyCollection<int> WaitingLoraAdapters,
     int MaxLoras,
-    long NumPreemptions);
+    long NumPreemptions)
+{
+    /// <summary>Prefix-cache lookups since the previous report (vLLM's SchedulerStats.prefix_cache_stats).</summary>
+    public PrefixCacheStats PrefixCacheStats { get; init; } = PrefixCacheStats.None;
+}
+
+/// <summary>
+/// Prefix-cache lookups over an interval (vLLM's PrefixCacheStats): sequences that looked their tokens up when they were
+/// admitted, the tokens they looked up (queries) and the tokens found cached (hits), so hits / queries is the hit rate.
+/// </summary>
+/// <param name="Requests">Sequences that looked their prompt up.</param>
+/// <param name="Queries">Tokens looked up.</param>
+/// <param name="Hits">Of those, tokens found cached.</param>
+public sealed record PrefixCacheStats(int Requests, long Queries, long Hits)
+{
+    /// <summary>No lookups.</summary>
+    public static PrefixCacheStats None { get; } = new(0, 0, 0);
+}
 
 /// <summary>What one step did (vLLM's IterationStats): tokens computed, requests finished, latencies observed.</summary>
 public sealed record IterationStats(
@@ -32,11 +49,16 @@ public sealed record IterationStats(
 /// <summary>Receives the stats of every step.</summary>
 public interface IStatLogger
 {
+    /// <summary>
+    /// Called after every step on the stepping thread, and after an abort (with <see cref="IterationStats.None"/>) on the
+    /// aborting thread, under the engine's lock: keep it quick. An exception is logged and does not stop the engine.
+    /// </summary>
     void Record(SchedulerStats scheduler, IterationStats iteration);
 }
 
 /// <summary>Creates a stat logger for an engine (vLLM's StatLoggerFactory).</summary>
 public interface IStatLoggerFactory
 {
+    /// <summary>Called once while the engine is built, with its validated configuration.</summary>
     IStatLogger Create(EngineConfig config);
 }

@@ -1,3 +1,5 @@
+using LoraEngine.Execution;
+
 namespace LoraEngine.Sampling;
 
 /// <summary>Log-softmax of raw logits and the top-k entries with ranks, as vLLM returns them.</summary>
@@ -39,6 +41,15 @@ internal static class Logprobs
             foreach (int id in order) result[id] = new Logprob(logprobs[id], rank++, decode(id));
         }
         if (!result.ContainsKey(chosen)) result[chosen] = new Logprob(logprobs[chosen], Rank(logprobs, chosen), decode(chosen));
+        return result;
+    }
+
+    /// <summary>The entries of a row the device scored: its top n in order (ranks 1…n), plus the chosen token with its own rank.</summary>
+    public static Dictionary<int, Logprob> Entries(RowLogprobs row, int chosen, Func<int, string> decode)
+    {
+        var result = new Dictionary<int, Logprob>();
+        for (int j = 0; j < row.TopIds.Length; j++) result[row.TopIds[j]] = new Logprob(row.TopLogprobs[j], j + 1, decode(row.TopIds[j]));
+        if (!result.ContainsKey(chosen)) result[chosen] = new Logprob(row.Logprob, row.Rank, decode(chosen));
         return result;
     }
 }

@@ -1,106 +1,49 @@
+using LoraEngine.Core;
+using LoraEngine.Execution;
+using LoraEngine.Tensors.Kernels;
+
 namespace LoraEngine.Sampling;
 
 /// <summary>
-/// Picks the next token from one row of logits on the host, as vLLM does: logit adjustments (bias and bans, see
-/// <see cref="LogitAdjustments"/>), penalties (repetition over prompt and output, presence and frequency over output),
-/// then temperature (0 = greedy argmax, ties → lowest id), top-k, top-p and min-p, then a draw from the sequence's own
-/// RNG (so a seeded request gets the same tokens in any batch).
+/// Turns a sequence's parameters into the device row that samples its next token (see <see cref="SampleOps"/>), as vLLM
+/// samples: logit adjustments (bias and bans, <see cref="LogitAdjustments"/>), penalties (repetition over prompt and
+/// output, presence and frequency over output), temperature (0 = greedy, ties → lowest id), min-p, top-k, top-p, then
+/// a draw keyed by (seed, sequence index, output position) — so a seeded request gets the same tokens in any batch,
+/// after preemption, in any process.
 /// </summary>
 internal static class Sampler
 {
+    /// <summary>The device row and its edits for <paramref name="seq"/>'s next token.</summary>
+    public static RowSampling For(Sequence seq, IReadOnlySet<int> eosIds)
+    {
+        var p = seq.Request.SamplingParams;
+        var edits = Edits(seq, eosIds);
+        // Top-n beyond what the device returns (or the whole vocabulary, −1) is computed on the host from the raw row.
+        bool rawLogits = p.Logprobs is int k && (k < 0 || k > SampleBatch.MaxLogprobs);
+        var mode = p.Temperature == 0 && edits.Count == 0 ? SampleMode.Argmax : SampleMode.Sample;
+        var row = new SampleRow(mode, (float)p.Temperature, p.TopK, (float)p.TopP, (float)p.MinP, seq.Seed, seq.Index, seq.OutputLength,
+            (float)p.RepetitionPenalty, (float)p.PresencePenalty, (float)p.FrequencyPenalty,
+            Logprobs: rawLogits ? -1 : p.Logprobs ?? -1, Edits: edits.Count);
+        return new RowSampling(row, edits, rawLogits);
+    }
+
     /// <summary>
-    /// Whether sampling the next token of a sequence needs its logits on the host; false for plain greedy decoding
-    /// (no logit adjustments, no penalties, no logprobs), where the device's argmax is the answer.
+    /// One edit per distinct token whose logit changes: the sum of its adjustments as the bias, and — when a penalty is
+    /// on — whether it was seen and how often it was generated.
     /// </summary>
-    public static bool NeedsLogits(SamplingParams p, int outputLength) =>
-        p.Temperature != 0 || p.Logprobs is not null || p.RepetitionPenalty != 1.0 || p.PresencePenalty != 0
-        || p.FrequencyPenalty != 0 || outputLength < p.MinTokens || p.LogitBias is { Count: > 0 };
-
-    /// <summary>logits[a.TokenId] += a.Bias for every adjustment (a ban adds −∞).</summary>
-    public static void ApplyLogitAdjustments(Span<float> logits, IReadOnlyList<LogitAdjustment> adjustments)
+    public static IReadOnlyList<TokenEdit> Edits(Sequence seq, IReadOnlySet<int> eosIds)
     {
-        foreach (var a in adjustments) logits[a.TokenId] += a.Bias;
-    }
-
-    /// <summary>Applies repetition, presence and frequency penalties in place.</summary>
-    public static void ApplyPenalties(Span<float> logits, SamplingParams p, IReadOnlyList<int> tokens, int promptLength)
-    {
-        if (p.RepetitionPenalty != 1.0)
-        {
-            var seen = new HashSet<int>(tokens);
-            foreach (int id in seen)
-                logits[id] = logits[id] > 0 ? (float)(logits[id] / p.RepetitionPenalty) : (float)(logits[id] * p.RepetitionPenalty);
-        }
-        if (p.PresencePenalty != 0 || p.FrequencyPenalty != 0)
-        {
-            var counts = new Dictionary<int, int>();
-            for (int i = promptLength; i < tokens.Count; i++) counts[tokens[i]] = counts.GetValueOrDefault(tokens[i]) + 1;
-            foreach (var (id, count) in counts)
-                logits[id] -= (float)(p.FrequencyPenalty * count + p.PresencePenalty);
-        }
-    }
-
-    /// <summary>The next token: greedy at temperature 0, else a draw after temperature, top-k, top-p and min-p.</summary>
-    public static int Sample(ReadOnlySpan<float> logits, SamplingParams p, Random random)
-    {
-        if (p.Temperature == 0) return ArgMax(logits);
-
-        // Candidates sorted by logit (desc, then id) — sorting the whole vocabulary keeps the semantics plain.
-        int vocab = logits.Length;
-        var ids = new int[vocab];
-        var values = new double[vocab];
-        for (int i = 0; i < vocab; i++)
-        {
-            ids[i] = i;
-            values[i] = logits[i] / p.Temperature;
-        }
-        Array.Sort(values.Select(v => -v).ToArray(), ids);
-        int keep = p.TopK > 0 ? Math.Min(p.TopK, vocab) : vocab;
-
-        // Softmax over the top-k candidates.
-        double max = values[ids[0]];
-        var probs = new double[keep];
-        double sum = 0;
-        for (int i = 0; i < keep; i++)
-        {
-            probs[i] = double.IsNegativeInfinity(values[ids[i]]) ? 0 : Math.Exp(values[ids[i]] - max);
-            sum += probs[i];
-        }
-        for (int i = 0; i < keep; i++) probs[i] /= sum;
-
-        // top-p: the smallest prefix whose mass reaches p (at least one token).
-        if (p.TopP < 1)
-        {
-            double mass = 0;
-            int n = 0;
-            while (n < keep && (n == 0 || mass < p.TopP)) mass += probs[n++];
-            keep = n;
-        }
-        // min-p: drop tokens below min_p × the top probability.
-        if (p.MinP > 0)
-        {
-            double floor = p.MinP * probs[0];
-            int n = 1;
-            while (n < keep && probs[n] >= floor) n++;
-            keep = n;
-        }
-
-        double total = 0;
-        for (int i = 0; i < keep; i++) total += probs[i];
-        double u = random.NextDouble() * total;
-        for (int i = 0; i < keep; i++)
-        {
-            u -= probs[i];
-            if (u < 0) return ids[i];
-        }
-        return ids[keep - 1];
-    }
-
-    public static int ArgMax(ReadOnlySpan<float> logits)
-    {
-        int best = 0;
-        for (int i = 1; i < logits.Length; i++)
-            if (logits[i] > logits[best]) best = i;
-        return best;
+        var p = seq.Request.SamplingParams;
+        var adjustments = LogitAdjustments.For(p, seq.OutputLength, eosIds);
+        bool repetition = p.RepetitionPenalty != 1.0, penalties = repetition || p.PresencePenalty != 0 || p.FrequencyPenalty != 0;
+        if (adjustments.Count == 0 && !penalties) return [];
+        var bias = new Dictionary<int, float>();
+        foreach (var a in adjustments) bias[a.TokenId] = bias.GetValueOrDefault(a.TokenId) + a.Bias;
+        var edits = new List<TokenEdit>();
+        if (penalties)
+            foreach (var (token, count) in seq.Counts.OutputCounts)
+                if (repetition || count > 0) edits.Add(new TokenEdit(token, bias.Remove(token, out float b) ? b : 0, Seen: true, count));
+        foreach (var (token, b) in bias) edits.Add(new TokenEdit(token, b));
+        return edits;
     }
 }

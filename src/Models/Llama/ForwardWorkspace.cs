@@ -6,6 +6,10 @@ namespace LoraEngine.Models.Llama;
 /// <summary>Activation buffers for up to <see cref="MaxTokens"/> tokens, allocated once; a step uses row slices.</summary>
 public sealed class ForwardWorkspace : IDisposable
 {
+    /// <summary>Allocates every buffer (F32) and uploads the RoPE cos/sin table.</summary>
+    /// <param name="device">the device the buffers live on</param>
+    /// <param name="config">the model whose widths size the buffers</param>
+    /// <param name="maxTokens">tokens one step may hold (positive)</param>
     /// <param name="maxPositions">positions the RoPE table covers (default: the model's max_position_embeddings)</param>
     public ForwardWorkspace(ComputeDevice device, LlamaConfig config, int maxTokens, int? maxPositions = null)
     {
@@ -26,23 +30,36 @@ public sealed class ForwardWorkspace : IDisposable
         FinalHidden = device.Zeros(DType.F32, maxTokens, config.HiddenSize);
     }
 
+    /// <summary>Tokens one step may hold (T ≤ MaxTokens).</summary>
     public int MaxTokens { get; }
-    public DeviceTensor Hidden { get; }      // [T, hidden] the residual stream
-    public DeviceTensor Normed { get; }      // [T, hidden]
-    public DeviceTensor Q { get; }           // [T, heads*headDim]
-    public DeviceTensor K { get; }           // [T, kvHeads*headDim]
-    public DeviceTensor V { get; }           // [T, kvHeads*headDim]
-    public DeviceTensor Attention { get; }   // [T, heads*headDim]
-    public DeviceTensor Out { get; }         // [T, hidden]
-    public DeviceTensor Gate { get; }        // [T, intermediate]
-    public DeviceTensor Up { get; }          // [T, intermediate]
-    public DeviceTensor FinalHidden { get; } // [R, hidden] normed rows that need logits
-    public DeviceTensor RopeCosSin { get; }  // [maxPositions, headDim/2, 2] (cos, sin) of every position's angles
+    /// <summary>[T, hidden] the residual stream.</summary>
+    public DeviceTensor Hidden { get; }
+    /// <summary>[T, hidden] the RMSNorm of the residual (the projections' input).</summary>
+    public DeviceTensor Normed { get; }
+    /// <summary>[T, heads*headDim] queries.</summary>
+    public DeviceTensor Q { get; }
+    /// <summary>[T, kvHeads*headDim] keys, before they are written to the KV cache.</summary>
+    public DeviceTensor K { get; }
+    /// <summary>[T, kvHeads*headDim] values, before they are written to the KV cache.</summary>
+    public DeviceTensor V { get; }
+    /// <summary>[T, heads*headDim] attention output, o_proj's input.</summary>
+    public DeviceTensor Attention { get; }
+    /// <summary>[T, hidden] o_proj's and down_proj's output, added to the residual.</summary>
+    public DeviceTensor Out { get; }
+    /// <summary>[T, intermediate] gate_proj's output, then silu(gate) * up.</summary>
+    public DeviceTensor Gate { get; }
+    /// <summary>[T, intermediate] up_proj's output.</summary>
+    public DeviceTensor Up { get; }
+    /// <summary>[R, hidden] the final-normed rows that need logits.</summary>
+    public DeviceTensor FinalHidden { get; }
+    /// <summary>[maxPositions, headDim/2, 2] (cos, sin) of every position's angles.</summary>
+    public DeviceTensor RopeCosSin { get; }
 
     /// <summary>Bytes the workspace takes for a model and token budget.</summary>
     public static long Bytes(LlamaConfig c, int maxTokens, int maxPositions) =>
         4L * maxTokens * (4L * c.HiddenSize + 2L * c.QSize + 2L * c.KvSize + 2L * c.IntermediateSize) + 4L * maxPositions * c.HeadDim;
 
+    /// <summary>Frees every buffer.</summary>
     public void Dispose()
     {
         foreach (var t in new[] { Hidden, Normed, Q, K, V, Attention, Out, Gate, Up, FinalHidden, RopeCosSin }) t.Dispose();

@@ -8,10 +8,13 @@ namespace LoraEngine.Models.Llama;
 /// </summary>
 public interface ILinear
 {
+    /// <summary>Width of the input x.</summary>
     int InFeatures { get; }
 
+    /// <summary>Width of the output y.</summary>
     int OutFeatures { get; }
 
+    /// <summary>y = this linear applied to x (overwrites y).</summary>
     /// <param name="y">[tokens, OutFeatures] F32</param>
     /// <param name="x">[tokens, InFeatures] F32</param>
     /// <param name="batch">the step's metadata, passed through untouched</param>
@@ -43,17 +46,25 @@ public sealed class DenseLinear(DeviceTensor weight) : ILinear, IDisposable
     /// <summary>[out, in] F32, F16 or BF16.</summary>
     public DeviceTensor Weight { get; } = weight;
 
+    /// <inheritdoc/>
     public int InFeatures => Weight.Dim(1);
 
+    /// <inheritdoc/>
     public int OutFeatures => Weight.Dim(0);
 
+    /// <summary>y [tokens, out] = x [tokens, in] · Weightᵀ.</summary>
+    /// <inheritdoc cref="ILinear.Forward"/>
     public void Forward(DeviceTensor y, DeviceTensor x, StepBatch batch) => Weight.Device.MatMul.Linear(y, x, Weight);
 
+    /// <summary>The <see cref="Weight"/> itself.</summary>
     public DeviceTensor BaseWeight => Weight;
 
+    /// <summary>Nothing: a dense linear is its base product alone.</summary>
+    /// <inheritdoc cref="ILinear.AddDelta"/>
     public void AddDelta(DeviceTensor y, DeviceTensor x, StepBatch batch)
     {
     }
 
+    /// <summary>Frees the weight.</summary>
     public void Dispose() => Weight.Dispose();
 }

@@ -8,15 +8,24 @@ namespace LoraEngine.Models.Llama;
 /// </summary>
 public sealed class LlamaLayer : IDisposable
 {
-    public required DeviceTensor InputLayerNorm { get; init; }          // [hidden]
-    public required DeviceTensor PostAttentionLayerNorm { get; init; }  // [hidden]
-    public required ILinear QProj { get; set; }                         // [heads*headDim, hidden]
-    public required ILinear KProj { get; set; }                         // [kvHeads*headDim, hidden]
-    public required ILinear VProj { get; set; }                         // [kvHeads*headDim, hidden]
-    public required ILinear OProj { get; set; }                         // [hidden, heads*headDim]
-    public required ILinear GateProj { get; set; }                      // [intermediate, hidden]
-    public required ILinear UpProj { get; set; }                        // [intermediate, hidden]
-    public required ILinear DownProj { get; set; }                      // [hidden, intermediate]
+    /// <summary>[hidden] RMSNorm weight before attention (input_layernorm).</summary>
+    public required DeviceTensor InputLayerNorm { get; init; }
+    /// <summary>[hidden] RMSNorm weight before the MLP (post_attention_layernorm).</summary>
+    public required DeviceTensor PostAttentionLayerNorm { get; init; }
+    /// <summary>self_attn.q_proj: [heads*headDim, hidden].</summary>
+    public required ILinear QProj { get; set; }
+    /// <summary>self_attn.k_proj: [kvHeads*headDim, hidden].</summary>
+    public required ILinear KProj { get; set; }
+    /// <summary>self_attn.v_proj: [kvHeads*headDim, hidden].</summary>
+    public required ILinear VProj { get; set; }
+    /// <summary>self_attn.o_proj: [hidden, heads*headDim].</summary>
+    public required ILinear OProj { get; set; }
+    /// <summary>mlp.gate_proj: [intermediate, hidden].</summary>
+    public required ILinear GateProj { get; set; }
+    /// <summary>mlp.up_proj: [intermediate, hidden].</summary>
+    public required ILinear UpProj { get; set; }
+    /// <summary>mlp.down_proj: [hidden, intermediate].</summary>
+    public required ILinear DownProj { get; set; }
 
     /// <summary>x [T, hidden] is updated in place: x += attention(norm(x)); x += mlp(norm(x)).</summary>
     public void Forward(DeviceTensor x, int layer, StepBatch batch, PagedKvCache cache, ForwardWorkspace ws, LlamaConfig config)
@@ -57,6 +66,7 @@ public sealed class LlamaLayer : IDisposable
         ("gate_proj", GateProj), ("up_proj", UpProj), ("down_proj", DownProj),
     ];
 
+    /// <summary>Frees the norm weights and every projection that is disposable (LoRA wrappers free their base).</summary>
     public void Dispose()
     {
         InputLayerNorm.Dispose();

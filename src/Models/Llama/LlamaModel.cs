@@ -21,13 +21,16 @@ public sealed class LlamaModel : IDisposable
         WeightDType = weightDType;
     }
 
+    /// <summary>The device the weights live on.</summary>
     public ComputeDevice Device { get; }
 
+    /// <summary>The model's config.json.</summary>
     public LlamaConfig Config { get; }
 
     /// <summary>[vocab, hidden]</summary>
     public DeviceTensor EmbedTokens { get; }
 
+    /// <summary>The decoder layers, in order.</summary>
     public IReadOnlyList<LlamaLayer> Layers { get; }
 
     /// <summary>[hidden] final RMSNorm weight.</summary>
@@ -142,6 +145,7 @@ public sealed class LlamaModel : IDisposable
         }
     }
 
+    /// <summary>Frees every weight on the device (a tied embedding table once).</summary>
     public void Dispose()
     {
         foreach (var layer in Layers) layer.Dispose();

@@ -11,6 +11,12 @@ public sealed class PagedKvCache : IDisposable
     readonly DeviceTensor[] _keys;
     readonly DeviceTensor[] _values;
 
+    /// <summary>Allocates (zeroed) the K and V blocks of every layer.</summary>
+    /// <param name="device">the device the cache lives on</param>
+    /// <param name="config">the model: layers, kv heads and head_dim size the blocks</param>
+    /// <param name="numBlocks">blocks per layer (positive)</param>
+    /// <param name="blockSize">token positions per block (positive)</param>
+    /// <exception cref="ArgumentOutOfRangeException">numBlocks or blockSize is not positive.</exception>
     public PagedKvCache(ComputeDevice device, LlamaConfig config, int numBlocks, int blockSize)
     {
         if (numBlocks <= 0) throw new ArgumentOutOfRangeException(nameof(numBlocks), numBlocks, "at least one KV block is needed");
@@ -34,18 +40,23 @@ public sealed class PagedKvCache : IDisposable
         }
     }
 
+    /// <summary>Blocks per layer.</summary>
     public int NumBlocks { get; }
 
+    /// <summary>Token positions per block.</summary>
     public int BlockSize { get; }
 
     /// <summary>Bytes one block takes over all layers (K and V).</summary>
     public static long BytesPerBlock(LlamaConfig config, int blockSize) =>
         2L * config.NumHiddenLayers * blockSize * config.NumKeyValueHeads * config.HeadDim * sizeof(float);
 
+    /// <summary>[numBlocks, blockSize, numKvHeads, headDim] F32: the keys of layer <paramref name="layer"/>.</summary>
     public DeviceTensor Keys(int layer) => _keys[layer];
 
+    /// <summary>[numBlocks, blockSize, numKvHeads, headDim] F32: the values of layer <paramref name="layer"/>.</summary>
     public DeviceTensor Values(int layer) => _values[layer];
 
+    /// <summary>Frees every layer's blocks.</summary>
     public void Dispose()
     {
         foreach (var t in _keys) t?.Dispose();

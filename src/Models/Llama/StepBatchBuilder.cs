@@ -11,6 +11,11 @@ public sealed class StepBatchBuilder : IDisposable
     readonly DeviceTensor _buffer; // [capacity] I32
     readonly int[] _host;
 
+    /// <summary>Allocates the device buffer for the largest step: 5 × maxTokens + maxSequences × maxBlocksPerSequence ints.</summary>
+    /// <param name="device">the device the batch tensors live on</param>
+    /// <param name="maxTokens">tokens one step may hold</param>
+    /// <param name="maxSequences">sequences one step may hold</param>
+    /// <param name="maxBlocksPerSequence">width of the block table: KV blocks of the longest sequence</param>
     public StepBatchBuilder(ComputeDevice device, int maxTokens, int maxSequences, int maxBlocksPerSequence)
     {
         MaxTokens = maxTokens;
@@ -21,10 +26,13 @@ public sealed class StepBatchBuilder : IDisposable
         _buffer = device.Zeros(DType.I32, capacity);
     }
 
+    /// <summary>Tokens one step may hold.</summary>
     public int MaxTokens { get; }
 
+    /// <summary>Sequences one step may hold.</summary>
     public int MaxSequences { get; }
 
+    /// <summary>Width of every block-table row.</summary>
     public int MaxBlocksPerSequence { get; }
 
     /// <summary>Packs and uploads one step. Block tables are [sequences, MaxBlocksPerSequence], row-major, padded with 0.</summary>
@@ -72,5 +80,6 @@ public sealed class StepBatchBuilder : IDisposable
         };
     }
 
+    /// <summary>Frees the device buffer; batches built from it must no longer be used.</summary>
     public void Dispose() => _buffer.Dispose();
 }

@@ -13,8 +13,12 @@ public sealed class SafetensorsCheckpoint : IDisposable
 
     SafetensorsCheckpoint() { }
 
+    /// <summary>Every tensor name in the checkpoint, over all shards.</summary>
     public IEnumerable<string> Names => _fileOf.Keys;
 
+    /// <summary>Opens a model folder's <c>model.safetensors</c>, else the shards its <c>model.safetensors.index.json</c> lists.</summary>
+    /// <exception cref="FileNotFoundException">The folder has neither file.</exception>
+    /// <exception cref="InvalidDataException">A malformed index or file, a shard outside the folder, or a tensor mapped to a shard that lacks it; the message names the file and tensor.</exception>
     public static SafetensorsCheckpoint Open(string modelDir)
     {
         var checkpoint = new SafetensorsCheckpoint();
@@ -79,12 +83,16 @@ public sealed class SafetensorsCheckpoint : IDisposable
         }
     }
 
+    /// <summary>Whether the checkpoint holds a tensor named <paramref name="name"/>.</summary>
     public bool Contains(string name) => _fileOf.ContainsKey(name);
 
+    /// <summary>The tensor's header entry; KeyNotFoundException when there is no such tensor.</summary>
     public TensorInfo Info(string name) => FileOf(name).Info(name);
 
+    /// <summary>The tensor's raw bytes, straight from its shard's map (valid while the checkpoint is open); KeyNotFoundException when there is no such tensor.</summary>
     public ReadOnlySpan<byte> GetBytes(string name) => FileOf(name).GetBytes(name);
 
+    /// <summary>An F32, F16 or BF16 tensor as a new F32 array; KeyNotFoundException when there is no such tensor.</summary>
     public float[] ReadFloats(string name) => FileOf(name).ReadFloats(name);
 
     /// <summary>"file: tensor" for messages.</summary>
@@ -93,6 +101,7 @@ public sealed class SafetensorsCheckpoint : IDisposable
     SafetensorsFile FileOf(string name) =>
         _fileOf.TryGetValue(name, out var file) ? file : throw new KeyNotFoundException($"the checkpoint has no tensor named '{name}'");
 
+    /// <summary>Unmaps every shard; spans from <see cref="GetBytes"/> are invalid afterwards.</summary>
     public void Dispose()
     {
         foreach (var f in _files) f.Dispose();

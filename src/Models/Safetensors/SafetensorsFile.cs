@@ -29,10 +29,13 @@ public sealed unsafe class SafetensorsFile : IDisposable
         Metadata = metadata;
     }
 
+    /// <summary>The file's path, as given to <see cref="Open"/>.</summary>
     public string Path { get; }
 
+    /// <summary>The header: tensor name → entry (validated: dtype, shape and byte range agree and lie inside the data).</summary>
     public IReadOnlyDictionary<string, TensorInfo> Tensors { get; }
 
+    /// <summary>The header's <c>__metadata__</c> strings (empty when it has none).</summary>
     public IReadOnlyDictionary<string, string> Metadata { get; }
 
     /// <summary>Opens and validates a file; any fault in it is an InvalidDataException naming the file and tensor.</summary>
@@ -70,8 +73,10 @@ public sealed unsafe class SafetensorsFile : IDisposable
         }
     }
 
+    /// <summary>Whether the file holds a tensor named <paramref name="name"/>.</summary>
     public bool Contains(string name) => Tensors.ContainsKey(name);
 
+    /// <summary>The tensor's header entry; KeyNotFoundException naming the file when there is no such tensor.</summary>
     public TensorInfo Info(string name) =>
         Tensors.TryGetValue(name, out var info) ? info : throw new KeyNotFoundException($"{Path}: no tensor named '{name}'");
 
@@ -100,6 +105,7 @@ public sealed unsafe class SafetensorsFile : IDisposable
         return result;
     }
 
+    /// <summary>An I64 tensor as a new array; InvalidDataException for any other dtype.</summary>
     public long[] ReadInt64(string name)
     {
         var info = Info(name);
@@ -107,6 +113,7 @@ public sealed unsafe class SafetensorsFile : IDisposable
         return MemoryMarshal.Cast<byte, long>(GetBytes(name)).ToArray();
     }
 
+    /// <summary>An I32 tensor as a new array; InvalidDataException for any other dtype.</summary>
     public int[] ReadInt32(string name)
     {
         var info = Info(name);
@@ -114,6 +121,7 @@ public sealed unsafe class SafetensorsFile : IDisposable
         return MemoryMarshal.Cast<byte, int>(GetBytes(name)).ToArray();
     }
 
+    /// <summary>Unmaps the file; spans from <see cref="GetBytes"/> are invalid afterwards. Idempotent.</summary>
     public void Dispose()
     {
         if (_disposed) return;

@@ -7,6 +7,13 @@ namespace LoraEngine.Models.Safetensors;
 /// <summary>Writes safetensors files (tests build tiny models, adapters and bad files with it).</summary>
 public static class SafetensorsWriter
 {
+    /// <summary>
+    /// Writes <paramref name="tensors"/> in order (data back to back, header padded with spaces to 8 bytes, as the reference
+    /// writer does). Nothing is checked: shapes and byte counts that disagree are written as given, so tests can build bad files.
+    /// </summary>
+    /// <param name="path">the file to create or overwrite</param>
+    /// <param name="tensors">name, safetensors dtype name ("F32", "BF16", ...), shape and raw little-endian bytes of each tensor</param>
+    /// <param name="metadata">the header's <c>__metadata__</c>, left out when null or empty</param>
     public static void Write(string path, IEnumerable<(string Name, string DType, long[] Shape, byte[] Data)> tensors, IReadOnlyDictionary<string, string>? metadata = null)
     {
         var list = tensors.ToList();

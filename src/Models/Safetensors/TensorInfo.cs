@@ -3,8 +3,14 @@ using LoraEngine.Tensors;
 namespace LoraEngine.Models.Safetensors;
 
 /// <summary>A tensor's header entry: dtype as written in the file, shape, and byte range within the data section.</summary>
+/// <param name="Name">The tensor's name in the header.</param>
+/// <param name="DType">The safetensors dtype name ("F32", "F16", "BF16", "I64", ...).</param>
+/// <param name="Shape">Dimensions, outermost first; empty for a scalar.</param>
+/// <param name="Offset">Where the data starts, in bytes from the start of the data section.</param>
+/// <param name="Length">The data's length in bytes.</param>
 public sealed record TensorInfo(string Name, string DType, long[] Shape, long Offset, long Length)
 {
+    /// <summary>The product of <see cref="Shape"/> (1 for a scalar).</summary>
     public long ElementCount => Shape.Aggregate(1L, (a, b) => a * b);
 
     /// <summary>The tensor layer's dtype for F32/F16/BF16/I32; throws for others.</summary>

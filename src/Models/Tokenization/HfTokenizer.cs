@@ -53,10 +53,13 @@ public sealed class HfTokenizer
         SpecialTokens = json.AddedTokens;
     }
 
+    /// <summary>One past the largest token id (vocabulary and added tokens); ids ≥ this decode to nothing.</summary>
     public int VocabSize { get; }
 
+    /// <summary>The id of <see cref="BosToken"/>, or null when there is none (Encode then adds nothing).</summary>
     public int? BosTokenId { get; }
 
+    /// <summary>The beginning-of-sequence token's text: tokenizer_config.json's bos_token, else the one tokenizer.json's post-processor prepends.</summary>
     public string? BosToken { get; }
 
     /// <summary>End-of-sequence ids named by tokenizer_config.json (the engine adds the model config's).</summary>
@@ -65,6 +68,7 @@ public sealed class HfTokenizer
     /// <summary>The eos token text, for chat templates.</summary>
     public string? EosToken => EosTokenIds.Count > 0 ? IdToToken(EosTokenIds[0]) : null;
 
+    /// <summary>tokenizer.json's added tokens, text → id: Encode recognises them anywhere in the text.</summary>
     public IReadOnlyDictionary<string, int> SpecialTokens { get; }
 
     /// <summary>The Jinja chat template from chat_template.jinja or tokenizer_config.json, if any.</summary>
@@ -127,8 +131,10 @@ public sealed class HfTokenizer
     static Tokenizer CreateBpe(List<KeyValuePair<string, int>> vocab, List<string> merges, PreTokenizer preTokenizer) =>
         BpeTokenizer.Create(new BpeOptions(vocab) { Merges = merges, PreTokenizer = preTokenizer, ByteLevel = true });
 
+    /// <summary>Whether <paramref name="id"/> is an added token marked special (what skip_special_tokens leaves out).</summary>
     public bool IsSpecial(int id) => _specialIds.Contains(id);
 
+    /// <summary>The token as the vocabulary spells it (byte-level, e.g. "ĠHello"), or null for an id outside it.</summary>
     public string? IdToToken(int id) => id >= 0 && id < VocabSize ? _idToToken[id] : null;
 
     /// <summary>
@@ -172,5 +178,6 @@ public sealed class HfTokenizer
         return Encoding.UTF8.GetString(bytes.ToArray());
     }
 
+    /// <summary>A decoder for one sequence's tokens, one at a time; <paramref name="skipSpecialTokens"/> leaves special tokens out.</summary>
     public StreamingDetokenizer CreateStreamingDecoder(bool skipSpecialTokens = false) => new(this, skipSpecialTokens);
 }

@@ -7,9 +7,9 @@ namespace LoraEngine.Tensors.Kernels;
 /// <summary>
 /// Causal attention over a paged KV cache (vLLM's layout): K and V of a layer are [numBlocks, blockSize,
 /// kvHeads, headDim]; each sequence's block table maps its logical blocks to physical ones. One launch serves
-/// prefill chunks and decode tokens of many sequences, with GQA/MQA.
+/// prefill chunks and decode tokens of many sequences, with GQA/MQA. The CPU device overrides the launches with host code.
 /// </summary>
-public sealed class AttentionOps
+public class AttentionOps
 {
     /// <summary>Largest head_dim: each of a warp's 32 lanes holds up to 8 dimensions.</summary>
     public const int MaxHeadDim = 256;
@@ -247,13 +247,12 @@ public sealed class AttentionOps
         Check.DType(slotMapping, DType.I32, nameof(slotMapping));
         Check.Shape(slotMapping, nameof(slotMapping), tokens);
         if (k.Length == 0) return;
-        if (_device.UseHostFastPaths && _device.IsCpu)
-        {
-            HostAttention.WriteKv(kCache.HostSpan<float>(), vCache.HostSpan<float>(), k.HostSpan<float>(), v.HostSpan<float>(), slotMapping.HostSpan<int>(), kvWidth, numSlots);
-            return;
-        }
-        _writeKv(_device.Stream, (int)k.Length, kCache.F32, vCache.F32, k.F32, v.F32, slotMapping.I32, kvWidth, numSlots);
+        WriteKvCore(kCache, vCache, k, v, slotMapping);
     }
+
+    /// <summary>The launch of <see cref="WriteKv"/>, arguments checked.</summary>
+    private protected virtual void WriteKvCore(DeviceTensor kCache, DeviceTensor vCache, DeviceTensor k, DeviceTensor v, DeviceTensor slotMapping) =>
+        _writeKv(_device.Stream, (int)k.Length, kCache.F32, vCache.F32, k.F32, v.F32, slotMapping.I32, kCache.Dim(2) * kCache.Dim(3), kCache.Dim(0) * kCache.Dim(1));
 
     /// <summary>Causal paged attention for every token of a step.</summary>
     /// <param name="output">[tokens, heads*headDim] F32</param>
@@ -263,6 +262,10 @@ public sealed class AttentionOps
     /// <param name="blockTables">[sequences, maxBlocksPerSequence] I32</param>
     /// <param name="tokenSeq">[tokens] I32 row of blockTables</param>
     /// <param name="tokenPos">[tokens] I32 position; the token attends to positions 0..pos of its sequence</param>
+    /// <param name="numHeads">query heads (positive)</param>
+    /// <param name="numKvHeads">key/value heads, dividing numHeads (GQA/MQA: each serves numHeads / numKvHeads query heads)</param>
+    /// <param name="headDim">width of one head, at most MaxHeadDim</param>
+    /// <param name="scale">multiplies q·k before the softmax, positive and finite (usually 1/sqrt(headDim))</param>
     public void PagedAttention(DeviceTensor output, DeviceTensor q, DeviceTensor kCache, DeviceTensor vCache, DeviceTensor blockTables,
         DeviceTensor tokenSeq, DeviceTensor tokenPos, int numHeads, int numKvHeads, int headDim, float scale)
     {
@@ -294,19 +297,20 @@ public sealed class AttentionOps
             Tokens = tokens, Heads = numHeads, KvHeads = numKvHeads, HeadDim = headDim, BlockSize = kCache.Dim(1),
             NumBlocks = kCache.Dim(0), MaxBlocks = blockTables.Dim(1), Scale = scale,
         };
-        if (_device.UseHostFastPaths && _device.IsCpu)
-        {
-            HostAttention.Attend(output.HostSpan<float>(), q.HostSpan<float>(), kCache.HostSpan<float>(), vCache.HostSpan<float>(),
-                blockTables.HostSpan<int>(), tokenSeq.HostSpan<int>(), tokenPos.HostSpan<int>(), shape);
-            return;
-        }
+        PagedAttentionCore(output, q, kCache, vCache, blockTables, tokenSeq, tokenPos, shape);
+    }
+
+    /// <summary>The launch of <see cref="PagedAttention"/>, arguments checked.</summary>
+    private protected virtual void PagedAttentionCore(DeviceTensor output, DeviceTensor q, DeviceTensor kCache, DeviceTensor vCache,
+        DeviceTensor blockTables, DeviceTensor tokenSeq, DeviceTensor tokenPos, AttentionShape shape)
+    {
         var views = new AttentionViews
         {
             Output = output.F32, Q = q.F32, KCache = kCache.F32, VCache = vCache.F32,
             BlockTables = blockTables.I32, TokenSeq = tokenSeq.I32, TokenPos = tokenPos.I32,
         };
-        int warps = tokens * numHeads;
-        if (WideSupports(headDim))
+        int warps = shape.Tokens * shape.Heads;
+        if (WideSupports(shape.HeadDim))
         {
             views.KCache4 = kCache.F32.Cast<F4>();
             views.VCache4 = vCache.F32.Cast<F4>();

@@ -4,8 +4,8 @@ using ILGPU.Runtime;
 
 namespace LoraEngine.Tensors.Kernels;
 
-/// <summary>Residual add, SwiGLU and the embedding gather.</summary>
-public sealed class ElementwiseOps
+/// <summary>Residual add, SwiGLU and the embedding gather (the CPU device overrides the launches with host code).</summary>
+public class ElementwiseOps
 {
     readonly ComputeDevice _device;
     readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<float>> _addInPlace;
@@ -51,13 +51,11 @@ public sealed class ElementwiseOps
         Check.DType(y, DType.F32, nameof(y));
         if (!x.Shape.SequenceEqual(y.Shape)) throw new ArgumentException($"y has shape {y.ShapeString}, x has {x.ShapeString}", nameof(y));
         if (x.Length == 0) return;
-        if (_device.UseHostFastPaths && _device.IsCpu)
-        {
-            HostKernels.AddInPlace(x.HostSpan<float>(), y.HostSpan<float>());
-            return;
-        }
-        _addInPlace(_device.Stream, (int)x.Length, x.F32, y.F32);
+        AddInPlaceCore(x, y);
     }
+
+    /// <summary>The launch of <see cref="AddInPlace"/>, arguments checked.</summary>
+    private protected virtual void AddInPlaceCore(DeviceTensor x, DeviceTensor y) => _addInPlace(_device.Stream, (int)x.Length, x.F32, y.F32);
 
     /// <summary>SwiGLU: output[i] = silu(gate[i]) * up[i].</summary>
     /// <param name="output">[tokens, intermediate] F32 (may alias gate)</param>
@@ -71,13 +69,12 @@ public sealed class ElementwiseOps
         if (!gate.Shape.SequenceEqual(up.Shape)) throw new ArgumentException($"up has shape {up.ShapeString}, gate has {gate.ShapeString}", nameof(up));
         if (!gate.Shape.SequenceEqual(output.Shape)) throw new ArgumentException($"output has shape {output.ShapeString}, gate has {gate.ShapeString}", nameof(output));
         if (gate.Length == 0) return;
-        if (_device.UseHostFastPaths && _device.IsCpu)
-        {
-            HostKernels.SwiGlu(output.HostSpan<float>(), gate.HostSpan<float>(), up.HostSpan<float>());
-            return;
-        }
-        _swiGlu(_device.Stream, (int)gate.Length, output.F32, gate.F32, up.F32);
+        SwiGluCore(output, gate, up);
     }
+
+    /// <summary>The launch of <see cref="SwiGlu"/>, arguments checked.</summary>
+    private protected virtual void SwiGluCore(DeviceTensor output, DeviceTensor gate, DeviceTensor up) =>
+        _swiGlu(_device.Stream, (int)gate.Length, output.F32, gate.F32, up.F32);
 
     /// <summary>Embedding gather: output[t, :] = table[ids[t], :]; ids outside [0, vocab) give a zero row.</summary>
     /// <param name="output">[tokens, dim] F32</param>
@@ -89,16 +86,16 @@ public sealed class ElementwiseOps
         Check.Rank(ids, 1, nameof(ids));
         Check.FloatWeight(table, nameof(table));
         Check.Rank(table, 2, nameof(table));
-        int tokens = ids.Dim(0), vocab = table.Dim(0), dim = table.Dim(1);
         Check.DType(output, DType.F32, nameof(output));
-        Check.Shape(output, nameof(output), tokens, dim);
+        Check.Shape(output, nameof(output), ids.Dim(0), table.Dim(1));
         if (output.Length == 0) return;
-        if (_device.UseHostFastPaths && _device.IsCpu)
-        {
-            HostKernels.Embedding(output.HostSpan<float>(), ids.HostSpan<int>(), table, dim, vocab);
-            return;
-        }
-        int n = checked(tokens * dim);
+        EmbeddingCore(output, ids, table);
+    }
+
+    /// <summary>The launch of <see cref="Embedding"/>, arguments checked.</summary>
+    private protected virtual void EmbeddingCore(DeviceTensor output, DeviceTensor ids, DeviceTensor table)
+    {
+        int n = checked(ids.Dim(0) * table.Dim(1)), dim = table.Dim(1), vocab = table.Dim(0);
         switch (table.DType)
         {
             case DType.F32: _embedF32(_device.Stream, n, output.F32, ids.I32, table.F32, dim, vocab); break;

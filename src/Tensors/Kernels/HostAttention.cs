@@ -9,10 +9,14 @@ namespace LoraEngine.Tensors.Kernels;
 /// core team: the query heads that share the KV head read each cached key and value row once, scores are Vector512
 /// dot products, a softmax per head, then the weighted value rows are accumulated into the output.
 /// </summary>
-internal static unsafe class HostAttention
+internal sealed unsafe class HostAttention(ComputeDevice device) : AttentionOps(device)
 {
-    public static void WriteKv(Span<float> kCache, Span<float> vCache, Span<float> k, Span<float> v, Span<int> slots, int kvWidth, int numSlots)
+    /// <summary>kCache[slot[t]] = k[t], vCache[slot[t]] = v[t]; slot −1 (or outside the cache) skipped.</summary>
+    private protected override void WriteKvCore(DeviceTensor kCacheT, DeviceTensor vCacheT, DeviceTensor kt, DeviceTensor vt, DeviceTensor slotMapping)
     {
+        Span<float> kCache = kCacheT.HostSpan<float>(), vCache = vCacheT.HostSpan<float>(), k = kt.HostSpan<float>(), v = vt.HostSpan<float>();
+        Span<int> slots = slotMapping.HostSpan<int>();
+        int kvWidth = kCacheT.Dim(2) * kCacheT.Dim(3), numSlots = kCacheT.Dim(0) * kCacheT.Dim(1);
         for (int t = 0; t < slots.Length; t++)
         {
             int slot = slots[t];
@@ -23,11 +27,11 @@ internal static unsafe class HostAttention
     }
 
     /// <summary>out[t, h] = Σ_{p ≤ pos[t]} softmax_p(scale · q[t, h] · K[p, kvh]) · V[p, kvh], K/V rows found through the block table.</summary>
-    internal static void Attend(Span<float> output, Span<float> q, Span<float> kCache, Span<float> vCache, Span<int> blockTables,
-        Span<int> tokenSeq, Span<int> tokenPos, AttentionOps.AttentionShape s)
+    private protected override void PagedAttentionCore(DeviceTensor output, DeviceTensor q, DeviceTensor kCache, DeviceTensor vCache,
+        DeviceTensor blockTables, DeviceTensor tokenSeq, DeviceTensor tokenPos, AttentionShape s)
     {
-        fixed (float* outP = output, qP = q, kP = kCache, vP = vCache)
-        fixed (int* btP = blockTables, seqP = tokenSeq, posP = tokenPos)
+        fixed (float* outP = output.HostSpan<float>(), qP = q.HostSpan<float>(), kP = kCache.HostSpan<float>(), vP = vCache.HostSpan<float>())
+        fixed (int* btP = blockTables.HostSpan<int>(), seqP = tokenSeq.HostSpan<int>(), posP = tokenPos.HostSpan<int>())
         {
             var job = AttendJob.ForThisThread;
             job.Output = outP;
@@ -52,7 +56,7 @@ internal static unsafe class HostAttention
 
         public float* Output, Q, K, V;
         public int* BlockTables, TokenSeq, TokenPos;
-        public AttentionOps.AttentionShape Shape;
+        public AttentionShape Shape;
 
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public override void Run(int item)

@@ -25,17 +25,27 @@ internal static class HostDot
     /// each step adds the halves of two accumulators at once (lanes 0–7 + 8–15, then 0–3 + 4–7, …).
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static unsafe Vector512<float> Reduce16(Vector512<float>** acc)
+    public static unsafe Vector512<float> Reduce16(Vector512<float>** acc) =>
+        Reduce16(*acc[0], *acc[1], *acc[2], *acc[3], *acc[4], *acc[5], *acc[6], *acc[7],
+            *acc[8], *acc[9], *acc[10], *acc[11], *acc[12], *acc[13], *acc[14], *acc[15]);
+
+    /// <summary>result[i] = Reduce(a_i) for i &lt; 16, bit for bit (see <see cref="Reduce16(Vector512{float}**)"/>).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector512<float> Reduce16(
+        Vector512<float> a0, Vector512<float> a1, Vector512<float> a2, Vector512<float> a3,
+        Vector512<float> a4, Vector512<float> a5, Vector512<float> a6, Vector512<float> a7,
+        Vector512<float> a8, Vector512<float> a9, Vector512<float> a10, Vector512<float> a11,
+        Vector512<float> a12, Vector512<float> a13, Vector512<float> a14, Vector512<float> a15)
     {
         // The tree leaves lane 4j + m holding input 4m + j, so input p is taken from accumulator 4(p % 4) + p / 4.
-        var c0 = HalfSums(*acc[0], *acc[4]);
-        var c1 = HalfSums(*acc[8], *acc[12]);
-        var c2 = HalfSums(*acc[1], *acc[5]);
-        var c3 = HalfSums(*acc[9], *acc[13]);
-        var c4 = HalfSums(*acc[2], *acc[6]);
-        var c5 = HalfSums(*acc[10], *acc[14]);
-        var c6 = HalfSums(*acc[3], *acc[7]);
-        var c7 = HalfSums(*acc[11], *acc[15]);
+        var c0 = HalfSums(a0, a4);
+        var c1 = HalfSums(a8, a12);
+        var c2 = HalfSums(a1, a5);
+        var c3 = HalfSums(a9, a13);
+        var c4 = HalfSums(a2, a6);
+        var c5 = HalfSums(a10, a14);
+        var c6 = HalfSums(a3, a7);
+        var c7 = HalfSums(a11, a15);
         // s4 of four inputs per vector, one per 128-bit lane.
         var d0 = Avx512F.Shuffle4x128(c0, c1, 0x88) + Avx512F.Shuffle4x128(c0, c1, 0xDD);
         var d1 = Avx512F.Shuffle4x128(c2, c3, 0x88) + Avx512F.Shuffle4x128(c2, c3, 0xDD);

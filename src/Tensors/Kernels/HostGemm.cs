@@ -13,17 +13,18 @@ namespace LoraEngine.Tensors.Kernels;
 /// Every output is one dot product in a fixed order, whatever the number of tokens (so a token's row is bit-identical
 /// alone or in any batch): the k range is cut into steps of 16; one 16-lane accumulator takes the even steps and another
 /// the odd steps, each in order (two chains, so one row can stream with two FMAs in flight); their sum is reduced by
-/// <see cref="HostDot.Reduce"/> (16 rows at once by <see cref="HostDot.Reduce16"/>, same bits); then the last in % 16
-/// terms are added one by one with FMA.
+/// <see cref="HostDot.Reduce"/> (16 rows at once by <see cref="HostDot.Reduce16(Vector512{float}**)"/>, same bits);
+/// then the last in % 16 terms are added one by one with FMA.
 ///
 /// Work items are chunks of output rows spread over the cores (<see cref="HostParallel"/>). Two ways to compute them:
 /// - up to <see cref="MaxStreamTokens"/> tokens (decode): row after row, BF16 or F32 weights read in place (BF16 widened
 ///   in registers) for all the tokens at once, so the weights stream from memory exactly once and in order;
 /// - more tokens (prefill, batched decode): a register tile of 4 rows × 6 tokens (24 accumulators: each weight vector
-///   loaded once per 6 tokens, each token vector once per 4 rows). The tokens are packed once per call into 6-token
-///   tiles and a chunk's rows are converted once into an F32 panel of 4-row tiles, both laid out so each accumulator
-///   chain reads one sequential stream; for each token tile the k range is walked in blocks so the tile's block stays
-///   in L1 while the chunk's row tiles pass over it.
+///   loaded once per 6 tokens, each token vector once per 4 rows). Each thread packs the tokens once per call into its
+///   own copy of 6-token tiles, and a chunk's rows are copied once into a panel of 4-row tiles (BF16 kept as BF16 and
+///   widened in registers, F16 converted to F32), both laid out so each accumulator chain reads one sequential stream;
+///   for each token tile the k range is walked in blocks so the tile's block stays in L1 while the chunk's row tiles
+///   pass over it.
 /// </summary>
 internal static unsafe class HostGemm
 {
@@ -33,7 +34,11 @@ internal static unsafe class HostGemm
     const int TileRows = 4;
     const int TileTokens = 6;
     const int StreamChunkRows = 16;          // rows per work item when streaming weights (64 KB of BF16 at in = 2048)
+    const int StreamPrefetchElements = 4096; // streamed rows: prefetch distance (8 KB of BF16)
     const int KBlock = 1024;                 // packed path: a token tile's k-block is 6 × 1024 × 4 B = 24 KB, in L1
+
+    /// <summary>Linear calls so far: tells a thread whether its packed tokens belong to the current call.</summary>
+    static long s_calls;
 
     /// <summary>Whether this machine runs these kernels (AVX-512); otherwise callers use a portable path.</summary>
     public static bool IsSupported => Vector512.IsHardwareAccelerated && Avx512F.IsSupported;
@@ -42,7 +47,18 @@ internal static unsafe class HostGemm
     /// y[i·yStride + o] (+)= Σ_k W[o, k] · x[i·xStride + k] for o &lt; outF and i &lt; tokens, where row i is
     /// tokenRows[i] when given (LoRA gathers a slot's tokens), else i.
     /// </summary>
+    /// <param name="y">output rows, F32</param>
+    /// <param name="yStride">floats from one output row to the next</param>
+    /// <param name="x">input rows, F32</param>
+    /// <param name="xStride">floats from one input row to the next</param>
+    /// <param name="tokenRows">the x and y row of each token, or null for rows 0..tokens-1</param>
+    /// <param name="tokens">tokens to compute (none: nothing happens)</param>
     /// <param name="w">W [out, in]: element o·wStride + k (F32 floats, or BF16/F16 bits)</param>
+    /// <param name="wType">F32, BF16 or F16: how <paramref name="w"/> is stored</param>
+    /// <param name="wStride">elements from one weight row to the next</param>
+    /// <param name="outF">output features: weight rows</param>
+    /// <param name="inF">input features: the k range</param>
+    /// <param name="accumulate">add to y instead of overwriting it</param>
     public static void Linear(float* y, long yStride, float* x, long xStride, int* tokenRows, int tokens,
         void* w, DType wType, long wStride, int outF, int inF, bool accumulate)
     {
@@ -66,7 +82,7 @@ internal static unsafe class HostGemm
         job.RowChunks = (outF + job.ChunkRows - 1) / job.ChunkRows;
         // Too few row chunks to keep the cores busy (LoRA shrink: rank rows) and many tokens: split the tokens too.
         job.SliceTokens = job.RowChunks < 4 * HostParallel.Threads ? 4 * TileTokens : tokens;
-        if (job.Packed) job.XPacked = PackTokens(job);
+        job.Call = Interlocked.Increment(ref s_calls);
         int items = job.RowChunks * ((tokens + job.SliceTokens - 1) / job.SliceTokens);
         // Small products (LoRA shrink at decode) are not worth a trip to the other core.
         if ((long)outF * inF * tokens < 1 << 16) for (int i = 0; i < items; i++) job.Run(i);
@@ -94,6 +110,7 @@ internal static unsafe class HostGemm
     {
         int k16 = job.InF & ~15, tiles = (job.Tokens + TileTokens - 1) / TileTokens;
         float* packed = Scratch.Get(ref Scratch.Tokens, (long)tiles * TileTokens * k16);
+        Scratch.TokensCall = job.Call;
         for (int tile = 0; tile < tiles; tile++)
         {
             int t0 = tile * TileTokens, n = Math.Min(TileTokens, job.Tokens - t0);
@@ -114,7 +131,8 @@ internal static unsafe class HostGemm
 
         public static LinearJob ForThisThread => t_job ??= new LinearJob();
 
-        public float* Y, X, XPacked;
+        public float* Y, X;
+        public long Call;
         public long YStride, XStride, WStride;
         public int* TokenRows;
         public int Tokens, OutF, InF, ChunkRows, RowChunks, SliceTokens;
@@ -179,28 +197,42 @@ internal static unsafe class HostGemm
             long rowBytes = WStride * size;
             byte* weights = W + o0 * rowBytes;
             int rowTiles = (rows + TileRows - 1) / TileRows;
-            float* panel = PackRows(weights, rows, rowTiles, k16);
-            // Per row tile: 24 accumulators of the even k-steps, then 24 of the odd ones (summed into the first 24 at the end).
+            // BF16 rows stay BF16 in the panel (half the bytes; widened in registers by the tile), F16 and F32 become F32.
+            bool bf16 = WType == DType.BF16;
+            int panelSize = bf16 ? 2 : 4;
+            byte* panel = PackRows(weights, rows, rowTiles, k16);
+            // Each thread packs the tokens into its own copy on its first item of the call, which then stays in its own
+            // core's caches (one copy packed by the caller and read by both cores: ~8 % slower at two threads here).
+            float* xPacked = Scratch.TokensCall == Call ? Scratch.Aligned(Scratch.Tokens!) : PackTokens(this);
+            // Per row tile: 24 accumulators of the even k-steps, then 24 of the odd ones (the last k-block's odd tile adds
+            // its sums into the first 24).
             const int tileStride = 2 * TileRows * TileTokens;
             var acc = (Vector512<float>*)Scratch.Get(ref Scratch.Accumulators, (long)rowTiles * tileStride * 16);
             for (int first = t0; first < t0 + tokens; first += TileTokens)
             {
                 int n = Math.Min(TileTokens, t0 + tokens - first);
-                float* xTile = XPacked + (long)first * k16;
+                float* xTile = xPacked + (long)first * k16;
                 for (int k0 = 0; k0 < k16 || k0 == 0; k0 += KBlock)
                 {
                     int steps = (Math.Min(k16, k0 + KBlock) - k0) / 16, even = (steps + 1) / 2;
+                    bool last = k0 + KBlock >= k16;
                     float* xEven = xTile + (long)k0 * n, xOdd = xEven + even * 16 * n;
                     for (int rt = 0; rt < rowTiles; rt++)
                     {
-                        float* wEven = panel + (long)rt * TileRows * k16 + k0 * TileRows, wOdd = wEven + even * 16 * TileRows;
+                        byte* wEven = panel + ((long)rt * TileRows * k16 + k0 * TileRows) * panelSize, wOdd = wEven + even * 16 * TileRows * panelSize;
                         var tileAcc = acc + rt * tileStride;
-                        PackedTile(n, wEven, xEven, even, k0 > 0, tileAcc);
-                        PackedTile(n, wOdd, xOdd, steps - even, k0 > 0, tileAcc + TileRows * TileTokens);
+                        if (bf16)
+                        {
+                            PackedTile<Bf16Rows>(n, wEven, xEven, even, k0 > 0, tileAcc, null);
+                            PackedTile<Bf16Rows>(n, wOdd, xOdd, steps - even, k0 > 0, tileAcc + TileRows * TileTokens, last ? tileAcc : null);
+                        }
+                        else
+                        {
+                            PackedTile<F32Rows>(n, wEven, xEven, even, k0 > 0, tileAcc, null);
+                            PackedTile<F32Rows>(n, wOdd, xOdd, steps - even, k0 > 0, tileAcc + TileRows * TileTokens, last ? tileAcc : null);
+                        }
                     }
                 }
-                for (int rt = 0; rt < rowTiles; rt++)
-                    for (int i = 0; i < TileRows * TileTokens; i++) acc[rt * tileStride + i] += acc[rt * tileStride + TileRows * TileTokens + i];
                 for (int j = 0; j < n; j++)
                 {
                     long row = TokenRow(first + j);
@@ -215,34 +247,51 @@ internal static unsafe class HostGemm
         /// last row).
         /// </summary>
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-        float* PackRows(byte* weights, int rows, int rowTiles, int k16)
+        byte* PackRows(byte* weights, int rows, int rowTiles, int k16)
         {
-            int size = WType == DType.F32 ? 4 : 2;
+            int size = WType == DType.F32 ? 4 : 2, steps = k16 / 16;
             long rowBytes = WStride * size;
-            float* panel = Scratch.Get(ref Scratch.Panel, (long)rowTiles * TileRows * k16);
+            if (WType == DType.BF16)
+            {
+                ushort* panel = (ushort*)Scratch.Get(ref Scratch.Panel, (long)rowTiles * TileRows * k16 / 2);
+                const int blockSteps = KBlock / 16, stepElements = TileRows * 16;
+                for (int r = 0; r < rowTiles * TileRows; r++)
+                {
+                    ushort* dst = panel + (long)(r / TileRows) * TileRows * k16 + r % TileRows * 16;
+                    ushort* src = (ushort*)(weights + Math.Min(r, rows - 1) * rowBytes);
+                    // PackedStep's order, a pair of steps (one 64-byte load) at a time: the even one to the block's first
+                    // half, the odd one to its second.
+                    for (int b0 = 0; b0 < steps; b0 += blockSteps)
+                    {
+                        int b = Math.Min(blockSteps, steps - b0), i = 0;
+                        ushort* even = dst + b0 * stepElements, odd = even + (b + 1) / 2 * stepElements;
+                        for (; i + 1 < b; i += 2)
+                        {
+                            var pair = Vector512.Load(src + 16 * (b0 + i));
+                            pair.GetLower().Store(even + i / 2 * stepElements);
+                            pair.GetUpper().Store(odd + i / 2 * stepElements);
+                        }
+                        if (i < b) Vector256.Load(src + 16 * (b0 + i)).Store(even + i / 2 * stepElements);
+                    }
+                }
+                return (byte*)panel;
+            }
+            float* panelF32 = Scratch.Get(ref Scratch.Panel, (long)rowTiles * TileRows * k16);
             float* row = Scratch.Get(ref Scratch.Row, k16);
             for (int r = 0; r < rowTiles * TileRows; r++)
             {
-                float* dst = panel + (long)(r / TileRows) * TileRows * k16 + r % TileRows * 16;
-                byte* src = weights + Math.Min(r, rows - 1) * rowBytes;
-                int steps = k16 / 16;
-                if (WType == DType.BF16)
-                {
-                    for (int s = 0; s < steps; s++) Bf16Rows.Load(src, 16 * s).Store(dst + PackedStep(s, steps) * TileRows * 16);
-                }
-                else
-                {
-                    ToFloat(src, WType, row, k16);
-                    for (int s = 0; s < steps; s++) Vector512.Load(row + 16 * s).Store(dst + PackedStep(s, steps) * TileRows * 16);
-                }
+                float* dst = panelF32 + (long)(r / TileRows) * TileRows * k16 + r % TileRows * 16;
+                ToFloat(weights + Math.Min(r, rows - 1) * rowBytes, WType, row, k16);
+                for (int s = 0; s < steps; s++) Vector512.Load(row + 16 * s).Store(dst + PackedStep(s, steps) * TileRows * 16);
             }
-            return panel;
+            return (byte*)panelF32;
         }
 
         /// <summary>
         /// Token j of a token tile: its (even + odd) accumulators for the chunk's rows are summed 16 at a time, the in % 16 tail
         /// terms are added with FMA one k at a time, and y is written (or added to).
         /// </summary>
+        [SkipLocalsInit]
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         void Store(Vector512<float>* acc, int rowTiles, int tileStride, int j, int rows, byte* weights, float* x, float* y, int k16)
         {
@@ -253,12 +302,25 @@ internal static unsafe class HostGemm
             for (int r0 = 0; r0 < rows; r0 += 16)
             {
                 int n = Math.Min(16, rows - r0);
-                for (int i = 0; i < 16; i++)
+                Vector512<float> sums;
+                if (n == 16)
                 {
-                    int r = r0 + i;
-                    accOfRow[i] = i < n ? acc + r / TileRows * tileStride + r % TileRows * TileTokens + j : &zero;
+                    // Rows r0..r0+15 of token j: four row tiles, tileStride apart, each holding its 4 rows 6 accumulators apart.
+                    var b = acc + r0 / TileRows * tileStride + j;
+                    int s = tileStride;
+                    const int r = TileTokens;
+                    sums = HostDot.Reduce16(b[0], b[r], b[2 * r], b[3 * r], b[s], b[s + r], b[s + 2 * r], b[s + 3 * r],
+                        b[2 * s], b[2 * s + r], b[2 * s + 2 * r], b[2 * s + 3 * r], b[3 * s], b[3 * s + r], b[3 * s + 2 * r], b[3 * s + 3 * r]);
                 }
-                var sums = HostDot.Reduce16(accOfRow);
+                else
+                {
+                    for (int i = 0; i < 16; i++)
+                    {
+                        int r = r0 + i;
+                        accOfRow[i] = i < n ? acc + r / TileRows * tileStride + r % TileRows * TileTokens + j : &zero;
+                    }
+                    sums = HostDot.Reduce16(accOfRow);
+                }
                 for (int k = k16; k < InF; k++)
                 {
                     for (int i = 0; i < 16; i++) tail[i] = i < n ? HostMemory.WeightAt(weights + (r0 + i) * rowBytes, WType, k) : 0f;
@@ -310,6 +372,8 @@ internal static unsafe class HostGemm
         int k = 0;
         for (; k + 32 <= k16; k += 32)
         {
+            // A line 8 KB ahead into L2: more reads in flight than the hardware prefetcher keeps across 4 KB pages.
+            Sse.Prefetch1(row + (k + StreamPrefetchElements) * TRows.Size);
             var w = TRows.Load(row, k);
             e0 = Vector512.FusedMultiplyAdd(w, Vector512.Load(x0 + k), e0);
             if (n > 1) e1 = Vector512.FusedMultiplyAdd(w, Vector512.Load(x1 + k), e1);
@@ -344,27 +408,31 @@ internal static unsafe class HostGemm
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    static void PackedTile(int n, float* w, float* x, int steps, bool resume, Vector512<float>* acc)
+    static void PackedTile<TRows>(int n, byte* w, float* x, int steps, bool resume, Vector512<float>* acc, Vector512<float>* sumInto)
+        where TRows : struct, IRows
     {
         switch (n)
         {
-            case 1: PackedTile<N1>(w, x, steps, resume, acc); break;
-            case 2: PackedTile<N2>(w, x, steps, resume, acc); break;
-            case 3: PackedTile<N3>(w, x, steps, resume, acc); break;
-            case 4: PackedTile<N4>(w, x, steps, resume, acc); break;
-            case 5: PackedTile<N5>(w, x, steps, resume, acc); break;
-            default: PackedTile<N6>(w, x, steps, resume, acc); break;
+            case 1: PackedTile<TRows, N1>(w, x, steps, resume, acc, sumInto); break;
+            case 2: PackedTile<TRows, N2>(w, x, steps, resume, acc, sumInto); break;
+            case 3: PackedTile<TRows, N3>(w, x, steps, resume, acc, sumInto); break;
+            case 4: PackedTile<TRows, N4>(w, x, steps, resume, acc, sumInto); break;
+            case 5: PackedTile<TRows, N5>(w, x, steps, resume, acc, sumInto); break;
+            default: PackedTile<TRows, N6>(w, x, steps, resume, acc, sumInto); break;
         }
     }
 
     /// <summary>
-    /// The tile on packed operands: per k-step, 4 panel vectors at w (64 floats) and TN.Value token vectors at x (16·n
-    /// floats), both read sequentially. acc[r·6 + j] += W[r, k..k+16] ⊙ x_j[k..k+16] for the given steps; it starts from
-    /// zero unless <paramref name="resume"/> (a later k-block of the same outputs, continuing the same sum).
+    /// The tile on packed operands: per k-step, 4 panel vectors at w (64 values, BF16 widened in registers, or F32) and
+    /// TN.Value token vectors at x (16·n floats), both read sequentially. acc[r·6 + j] += W[r, k..k+16] ⊙ x_j[k..k+16] for
+    /// the given steps; it starts from zero unless <paramref name="resume"/> (a later k-block of the same outputs). With
+    /// <paramref name="sumInto"/> (the other chain's accumulators, after its last step) the sums go there instead:
+    /// sumInto[i] += acc[i].
     /// </summary>
     [SkipLocalsInit]
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    static void PackedTile<TN>(float* w, float* x, int steps, bool resume, Vector512<float>* acc) where TN : struct, ITokenCount
+    static void PackedTile<TRows, TN>(byte* w, float* x, int steps, bool resume, Vector512<float>* acc, Vector512<float>* sumInto)
+        where TRows : struct, IRows where TN : struct, ITokenCount
     {
         int n = TN.Value;
         Vector512<float> a00 = default, a01 = default, a02 = default, a03 = default, a04 = default, a05 = default;
@@ -378,12 +446,12 @@ internal static unsafe class HostGemm
             a20 = acc[12]; a21 = acc[13]; a22 = acc[14]; a23 = acc[15]; a24 = acc[16]; a25 = acc[17];
             a30 = acc[18]; a31 = acc[19]; a32 = acc[20]; a33 = acc[21]; a34 = acc[22]; a35 = acc[23];
         }
-        for (int s = 0; s < steps; s++, w += 64, x += 16 * n)
+        for (int s = 0; s < steps; s++, w += 64 * TRows.Size, x += 16 * n)
         {
-            var v0 = Vector512.Load(w);
-            var v1 = Vector512.Load(w + 16);
-            var v2 = Vector512.Load(w + 32);
-            var v3 = Vector512.Load(w + 48);
+            var v0 = TRows.Load(w, 0);
+            var v1 = TRows.Load(w, 16);
+            var v2 = TRows.Load(w, 32);
+            var v3 = TRows.Load(w, 48);
             var xv = Vector512.Load(x);
             a00 = Vector512.FusedMultiplyAdd(v0, xv, a00);
             a10 = Vector512.FusedMultiplyAdd(v1, xv, a10);
@@ -430,6 +498,14 @@ internal static unsafe class HostGemm
                 a35 = Vector512.FusedMultiplyAdd(v3, xv, a35);
             }
         }
+        if (sumInto != null)
+        {
+            a00 += sumInto[0]; a01 += sumInto[1]; a02 += sumInto[2]; a03 += sumInto[3]; a04 += sumInto[4]; a05 += sumInto[5];
+            a10 += sumInto[6]; a11 += sumInto[7]; a12 += sumInto[8]; a13 += sumInto[9]; a14 += sumInto[10]; a15 += sumInto[11];
+            a20 += sumInto[12]; a21 += sumInto[13]; a22 += sumInto[14]; a23 += sumInto[15]; a24 += sumInto[16]; a25 += sumInto[17];
+            a30 += sumInto[18]; a31 += sumInto[19]; a32 += sumInto[20]; a33 += sumInto[21]; a34 += sumInto[22]; a35 += sumInto[23];
+            acc = sumInto;
+        }
         StoreTile(acc, a00, a01, a02, a03, a04, a05, a10, a11, a12, a13, a14, a15, a20, a21, a22, a23, a24, a25, a30, a31, a32, a33, a34, a35);
     }
 
@@ -469,11 +545,16 @@ internal static unsafe class HostGemm
     /// <summary>Reads 16 consecutive weights of a row as F32.</summary>
     interface IRows
     {
+        /// <summary>Bytes per stored element.</summary>
+        static abstract int Size { get; }
+
         static abstract Vector512<float> Load(byte* row, int k);
     }
 
     struct F32Rows : IRows
     {
+        public static int Size => 4;
+
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public static Vector512<float> Load(byte* row, int k) => Vector512.Load((float*)row + k);
     }
@@ -481,6 +562,8 @@ internal static unsafe class HostGemm
     /// <summary>BF16 is the top half of an F32: zero-extend 16 values to 32 bits and shift them up.</summary>
     struct Bf16Rows : IRows
     {
+        public static int Size => 2;
+
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public static Vector512<float> Load(byte* row, int k) =>
             Avx512F.ShiftLeftLogical(Avx512F.ConvertToVector512UInt32(Vector256.Load((ushort*)row + k)), 16).AsSingle();
@@ -507,9 +590,17 @@ internal static unsafe class HostGemm
         [ThreadStatic] public static float[]? Row;
         [ThreadStatic] public static float[]? Accumulators;
 
+        /// <summary>The call whose packed tokens <see cref="Tokens"/> holds.</summary>
+        [ThreadStatic] public static long TokensCall;
+
         public static float* Get(ref float[]? array, long floats)
         {
             if (array == null || array.LongLength < floats + 16) array = GC.AllocateUninitializedArray<float>(checked((int)(floats + 16)), pinned: true);
+            return Aligned(array);
+        }
+
+        public static float* Aligned(float[] array)
+        {
             float* p = (float*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(array));
             return (float*)(((nint)p + 63) & ~(nint)63);
         }

@@ -11,11 +11,14 @@ namespace LoraEngine.Tensors.Kernels;
 /// shrink is <see cref="HostGemm"/> over the slot's gathered tokens, expand transposes 16 rows of B at a time in
 /// registers and adds rank broadcast multiply-adds to each token's 16 outputs.
 /// </summary>
-internal static unsafe class HostLora
+internal sealed unsafe class HostLora(ComputeDevice device) : LoraOps(device)
 {
     /// <summary>buffer[t, r] = A[slot[t], r, :] · x[t, :]; zero rows for tokens without a slot.</summary>
-    public static void Shrink(Span<float> buffer, Span<float> x, DeviceTensor a, Span<int> slots, int numSlots, int rank, int inF)
+    private protected override void ShrinkCore(DeviceTensor bufferT, DeviceTensor xt, DeviceTensor a, DeviceTensor tokenSlots, LoraShape shape)
     {
+        Span<float> buffer = bufferT.HostSpan<float>(), x = xt.HostSpan<float>();
+        Span<int> slots = tokenSlots.HostSpan<int>();
+        int numSlots = shape.Slots, rank = shape.Rank, inF = shape.In;
         buffer.Clear();
         if (!HostGemm.IsSupported)
         {
@@ -39,8 +42,11 @@ internal static unsafe class HostLora
     }
 
     /// <summary>y[t, o] += B[slot[t], o, :] · buffer[t, :]; tokens without a slot are untouched.</summary>
-    public static void Expand(Span<float> y, Span<float> buffer, DeviceTensor b, Span<int> slots, int numSlots, int rank, int outF)
+    private protected override void ExpandCore(DeviceTensor yt, DeviceTensor bufferT, DeviceTensor b, DeviceTensor tokenSlots, LoraShape shape)
     {
+        Span<float> y = yt.HostSpan<float>(), buffer = bufferT.HostSpan<float>();
+        Span<int> slots = tokenSlots.HostSpan<int>();
+        int numSlots = shape.Slots, rank = shape.Rank, outF = shape.Out;
         if (!HostGemm.IsSupported)
         {
             ExpandPortable(y, buffer, b, slots, numSlots, rank, outF);
@@ -201,7 +207,7 @@ internal static unsafe class HostLora
             if (s < 0 || s >= numSlots) continue;
             var xt = x.Slice(t * inF, inF);
             for (int r = 0; r < rank; r++)
-                buffer[t * rank + r] = TensorPrimitives.Dot(HostKernels.WeightRow(a, ((long)s * rank + r) * inF, inF, row), xt);
+                buffer[t * rank + r] = TensorPrimitives.Dot(HostMemory.WeightRow(a, ((long)s * rank + r) * inF, inF, row), xt);
         }
     }
 
@@ -214,7 +220,7 @@ internal static unsafe class HostLora
             if (s < 0 || s >= numSlots) continue;
             var u = buffer.Slice(t * rank, rank);
             for (int o = 0; o < outF; o++)
-                y[t * outF + o] += TensorPrimitives.Dot(HostKernels.WeightRow(b, ((long)s * outF + o) * rank, rank, row), u);
+                y[t * outF + o] += TensorPrimitives.Dot(HostMemory.WeightRow(b, ((long)s * outF + o) * rank, rank, row), u);
         }
     }
 }

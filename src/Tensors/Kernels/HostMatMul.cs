@@ -10,12 +10,13 @@ namespace LoraEngine.Tensors.Kernels;
 /// dot product per (row, token). Either way each output is computed the same way whatever the batch, so results are
 /// batch-invariant.
 /// </summary>
-internal static unsafe class HostMatMul
+internal sealed unsafe class HostMatMul(ComputeDevice device) : MatMulOps(device)
 {
     const int RowsPerTask = 16;
 
-    public static void Linear(Span<float> y, Span<float> x, DeviceTensor w, int tokens, int inF, int outF)
+    private protected override void LinearCore(DeviceTensor yt, DeviceTensor xt, DeviceTensor w, int tokens, int inF, int outF)
     {
+        Span<float> y = yt.HostSpan<float>(), x = xt.HostSpan<float>();
         if (HostGemm.IsSupported)
         {
             fixed (float* yp = y, xp = x)

@@ -10,11 +10,16 @@ internal abstract class HostJob
 }
 
 /// <summary>
-/// The CPU device's cores as one persistent team: the calling thread plus one worker per further core, taking indices
-/// of a <see cref="HostJob"/> from a shared ticket. Unlike Parallel.For it allocates nothing per call and its workers
-/// spin briefly between calls, so the ~120 linears of a decode step do not each pay a thread-pool wake-up. The caller
-/// waits only for indices a worker actually took: a worker that wakes late (a loaded machine) finds the job done and
-/// takes nothing. One job runs at a time (callers from several threads take turns); a job must not start another.
+/// The CPU device's cores as one persistent team: the calling thread plus one worker per further core. Unlike
+/// Parallel.For it allocates nothing per call and its workers spin briefly between calls, so the ~120 linears of a
+/// decode step do not each pay a thread-pool wake-up.
+///
+/// The indices are cut into one contiguous segment per thread, and each thread works through its own segment in order
+/// before helping with the others' (taking their remaining indices from the same per-segment tickets). Work items of the
+/// linears are consecutive row chunks, so each core streams one long run of memory: on this kind of machine two
+/// sequential streams read ~15 % faster than two cores taking alternate chunks. The caller waits only for indices a
+/// worker actually took: a worker that wakes late (a loaded machine) finds its segment done by the others and takes
+/// nothing. One job runs at a time (callers from several threads take turns); a job must not start another.
 /// </summary>
 internal static class HostParallel
 {
@@ -25,12 +30,14 @@ internal static class HostParallel
     static readonly SemaphoreSlim s_wake = new(0);
     static readonly int s_workers = Math.Max(0, Environment.ProcessorCount - 1);
 
-    // The current job: its generation (published last), the job and its index count, the ticket (generation in the high
-    // 32 bits, next index in the low 32) from which indices are taken, and how many indices have finished.
+    // The current job: its generation (published last), the job, one ticket per thread's segment
+    // (generation in the high 32 bits, the segment's next index in the low 32; 64 bytes apart so that the cores do not
+    // share a cache line), each segment's end, and how many indices have finished.
+    const int TicketStride = 8;
     static int s_generation;
     static HostJob? s_job;
-    static int s_count;
-    static long s_ticket;
+    static readonly long[] s_tickets = new long[(s_workers + 1) * TicketStride];
+    static readonly int[] s_ends = new int[s_workers + 1];
     static int s_done;
     static int s_sleeping;
     static Exception? s_error;
@@ -51,17 +58,20 @@ internal static class HostParallel
         lock (s_submit)
         {
             if (!s_started) Start();
-            int generation = s_generation + 1;
+            int generation = s_generation + 1, threads = s_workers + 1;
             s_job = job;
-            s_count = count;
             s_error = null;
             Volatile.Write(ref s_done, 0);
-            Volatile.Write(ref s_ticket, (long)generation << 32);
+            for (int p = 0; p < threads; p++)
+            {
+                s_ends[p] = (int)((long)(p + 1) * count / threads);
+                Volatile.Write(ref s_tickets[p * TicketStride], (long)generation << 32 | (uint)((long)p * count / threads));
+            }
             Volatile.Write(ref s_generation, generation);
             int sleeping = Interlocked.Exchange(ref s_sleeping, 0);
             if (sleeping > 0) s_wake.Release(sleeping);
 
-            Work(generation, job, count);
+            Work(0, generation, job);
             var spin = new SpinWait();
             while (Volatile.Read(ref s_done) != count) spin.SpinOnce(sleep1Threshold: -1);
             s_job = null;
@@ -69,15 +79,28 @@ internal static class HostParallel
         }
     }
 
-    /// <summary>Takes and runs indices of <paramref name="generation"/>'s job until none are left (or a later job began).</summary>
-    static void Work(int generation, HostJob job, int count)
+    /// <summary>
+    /// Thread <paramref name="self"/> runs the indices of <paramref name="generation"/>'s job: its own segment first, then
+    /// what is left of the others'. Stops when none are left or a later job began.
+    /// </summary>
+    static void Work(int self, int generation, HostJob job)
     {
+        int threads = s_workers + 1;
+        for (int i = 0; i < threads; i++)
+            if (!WorkSegment((self + i) % threads, generation, job)) return;
+    }
+
+    /// <summary>Takes and runs the indices left in one segment; false when a later job began.</summary>
+    static bool WorkSegment(int segment, int generation, HostJob job)
+    {
+        ref long ticketRef = ref s_tickets[segment * TicketStride];
         while (true)
         {
-            long ticket = Volatile.Read(ref s_ticket);
+            long ticket = Volatile.Read(ref ticketRef);
             int index = (int)ticket;
-            if ((int)(ticket >> 32) != generation || index >= count) return;
-            if (Interlocked.CompareExchange(ref s_ticket, ticket + 1, ticket) != ticket) continue;
+            if ((int)(ticket >> 32) != generation) return false;
+            if (index >= s_ends[segment]) return true;
+            if (Interlocked.CompareExchange(ref ticketRef, ticket + 1, ticket) != ticket) continue;
             try
             {
                 job.Run(index);
@@ -95,22 +118,24 @@ internal static class HostParallel
 
     static void Start()
     {
-        for (int w = 0; w < s_workers; w++)
-            new Thread(WorkerLoop) { IsBackground = true, Name = $"LoraEngine CPU worker {w + 1}" }.Start();
+        for (int w = 1; w <= s_workers; w++)
+        {
+            int self = w;
+            new Thread(() => WorkerLoop(self)) { IsBackground = true, Name = $"LoraEngine CPU worker {self}" }.Start();
+        }
         s_started = true;
     }
 
-    static void WorkerLoop()
+    static void WorkerLoop(int self)
     {
         int seen = 0;
         while (true)
         {
             seen = WaitForJob(seen);
-            // The job and count may already belong to a later generation; Work then finds the ticket's generation
-            // different from `seen` and takes nothing, and the next wait returns at once.
+            // The job may already belong to a later generation; Work then finds the tickets' generation different from
+            // `seen` and takes nothing, and the next wait returns at once.
             var job = Volatile.Read(ref s_job);
-            int count = Volatile.Read(ref s_count);
-            if (job != null) Work(seen, job, count);
+            if (job != null) Work(self, seen, job);
         }
     }
 

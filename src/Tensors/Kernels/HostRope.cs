@@ -1,21 +1,46 @@
 namespace LoraEngine.Tensors.Kernels;
 
-/// <summary>The CPU device's RoPE from the (cos, sin) table: the same arithmetic as RopeOps' cached kernel.</summary>
-internal static class HostRope
+/// <summary>The CPU device's RoPE: the same arithmetic as <see cref="RopeOps"/>' kernels, one token at a time.</summary>
+internal sealed class HostRope(ComputeDevice device) : RopeOps(device)
 {
-    public static void ApplyCached(Span<float> q, Span<float> k, ReadOnlySpan<int> positions, ReadOnlySpan<float> cosSin, RopeOps.RopeShape s)
+    private protected override void ApplyCachedCore(DeviceTensor q, DeviceTensor k, DeviceTensor positions, DeviceTensor cosSin, RopeShape s)
     {
+        var qs = q.HostSpan<float>();
+        var ks = k.HostSpan<float>();
+        var pos = positions.HostSpan<int>();
+        var table = cosSin.HostSpan<float>();
         int half = s.HeadDim / 2;
-        for (int t = 0; t < positions.Length; t++)
+        for (int t = 0; t < pos.Length; t++)
         {
-            int pos = positions[t];
-            if (pos < 0 || pos >= s.MaxPositions) continue;
-            var cs = cosSin.Slice(pos * half * 2, half * 2);
-            Rotate(q.Slice(t * s.QWidth, s.QWidth), cs, s.HeadDim);
-            Rotate(k.Slice(t * s.KWidth, s.KWidth), cs, s.HeadDim);
+            int p = pos[t];
+            if (p < 0 || p >= s.MaxPositions) continue;
+            var cs = table.Slice(p * half * 2, half * 2);
+            Rotate(qs.Slice(t * s.QWidth, s.QWidth), cs, s.HeadDim);
+            Rotate(ks.Slice(t * s.KWidth, s.KWidth), cs, s.HeadDim);
         }
     }
 
+    /// <summary>(cos, sin) of pos·invFreq[j] computed per token in double precision, as the kernel does.</summary>
+    private protected override void ApplyCore(DeviceTensor x, DeviceTensor positions, DeviceTensor invFreq, int headDim)
+    {
+        var xs = x.HostSpan<float>();
+        var pos = positions.HostSpan<int>();
+        var inv = invFreq.HostSpan<float>();
+        int width = x.Dim(1), half = headDim / 2;
+        Span<float> cs = stackalloc float[headDim];
+        for (int t = 0; t < pos.Length; t++)
+        {
+            for (int j = 0; j < half; j++)
+            {
+                double angle = (double)pos[t] * inv[j];
+                cs[2 * j] = (float)Math.Cos(angle);
+                cs[2 * j + 1] = (float)Math.Sin(angle);
+            }
+            Rotate(xs.Slice(t * width, width), cs, headDim);
+        }
+    }
+
+    /// <summary>Every head of one token's row: (v[j], v[j+half]) ← (v[j]·cos − v[j+half]·sin, v[j+half]·cos + v[j]·sin), cs = (cos, sin) pairs.</summary>
     static void Rotate(Span<float> row, ReadOnlySpan<float> cs, int headDim)
     {
         int half = headDim / 2;

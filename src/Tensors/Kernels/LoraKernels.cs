@@ -6,8 +6,9 @@ namespace LoraEngine.Tensors.Kernels;
 /// <summary>
 /// Batched LoRA for a mixed batch (vLLM's punica shrink/expand): each token uses the adapter in its own slot,
 /// all tokens in one launch. Slot-stacked A [slots, maxRank, in] and B [slots, out, maxRank], rank zero-padded.
+/// The CPU device overrides the launches with host code.
 /// </summary>
-public sealed class LoraOps
+public class LoraOps
 {
     const int ShrinkThreads = 256;
 
@@ -94,11 +95,12 @@ public sealed class LoraOps
         Check.DType(buffer, DType.F32, nameof(buffer));
         Check.Shape(buffer, nameof(buffer), s.Tokens, s.Rank);
         if (s.Tokens == 0) return;
-        if (_device.UseHostFastPaths && _device.IsCpu)
-        {
-            HostLora.Shrink(buffer.HostSpan<float>(), x.HostSpan<float>(), a, tokenSlots.HostSpan<int>(), s.Slots, s.Rank, s.In);
-            return;
-        }
+        ShrinkCore(buffer, x, a, tokenSlots, s);
+    }
+
+    /// <summary>The launch of <see cref="Shrink"/>, arguments checked.</summary>
+    private protected virtual void ShrinkCore(DeviceTensor buffer, DeviceTensor x, DeviceTensor a, DeviceTensor tokenSlots, LoraShape s)
+    {
         var config = new KernelConfig(s.Tokens * s.Rank, ShrinkThreads);
         switch (a.DType)
         {
@@ -123,11 +125,12 @@ public sealed class LoraOps
         Check.DType(y, DType.F32, nameof(y));
         Check.Shape(y, nameof(y), s.Tokens, s.Out);
         if (s.Tokens == 0 || s.Out == 0) return;
-        if (_device.UseHostFastPaths && _device.IsCpu)
-        {
-            HostLora.Expand(y.HostSpan<float>(), buffer.HostSpan<float>(), b, tokenSlots.HostSpan<int>(), s.Slots, s.Rank, s.Out);
-            return;
-        }
+        ExpandCore(y, buffer, b, tokenSlots, s);
+    }
+
+    /// <summary>The launch of <see cref="Expand"/>, arguments checked.</summary>
+    private protected virtual void ExpandCore(DeviceTensor y, DeviceTensor buffer, DeviceTensor b, DeviceTensor tokenSlots, LoraShape s)
+    {
         int n = checked(s.Tokens * s.Out);
         switch (b.DType)
         {

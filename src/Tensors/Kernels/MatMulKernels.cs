@@ -6,9 +6,9 @@ namespace LoraEngine.Tensors.Kernels;
 /// <summary>
 /// Linear layers y[t] = W · x[t] with W stored [out, in] (safetensors layout) in F32, F16 or BF16 and F32
 /// accumulation. Decode shapes (≤ 8 tokens) take a GEMV kernel that streams each weight row once for all
-/// tokens; larger batches take a shared-memory tiled GEMM.
+/// tokens; larger batches take a shared-memory tiled GEMM. The CPU device overrides the launches with host code.
 /// </summary>
-public sealed class MatMulOps : IDisposable
+public class MatMulOps : IDisposable
 {
     /// <summary>Tokens one GEMV launch accumulates at once.</summary>
     public const int MaxGemvTokens = 8;
@@ -210,15 +210,15 @@ public sealed class MatMulOps : IDisposable
             y.Clear();
             return;
         }
+        LinearCore(y, x, w, tokens, inF, outF);
+    }
 
+    /// <summary>The launches of <see cref="Linear"/>, arguments checked and no dimension zero.</summary>
+    private protected virtual void LinearCore(DeviceTensor y, DeviceTensor x, DeviceTensor w, int tokens, int inF, int outF)
+    {
         if (_tensorCores != null && TensorCoreLinear.Supports(x, w))
         {
             _tensorCores.Launch(x, [(y, w)]);
-            return;
-        }
-        if (_device.UseHostFastPaths && _device.IsCpu)
-        {
-            HostMatMul.Linear(y.HostSpan<float>(), x.HostSpan<float>(), w, tokens, inF, outF);
             return;
         }
         if (tokens <= MaxChunkedGemvTokens)

@@ -4,8 +4,8 @@ using ILGPU.Runtime;
 
 namespace LoraEngine.Tensors.Kernels;
 
-/// <summary>RMSNorm as Llama applies it, one group per row.</summary>
-public sealed class NormOps
+/// <summary>RMSNorm as Llama applies it, one group per row (the CPU device overrides the launches with host code).</summary>
+public class NormOps
 {
     const int GroupSize = 1024; // one row per group: more loads in flight for one decode token
 
@@ -82,18 +82,20 @@ public sealed class NormOps
     /// <param name="x">[tokens, dim] F32 residual stream, updated in place</param>
     /// <param name="delta">[tokens, dim] F32</param>
     /// <param name="weight">[dim] F32, F16 or BF16</param>
+    /// <param name="eps">added to the mean square before the root (config.json's rms_norm_eps)</param>
     public void AddRmsNorm(DeviceTensor y, DeviceTensor x, DeviceTensor delta, DeviceTensor weight, float eps)
     {
         Check.DType(delta, DType.F32, nameof(delta));
         Check.Shape(delta, nameof(delta), x.Dim(0), x.Dim(1));
-        if (_device.UseHostFastPaths && _device.IsCpu)
-        {
-            _device.Elementwise.AddInPlace(x, delta);
-            RmsNorm(y, x, weight, eps);
-            return;
-        }
         var (tokens, dim) = CheckNorm(y, x, weight, eps);
         if (tokens == 0 || dim == 0) return;
+        AddRmsNormCore(y, x, delta, weight, eps);
+    }
+
+    /// <summary>The launch of <see cref="AddRmsNorm"/>, arguments checked.</summary>
+    private protected virtual void AddRmsNormCore(DeviceTensor y, DeviceTensor x, DeviceTensor delta, DeviceTensor weight, float eps)
+    {
+        int tokens = x.Dim(0), dim = x.Dim(1);
         var config = new KernelConfig(tokens, Math.Min(GroupSize, RoundUpToWarp(dim)));
         switch (weight.DType)
         {
@@ -120,16 +122,18 @@ public sealed class NormOps
     /// <param name="y">[tokens, dim] F32 output (may be <paramref name="x"/>)</param>
     /// <param name="x">[tokens, dim] F32</param>
     /// <param name="weight">[dim] F32, F16 or BF16</param>
+    /// <param name="eps">added to the mean square before the root (config.json's rms_norm_eps)</param>
     public void RmsNorm(DeviceTensor y, DeviceTensor x, DeviceTensor weight, float eps)
     {
         var (tokens, dim) = CheckNorm(y, x, weight, eps);
         if (tokens == 0 || dim == 0) return;
+        RmsNormCore(y, x, weight, eps);
+    }
 
-        if (_device.UseHostFastPaths && _device.IsCpu)
-        {
-            HostKernels.RmsNorm(y.HostSpan<float>(), x.HostSpan<float>(), weight, dim, eps);
-            return;
-        }
+    /// <summary>The launch of <see cref="RmsNorm"/>, arguments checked.</summary>
+    private protected virtual void RmsNormCore(DeviceTensor y, DeviceTensor x, DeviceTensor weight, float eps)
+    {
+        int tokens = x.Dim(0), dim = x.Dim(1);
         var config = new KernelConfig(tokens, Math.Min(GroupSize, RoundUpToWarp(dim)));
         switch (weight.DType)
         {

@@ -4,8 +4,8 @@ using ILGPU.Runtime;
 
 namespace LoraEngine.Tensors.Kernels;
 
-/// <summary>Rotary position embedding in Hugging Face Llama's rotate-half layout.</summary>
-public sealed class RopeOps
+/// <summary>Rotary position embedding in Hugging Face Llama's rotate-half layout (the CPU device overrides the launches with host code).</summary>
+public class RopeOps
 {
     readonly ComputeDevice _device;
     readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<int>, ArrayView<float>, int, int> _apply;
@@ -73,6 +73,7 @@ public sealed class RopeOps
     /// <param name="k">[tokens, kvHeads*headDim] F32</param>
     /// <param name="positions">[tokens] I32, each below the table's maxPositions</param>
     /// <param name="cosSin">[maxPositions, headDim/2, 2] F32</param>
+    /// <param name="headDim">width of one head, positive and even; q's and k's widths are multiples of it</param>
     public void ApplyCached(DeviceTensor q, DeviceTensor k, DeviceTensor positions, DeviceTensor cosSin, int headDim)
     {
         if (headDim <= 0 || headDim % 2 != 0) throw new ArgumentOutOfRangeException(nameof(headDim), headDim, "head_dim must be positive and even");
@@ -90,13 +91,12 @@ public sealed class RopeOps
         Check.Shape(cosSin, nameof(cosSin), -1, headDim / 2, 2);
         var shape = new RopeShape { QWidth = q.Dim(1), KWidth = k.Dim(1), HeadDim = headDim, MaxPositions = cosSin.Dim(0) };
         if (tokens == 0) return;
-        if (_device.UseHostFastPaths && _device.IsCpu)
-        {
-            HostRope.ApplyCached(q.HostSpan<float>(), k.HostSpan<float>(), positions.HostSpan<int>(), cosSin.HostSpan<float>(), shape);
-            return;
-        }
-        _applyCached(_device.Stream, checked(tokens * (shape.QWidth + shape.KWidth) / 2), q.F32, k.F32, positions.I32, cosSin.F32, shape);
+        ApplyCachedCore(q, k, positions, cosSin, shape);
     }
+
+    /// <summary>The launch of <see cref="ApplyCached"/>, arguments checked.</summary>
+    private protected virtual void ApplyCachedCore(DeviceTensor q, DeviceTensor k, DeviceTensor positions, DeviceTensor cosSin, RopeShape shape) =>
+        _applyCached(_device.Stream, checked(q.Dim(0) * (shape.QWidth + shape.KWidth) / 2), q.F32, k.F32, positions.I32, cosSin.F32, shape);
 
     // per head: (x[j], x[j+half]) ← (x[j]·cos − x[j+half]·sin, x[j+half]·cos + x[j]·sin), angle = pos[t]·invFreq[j]
     static void RopeKernel(Index1D i, ArrayView<float> x, ArrayView<int> positions, ArrayView<float> invFreq, int width, int headDim)
@@ -117,6 +117,7 @@ public sealed class RopeOps
     /// <param name="x">[tokens, heads*headDim] F32</param>
     /// <param name="positions">[tokens] I32</param>
     /// <param name="invFreq">[headDim/2] F32 (see RopeFrequencies)</param>
+    /// <param name="headDim">width of one head, positive and even; x's width is a multiple of it</param>
     public void Apply(DeviceTensor x, DeviceTensor positions, DeviceTensor invFreq, int headDim)
     {
         if (headDim <= 0 || headDim % 2 != 0) throw new ArgumentOutOfRangeException(nameof(headDim), headDim, "head_dim must be positive and even");
@@ -129,11 +130,10 @@ public sealed class RopeOps
         Check.DType(invFreq, DType.F32, nameof(invFreq));
         Check.Shape(invFreq, nameof(invFreq), headDim / 2);
         if (x.Length == 0) return;
-        if (_device.UseHostFastPaths && _device.IsCpu)
-        {
-            HostKernels.Rope(x.HostSpan<float>(), positions.HostSpan<int>(), invFreq.HostSpan<float>(), width, headDim);
-            return;
-        }
-        _apply(_device.Stream, checked(tokens * width / 2), x.F32, positions.I32, invFreq.F32, width, headDim);
+        ApplyCore(x, positions, invFreq, headDim);
     }
+
+    /// <summary>The launch of <see cref="Apply"/>, arguments checked.</summary>
+    private protected virtual void ApplyCore(DeviceTensor x, DeviceTensor positions, DeviceTensor invFreq, int headDim) =>
+        _apply(_device.Stream, checked(x.Dim(0) * x.Dim(1) / 2), x.F32, positions.I32, invFreq.F32, x.Dim(1), headDim);
 }

@@ -5,8 +5,11 @@ using ILGPU.Runtime;
 
 namespace LoraEngine.Tensors.Kernels;
 
-/// <summary>Row-wise softmax, log-softmax, argmax and top-k over logits [rows, vocab], one group per row.</summary>
-public sealed class SamplingOps
+/// <summary>
+/// Row-wise softmax, log-softmax, argmax and top-k over logits [rows, vocab], one group per row (the CPU device
+/// overrides the softmax and top-k launches with host code).
+/// </summary>
+public class SamplingOps
 {
     const int GroupSize = 256;
 
@@ -195,13 +198,12 @@ public sealed class SamplingOps
         Check.DType(y, DType.F32, nameof(y));
         Check.Shape(y, nameof(y), x.Dim(0), x.Dim(1));
         if (x.Length == 0) return;
-        if (_device.UseHostFastPaths && _device.IsCpu)
-        {
-            HostKernels.SoftmaxRows(y.HostSpan<float>(), x.HostSpan<float>(), x.Dim(1), log);
-            return;
-        }
-        _softmax(_device.Stream, new KernelConfig(x.Dim(0), GroupSize), y.F32, x.F32, x.Dim(1), log ? 1 : 0);
+        RowWiseCore(y, x, log);
     }
+
+    /// <summary>The launch of <see cref="Softmax"/> (or <see cref="LogSoftmax"/>), arguments checked.</summary>
+    private protected virtual void RowWiseCore(DeviceTensor y, DeviceTensor x, bool log) =>
+        _softmax(_device.Stream, new KernelConfig(x.Dim(0), GroupSize), y.F32, x.F32, x.Dim(1), log ? 1 : 0);
 
     /// <summary>Index of each row's largest value (ties: the lowest index).</summary>
     /// <param name="indices">[rows] I32</param>
@@ -244,6 +246,7 @@ public sealed class SamplingOps
     /// <param name="values">[rows, k] F32</param>
     /// <param name="indices">[rows, k] I32</param>
     /// <param name="x">[rows, vocab] F32</param>
+    /// <param name="k">values kept per row, in 1..vocab</param>
     public void TopK(DeviceTensor values, DeviceTensor indices, DeviceTensor x, int k)
     {
         Check.DType(x, DType.F32, nameof(x));
@@ -255,11 +258,10 @@ public sealed class SamplingOps
         Check.DType(indices, DType.I32, nameof(indices));
         Check.Shape(indices, nameof(indices), rows, k);
         if (rows == 0) return;
-        if (_device.UseHostFastPaths && _device.IsCpu)
-        {
-            HostKernels.TopKRows(values.HostSpan<float>(), indices.HostSpan<int>(), x.HostSpan<float>(), vocab, k);
-            return;
-        }
-        _topK(_device.Stream, new KernelConfig(rows, GroupSize), values.F32, indices.I32, x.F32, vocab, k);
+        TopKCore(values, indices, x, k);
     }
+
+    /// <summary>The launch of <see cref="TopK"/>, arguments checked.</summary>
+    private protected virtual void TopKCore(DeviceTensor values, DeviceTensor indices, DeviceTensor x, int k) =>
+        _topK(_device.Stream, new KernelConfig(x.Dim(0), GroupSize), values.F32, indices.I32, x.F32, x.Dim(1), k);
 }

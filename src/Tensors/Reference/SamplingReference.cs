@@ -3,6 +3,7 @@ namespace LoraEngine.Tensors.Reference;
 /// <summary>Plain double-precision references for SamplingOps.</summary>
 public static class SamplingReference
 {
+    /// <summary>y[r, i] = softmax(x[r, :])[i] per row of <paramref name="vocab"/> values, or its log with <paramref name="log"/> (max-subtracted, in double).</summary>
     public static float[] Softmax(ReadOnlySpan<float> x, int vocab, bool log)
     {
         var y = new float[x.Length];

@@ -9,12 +9,15 @@ public class SchedulerTests
 {
     static long s_arrival;
 
+    /// <summary>A pool of <paramref name="blocks"/> blocks without prefix caching: these tests are about batching.</summary>
+    static KvCacheManager Kv(int blocks, int blockSize) => new(new BlockPool(blocks, retainFreedBlocks: false), blockSize, enablePrefixCaching: false);
+
     static Sequence NewSequence(int promptLength, int maxTokens, int lora = 0)
     {
         var lr = lora == 0 ? null : new LoraRequest($"a{lora}", lora, "/x");
         var request = new Request(Guid.NewGuid().ToString(), null, Enumerable.Range(0, promptLength).ToArray(),
             new SamplingParams { MaxTokens = maxTokens }, lr, Interlocked.Increment(ref s_arrival));
-        var seq = new Sequence(request, 0, new Random(0), null!);
+        var seq = new Sequence(request, 0, seed: 0, null!);
         request.Sequences.Add(seq);
         return seq;
     }
@@ -41,7 +44,7 @@ public class SchedulerTests
     [Fact]
     public void Prefills_are_chunked_to_the_token_budget_and_decodes_come_first()
     {
-        var scheduler = new Scheduler(new BlockAllocator(100), 4, maxNumSeqs: 8, maxNumBatchedTokens: 10, maxLoras: 1);
+        var scheduler = new Scheduler(Kv(100, 4), maxNumSeqs: 8, maxNumBatchedTokens: 10, maxLoras: 1);
         var a = NewSequence(25, 3);
         var b = NewSequence(3, 3);
         scheduler.Add(a);
@@ -59,7 +62,7 @@ public class SchedulerTests
     [Fact]
     public void Max_num_seqs_bounds_the_running_set()
     {
-        var scheduler = new Scheduler(new BlockAllocator(100), 4, maxNumSeqs: 3, maxNumBatchedTokens: 100, maxLoras: 1);
+        var scheduler = new Scheduler(Kv(100, 4), maxNumSeqs: 3, maxNumBatchedTokens: 100, maxLoras: 1);
         for (int i = 0; i < 7; i++) scheduler.Add(NewSequence(5, 4));
         Drive(scheduler, o => Assert.True(scheduler.NumRunning <= 3));
         Assert.False(scheduler.HasUnfinished);
@@ -69,7 +72,7 @@ public class SchedulerTests
     public void When_blocks_run_out_the_newest_is_preempted_and_later_completes()
     {
         // 6 blocks of 4 tokens; two sequences each need 4 blocks at the end (8 + 8 tokens).
-        var scheduler = new Scheduler(new BlockAllocator(6), 4, maxNumSeqs: 4, maxNumBatchedTokens: 64, maxLoras: 1);
+        var scheduler = new Scheduler(Kv(6, 4), maxNumSeqs: 4, maxNumBatchedTokens: 64, maxLoras: 1);
         var old = NewSequence(8, 8);
         var young = NewSequence(8, 8);
         scheduler.Add(old);
@@ -86,7 +89,7 @@ public class SchedulerTests
     [Fact]
     public void At_most_max_loras_distinct_adapters_run_at_once()
     {
-        var scheduler = new Scheduler(new BlockAllocator(200), 4, maxNumSeqs: 16, maxNumBatchedTokens: 200, maxLoras: 2);
+        var scheduler = new Scheduler(Kv(200, 4), maxNumSeqs: 16, maxNumBatchedTokens: 200, maxLoras: 2);
         for (int i = 0; i < 12; i++) scheduler.Add(NewSequence(4, 5, lora: i % 4 + 1));
         Drive(scheduler, _ => Assert.True(scheduler.RunningAdapters.Count <= 2));
     }
@@ -96,7 +99,7 @@ public class SchedulerTests
     {
         // Adapter 1 keeps arriving: under vLLM's rule (skip and let later requests overtake) adapter 2 never runs
         // while adapter 1 has work. With aging, adapter 2's request must finish while adapter 1 is still arriving.
-        var scheduler = new Scheduler(new BlockAllocator(400), 4, maxNumSeqs: 8, maxNumBatchedTokens: 64, maxLoras: 1);
+        var scheduler = new Scheduler(Kv(400, 4), maxNumSeqs: 8, maxNumBatchedTokens: 64, maxLoras: 1);
         scheduler.Add(NewSequence(4, 4, lora: 1));
         var starving = NewSequence(4, 4, lora: 2);
         scheduler.Add(starving);
@@ -122,8 +125,8 @@ public class SchedulerTests
     public void Random_workloads_finish_and_return_every_block(int seed)
     {
         var rnd = new Random(seed);
-        var blocks = new BlockAllocator(rnd.Next(8, 40));
-        var scheduler = new Scheduler(blocks, rnd.Next(1, 8), maxNumSeqs: rnd.Next(1, 6), maxNumBatchedTokens: rnd.Next(6, 40), maxLoras: rnd.Next(1, 3));
+        var blocks = new BlockPool(rnd.Next(8, 40), retainFreedBlocks: false);
+        var scheduler = new Scheduler(new KvCacheManager(blocks, rnd.Next(1, 8), enablePrefixCaching: false), maxNumSeqs: rnd.Next(1, 6), maxNumBatchedTokens: rnd.Next(6, 40), maxLoras: rnd.Next(1, 3));
         var all = new List<Sequence>();
         for (int i = 0; i < rnd.Next(1, 12); i++)
         {

@@ -1,85 +1,92 @@
-using FsCheck.Xunit;
+using LoraEngine.Core;
 using LoraEngine.Sampling;
+using LoraEngine.Tensors.Kernels;
 using Xunit;
 
 namespace LoraEngine.Engine.Tests.Sampling;
 
+/// <summary>The device row a sequence's parameters become (the kernels' semantics are tested in tests/Tensors).</summary>
 public class SamplerTests
 {
-    static readonly float[] s_logits = [1f, 3f, 2f, 3f, -1f]; // ids 1 and 3 tie for the maximum
+    static readonly HashSet<int> s_eos = [1];
 
-    [Fact]
-    public void Greedy_takes_the_lowest_id_among_ties()
+    /// <summary>A sequence of prompt [5, 6, 5] that generated <paramref name="output"/>.</summary>
+    static Sequence NewSequence(SamplingParams p, int[] output, int index = 0, long seed = 77)
     {
-        Assert.Equal(1, Sampler.Sample(s_logits, new SamplingParams { Temperature = 0 }, new Random(0)));
+        var request = new Request("r", null, [5, 6, 5], p, null, arrival: 0);
+        var seq = new Sequence(request, index, seed, detokenizer: null!); // the sampler never decodes
+        foreach (int token in output) seq.Append(token);
+        return seq;
     }
 
     [Fact]
-    public void Top_k_one_and_tiny_top_p_are_greedy_up_to_ties()
+    public void Plain_greedy_is_an_argmax_row_and_anything_else_samples()
     {
-        for (int seed = 0; seed < 50; seed++)
+        var greedy = Sampler.For(NewSequence(new SamplingParams { Temperature = 0 }, []), s_eos);
+        Assert.Equal(SampleMode.Argmax, greedy.Row.Mode);
+        Assert.Empty(greedy.Edits);
+        var biased = Sampler.For(NewSequence(new SamplingParams { Temperature = 0, LogitBias = new Dictionary<int, float> { [3] = 2 } }, []), s_eos);
+        Assert.Equal(SampleMode.Sample, biased.Row.Mode);
+        Assert.Equal(0f, biased.Row.Temperature);
+        Assert.Equal(SampleMode.Sample, Sampler.For(NewSequence(new SamplingParams { Temperature = 0.5 }, []), s_eos).Row.Mode);
+    }
+
+    [Fact]
+    public void The_row_carries_the_parameters_and_the_draw_key()
+    {
+        var p = new SamplingParams { Temperature = 0.7, TopK = 40, TopP = 0.9, MinP = 0.05, Logprobs = 3 };
+        var row = Sampler.For(NewSequence(p, [9, 10], index: 2, seed: 1234), s_eos).Row;
+        Assert.Equal(new SampleRow(SampleMode.Sample, 0.7f, 40, 0.9f, 0.05f, Seed: 1234, Sequence: 2, Position: 2, Logprobs: 3), row);
+    }
+
+    [Fact]
+    public void Edits_merge_bias_bans_and_penalties_into_one_per_token()
+    {
+        // Prompt [5, 6, 5], output [7, 7, 1]; min_tokens 5 bans EOS (1) and stop token 6.
+        var p = new SamplingParams
         {
-            Assert.Contains(Sampler.Sample(s_logits, new SamplingParams { TopK = 1 }, new Random(seed)), new[] { 1, 3 });
-            Assert.Contains(Sampler.Sample(s_logits, new SamplingParams { TopP = 0.01 }, new Random(seed)), new[] { 1, 3 });
-        }
+            RepetitionPenalty = 1.5, FrequencyPenalty = 0.5, MinTokens = 5, StopTokenIds = [6],
+            LogitBias = new Dictionary<int, float> { [7] = 2, [8] = -3 },
+        };
+        var edits = Sampler.Edits(NewSequence(p, [7, 7, 1]), s_eos).OrderBy(e => e.TokenId).ToArray();
+        Assert.Equal(
+        [
+            new TokenEdit(1, float.NegativeInfinity, Seen: true, OutputCount: 1),
+            new TokenEdit(5, 0, Seen: true, OutputCount: 0),
+            new TokenEdit(6, float.NegativeInfinity, Seen: true, OutputCount: 0),
+            new TokenEdit(7, 2, Seen: true, OutputCount: 2),
+            new TokenEdit(8, -3),
+        ], edits);
     }
 
     [Fact]
-    public void Min_p_drops_tokens_below_the_fraction_of_the_top_probability()
+    public void Without_repetition_penalty_prompt_only_tokens_need_no_edit()
     {
-        // p ∝ exp(logit): p(2)/p(1) = e^-1 ≈ 0.37, p(0)/p(1) = e^-2 ≈ 0.14 → min_p 0.2 keeps ids 1, 2, 3 only.
-        var seen = new HashSet<int>();
-        for (int seed = 0; seed < 400; seed++) seen.Add(Sampler.Sample(s_logits, new SamplingParams { MinP = 0.2 }, new Random(seed)));
-        Assert.Equal(new HashSet<int> { 1, 2, 3 }, seen);
+        var p = new SamplingParams { PresencePenalty = 0.5 };
+        var edits = Sampler.Edits(NewSequence(p, [7, 5]), s_eos).OrderBy(e => e.TokenId).ToArray();
+        Assert.Equal([new TokenEdit(5, 0, Seen: true, OutputCount: 1), new TokenEdit(7, 0, Seen: true, OutputCount: 1)], edits);
+        Assert.Empty(Sampler.Edits(NewSequence(new SamplingParams(), [7, 5]), s_eos));
+    }
+
+    [Theory]
+    [InlineData(20, 20, false)]
+    [InlineData(SampleBatch.MaxLogprobs, SampleBatch.MaxLogprobs, false)]
+    [InlineData(SampleBatch.MaxLogprobs + 1, -1, true)]
+    [InlineData(-1, -1, true)] // the whole vocabulary comes from the raw row
+    public void Logprobs_beyond_the_device_top_n_come_from_the_raw_row(int asked, int onDevice, bool raw)
+    {
+        var sampling = Sampler.For(NewSequence(new SamplingParams { Logprobs = asked }, []), s_eos);
+        Assert.Equal(onDevice, sampling.Row.Logprobs);
+        Assert.Equal(raw, sampling.RawLogits);
     }
 
     [Fact]
-    public void Sampling_follows_the_softmax_distribution()
+    public void Token_counts_follow_appended_tokens()
     {
-        float[] logits = [0f, MathF.Log(3f)]; // probabilities 1/4 and 3/4
-        int ones = 0, n = 20_000;
-        var random = new Random(5);
-        for (int i = 0; i < n; i++) ones += Sampler.Sample(logits, new SamplingParams(), random);
-        Assert.InRange(ones / (double)n, 0.73, 0.77);
-    }
-
-    [Property(MaxTest = 50)]
-    public void The_same_seed_gives_the_same_draws(int seed)
-    {
-        var p = new SamplingParams { Temperature = 0.7, TopK = 3, TopP = 0.9 };
-        Assert.Equal(Sampler.Sample(s_logits, p, new Random(seed)), Sampler.Sample(s_logits, p, new Random(seed)));
-    }
-
-    [Fact]
-    public void Penalties_follow_vllm_semantics()
-    {
-        float[] logits = [2f, -2f, 1f, 0.5f];
-        var p = new SamplingParams { RepetitionPenalty = 2, PresencePenalty = 0.5, FrequencyPenalty = 0.25 };
-        // prompt [0], output [1, 1]: repetition on 0 and 1; presence/frequency on 1 only (twice).
-        Sampler.ApplyPenalties(logits, p, [0, 1, 1], promptLength: 1);
-        Assert.Equal(1f, logits[0]);
-        Assert.Equal(-4f - 0.5f - 0.5f, logits[1]);
-        Assert.Equal(1f, logits[2]);
-    }
-
-    [Fact]
-    public void Logit_adjustments_add_their_bias_and_a_ban_is_minus_infinity()
-    {
-        float[] logits = [2f, -2f, 1f, 0.5f];
-        Sampler.ApplyLogitAdjustments(logits, [new LogitAdjustment(0, -1.5f), new LogitAdjustment(3, 10f), LogitAdjustment.Ban(2), new LogitAdjustment(2, 100f)]);
-        Assert.Equal([0.5f, -2f, float.NegativeInfinity, 10.5f], logits);
-        Assert.Equal(3, Sampler.Sample(logits, new SamplingParams { Temperature = 0 }, new Random(0)));
-    }
-
-    [Fact]
-    public void Logprob_entries_include_the_chosen_token_with_its_rank()
-    {
-        var lp = Logprobs.LogSoftmax(s_logits);
-        Assert.Equal(1.0, lp.Sum(v => Math.Exp(v)), 5);
-        var entries = Logprobs.Entries(lp, chosen: 4, k: 2, id => id.ToString());
-        Assert.Equal(3, entries.Count);
-        Assert.Equal(1, entries[1].Rank);
-        Assert.Equal(2, entries[3].Rank);
-        Assert.Equal(5, entries[4].Rank);
+        var seq = NewSequence(new SamplingParams(), [7]);
+        Assert.Equal(new Dictionary<int, int> { [5] = 0, [6] = 0, [7] = 1 }, seq.Counts.OutputCounts);
+        seq.Append(5);
+        seq.Append(7);
+        Assert.Equal(new Dictionary<int, int> { [5] = 1, [6] = 0, [7] = 2 }, seq.Counts.OutputCounts);
     }
 }

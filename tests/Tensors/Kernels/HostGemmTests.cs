@@ -8,7 +8,7 @@ namespace LoraEngine.Tensors.Tests.Kernels;
 
 /// <summary>
 /// The CPU device's linear (HostGemm on AVX-512 machines, the portable path elsewhere) on odd shapes that cross its
-/// paths: streamed weights (≤ 6 tokens) and packed F32 panels (more), partial row and token tiles, in % 16 tails.
+/// paths: streamed weights (≤ 6 tokens) and packed panels (more), partial row and token tiles, k-blocks, in % 16 tails.
 /// </summary>
 public class HostGemmTests
 {
@@ -70,6 +70,23 @@ public class HostGemmTests
             var batch = Run(x, w, tokens, inF, outF);
             var alone = Run(x.AsSpan(me * inF, inF).ToArray(), w, 1, inF, outF);
             Assert.Equal(alone, batch.AsSpan(me * outF, outF).ToArray());
+        }
+    }
+
+    [Fact]
+    public void A_token_row_is_bit_identical_alone_and_in_a_batch_over_several_k_blocks()
+    {
+        // in = 2100: three k-blocks of the packed path plus a tail; 20 tokens: four token tiles, the last partial.
+        var rnd = new RandomData(11);
+        const int inF = 2100, outF = 37, tokens = 20;
+        var x = rnd.Floats(tokens * inF);
+        var (w, stored) = RandomData.UploadWeight(Device, rnd.Floats(outF * inF), DType.BF16, outF, inF);
+        using (w)
+        {
+            var batch = Run(x, w, tokens, inF, outF);
+            AssertWithinRoundingBound(batch, x, stored, tokens, inF, outF, "batch");
+            foreach (int me in new[] { 0, 7, tokens - 1 })
+                Assert.Equal(Run(x.AsSpan(me * inF, inF).ToArray(), w, 1, inF, outF), batch.AsSpan(me * outF, outF).ToArray());
         }
     }
 
