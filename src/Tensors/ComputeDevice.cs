@@ -240,7 +240,6 @@ public sealed class ComputeDevice : IDisposable
     {
         if (_disposed) return;
         _disposed = true;
-        _matMul?.Dispose(); // the tensor-core linear's workspace
         if (Stream != Accelerator.DefaultStream) Stream.Dispose();
         Accelerator.Dispose();
         _context.Dispose();

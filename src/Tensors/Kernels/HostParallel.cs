@@ -59,6 +59,12 @@ internal static class HostParallel
         {
             if (!s_started) Start();
             int generation = s_generation + 1, threads = s_workers + 1;
+            // Close every segment before the job or the ends change: a worker still inside the previous job may have read
+            // a ticket of it and not yet the segment's end (or the job); its compare-exchange must now fail. (Without
+            // this, on a 16-core machine a late worker took an index of the new job under its old ticket, and that
+            // index ran twice.)
+            for (int p = 0; p < threads; p++) Volatile.Write(ref s_tickets[p * TicketStride], (long)generation << 32 | int.MaxValue);
+            Interlocked.MemoryBarrier(); // closed before any of the writes below is seen
             s_job = job;
             s_error = null;
             Volatile.Write(ref s_done, 0);

@@ -8,7 +8,7 @@ namespace LoraEngine.Tensors.Kernels;
 /// accumulation. Decode shapes (≤ 8 tokens) take a GEMV kernel that streams each weight row once for all
 /// tokens; larger batches take a shared-memory tiled GEMM. The CPU device overrides the launches with host code.
 /// </summary>
-public class MatMulOps : IDisposable
+public class MatMulOps
 {
     /// <summary>Tokens one GEMV launch accumulates at once.</summary>
     public const int MaxGemvTokens = 8;
@@ -249,9 +249,6 @@ public class MatMulOps : IDisposable
             }
         }
     }
-
-    /// <summary>Frees the tensor-core linear's workspace (the device calls it when it is disposed).</summary>
-    public void Dispose() => _tensorCores?.Dispose();
 
     /// <summary>
     /// y_i = W_i · x for several linears sharing one input (q/k/v, gate/up): one launch on the tensor cores, else one

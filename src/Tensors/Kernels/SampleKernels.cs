@@ -298,13 +298,17 @@ public class SampleOps
         if (mode == (int)SampleMode.Sample)
         {
             long row = (long)r * s.Vocab;
-            int start = s.RowInts[p + PEditStart], end = start + s.RowInts[p + PEditCount];
+            int f = r * FloatParams, start = s.RowInts[p + PEditStart], end = start + s.RowInts[p + PEditCount];
+            float repetition = s.RowFloats[f + PRepetition], presence = s.RowFloats[f + PPresence], frequency = s.RowFloats[f + PFrequency];
             for (int e = start + Warp.LaneIdx; e < end; e += 32)
             {
-                long at = row + s.EditInts[e * EditInts];
+                // The edited value is recomputed, not read back from the logits: ILGPU's PTX backend moved a read of
+                // logits[at] placed before the store below to after it (seen in its PTX), so the read saw the raw value.
                 float raw = s.EditFloats[e * EditFloats + 1];
-                nonFinite += (SampleMath.IsFinite(raw) ? 0 : 1) - (SampleMath.IsFinite(s.Logits[at]) ? 0 : 1);
-                s.Logits[at] = raw;
+                float edited = SampleMath.Edit(raw, s.EditFloats[e * EditFloats], s.EditInts[e * EditInts + 2] != 0, s.EditInts[e * EditInts + 1],
+                    repetition, presence, frequency);
+                nonFinite += (SampleMath.IsFinite(raw) ? 0 : 1) - (SampleMath.IsFinite(edited) ? 0 : 1);
+                s.Logits[row + s.EditInts[e * EditInts]] = raw;
             }
         }
         nonFinite = WarpSum(nonFinite);
