@@ -80,7 +80,7 @@ public sealed class LoraLinear : ILinear, IDisposable
     /// <summary>Slots A and B hold.</summary>
     public int MaxSlots { get; }
 
-    /// <summary>Rank rows (A) and columns (B) of every slot.</summary>
+    /// <summary>Rank columns of B of every slot, and rows of A (of which a fully sharded rank holds MaxRank / ranks).</summary>
     public int MaxRank { get; }
 
     /// <summary>
