@@ -54,7 +54,8 @@ public sealed record EngineArgs
     /// <summary>
     /// vLLM's fully_sharded_loras: under tensor parallelism the column-parallel projections (q, k, v, gate, up) split
     /// LoRA A by rank rows too, each rank computing its share of the shrink, and all-gather the shrink before the
-    /// expand (by default A is whole on every rank and only B is split). MaxLoraRank must then be a multiple of
+    /// expand (by default A is whole on every rank and only B is split); the row-parallel ones (o, down) split B by
+    /// output rows too, all-reducing the shrink. MaxLoraRank and the hidden size must then be multiples of
     /// TensorParallelSize. With one device there is nothing to shard and it changes nothing.
     /// </summary>
     public bool FullyShardedLoras { get; init; }
@@ -122,6 +123,9 @@ public sealed record EngineArgs
         if (EnableLora && FullyShardedLoras && MaxLoraRank % TensorParallelSize != 0)
             throw new ArgumentOutOfRangeException(nameof(MaxLoraRank), MaxLoraRank,
                 $"FullyShardedLoras splits MaxLoraRank ({MaxLoraRank}) over TensorParallelSize ({TensorParallelSize}) ranks: it must be a multiple of {TensorParallelSize}");
+        if (EnableLora && FullyShardedLoras && model.HiddenSize % TensorParallelSize != 0)
+            throw new ArgumentOutOfRangeException(nameof(TensorParallelSize), TensorParallelSize,
+                $"FullyShardedLoras splits the output rows of o_proj's and down_proj's LoRA B: TensorParallelSize ({TensorParallelSize}) must divide hidden_size ({model.HiddenSize})");
         int maxModelLen = MaxModelLen ?? model.MaxPositionEmbeddings;
         if (maxModelLen > model.MaxPositionEmbeddings)
             throw new ArgumentOutOfRangeException(nameof(MaxModelLen), maxModelLen,

@@ -83,6 +83,10 @@ public sealed class LoraLayers : IDisposable
         if (parallel && fullyShardedLoras && maxRank % ranks != 0)
             throw new ArgumentOutOfRangeException(nameof(maxRank), maxRank,
                 $"fully sharded LoRA splits max_lora_rank ({maxRank}) over the {ranks} tensor-parallel ranks: it must be a multiple of {ranks}");
+        if (parallel && fullyShardedLoras && model.Config.HiddenSize % ranks != 0)
+            throw new ArgumentException(
+                $"fully sharded LoRA splits the output rows of o_proj's and down_proj's B over the {ranks} tensor-parallel ranks: hidden_size ({model.Config.HiddenSize}) must be a multiple of {ranks}",
+                nameof(model));
         var shrink = model.Device.Zeros(DType.F32, maxTokens, maxRank);
         var localShrink = parallel && fullyShardedLoras ? model.Device.Zeros(DType.F32, maxTokens, maxRank / ranks) : null;
         var layers = new LoraLayers(shrink, localShrink, maxSlots, maxRank, dtype);

@@ -15,6 +15,7 @@ public sealed class LoraLinear : ILinear, IDisposable
     readonly DeviceTensor _shrinkBuffer; // [maxTokens, maxRank] F32, shared by all LoRA layers of a model
     readonly DeviceTensor? _localShrink; // [maxTokens, maxRank / ranks] F32: this rank's shrink before the all-gather (fully sharded)
     readonly int _aRowStart, _inStart, _outStart; // where this rank's share starts in the adapter's A rows, A columns, B rows
+    readonly bool _reduces; // row-parallel, fully sharded: the partial shrinks are all-reduced, B's rows expand into y's columns from _outStart
 
     /// <summary>Wraps <paramref name="baseLayer"/> and allocates its zeroed slots (vLLM's create_lora_weights).</summary>
     /// <param name="baseLayer">the projection wrapped; its InFeatures and OutFeatures size the slots</param>
@@ -45,9 +46,11 @@ public sealed class LoraLinear : ILinear, IDisposable
         if (maxRank <= 0) throw new ArgumentOutOfRangeException(nameof(maxRank), maxRank, "must be positive");
         if (!loraDType.IsFloat()) throw new ArgumentException($"LoRA dtype must be a float type, got {loraDType}", nameof(loraDType));
         int ranks = shard?.Communicator.WorldSize ?? 1, me = shard?.Communicator.Rank ?? 0;
-        bool gathers = shard is { GathersShrink: true };
+        bool gathers = shard is { GathersShrink: true }, reduces = shard is { ReducesShrink: true };
         if (gathers && maxRank % ranks != 0)
             throw new ArgumentOutOfRangeException(nameof(maxRank), maxRank, $"fully sharded LoRA splits max_lora_rank ({maxRank}) over {ranks} ranks: it must be a multiple of {ranks}");
+        if (reduces && baseLayer.OutFeatures % ranks != 0)
+            throw new ArgumentException($"fully sharded LoRA splits B's {baseLayer.OutFeatures} output rows over {ranks} ranks: they must be a multiple of {ranks}", nameof(baseLayer));
         if (gathers && localShrinkBuffer is null) throw new ArgumentNullException(nameof(localShrinkBuffer), "a fully sharded column-parallel layer needs its local shrink buffer");
         Base = baseLayer;
         MaxSlots = maxSlots;
@@ -60,12 +63,14 @@ public sealed class LoraLinear : ILinear, IDisposable
         FullOutFeatures = shard is null || row ? baseLayer.OutFeatures : baseLayer.OutFeatures * ranks;
         int aRows = gathers ? maxRank / ranks : maxRank;
         _aRowStart = gathers ? me * aRows : 0;
+        int bRows = reduces ? baseLayer.OutFeatures / ranks : baseLayer.OutFeatures;
         _inStart = row ? me * baseLayer.InFeatures : 0;
-        _outStart = shard is null || row ? 0 : me * baseLayer.OutFeatures;
+        _outStart = shard is null || row && !reduces ? 0 : me * bRows;
+        _reduces = reduces;
         A = device.Zeros(loraDType, maxSlots, aRows, baseLayer.InFeatures);
         try
         {
-            B = device.Zeros(loraDType, maxSlots, baseLayer.OutFeatures, maxRank);
+            B = device.Zeros(loraDType, maxSlots, bRows, maxRank);
         }
         catch
         {
@@ -89,7 +94,10 @@ public sealed class LoraLinear : ILinear, IDisposable
     /// </summary>
     public DeviceTensor A { get; }
 
-    /// <summary>[slots, out, maxRank] scale·B of every slot, rank columns past the adapter's rank are zero; a column-parallel rank's output rows only.</summary>
+    /// <summary>
+    /// [slots, out, maxRank] scale·B of every slot, rank columns past the adapter's rank are zero; under tensor
+    /// parallelism a column-parallel rank's output rows only, and a fully sharded row-parallel rank's share of the rows.
+    /// </summary>
     public DeviceTensor B { get; }
 
     /// <summary>Which share of the adapters this rank holds; null on one device.</summary>
@@ -127,8 +135,9 @@ public sealed class LoraLinear : ILinear, IDisposable
         var paddedA = new float[aRows * InFeatures];
         for (int r = 0; r < aRows && _aRowStart + r < rank; r++)
             a.Slice((_aRowStart + r) * FullInFeatures + _inStart, InFeatures).CopyTo(paddedA.AsSpan(r * InFeatures));
-        var paddedB = new float[OutFeatures * MaxRank];
-        for (int o = 0; o < OutFeatures; o++)
+        int bRows = B.Dim(1);
+        var paddedB = new float[bRows * MaxRank];
+        for (int o = 0; o < bRows; o++)
             for (int r = 0; r < rank; r++)
                 paddedB[o * MaxRank + r] = scale * b[(_outStart + o) * rank + r];
         Upload(A.Slice(slot, 1), paddedA);
@@ -155,27 +164,35 @@ public sealed class LoraLinear : ILinear, IDisposable
     public DeviceTensor BaseWeight => Base.BaseWeight;
 
     /// <summary>
-    /// y[t] += B_s·(A_s·x[t]), s = slot[t] (after the base layer's own delta, if it has one). Fully sharded, each rank
-    /// shrinks with its rows of A and the ranks all-gather the shrink before the expand; every rank then takes this
-    /// path for the same steps, as the collective needs.
+    /// y[t] += B_s·(A_s·x[t]), s = slot[t] (after the base layer's own delta, if it has one). Fully sharded, a
+    /// column-parallel rank shrinks with its rows of A and the ranks all-gather the shrink before the expand; a
+    /// row-parallel rank all-reduces its partial shrink and expands into its own columns of y. Every rank takes the
+    /// same path for the same steps, as the collectives need.
     /// </summary>
     public void AddDelta(DeviceTensor y, DeviceTensor x, StepBatch batch)
     {
         Base.AddDelta(y, x, batch);
         if (batch.LinearContext is not LoraBatchMapping { AnyAdapter: true } mapping) return;
-        var buffer = _shrinkBuffer.Slice(0, batch.NumTokens);
-        var device = y.Device;
+        var buffer = _shrinkBuffer.Slice(0, batch.NumTokens);                 // [T, maxRank]
+        var (lora, slots) = (y.Device.Lora, mapping.TokenSlots);
         if (_localShrink is { } localShrink)
         {
             var local = localShrink.Slice(0, batch.NumTokens);                // [T, maxRank / ranks]
-            device.Lora.Shrink(local, x, A, mapping.TokenSlots);
-            Shard!.Communicator.AllGather(buffer, local);                      // [T, maxRank], rank r's rows at r · maxRank / ranks
+            lora.Shrink(local, x, A, slots);
+            Shard!.Communicator.AllGather(buffer, local);                      // rank r's rows of A · x at r · maxRank / ranks
+            lora.Expand(y, buffer, B, slots);
+        }
+        else if (_reduces)
+        {
+            lora.Shrink(buffer, x, A, slots);                                  // A_r · x_r over this rank's inputs
+            Shard!.Communicator.AllReduceSum(buffer);                          // A · x
+            lora.Expand(y, buffer, B, slots, outputOffset: _outStart);         // into this rank's columns of y only
         }
         else
         {
-            device.Lora.Shrink(buffer, x, A, mapping.TokenSlots);
+            lora.Shrink(buffer, x, A, slots);
+            lora.Expand(y, buffer, B, slots);
         }
-        device.Lora.Expand(y, buffer, B, mapping.TokenSlots);
     }
 
     static void Upload(DeviceTensor slotView, float[] values)

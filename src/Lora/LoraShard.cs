@@ -13,9 +13,11 @@ namespace LoraEngine.Lora;
 /// rows split too, so each rank computes maxRank / WorldSize of the shrink; the shrink outputs are all-gathered before
 /// the expand.</item>
 /// <item>row-parallel (o, down; RowParallelLinearWithLoRA): A's columns of this rank's inputs, B whole. Each rank's
-/// B·(A_r·x_r) is a partial delta, added to its partial base output, so the layer's one all-reduce adds the delta once.
-/// Fully sharded or not: vLLM's fully sharded row layer would also split B by output rows (S-LoRA), which needs an
-/// expand into a column range of the output; not done.</item>
+/// B·(A_r·x_r) is a partial delta, added to its partial base output, so the layer's one all-reduce adds the delta once.</item>
+/// <item>row-parallel, fully sharded (RowParallelLinearWithShardedLoRA, S-LoRA's split): B's rows of this rank's share
+/// of the outputs too. The ranks all-reduce their partial shrinks A_r·x_r into the whole shrink, and each rank expands
+/// with its rows of B into its own columns of its partial output: after the layer's all-reduce every column holds its
+/// delta once, from the rank that owns it.</item>
 /// </list>
 /// </summary>
 /// <param name="Communicator">the rank's group (its rank picks the share)</param>
@@ -25,6 +27,9 @@ public sealed record LoraShard(ICommunicator Communicator, bool RowParallel, boo
 {
     /// <summary>Whether A is split by rank rows and the shrink outputs gathered (column-parallel and fully sharded).</summary>
     public bool GathersShrink => FullySharded && !RowParallel && Communicator.WorldSize > 1;
+
+    /// <summary>Whether B is split by output rows and the partial shrinks all-reduced (row-parallel and fully sharded).</summary>
+    public bool ReducesShrink => FullySharded && RowParallel && Communicator.WorldSize > 1;
 
     /// <summary>The shard of <paramref name="module"/> for a rank of <paramref name="communicator"/>'s group.</summary>
     public static LoraShard For(LoraModule module, ICommunicator communicator, bool fullySharded) =>
@@ -36,7 +41,7 @@ public sealed record LoraShard(ICommunicator Communicator, bool RowParallel, boo
         bool row = module.IsRowParallel();
         long aRows = fullySharded && !row ? maxRank / worldSize : maxRank;
         long aIn = row ? inFeatures / worldSize : inFeatures;
-        long bOut = row ? outFeatures : outFeatures / worldSize;
+        long bOut = row && !fullySharded ? outFeatures : outFeatures / worldSize;
         return maxSlots * (aRows * aIn + bOut * maxRank) * dtype.Size();
     }
 }

@@ -11,8 +11,9 @@ namespace LoraEngine.Lora.Tests;
 /// <summary>
 /// A LoRA linear split over two CPU devices as vLLM splits it computes what the whole one does on one device, for a
 /// mixed batch of adapters: column-parallel (A whole, B's rows), column-parallel fully sharded (A's rank rows too, the
-/// shrink all-gathered) — the ranks' outputs side by side — and row-parallel (A's input columns, B whole) — each rank's
-/// partial output, delta included, summed by the all-reduce, so the delta counts once.
+/// shrink all-gathered) — the ranks' outputs side by side — and row-parallel (A's input columns, B whole; fully sharded
+/// B's output rows too, the shrink all-reduced) — each rank's partial output, delta included, summed by the all-reduce,
+/// so the delta counts once.
 /// </summary>
 public sealed class LoraShardTests : IDisposable
 {
@@ -98,7 +99,7 @@ public sealed class LoraShardTests : IDisposable
     }
 
     [Fact]
-    public void Fully_sharded_slots_need_a_max_rank_the_ranks_divide()
+    public void Fully_sharded_slots_need_a_max_rank_and_outputs_the_ranks_divide()
     {
         var comms = HostStagedCommunicator.CreateGroup(2);
         using var shrink = _ranks[0].Zeros(DType.F32, 1, 3);
@@ -107,5 +108,9 @@ public sealed class LoraShardTests : IDisposable
         var e = Assert.Throws<ArgumentOutOfRangeException>(() =>
             new LoraLinear(new DenseLinear(weight), 1, 3, DType.F32, _ranks[0], shrink, new LoraShard(comms[0], false, true), local));
         Assert.Contains("must be a multiple of 2", e.Message);
+        using var fiveRows = _ranks[0].Zeros(DType.F32, 5, 4); // a row-parallel share whose 5 outputs two ranks cannot split
+        var rows = Assert.Throws<ArgumentException>(() =>
+            new LoraLinear(new DenseLinear(fiveRows), 1, 2, DType.F32, _ranks[0], shrink, new LoraShard(comms[0], true, true), local));
+        Assert.Contains("B's 5 output rows over 2 ranks", rows.Message);
     }
 }

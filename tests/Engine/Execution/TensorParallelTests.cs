@@ -70,11 +70,11 @@ public class TensorParallelTests
         {
             var runner = (ModelExecutor)two.Core.Runner;
             Assert.Equal(2, runner.Ranks);
-            // Rank 0's shares: q_proj's A whole (16 rank rows) or, fully sharded, its 8 rows; o_proj's A over its 128 input columns.
-            var layer = runner.Model.Layers[0];
-            Assert.Equal(fullySharded ? 8 : 16, ((LoraLinear)layer.QProj).A.Dim(1));
-            Assert.Equal((16, 128), (((LoraLinear)layer.OProj).A.Dim(1), ((LoraLinear)layer.OProj).A.Dim(2)));
-            Assert.Equal(128, ((LoraLinear)layer.QProj).B.Dim(1));
+            // Rank 0's shares: q_proj's A whole (16 rank rows) or, fully sharded, its 8 rows, and B's rows of its 128
+            // outputs; o_proj's A over its 128 input columns, and B whole (256 rows) or, fully sharded, its 128 rows.
+            var (q, o) = ((LoraLinear)runner.Model.Layers[0].QProj, (LoraLinear)runner.Model.Layers[0].OProj);
+            Assert.Equal((fullySharded ? 8 : 16, 256, 128), (q.A.Dim(1), q.A.Dim(2), q.B.Dim(1)));
+            Assert.Equal((16, 128, fullySharded ? 128 : 256), (o.A.Dim(1), o.A.Dim(2), o.B.Dim(1)));
             (parallel, parallelTokens) = RunnerLogits(two, golden);
         }
         Assert.Equal(single.Length, parallel.Length);
