@@ -22,7 +22,7 @@ namespace LoraEngine.Lora;
 /// </summary>
 /// <param name="Communicator">the rank's group (its rank picks the share)</param>
 /// <param name="RowParallel">true for o_proj and down_proj (inputs split), false for the column-parallel projections</param>
-/// <param name="FullySharded">vLLM's fully_sharded_loras: column-parallel layers split A by rank rows too</param>
+/// <param name="FullySharded">vLLM's fully_sharded_loras: column-parallel layers split A by rank rows too, row-parallel ones B by output rows</param>
 public sealed record LoraShard(ICommunicator Communicator, bool RowParallel, bool FullySharded)
 {
     /// <summary>Whether A is split by rank rows and the shrink outputs gathered (column-parallel and fully sharded).</summary>
