@@ -39,31 +39,24 @@ public sealed class LoraLayers : IDisposable
     /// Bytes reserved for LoRA slots: Σ over layers and wrapped modules of maxSlots × maxRank × (in + out) × dtype size,
     /// plus the shared shrink buffer maxTokens × maxRank × 4.
     /// </summary>
-    public static long MemoryBytes(LlamaConfig config, int maxSlots, int maxRank, DType dtype, int maxTokens)
-    {
-        long perLayer = 0;
-        foreach (var module in Enum.GetValues<LoraModule>())
-        {
-            var (inF, outF) = module.Features(config);
-            perLayer += LoraLinear.SlotBytes(maxSlots, maxRank, inF, outF, dtype);
-        }
-        return perLayer * config.NumHiddenLayers + 4L * maxTokens * maxRank;
-    }
+    public static long MemoryBytes(LlamaConfig config, int maxSlots, int maxRank, DType dtype, int maxTokens) =>
+        MemoryBytes(config, maxSlots, maxRank, dtype, maxTokens, worldSize: 1, fullySharded: false);
 
     /// <summary>
     /// Bytes one of <paramref name="worldSize"/> tensor-parallel ranks reserves for LoRA slots: its share of every
-    /// projection's slots (<see cref="LoraShard.SlotBytes"/>), the shrink buffer and, fully sharded, its local shrink buffer.
+    /// projection's slots (<see cref="LoraShard.SlotBytes"/>; the whole slots on one device), the shrink buffer and,
+    /// fully sharded over several ranks, its local shrink buffer.
     /// </summary>
     public static long MemoryBytes(LlamaConfig config, int maxSlots, int maxRank, DType dtype, int maxTokens, int worldSize, bool fullySharded)
     {
-        if (worldSize == 1) return MemoryBytes(config, maxSlots, maxRank, dtype, maxTokens);
         long perLayer = 0;
         foreach (var module in Enum.GetValues<LoraModule>())
         {
             var (inF, outF) = module.Features(config);
             perLayer += LoraShard.SlotBytes(module, worldSize, fullySharded, maxSlots, maxRank, inF, outF, dtype);
         }
-        return perLayer * config.NumHiddenLayers + 4L * maxTokens * maxRank + (fullySharded ? 4L * maxTokens * (maxRank / worldSize) : 0);
+        bool localShrink = fullySharded && worldSize > 1;
+        return perLayer * config.NumHiddenLayers + 4L * maxTokens * maxRank + (localShrink ? 4L * maxTokens * (maxRank / worldSize) : 0);
     }
 
     /// <summary>Wraps all seven projections of every layer of <paramref name="model"/> in LoRA layers.</summary>
