@@ -10,15 +10,8 @@ namespace LoraEngine.Engine.Tests.Execution;
 /// others waiting in a collective: the group is aborted, and the rank's own error (not the others' cancellation) is
 /// what the step throws.
 /// </summary>
-public sealed class RankThreadsTests : IDisposable
+public sealed class RankThreadsTests
 {
-    readonly ComputeDevice[] _devices = [ComputeDevice.CreateCpu(), ComputeDevice.CreateCpu()];
-
-    public void Dispose()
-    {
-        foreach (var d in _devices) d.Dispose();
-    }
-
     [Fact]
     public void Every_rank_runs_on_a_thread_of_its_own_each_step()
     {
@@ -37,7 +30,8 @@ public sealed class RankThreadsTests : IDisposable
     {
         var comms = HostStagedCommunicator.CreateGroup(2);
         using var threads = new RankThreads(2, abort: () => comms[0].Abort());
-        using var t0 = _devices[0].Zeros(DType.F32, 4);
+        using var device = ComputeDevice.CreateCpu();
+        using var t0 = device.Zeros(DType.F32, 4);
         var e = Assert.Throws<InvalidOperationException>(() => threads.Run(r =>
         {
             if (r == 1) throw new InvalidOperationException("rank 1 failed on its device");
