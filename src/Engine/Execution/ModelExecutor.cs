@@ -75,9 +75,12 @@ internal sealed class ModelExecutor : IModelRunner
     /// <summary>CUDA graphs captured so far (one per decode bucket and LoRA use).</summary>
     public int CapturedGraphs => _graphs.Count;
 
-    /// <summary>Device bytes besides weights and LoRA slots for a token budget (workspace, logits, step buffers, the padding block).</summary>
+    /// <summary>
+    /// Device bytes besides weights and LoRA slots for a token budget (workspace, logits, step buffers, the padding block,
+    /// the attention kernels' split workspace).
+    /// </summary>
     public static long ActivationBytes(LlamaConfig config, int maxTokens, int maxModelLen, int blockSize) =>
-        ForwardWorkspace.Bytes(config, maxTokens, maxModelLen) + 4L * Math.Min(maxTokens, 256) * config.VocabSize
+        ForwardWorkspace.Bytes(config, maxTokens, maxModelLen) + AttentionOps.WorkspaceBytes + 4L * Math.Min(maxTokens, 256) * config.VocabSize
         + SampleBatch.Bytes(Math.Min(maxTokens, 256), config.VocabSize) + 4L * maxTokens * 8 + PagedKvCache.BytesPerBlock(config, blockSize);
 
     /// <summary>Runs one forward step over all items packed together; returns each item's sampled-row results.</summary>

@@ -65,7 +65,8 @@ public partial class AttentionOps : IDisposable
     {
         public int Tokens, Heads, KvHeads, HeadDim, BlockSize, NumBlocks, MaxBlocks;
         public float Scale;
-        public int TokenOffset, HeadGroups; // the split kernels: first token of the launch, head groups per KV head
+        // The split kernels: first token of the launch, head groups per KV head, MaxBlocks × BlockSize, splits per (token, head).
+        public int TokenOffset, HeadGroups, MaxContext, GridSplits;
     }
 
     // kCache[slot[t]] = k[t], vCache[slot[t]] = v[t]; slot −1 (or outside the cache) skipped
@@ -334,7 +335,9 @@ public partial class AttentionOps : IDisposable
             BlockTables = blockTables.I32, TokenSeq = tokenSeq.I32, TokenPos = tokenPos.I32,
         };
         int warps = shape.Tokens * shape.Heads;
-        long recordsPerToken = (long)shape.Heads * MaxSplits * RecordFloats(shape.HeadDim);
+        shape.MaxContext = (int)Math.Min(int.MaxValue, (long)shape.MaxBlocks * shape.BlockSize);
+        shape.GridSplits = GridSplitsFor(shape.MaxContext);
+        long recordsPerToken = (long)shape.Heads * shape.GridSplits * RecordFloats(shape.HeadDim);
         int tokensPerLaunch = _partials == null ? 0 : (int)Math.Min(shape.Tokens, _partials.Length / recordsPerToken);
         if (SplitContext && SplitSupports(shape.HeadDim) && tokensPerLaunch > 0)
         {
@@ -348,7 +351,7 @@ public partial class AttentionOps : IDisposable
             {
                 int n = Math.Min(tokensPerLaunch, shape.Tokens - first);
                 shape.TokenOffset = first;
-                _attentionSplit!(_device.Stream, new KernelConfig(n * shape.KvHeads * shape.HeadGroups * MaxSplits, SplitThreads), views, shape);
+                _attentionSplit!(_device.Stream, new KernelConfig(n * shape.KvHeads * shape.HeadGroups * shape.GridSplits, SplitThreads), views, shape);
                 _combineSplits!(_device.Stream, new KernelConfig(n * shape.Heads, SplitThreads), views, shape);
             }
         }

@@ -23,17 +23,20 @@ public partial class AttentionOps
     /// <summary>Most query heads one split group serves; a KV head shared by more is served by several groups.</summary>
     const int MaxGroupHeads = 8;
 
-    /// <summary>Floats of the default partial-result workspace (64 MiB): 481 tokens of Llama-3.2-1B a launch, 248 of Llama-3.1-8B.</summary>
+    /// <summary>Floats of the default partial-result workspace: 481 tokens of Llama-3.2-1B a launch, 248 of Llama-3.1-8B (16 splits).</summary>
     internal const int DefaultWorkspaceFloats = 16 << 20;
 
+    /// <summary>Device bytes the kernel attention family allocates for the split kernels' workspace (64 MiB; none on the CPU device).</summary>
+    public const long WorkspaceBytes = 4L * DefaultWorkspaceFloats;
+
     /// <summary>Positions per split for a context of <paramref name="ctx"/> positions: 64 up to 1024 positions, then the multiple of 64 that needs at most 16 splits.</summary>
-    internal static int SplitLength(int ctx) => SplitChunk * XMath.Max(1, (ctx + SplitChunk * MaxSplits - 1) / (SplitChunk * MaxSplits));
+    internal static int SplitLength(int ctx) => SplitChunk * XMath.Max(1, (int)(((long)ctx + SplitChunk * MaxSplits - 1) / (SplitChunk * MaxSplits)));
 
     /// <summary>Splits of a context of <paramref name="ctx"/> positions (1 for an empty context).</summary>
     internal static int SplitCount(int ctx)
     {
         int length = SplitLength(ctx);
-        return XMath.Max(1, (ctx + length - 1) / length);
+        return XMath.Max(1, (int)(((long)ctx + length - 1) / length));
     }
 
     /// <summary>Whether the split kernels serve this head_dim: 4 warps × 4 dims a lane, two threads a key row, 16 dims a load round.</summary>
@@ -43,14 +46,24 @@ public partial class AttentionOps
     static int RecordFloats(int headDim) => headDim + 4;
 
     /// <summary>Where the partial result of (token tl of the launch, head h, split) starts in the workspace.</summary>
-    static long Record(AttentionShape s, int tl, int h, int split) => (((long)tl * s.Heads + h) * MaxSplits + split) * RecordFloats(s.HeadDim);
+    static long Record(AttentionShape s, int tl, int h, int split) => (((long)tl * s.Heads + h) * s.GridSplits + split) * RecordFloats(s.HeadDim);
+
+    /// <summary>
+    /// Splits a launch provides per (token, head): the most any context up to the block table's reach can have (a shape,
+    /// fixed for an engine and in a captured graph, so a replay with longer contexts still finds all its splits).
+    /// </summary>
+    internal static int GridSplitsFor(int maxContext) => maxContext >= SplitChunk * MaxSplits ? MaxSplits : XMath.Max(1, (maxContext + SplitChunk - 1) / SplitChunk);
+
+    /// <summary>Positions token t attends to, clamped to the block table's reach (positions past it are never mapped).</summary>
+    static int ContextOf(AttentionViews v, AttentionShape s, int t) => XMath.Min(v.TokenPos[t] + 1, s.MaxContext);
 
     // For split `split` of token t's context and query heads h0..h0+rc−1 (KV head kvh), over the split's positions p:
     // m[h] = max_p score, l[h] = Σ_p e^(score − m[h]), o[h] = Σ_p e^(score − m[h]) · V[p], score = scale · q[t,h] · K[p].
     // One split: out[t,h] = o[h] / l[h]; more: (o, m, l) go to the workspace for CombineSplitsKernel.
-    // Grid: (token, KV head, head group, split), splits past the token's last exit at once. Positions come in chunks of 64:
-    // two threads score a position (each half the dims, 4 loads in flight), one warp per head does the chunk's softmax
-    // bookkeeping, then warps take 16 dims each and lanes positions, 4 value rows in flight a lane, reduced by butterfly.
+    // Grid: (token, KV head, head group, split < GridSplits), splits past the token's last exit at once. Positions come in chunks of 64:
+    // two threads score a position (each half the dims, 8 loads in flight), one warp per head does the chunk's softmax
+    // bookkeeping, then warps take 16 dims each and lanes positions, 8 value rows in flight a lane, reduced by butterfly.
+    // Heads of the group are walked one after the other: the first reads K and V rows from memory, the others from L1.
     static void SplitAttentionKernel(AttentionViews v, AttentionShape s)
     {
         var qs = SharedMemory.Allocate<float>(MaxGroupHeads * MaxHeadDim);      // [rc, headDim] scaled queries
@@ -62,12 +75,12 @@ public partial class AttentionOps
         var rescale = SharedMemory.Allocate<float>(MaxGroupHeads);
         int tid = Group.IdxX, warp = Warp.WarpIdx, lane = Warp.LaneIdx;
         int g = Grid.IdxX;
-        int split = g % MaxSplits;
-        g /= MaxSplits;
+        int split = g % s.GridSplits;
+        g /= s.GridSplits;
         int headGroup = g % s.HeadGroups;
         g /= s.HeadGroups;
         int kvh = g % s.KvHeads, tl = g / s.KvHeads, t = s.TokenOffset + tl;
-        int seq = v.TokenSeq[t], ctx = v.TokenPos[t] + 1;
+        int seq = v.TokenSeq[t], ctx = ContextOf(v, s, t);
         int splits = SplitCount(ctx);
         if (split >= splits) return;
         int length = SplitLength(ctx), start = split * length, end = XMath.Min(start + length, ctx);
@@ -129,15 +142,21 @@ public partial class AttentionOps
             {
                 int wr = r * SplitChunk;
                 F4 o = default;
-                for (int i = posLane; i < count; i += 4 * stride)
+                for (int i = posLane; i < count; i += 8 * stride)
                 {
-                    int i1 = i + stride, i2 = i1 + stride, i3 = i2 + stride;
-                    F4 a = ValueRow(v.VCache4, rows, i, count, col), b = ValueRow(v.VCache4, rows, i1, count, col);
-                    F4 c = ValueRow(v.VCache4, rows, i2, count, col), d = ValueRow(v.VCache4, rows, i3, count, col);
-                    o = MulAdd(o, weights[wr + i], a);
-                    o = MulAdd(o, i1 < count ? weights[wr + i1] : 0f, b);
-                    o = MulAdd(o, i2 < count ? weights[wr + i2] : 0f, c);
-                    o = MulAdd(o, i3 < count ? weights[wr + i3] : 0f, d);
+                    // Eight rows in flight (the 64 positions of a chunk in one round at head_dim 64), then their weights.
+                    F4 a0 = ValueRow(v.VCache4, rows, i, count, col), a1 = ValueRow(v.VCache4, rows, i + stride, count, col);
+                    F4 a2 = ValueRow(v.VCache4, rows, i + 2 * stride, count, col), a3 = ValueRow(v.VCache4, rows, i + 3 * stride, count, col);
+                    F4 a4 = ValueRow(v.VCache4, rows, i + 4 * stride, count, col), a5 = ValueRow(v.VCache4, rows, i + 5 * stride, count, col);
+                    F4 a6 = ValueRow(v.VCache4, rows, i + 6 * stride, count, col), a7 = ValueRow(v.VCache4, rows, i + 7 * stride, count, col);
+                    o = MulAdd(o, Weight(weights, wr, i, count), a0);
+                    o = MulAdd(o, Weight(weights, wr, i + stride, count), a1);
+                    o = MulAdd(o, Weight(weights, wr, i + 2 * stride, count), a2);
+                    o = MulAdd(o, Weight(weights, wr, i + 3 * stride, count), a3);
+                    o = MulAdd(o, Weight(weights, wr, i + 4 * stride, count), a4);
+                    o = MulAdd(o, Weight(weights, wr, i + 5 * stride, count), a5);
+                    o = MulAdd(o, Weight(weights, wr, i + 6 * stride, count), a6);
+                    o = MulAdd(o, Weight(weights, wr, i + 7 * stride, count), a7);
                 }
                 for (int offset = cw; offset < 32; offset <<= 1)
                 {
@@ -188,7 +207,7 @@ public partial class AttentionOps
         var scales = SharedMemory.Allocate<float>(MaxSplits);
         int tid = Group.IdxX;
         int tl = Grid.IdxX / s.Heads, h = Grid.IdxX % s.Heads, t = s.TokenOffset + tl;
-        int splits = SplitCount(v.TokenPos[t] + 1);
+        int splits = SplitCount(ContextOf(v, s, t));
         if (splits == 1) return;
         int hd = s.HeadDim, hd4 = hd / 4, record4 = RecordFloats(hd) / 4;
         long first = Record(s, tl, h, 0);
@@ -227,11 +246,20 @@ public partial class AttentionOps
         }
     }
 
-    /// <summary>q_r · K[row] over this thread's half of the F4 columns (half, half+2, …), four loads in flight.</summary>
+    /// <summary>q_r · K[row] over this thread's half of the F4 columns (half, half+2, …): eight loads in flight (a 64-wide head in one round), then four.</summary>
     static float HalfRowDot(ArrayView<F4> cache, long row, ArrayView<float> qs, int q0, int half, int hd4)
     {
         float dot = 0;
-        for (int j = half; j < hd4; j += 8)
+        int j = half;
+        for (; j + 14 < hd4; j += 16)
+        {
+            F4 a = cache[row + j], b = cache[row + j + 2], c = cache[row + j + 4], d = cache[row + j + 6];
+            F4 e = cache[row + j + 8], f = cache[row + j + 10], g = cache[row + j + 12], h = cache[row + j + 14];
+            int q = q0 + 4 * j;
+            dot += Dot(qs, q, a) + Dot(qs, q + 8, b) + Dot(qs, q + 16, c) + Dot(qs, q + 24, d)
+                 + Dot(qs, q + 32, e) + Dot(qs, q + 40, f) + Dot(qs, q + 48, g) + Dot(qs, q + 56, h);
+        }
+        for (; j < hd4; j += 8)
         {
             F4 a = cache[row + j], b = cache[row + j + 2], c = cache[row + j + 4], d = cache[row + j + 6];
             int q = q0 + 4 * j;
@@ -249,6 +277,8 @@ public partial class AttentionOps
         long row = rows[i];
         return row >= 0 ? cache[row + col] : default;
     }
+
+    static float Weight(ArrayView<float> weights, int at, int i, int count) => i < count ? weights[at + i] : 0f;
 
     static F4 MulAdd(F4 acc, float w, F4 x)
     {
