@@ -46,8 +46,8 @@ public partial class AttentionOps : IDisposable
     }
 
     /// <summary>
-    /// Whether head_dims the split kernels serve use them (default); false launches the one-group-per-(token, head)
-    /// wide kernel instead, for benchmarks that time both. Changing it changes results in the last bits: set it before use.
+    /// Whether the split kernels serve the head_dims they support (default); false launches the one-group-per-(token, head)
+    /// wide kernel instead, for benchmarks that time both. Results differ in the last bits: set it before any use.
     /// </summary>
     internal bool SplitContext { get; set; } = true;
 
