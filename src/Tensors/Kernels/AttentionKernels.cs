@@ -352,7 +352,8 @@ public partial class AttentionOps : IDisposable
                 int n = Math.Min(tokensPerLaunch, shape.Tokens - first);
                 shape.TokenOffset = first;
                 _attentionSplit!(_device.Stream, new KernelConfig(n * shape.KvHeads * shape.HeadGroups * shape.GridSplits, SplitThreads), views, shape);
-                _combineSplits!(_device.Stream, new KernelConfig(n * shape.Heads, SplitThreads), views, shape);
+                if (shape.GridSplits > 1) // else every token had one split, written out by the split kernel
+                    _combineSplits!(_device.Stream, new KernelConfig(n * shape.Heads, SplitThreads), views, shape);
             }
         }
         else if (WideSupports(shape.HeadDim))
