@@ -82,7 +82,7 @@ public static class LinearBench
     }
 
     /// <summary>Median time of one call: 20 calls captured in a CUDA graph and replayed (eager elsewhere).</summary>
-    internal static double MedianReplayMs(ComputeDevice device, Action action)
+    static double MedianReplayMs(ComputeDevice device, Action action)
     {
         const int calls = 20;
         if (!DeviceGraph.IsSupported(device)) return MedianMs(device, action, quick: false);
