@@ -19,10 +19,14 @@ namespace LoraEngine.Bench;
 ///   attention [--quick]                                        decode attention alone: 1B and 8B heads, batch 1 and 32,
 ///                                                              contexts 128/512/2048; the wide and split kernels side by side
 ///   serving [--shape 1b|8b|cpu-peer|small|shipped] [--quick] [--out DIR] [--only NAME,...] [--system-prompt N] [--own-prompt M]
+///           [--tensor-parallel-size N] [--fully-sharded-loras]
 ///                                                              serving scenarios on a random-weight model (shipped: the
 ///                                                              shipped checkpoint); the prefix scenarios' prompts are a
 ///                                                              system prompt of N tokens (default 1024 on the 1b shape,
-///                                                              else 384) and M of their own (default 64)
+///                                                              else 384) and M of their own (default 64); with
+///                                                              --tensor-parallel-size N the engine shards the model over
+///                                                              devices 0 … N−1 of LORAENGINE_DEVICE's kind (results
+///                                                              written as serving-SHAPE-tpN)
 /// LORAENGINE_DEVICE picks the device (default cpu).
 /// </summary>
 public static class BenchRunner
@@ -78,15 +82,20 @@ public static class BenchRunner
                 int systemPrompt = int.Parse(Option("--system-prompt", shape == BenchShape.Llama32_1B ? "1024" : "384"));
                 var scenarios = ServingBenchmark.Scenarios(quick, systemPrompt, int.Parse(Option("--own-prompt", "64")));
                 if (Option("--only", "") is { Length: > 0 } only) scenarios = scenarios.Where(s => only.Split(',').Any(o => s.Name.StartsWith(o))).ToList();
+                int tensorParallel = int.Parse(Option("--tensor-parallel-size", "1"));
+                bool fullySharded = argv.Contains("--fully-sharded-loras");
                 var bench = new ServingBenchmark(model, AdapterDir, device.Kind.ToString().ToLowerInvariant(), Console.Out)
                 {
                     PromptTokens = int.Parse(Option("--prompt", "128")),
                     NewTokens = quick ? 16 : int.Parse(Option("--new", "128")),
+                    TensorParallelSize = tensorParallel,
+                    FullyShardedLoras = fullySharded,
                 };
                 var results = bench.Run(scenarios, copy);
-                File.WriteAllText(Path.Combine(outDir, $"serving-{shape.Name}.json"),
-                    JsonSerializer.Serialize(new { device = device.ToString(), shape, copyGBps = copy, results }, json));
-                File.WriteAllText(Path.Combine(outDir, $"serving-{shape.Name}.md"), Markdown(results));
+                string name = tensorParallel > 1 ? $"serving-{shape.Name}-tp{tensorParallel}" : $"serving-{shape.Name}";
+                File.WriteAllText(Path.Combine(outDir, $"{name}.json"),
+                    JsonSerializer.Serialize(new { device = device.ToString(), shape, copyGBps = copy, tensorParallelSize = tensorParallel, fullyShardedLoras = fullySharded, results }, json));
+                File.WriteAllText(Path.Combine(outDir, $"{name}.md"), Markdown(results));
                 Console.WriteLine(Markdown(results));
                 break;
             default:

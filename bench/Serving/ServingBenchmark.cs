@@ -66,6 +66,12 @@ public sealed class ServingBenchmark(string modelDir, Func<int, string> adapterD
     public int PromptTokens { get; init; } = 128;
     public int NewTokens { get; init; } = 128;
 
+    /// <summary>Ranks the engine shards the model over (--tensor-parallel-size): rank r on device r of the kind.</summary>
+    public int TensorParallelSize { get; init; } = 1;
+
+    /// <summary>vLLM's fully_sharded_loras under tensor parallelism (--fully-sharded-loras).</summary>
+    public bool FullyShardedLoras { get; init; }
+
     /// <summary>The scenarios; the prefix ones with a system prompt of <paramref name="systemPrompt"/> tokens, then <paramref name="ownPrompt"/> of each request's own.</summary>
     public static IReadOnlyList<Scenario> Scenarios(bool quick, int systemPrompt, int ownPrompt = 64)
     {
@@ -103,8 +109,10 @@ public sealed class ServingBenchmark(string modelDir, Func<int, string> adapterD
                 Model = modelDir, Device = device, EnableLora = true, MaxLoras = group.Key.MaxLoras, MaxCpuLoras = group.Key.MaxCpuLoras,
                 MaxLoraRank = 16, MaxNumSeqs = 64, MaxNumBatchedTokens = 64 * PromptTokens, MaxModelLen = group.Key.MaxModelLen,
                 EnablePrefixCaching = group.Key.PrefixCaching, DisableLogStats = true, Dtype = "auto", LoggerFactory = new LineLoggerFactory(log),
+                TensorParallelSize = TensorParallelSize, FullyShardedLoras = FullyShardedLoras,
             });
-            log.WriteLine($"engine: {engine.MemoryPlan}, prefix caching {(group.Key.PrefixCaching ? "on" : "off")}");
+            log.WriteLine($"engine: {engine.MemoryPlan}, prefix caching {(group.Key.PrefixCaching ? "on" : "off")}" +
+                          (TensorParallelSize > 1 ? $", tensor parallel over {engine.DeviceName}, fully sharded LoRA {(FullyShardedLoras ? "on" : "off")}" : ""));
             foreach (var scenario in group)
             {
                 // Warm-up as the peer does (it generates its batch twice): the scenario's adapters are read and its
@@ -139,7 +147,8 @@ public sealed class ServingBenchmark(string modelDir, Func<int, string> adapterD
     {
         var c = engine.ModelConfig;
         double positions = PromptLength(scenario) + NewTokensOf(scenario) / 2.0;
-        return (scenario.OneAtATime ? 1 : scenario.Batch) * positions * 2.0 * c.NumHiddenLayers * c.KvSize * sizeof(float);
+        // Under tensor parallelism a rank reads its KV heads only (the roofline is rank 0's: its bytes over one device's bandwidth).
+        return (scenario.OneAtATime ? 1 : scenario.Batch) * positions * 2.0 * c.NumHiddenLayers * c.KvSize * sizeof(float) / engine.MemoryPlan.TensorParallelSize;
     }
 
     ScenarioResult RunOnce(LlmEngine engine, Scenario scenario, int newTokens, bool warmUp)

@@ -17,6 +17,8 @@ internal sealed class CommonOptions
     public Option<int?> MaxPromptChars { get; } = new("--max-prompt-chars") { Description = "Longest prompt in characters, checked before tokenising (default 32 × max model len)" };
     public Option<int> MaxN { get; } = new("--max-n") { Description = "Largest n (sequences per request)", DefaultValueFactory = _ => 128 };
     public Option<int?> MaxRequestOutputTokens { get; } = new("--max-request-output-tokens") { Description = "Largest n × max_tokens of one request (default 16 × max model len)" };
+    public Option<int> TensorParallelSize { get; } = new("--tensor-parallel-size", "-tp") { Description = "Devices to shard the model over: rank r on device r of --device's kind", DefaultValueFactory = _ => 1 };
+    public Option<bool> FullyShardedLoras { get; } = new("--fully-sharded-loras") { Description = "Under tensor parallelism, split LoRA A of q/k/v/gate/up by rank rows and B of o/down by output rows too (vLLM's fully_sharded_loras)" };
     public Option<bool> EnforceEager { get; } = new("--enforce-eager") { Description = "Launch every kernel eagerly instead of replaying CUDA graphs of decode steps" };
     public Option<bool> EnablePrefixCaching { get; } = new("--enable-prefix-caching") { Description = "Reuse the KV blocks of prompt prefixes computed before, keyed by tokens and adapter content", DefaultValueFactory = _ => true };
     public Option<bool> NoEnablePrefixCaching { get; } = new("--no-enable-prefix-caching") { Description = "Compute every prompt in full (only the n sequences of one request share their prompt)" };
@@ -24,7 +26,7 @@ internal sealed class CommonOptions
     public void AddTo(Command command)
     {
         foreach (var option in new Option[] { Model, Device, Dtype, MaxModelLen, MaxLoras, MaxLoraRank, MaxCpuLoras, MaxNumSeqs, GpuMemoryUtilization,
-                     MaxPromptChars, MaxN, MaxRequestOutputTokens, EnforceEager, EnablePrefixCaching, NoEnablePrefixCaching })
+                     MaxPromptChars, MaxN, MaxRequestOutputTokens, TensorParallelSize, FullyShardedLoras, EnforceEager, EnablePrefixCaching, NoEnablePrefixCaching })
             command.Options.Add(option);
         command.Validators.Add(result =>
         {
@@ -48,6 +50,8 @@ internal sealed class CommonOptions
         MaxPromptChars = p.GetValue(MaxPromptChars),
         MaxN = p.GetValue(MaxN),
         MaxRequestOutputTokens = p.GetValue(MaxRequestOutputTokens),
+        TensorParallelSize = p.GetValue(TensorParallelSize),
+        FullyShardedLoras = p.GetValue(FullyShardedLoras),
         EnforceEager = p.GetValue(EnforceEager),
         EnablePrefixCaching = p.GetValue(EnablePrefixCaching) && !p.GetValue(NoEnablePrefixCaching),
     };

@@ -51,9 +51,19 @@ public sealed record EngineArgs
     public int? MaxCpuLoras { get; init; }
     /// <summary>The dtype of the LoRA slots: "auto" (the weights' dtype), "float32", "float16", "bfloat16".</summary>
     public string LoraDtype { get; init; } = "auto";
-    /// <summary>Accepted for compatibility; with one device there is nothing to shard.</summary>
+    /// <summary>
+    /// vLLM's fully_sharded_loras: under tensor parallelism the column-parallel projections (q, k, v, gate, up) split
+    /// LoRA A by rank rows too, each rank computing its share of the shrink, and all-gather the shrink before the
+    /// expand (by default A is whole on every rank and only B is split); the row-parallel ones (o, down) split B by
+    /// output rows too, all-reducing the shrink. MaxLoraRank and the hidden size must then be multiples of
+    /// TensorParallelSize. With one device there is nothing to shard and it changes nothing.
+    /// </summary>
     public bool FullyShardedLoras { get; init; }
-    /// <summary>Devices to shard the model over; only 1 is supported (more is refused when the engine is built).</summary>
+    /// <summary>
+    /// Devices to shard the model over (vLLM's tensor_parallel_size): rank r runs on device r of the kind
+    /// <see cref="Device"/> names, each holding its share of the heads (q/k/v, KV cache) and MLP columns. Must divide
+    /// the model's attention heads, KV heads and intermediate size, and be at most the devices available.
+    /// </summary>
     public int TensorParallelSize { get; init; } = 1;
     /// <summary>Largest logprobs / prompt_logprobs k a request may ask; -1: the whole vocabulary.</summary>
     public int MaxLogprobs { get; init; } = 20;
@@ -109,6 +119,13 @@ public sealed record EngineArgs
 
         if (!Directory.Exists(Model)) throw new ArgumentException($"Model folder '{Model}' does not exist", nameof(Model));
         var model = LlamaConfig.Load(Model);
+        model.CheckTensorParallel(TensorParallelSize);
+        if (EnableLora && FullyShardedLoras && MaxLoraRank % TensorParallelSize != 0)
+            throw new ArgumentOutOfRangeException(nameof(MaxLoraRank), MaxLoraRank,
+                $"FullyShardedLoras splits MaxLoraRank ({MaxLoraRank}) over TensorParallelSize ({TensorParallelSize}) ranks: it must be a multiple of {TensorParallelSize}");
+        if (EnableLora && FullyShardedLoras && model.HiddenSize % TensorParallelSize != 0)
+            throw new ArgumentOutOfRangeException(nameof(TensorParallelSize), TensorParallelSize,
+                $"FullyShardedLoras splits the output rows of o_proj's and down_proj's LoRA B: TensorParallelSize ({TensorParallelSize}) must divide hidden_size ({model.HiddenSize})");
         int maxModelLen = MaxModelLen ?? model.MaxPositionEmbeddings;
         if (maxModelLen > model.MaxPositionEmbeddings)
             throw new ArgumentOutOfRangeException(nameof(MaxModelLen), maxModelLen,
@@ -121,14 +138,12 @@ public sealed record EngineArgs
         return new EngineConfig(this, model, device, dtype, loraDtype, maxModelLen, batched, maxCpuLoras, usageContext);
     }
 
-    /// <summary>The device-count check that needs the executor's devices.</summary>
+    /// <summary>The device-count check that needs the executor's devices: one rank per device.</summary>
     public void ValidateTensorParallel(int deviceCount)
     {
         if (TensorParallelSize > deviceCount)
             throw new ArgumentOutOfRangeException(nameof(TensorParallelSize), TensorParallelSize,
                 $"TensorParallelSize ({TensorParallelSize}) is greater than the {deviceCount} device(s) available");
-        if (TensorParallelSize > 1)
-            throw new ArgumentOutOfRangeException(nameof(TensorParallelSize), TensorParallelSize, "tensor parallelism is not supported yet: use TensorParallelSize = 1");
     }
 
     static DType? ParseDtype(string value, string field)

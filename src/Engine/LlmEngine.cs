@@ -7,6 +7,7 @@ using LoraEngine.Models.Llama;
 using LoraEngine.Models.Safetensors;
 using LoraEngine.Models.Tokenization;
 using LoraEngine.Tensors;
+using LoraEngine.Tensors.Distributed;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
 
@@ -21,18 +22,18 @@ namespace LoraEngine;
 /// </summary>
 public sealed class LlmEngine : IDisposable
 {
-    readonly ComputeDevice _device;
-    readonly LlamaModel _model;
-    readonly LoraLayers? _loraLayers;
+    readonly IReadOnlyList<ComputeDevice> _devices; // one per tensor-parallel rank
+    readonly IReadOnlyList<LlamaModel> _models;
+    readonly IReadOnlyList<LoraLayers> _loraLayers;
     readonly InputProcessor _processor;
     bool _disposed;
 
-    LlmEngine(EngineConfig config, ComputeDevice device, LlamaModel model, LoraLayers? loraLayers, LoraManager? loraManager,
+    LlmEngine(EngineConfig config, IReadOnlyList<ComputeDevice> devices, IReadOnlyList<LlamaModel> models, IReadOnlyList<LoraLayers> loraLayers, LoraManager? loraManager,
         IModelRunner runner, MemoryPlan plan, HfTokenizer tokenizer, IReadOnlyList<IStatLogger> statLoggers, EngineMetrics metrics, ILogger logger)
     {
         Config = config;
-        _device = device;
-        _model = model;
+        _devices = devices;
+        _models = models;
         _loraLayers = loraLayers;
         LoraManager = loraManager;
         MemoryPlan = plan;
@@ -58,8 +59,8 @@ public sealed class LlmEngine : IDisposable
     /// <summary>The engine's counters, gauges and latency histograms (meter "LoraEngine").</summary>
     public EngineMetrics Metrics { get; }
 
-    /// <summary>The device the engine runs on.</summary>
-    public string DeviceName => _device.ToString();
+    /// <summary>The device the engine runs on; under tensor parallelism every rank's, in rank order.</summary>
+    public string DeviceName => _devices.Count == 1 ? _devices[0].ToString() : $"{_devices.Count} ranks: {string.Join("; ", _devices)}";
 
     internal LoraManager? LoraManager { get; }
 
@@ -88,41 +89,57 @@ public sealed class LlmEngine : IDisposable
         var loggerFactory = engineArgs.LoggerFactory ?? NullLoggerFactory.Instance;
         var logger = loggerFactory.CreateLogger<LlmEngine>();
 
-        // 2. Executor selection by hardware.
-        var device = ComputeDevice.Create(config.Device);
-        var owned = new List<IDisposable> { device };
+        // 2. Executor selection by hardware: one device per tensor-parallel rank, rank r on device r of the kind.
+        int ranks = engineArgs.TensorParallelSize;
+        if (ranks > 1) engineArgs.ValidateTensorParallel(ComputeDevice.Count(config.Device));
+        var owned = new List<IDisposable>();
         try
         {
-            engineArgs.ValidateTensorParallel(deviceCount: 1);
+            var devices = new List<ComputeDevice>();
+            for (int r = 0; r < ranks; r++)
+            {
+                devices.Add(ComputeDevice.Create(config.Device, r));
+                owned.Add(devices[r]);
+            }
+            var device = devices[0];
+            // The ranks' group: no communication at all on one device; through the host between devices of this process.
+            var communicators = ranks == 1 ? [SingleRankCommunicator.Instance] : HostStagedCommunicator.CreateGroup(ranks).ToArray<ICommunicator>();
 
             // 3. Model load (memory planned first so a model that cannot fit fails before anything is uploaded).
             var tokenizer = HfTokenizer.Load(engineArgs.Model);
-            LlamaModel model;
+            var models = new List<LlamaModel>();
             MemoryPlan plan;
             using (var checkpoint = SafetensorsCheckpoint.Open(engineArgs.Model))
             {
                 var weightDType = config.Dtype ?? StoredDType(checkpoint);
                 var loraDType = config.LoraDtype ?? weightDType;
                 plan = MemoryPlan.Create(config, device, checkpoint, weightDType, loraDType);
-                model = LlamaModel.Load(device, config.ModelConfig, checkpoint, config.Dtype);
-                owned.Add(model);
+                for (int r = 0; r < ranks; r++)
+                {
+                    models.Add(LlamaModel.Load(devices[r], config.ModelConfig, checkpoint, config.Dtype, communicators[r]));
+                    owned.Add(models[r]);
+                }
             }
-            logger.LogInformation("Loaded {Model} on {Device}: {Plan}", engineArgs.Model, device, plan);
+            logger.LogInformation("Loaded {Model} on {Device}: {Plan}", engineArgs.Model, ranks == 1 ? device : string.Join("; ", devices), plan);
 
-            // 4. LoRA manager: slots reserved up front, wrapped linears, CPU cache.
-            LoraLayers? loraLayers = null;
+            // 4. LoRA manager: slots reserved up front on every rank, wrapped linears, one CPU cache.
+            var loraLayers = new List<LoraLayers>();
             LoraManager? loraManager = null;
             if (engineArgs.EnableLora)
             {
-                var loraDType = config.LoraDtype ?? model.WeightDType;
-                loraLayers = LoraLayers.Wrap(model, engineArgs.MaxLoras, engineArgs.MaxLoraRank, loraDType, config.MaxNumBatchedTokens);
-                owned.Add(loraLayers);
+                var loraDType = config.LoraDtype ?? models[0].WeightDType;
+                foreach (var model in models)
+                {
+                    loraLayers.Add(LoraLayers.Wrap(model, engineArgs.MaxLoras, engineArgs.MaxLoraRank, loraDType, config.MaxNumBatchedTokens, engineArgs.FullyShardedLoras));
+                    owned.Add(loraLayers[^1]);
+                }
                 loraManager = new LoraManager(loraLayers, config.ModelConfig, config.MaxCpuLoras);
             }
 
-            // 5. Worker: KV cache and step buffers.
-            var executor = new ModelExecutor(model, loraManager, config.MaxNumBatchedTokens, engineArgs.MaxNumSeqs, config.MaxModelLen,
-                engineArgs.BlockSize, plan.KvBlocks, engineArgs.EnforceEager, loggerFactory.CreateLogger<ModelExecutor>());
+            // 5. Worker: KV cache and step buffers (per rank).
+            var executor = new ModelExecutor(models, loraManager, config.MaxNumBatchedTokens, engineArgs.MaxNumSeqs, config.MaxModelLen,
+                engineArgs.BlockSize, plan.KvBlocks, engineArgs.EnforceEager, loggerFactory.CreateLogger<ModelExecutor>(),
+                abortRanks: () => { foreach (var c in communicators.OfType<HostStagedCommunicator>()) c.Abort(); });
             owned.Add(executor);
 
             // 6. Input/output processors live in the engine (tokenizer above, OutputProcessor in the constructor).
@@ -131,7 +148,7 @@ public sealed class LlmEngine : IDisposable
             var loggers = new List<IStatLogger> { metrics };
             if (!engineArgs.DisableLogStats) loggers.Add(new LoggingStatLogger(logger));
             foreach (var factory in statLoggers ?? []) loggers.Add(factory.Create(config));
-            return new LlmEngine(config, device, model, loraLayers, loraManager, executor, plan, tokenizer, loggers, metrics, logger);
+            return new LlmEngine(config, devices, models, loraLayers, loraManager, executor, plan, tokenizer, loggers, metrics, logger);
         }
         catch
         {
@@ -254,8 +271,8 @@ public sealed class LlmEngine : IDisposable
         _disposed = true;
         Metrics.Dispose();
         Core.Dispose();
-        _loraLayers?.Dispose();
-        _model.Dispose();
-        _device.Dispose();
+        foreach (var layers in _loraLayers) layers.Dispose();
+        foreach (var model in _models) model.Dispose();
+        foreach (var device in _devices) device.Dispose();
     }
 }

@@ -12,10 +12,12 @@ public sealed class LoraLayers : IDisposable
 {
     readonly Dictionary<(int Layer, LoraModule Module), LoraLinear> _layers = new();
     readonly DeviceTensor _shrinkBuffer;
+    readonly DeviceTensor? _localShrinkBuffer;
 
-    LoraLayers(DeviceTensor shrinkBuffer, int maxSlots, int maxRank, DType dtype)
+    LoraLayers(DeviceTensor shrinkBuffer, DeviceTensor? localShrinkBuffer, int maxSlots, int maxRank, DType dtype)
     {
         _shrinkBuffer = shrinkBuffer;
+        _localShrinkBuffer = localShrinkBuffer;
         MaxSlots = maxSlots;
         MaxRank = maxRank;
         DType = dtype;
@@ -48,17 +50,54 @@ public sealed class LoraLayers : IDisposable
         return perLayer * config.NumHiddenLayers + 4L * maxTokens * maxRank;
     }
 
-    /// <summary>Wraps all seven projections of every layer of <paramref name="model"/> in LoRA layers.</summary>
-    public static LoraLayers Wrap(LlamaModel model, int maxSlots, int maxRank, DType dtype, int maxTokens)
+    /// <summary>
+    /// Bytes one of <paramref name="worldSize"/> tensor-parallel ranks reserves for LoRA slots: its share of every
+    /// projection's slots (<see cref="LoraShard.SlotBytes"/>), the shrink buffer and, fully sharded, its local shrink buffer.
+    /// </summary>
+    public static long MemoryBytes(LlamaConfig config, int maxSlots, int maxRank, DType dtype, int maxTokens, int worldSize, bool fullySharded)
     {
+        if (worldSize == 1) return MemoryBytes(config, maxSlots, maxRank, dtype, maxTokens);
+        long perLayer = 0;
+        foreach (var module in Enum.GetValues<LoraModule>())
+        {
+            var (inF, outF) = module.Features(config);
+            perLayer += LoraShard.SlotBytes(module, worldSize, fullySharded, maxSlots, maxRank, inF, outF, dtype);
+        }
+        return perLayer * config.NumHiddenLayers + 4L * maxTokens * maxRank + (fullySharded ? 4L * maxTokens * (maxRank / worldSize) : 0);
+    }
+
+    /// <summary>Wraps all seven projections of every layer of <paramref name="model"/> in LoRA layers.</summary>
+    public static LoraLayers Wrap(LlamaModel model, int maxSlots, int maxRank, DType dtype, int maxTokens) =>
+        Wrap(model, maxSlots, maxRank, dtype, maxTokens, fullyShardedLoras: false);
+
+    /// <summary>
+    /// Wraps all seven projections of every layer of <paramref name="model"/> — one tensor-parallel rank's share of them
+    /// when its <see cref="LlamaModel.Communicator"/> has several ranks — in LoRA layers holding that rank's share of
+    /// each adapter (<see cref="LoraShard"/>); <paramref name="fullyShardedLoras"/> is vLLM's fully_sharded_loras.
+    /// </summary>
+    public static LoraLayers Wrap(LlamaModel model, int maxSlots, int maxRank, DType dtype, int maxTokens, bool fullyShardedLoras)
+    {
+        var communicator = model.Communicator;
+        int ranks = communicator.WorldSize;
+        bool parallel = ranks > 1;
+        if (parallel && fullyShardedLoras && maxRank % ranks != 0)
+            throw new ArgumentOutOfRangeException(nameof(maxRank), maxRank,
+                $"fully sharded LoRA splits max_lora_rank ({maxRank}) over the {ranks} tensor-parallel ranks: it must be a multiple of {ranks}");
+        if (parallel && fullyShardedLoras && model.Config.HiddenSize % ranks != 0)
+            throw new ArgumentException(
+                $"fully sharded LoRA splits the output rows of o_proj's and down_proj's B over the {ranks} tensor-parallel ranks: hidden_size ({model.Config.HiddenSize}) must be a multiple of {ranks}",
+                nameof(model));
         var shrink = model.Device.Zeros(DType.F32, maxTokens, maxRank);
-        var layers = new LoraLayers(shrink, maxSlots, maxRank, dtype);
+        var localShrink = parallel && fullyShardedLoras ? model.Device.Zeros(DType.F32, maxTokens, maxRank / ranks) : null;
+        var layers = new LoraLayers(shrink, localShrink, maxSlots, maxRank, dtype);
         try
         {
             model.WrapProjections((layer, name, linear) =>
             {
-                var wrapped = new LoraLinear(linear, maxSlots, maxRank, dtype, model.Device, shrink);
-                layers._layers[(layer, LoraModules.FromHfName(name))] = wrapped;
+                var module = LoraModules.FromHfName(name);
+                var shard = parallel ? LoraShard.For(module, communicator, fullyShardedLoras) : null;
+                var wrapped = new LoraLinear(linear, maxSlots, maxRank, dtype, model.Device, shrink, shard, localShrink);
+                layers._layers[(layer, module)] = wrapped;
                 return wrapped;
             });
         }
@@ -96,5 +135,6 @@ public sealed class LoraLayers : IDisposable
             layer.B.Dispose();
         }
         _shrinkBuffer.Dispose();
+        _localShrinkBuffer?.Dispose();
     }
 }

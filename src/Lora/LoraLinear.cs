@@ -7,10 +7,15 @@ namespace LoraEngine.Lora;
 /// Wraps a base linear and adds each token's adapter delta: y = W·x, then y[t] += B_s·(A_s·x[t]) with
 /// s = slot[t] (-1: none) and the scale folded into B_s. Owns slot-stacked A [slots, maxRank, in] and
 /// B [slots, out, maxRank], allocated once and zeroed (vLLM's create_lora_weights / set_lora / reset_lora / apply).
+/// Under tensor parallelism the base is one rank's share of the projection and the slots hold that rank's share of
+/// every adapter (<see cref="LoraShard"/>); <see cref="SetSlot"/> takes the whole adapter and keeps its share.
 /// </summary>
 public sealed class LoraLinear : ILinear, IDisposable
 {
     readonly DeviceTensor _shrinkBuffer; // [maxTokens, maxRank] F32, shared by all LoRA layers of a model
+    readonly DeviceTensor? _localShrink; // [maxTokens, maxRank / ranks] F32: this rank's shrink before the all-gather (fully sharded)
+    readonly int _aRowStart, _inStart, _outStart; // where this rank's share starts in the adapter's A rows, A columns, B rows
+    readonly bool _reduces; // row-parallel, fully sharded: the partial shrinks are all-reduced, B's rows expand into y's columns from _outStart
 
     /// <summary>Wraps <paramref name="baseLayer"/> and allocates its zeroed slots (vLLM's create_lora_weights).</summary>
     /// <param name="baseLayer">the projection wrapped; its InFeatures and OutFeatures size the slots</param>
@@ -20,19 +25,52 @@ public sealed class LoraLinear : ILinear, IDisposable
     /// <param name="device">the device the slots live on</param>
     /// <param name="shrinkBuffer">[maxTokens, maxRank] F32 scratch for A·x, shared by every LoRA layer of a model</param>
     public LoraLinear(ILinear baseLayer, int maxSlots, int maxRank, DType loraDType, ComputeDevice device, DeviceTensor shrinkBuffer)
+        : this(baseLayer, maxSlots, maxRank, loraDType, device, shrinkBuffer, shard: null, localShrinkBuffer: null)
+    {
+    }
+
+    /// <summary>Wraps one tensor-parallel rank's share of a projection and allocates the slots of its share of the adapters.</summary>
+    /// <param name="baseLayer">this rank's share of the projection (its output rows, or its input columns when row-parallel)</param>
+    /// <param name="maxSlots">slots (positive)</param>
+    /// <param name="maxRank">the largest rank a slot holds (positive; a multiple of the ranks when fully sharded)</param>
+    /// <param name="loraDType">F32, F16 or BF16: the dtype A and B are stored in</param>
+    /// <param name="device">the device the slots live on</param>
+    /// <param name="shrinkBuffer">[maxTokens, maxRank] F32 scratch for A·x, shared by every LoRA layer of the rank</param>
+    /// <param name="shard">which share this rank holds; null: the whole adapter (one device)</param>
+    /// <param name="localShrinkBuffer">[maxTokens, maxRank / ranks] F32 scratch of this rank's shrink, when <see cref="LoraShard.GathersShrink"/></param>
+    public LoraLinear(ILinear baseLayer, int maxSlots, int maxRank, DType loraDType, ComputeDevice device, DeviceTensor shrinkBuffer,
+        LoraShard? shard, DeviceTensor? localShrinkBuffer)
     {
         ArgumentNullException.ThrowIfNull(baseLayer);
         if (maxSlots <= 0) throw new ArgumentOutOfRangeException(nameof(maxSlots), maxSlots, "must be positive");
         if (maxRank <= 0) throw new ArgumentOutOfRangeException(nameof(maxRank), maxRank, "must be positive");
         if (!loraDType.IsFloat()) throw new ArgumentException($"LoRA dtype must be a float type, got {loraDType}", nameof(loraDType));
+        int ranks = shard?.Communicator.WorldSize ?? 1, me = shard?.Communicator.Rank ?? 0;
+        bool gathers = shard is { GathersShrink: true }, reduces = shard is { ReducesShrink: true };
+        if (gathers && maxRank % ranks != 0)
+            throw new ArgumentOutOfRangeException(nameof(maxRank), maxRank, $"fully sharded LoRA splits max_lora_rank ({maxRank}) over {ranks} ranks: it must be a multiple of {ranks}");
+        if (reduces && baseLayer.OutFeatures % ranks != 0)
+            throw new ArgumentException($"fully sharded LoRA splits B's {baseLayer.OutFeatures} output rows over {ranks} ranks: they must be a multiple of {ranks}", nameof(baseLayer));
+        if (gathers && localShrinkBuffer is null) throw new ArgumentNullException(nameof(localShrinkBuffer), "a fully sharded column-parallel layer needs its local shrink buffer");
         Base = baseLayer;
         MaxSlots = maxSlots;
         MaxRank = maxRank;
+        Shard = shard;
         _shrinkBuffer = shrinkBuffer;
-        A = device.Zeros(loraDType, maxSlots, maxRank, baseLayer.InFeatures);
+        _localShrink = gathers ? localShrinkBuffer : null;
+        bool row = shard is { RowParallel: true };
+        FullInFeatures = row ? baseLayer.InFeatures * ranks : baseLayer.InFeatures;
+        FullOutFeatures = shard is null || row ? baseLayer.OutFeatures : baseLayer.OutFeatures * ranks;
+        int aRows = gathers ? maxRank / ranks : maxRank;
+        _aRowStart = gathers ? me * aRows : 0;
+        int bRows = reduces ? baseLayer.OutFeatures / ranks : baseLayer.OutFeatures;
+        _inStart = row ? me * baseLayer.InFeatures : 0;
+        _outStart = shard is null || row && !reduces ? 0 : me * bRows;
+        _reduces = reduces;
+        A = device.Zeros(loraDType, maxSlots, aRows, baseLayer.InFeatures);
         try
         {
-            B = device.Zeros(loraDType, maxSlots, baseLayer.OutFeatures, maxRank);
+            B = device.Zeros(loraDType, maxSlots, bRows, maxRank);
         }
         catch
         {
@@ -47,14 +85,29 @@ public sealed class LoraLinear : ILinear, IDisposable
     /// <summary>Slots A and B hold.</summary>
     public int MaxSlots { get; }
 
-    /// <summary>Rank rows (A) and columns (B) of every slot.</summary>
+    /// <summary>Rank columns of B of every slot, and rows of A (of which a fully sharded rank holds MaxRank / ranks).</summary>
     public int MaxRank { get; }
 
-    /// <summary>[slots, maxRank, in] LoRA A of every slot, rank rows past the adapter's rank are zero.</summary>
+    /// <summary>
+    /// [slots, maxRank, in] LoRA A of every slot, rank rows past the adapter's rank are zero. Under tensor parallelism
+    /// this rank's share: its input columns (row-parallel), its maxRank / ranks rows (fully sharded column-parallel).
+    /// </summary>
     public DeviceTensor A { get; }
 
-    /// <summary>[slots, out, maxRank] scale·B of every slot, rank columns past the adapter's rank are zero.</summary>
+    /// <summary>
+    /// [slots, out, maxRank] scale·B of every slot, rank columns past the adapter's rank are zero; under tensor
+    /// parallelism a column-parallel rank's output rows only, and a fully sharded row-parallel rank's share of the rows.
+    /// </summary>
     public DeviceTensor B { get; }
+
+    /// <summary>Which share of the adapters this rank holds; null on one device.</summary>
+    public LoraShard? Shard { get; }
+
+    /// <summary>Input width of the whole projection (the adapter's A columns).</summary>
+    public int FullInFeatures { get; }
+
+    /// <summary>Output width of the whole projection (the adapter's B rows).</summary>
+    public int FullOutFeatures { get; }
 
     /// <inheritdoc/>
     public int InFeatures => Base.InFeatures;
@@ -67,22 +120,26 @@ public sealed class LoraLinear : ILinear, IDisposable
         (long)maxSlots * maxRank * (inFeatures + outFeatures) * dtype.Size();
 
     /// <summary>
-    /// Copies an adapter's weights into <paramref name="slot"/>: A [rank, in] padded to maxRank rows,
-    /// B [out, rank] scaled by <paramref name="scale"/> and padded to maxRank columns.
+    /// Copies an adapter's weights (the whole projection's) into <paramref name="slot"/>: A [rank, in] padded to maxRank
+    /// rows, B [out, rank] scaled by <paramref name="scale"/> and padded to maxRank columns; under tensor parallelism
+    /// only this rank's share of them (vLLM's slice_lora_a / slice_lora_b).
     /// </summary>
     public void SetSlot(int slot, int rank, float scale, ReadOnlySpan<float> a, ReadOnlySpan<float> b)
     {
         CheckSlot(slot);
         if (rank <= 0 || rank > MaxRank) throw new ArgumentOutOfRangeException(nameof(rank), rank, $"rank must be in 1..{MaxRank}");
-        if (a.Length != rank * InFeatures) throw new ArgumentException($"A holds {a.Length} values, expected [{rank}, {InFeatures}]", nameof(a));
-        if (b.Length != OutFeatures * rank) throw new ArgumentException($"B holds {b.Length} values, expected [{OutFeatures}, {rank}]", nameof(b));
+        if (a.Length != rank * FullInFeatures) throw new ArgumentException($"A holds {a.Length} values, expected [{rank}, {FullInFeatures}]", nameof(a));
+        if (b.Length != FullOutFeatures * rank) throw new ArgumentException($"B holds {b.Length} values, expected [{FullOutFeatures}, {rank}]", nameof(b));
 
-        var paddedA = new float[MaxRank * InFeatures];
-        a.CopyTo(paddedA);
-        var paddedB = new float[OutFeatures * MaxRank];
-        for (int o = 0; o < OutFeatures; o++)
+        int aRows = A.Dim(1);
+        var paddedA = new float[aRows * InFeatures];
+        for (int r = 0; r < aRows && _aRowStart + r < rank; r++)
+            a.Slice((_aRowStart + r) * FullInFeatures + _inStart, InFeatures).CopyTo(paddedA.AsSpan(r * InFeatures));
+        int bRows = B.Dim(1);
+        var paddedB = new float[bRows * MaxRank];
+        for (int o = 0; o < bRows; o++)
             for (int r = 0; r < rank; r++)
-                paddedB[o * MaxRank + r] = scale * b[o * rank + r];
+                paddedB[o * MaxRank + r] = scale * b[(_outStart + o) * rank + r];
         Upload(A.Slice(slot, 1), paddedA);
         Upload(B.Slice(slot, 1), paddedB);
     }
@@ -106,15 +163,36 @@ public sealed class LoraLinear : ILinear, IDisposable
     /// <summary>The wrapped projection's base weight: a fused launch computes W·x, then <see cref="AddDelta"/> adds the adapters.</summary>
     public DeviceTensor BaseWeight => Base.BaseWeight;
 
-    /// <summary>y[t] += B_s·(A_s·x[t]), s = slot[t] (after the base layer's own delta, if it has one).</summary>
+    /// <summary>
+    /// y[t] += B_s·(A_s·x[t]), s = slot[t] (after the base layer's own delta, if it has one). Fully sharded, a
+    /// column-parallel rank shrinks with its rows of A and the ranks all-gather the shrink before the expand; a
+    /// row-parallel rank all-reduces its partial shrink and expands into its own columns of y. Every rank takes the
+    /// same path for the same steps, as the collectives need.
+    /// </summary>
     public void AddDelta(DeviceTensor y, DeviceTensor x, StepBatch batch)
     {
         Base.AddDelta(y, x, batch);
         if (batch.LinearContext is not LoraBatchMapping { AnyAdapter: true } mapping) return;
-        var buffer = _shrinkBuffer.Slice(0, batch.NumTokens);
-        var device = y.Device;
-        device.Lora.Shrink(buffer, x, A, mapping.TokenSlots);
-        device.Lora.Expand(y, buffer, B, mapping.TokenSlots);
+        var buffer = _shrinkBuffer.Slice(0, batch.NumTokens);                 // [T, maxRank]
+        var (lora, slots) = (y.Device.Lora, mapping.TokenSlots);
+        if (_localShrink is { } localShrink)
+        {
+            var local = localShrink.Slice(0, batch.NumTokens);                // [T, maxRank / ranks]
+            lora.Shrink(local, x, A, slots);
+            Shard!.Communicator.AllGather(buffer, local);                      // rank r's rows of A · x at r · maxRank / ranks
+            lora.Expand(y, buffer, B, slots);
+        }
+        else if (_reduces)
+        {
+            lora.Shrink(buffer, x, A, slots);                                  // A_r · x_r over this rank's inputs
+            Shard!.Communicator.AllReduceSum(buffer);                          // A · x
+            lora.Expand(y, buffer, B, slots, outputOffset: _outStart);         // into this rank's columns of y only
+        }
+        else
+        {
+            lora.Shrink(buffer, x, A, slots);
+            lora.Expand(y, buffer, B, slots);
+        }
     }
 
     static void Upload(DeviceTensor slotView, float[] values)

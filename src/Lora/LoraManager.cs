@@ -8,10 +8,14 @@ namespace LoraEngine.Lora;
 /// GPU slots the model runner activates a step's adapters into. Reading from disk happens only in <see cref="Load(string, int, string, string?, bool)"/>,
 /// called when a request or a load arrives, never inside a step; <see cref="ActivateForStep"/> copies host weights
 /// that were validated at load time into slots, evicting slots no adapter of the step needs.
+///
+/// Under tensor parallelism every rank has slot buffers of its own (its share of each adapter), and one manager fills
+/// them all: every rank runs the same steps, so where vLLM's per-worker managers each make the same slot decisions,
+/// this one makes them once, and one CPU cache holds the whole validated adapters each rank slices its share from.
 /// </summary>
 public sealed class LoraManager
 {
-    readonly LoraLayers _layers;
+    readonly IReadOnlyList<LoraLayers> _ranks;
     readonly AdapterCache _cache;
     readonly SlotTable _slots;
     readonly LlamaConfig _config;
@@ -23,18 +27,31 @@ public sealed class LoraManager
     /// <param name="config">the base model, which every adapter is checked against</param>
     /// <param name="maxCpuLoras">adapters the CPU cache keeps (vLLM's max_cpu_loras), least recently used evicted first</param>
     public LoraManager(LoraLayers layers, LlamaConfig config, int maxCpuLoras)
+        : this([layers], config, maxCpuLoras)
     {
-        _layers = layers;
+    }
+
+    /// <summary>A manager over the LoRA layers of every tensor-parallel rank (rank order), with one CPU cache and one slot table.</summary>
+    /// <param name="ranks">each rank's wrapped projections; all with the same slot count and rank</param>
+    /// <param name="config">the base model (config.json, not a rank's share), which every adapter is checked against</param>
+    /// <param name="maxCpuLoras">adapters the CPU cache keeps (vLLM's max_cpu_loras), least recently used evicted first</param>
+    public LoraManager(IReadOnlyList<LoraLayers> ranks, LlamaConfig config, int maxCpuLoras)
+    {
+        ArgumentNullException.ThrowIfNull(ranks);
+        if (ranks.Count == 0) throw new ArgumentException("at least one rank's LoRA layers are needed", nameof(ranks));
+        if (ranks.Any(r => r.MaxSlots != ranks[0].MaxSlots || r.MaxRank != ranks[0].MaxRank))
+            throw new ArgumentException("every rank's LoRA layers must have the same slots and max rank", nameof(ranks));
+        _ranks = ranks;
         _config = config;
         _cache = new AdapterCache(maxCpuLoras);
-        _slots = new SlotTable(layers.MaxSlots);
+        _slots = new SlotTable(ranks[0].MaxSlots);
     }
 
     /// <summary>GPU slots: the most adapters one step can use.</summary>
-    public int MaxSlots => _layers.MaxSlots;
+    public int MaxSlots => _ranks[0].MaxSlots;
 
     /// <summary>The largest adapter rank accepted (vLLM's max_lora_rank).</summary>
-    public int MaxRank => _layers.MaxRank;
+    public int MaxRank => _ranks[0].MaxRank;
 
     /// <summary>Adapter ids loaded in the CPU cache.</summary>
     public IReadOnlyCollection<int> Loaded => _cache.Ids;
@@ -106,7 +123,7 @@ public sealed class LoraManager
     {
         try
         {
-            _layers.SetSlot(slot, adapter);
+            foreach (var rank in _ranks) rank.SetSlot(slot, adapter);
         }
         catch
         {

@@ -47,6 +47,12 @@ public static class LoraModules
     public static LoraModule FromHfName(string hfName) =>
         TryParse(hfName, out var m) ? m : throw new ArgumentException($"'{hfName}' is not a Llama projection", nameof(hfName));
 
+    /// <summary>
+    /// Whether tensor parallelism splits the projection's inputs (o_proj, down_proj: row-parallel, followed by an
+    /// all-reduce) rather than its outputs (the other five: column-parallel).
+    /// </summary>
+    public static bool IsRowParallel(this LoraModule module) => module is LoraModule.OProj or LoraModule.DownProj;
+
     /// <summary>(in, out) features of the projection in a model.</summary>
     public static (int In, int Out) Features(this LoraModule module, LlamaConfig c) => module switch
     {

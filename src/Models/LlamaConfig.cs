@@ -50,6 +50,35 @@ public sealed record LlamaConfig
     /// <summary>Width of the key and value projections: kv heads × head_dim.</summary>
     public int KvSize => NumKeyValueHeads * HeadDim;
 
+    /// <summary>
+    /// Throws <see cref="ArgumentOutOfRangeException"/> (parameter "TensorParallelSize") naming the width that
+    /// <paramref name="worldSize"/> ranks cannot split evenly: query heads, key/value heads (each rank keeps whole GQA
+    /// groups, so KV heads are split too, never replicated) or the MLP's intermediate size.
+    /// </summary>
+    public void CheckTensorParallel(int worldSize)
+    {
+        const string field = "TensorParallelSize";
+        if (worldSize <= 0) throw new ArgumentOutOfRangeException(field, worldSize, $"{field} must be positive, got {worldSize}");
+        foreach (var (name, value) in new[] { ("num_attention_heads", NumAttentionHeads), ("num_key_value_heads", NumKeyValueHeads), ("intermediate_size", IntermediateSize) })
+            if (value % worldSize != 0)
+                throw new ArgumentOutOfRangeException(field, worldSize, $"{field} ({worldSize}) does not divide the model's {name} ({value}): every rank must hold an equal share");
+    }
+
+    /// <summary>
+    /// The widths one of <paramref name="worldSize"/> tensor-parallel ranks holds: its query heads, its key/value heads
+    /// and its share of the MLP columns (hidden size, head_dim, vocabulary and layers unchanged). Itself for one rank.
+    /// </summary>
+    public LlamaConfig ShardFor(int worldSize)
+    {
+        CheckTensorParallel(worldSize);
+        return worldSize == 1 ? this : this with
+        {
+            NumAttentionHeads = NumAttentionHeads / worldSize,
+            NumKeyValueHeads = NumKeyValueHeads / worldSize,
+            IntermediateSize = IntermediateSize / worldSize,
+        };
+    }
+
     /// <summary>Reads config.json (and generation_config.json when present) from a model folder.</summary>
     public static LlamaConfig Load(string modelDir)
     {

@@ -85,6 +85,77 @@ public sealed class ComputeDevice : IDisposable
         };
     }
 
+    /// <summary>
+    /// Device <paramref name="index"/> of a kind, for the ranks of tensor parallelism (rank r takes device r):
+    /// "cuda" and "opencl" the index-th device ILGPU lists, "cpu" a CPU device of its own (every CPU device shares the
+    /// host's cores), "auto" the kind <see cref="Create(string)"/> would pick. Throws naming the kind when it has no
+    /// device of that index.
+    /// </summary>
+    public static ComputeDevice Create(string device, int index)
+    {
+        ArgumentNullException.ThrowIfNull(device);
+        if (index == 0) return Create(device);
+        ArgumentOutOfRangeException.ThrowIfNegative(index);
+        string kind = ResolveKind(device);
+        int count = CountOfKind(kind);
+        if (index >= count) throw new ArgumentOutOfRangeException(nameof(index), index, $"device {index} of kind '{kind}' requested but {count} are available");
+        return kind switch
+        {
+            "cpu" => CreateCpu(),
+            "cuda" => CreateCuda(index)!,
+            _ => CreateOpenCl(gpuOnly: device.Trim().ToLowerInvariant() == "auto", index)!,
+        };
+    }
+
+    /// <summary>
+    /// How many devices of the kind <paramref name="device"/> names (as <see cref="Create(string)"/> resolves "auto")
+    /// this machine has; the CPU counts as one device per core, the most ranks that can each have a core of their own.
+    /// </summary>
+    public static int Count(string device)
+    {
+        ArgumentNullException.ThrowIfNull(device);
+        return CountOfKind(ResolveKind(device));
+    }
+
+    /// <summary>"cpu", "cuda" or "opencl": what "auto" stands for on this machine, else the name itself (checked).</summary>
+    public static string ResolveKind(string device)
+    {
+        ArgumentNullException.ThrowIfNull(device);
+        string kind = device.Trim().ToLowerInvariant();
+        return kind switch
+        {
+            "cpu" or "cuda" or "opencl" => kind,
+            "auto" => CountCuda() > 0 ? "cuda" : CountOpenCl(gpuOnly: true) > 0 ? "opencl" : "cpu",
+            _ => throw new ArgumentException($"unknown device '{device}' (expected auto, cuda, opencl or cpu)", nameof(device)),
+        };
+    }
+
+    static int CountOfKind(string kind) => kind switch
+    {
+        "cpu" => Environment.ProcessorCount,
+        "cuda" => CountCuda(),
+        _ => CountOpenCl(gpuOnly: false),
+    };
+
+    static int CountCuda()
+    {
+        using var context = Context.Create(b => b.Cuda());
+        return context.GetCudaDevices().Count;
+    }
+
+    static int CountOpenCl(bool gpuOnly)
+    {
+        try
+        {
+            using var context = Context.Create(b => b.OpenCL(d => (!gpuOnly || d.DeviceType == CLDeviceType.CL_DEVICE_TYPE_GPU) && d.Capabilities.GenericAddressSpace));
+            return context.GetCLDevices().Count;
+        }
+        catch (Exception e) when (e is not OutOfMemoryException)
+        {
+            return 0; // no OpenCL runtime installed
+        }
+    }
+
     /// <summary>The device named by <c>LORAENGINE_DEVICE</c> (default "cpu").</summary>
     public static ComputeDevice FromEnvironment()
     {
@@ -109,20 +180,21 @@ public sealed class ComputeDevice : IDisposable
         return new ComputeDevice(context, accelerator, DeviceKind.Cpu, ops);
     }
 
-    static ComputeDevice? CreateCuda()
+    static ComputeDevice? CreateCuda(int index = 0)
     {
         var context = Context.Create(b => b.Cuda().EnableAlgorithms().Optimize(OptimizationLevel.O2));
         var devices = context.GetCudaDevices();
-        if (devices.Count == 0)
+        if (devices.Count <= index)
         {
             context.Dispose();
             return null;
         }
-        return new ComputeDevice(context, devices[0].CreateAccelerator(context), DeviceKind.Cuda, OpFamilies.Kernels);
+        return new ComputeDevice(context, devices[index].CreateAccelerator(context), DeviceKind.Cuda, OpFamilies.Kernels);
     }
 
     /// <param name="gpuOnly">true for "auto" (an OpenCL CPU device is no faster than the CPU device); an explicit "opencl" takes any type</param>
-    static ComputeDevice? CreateOpenCl(bool gpuOnly)
+    /// <param name="index">which of the matching devices, in ILGPU's order</param>
+    static ComputeDevice? CreateOpenCl(bool gpuOnly, int index = 0)
     {
         Context? context = null;
         try
@@ -130,12 +202,12 @@ public sealed class ComputeDevice : IDisposable
             context = Context.Create(b => b.OpenCL(d => (!gpuOnly || d.DeviceType == CLDeviceType.CL_DEVICE_TYPE_GPU) && d.Capabilities.GenericAddressSpace)
                 .EnableAlgorithms().Optimize(OptimizationLevel.O2));
             var devices = context.GetCLDevices();
-            if (devices.Count == 0)
+            if (devices.Count <= index)
             {
                 context.Dispose();
                 return null;
             }
-            return new ComputeDevice(context, devices[0].CreateAccelerator(context), DeviceKind.OpenCl, OpFamilies.Kernels);
+            return new ComputeDevice(context, devices[index].CreateAccelerator(context), DeviceKind.OpenCl, OpFamilies.Kernels);
         }
         catch (Exception e) when (e is not OutOfMemoryException)
         {

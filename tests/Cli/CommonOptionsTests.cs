@@ -32,4 +32,15 @@ public class CommonOptionsTests
         var (parse, _) = Parse("--enable-prefix-caching", "--no-enable-prefix-caching");
         Assert.Contains(parse.Errors, e => e.Message.Contains("contradict"));
     }
+
+    [Fact]
+    public void Tensor_parallel_flags_reach_the_engine_args()
+    {
+        var (parse, options) = Parse("-tp", "2", "--fully-sharded-loras");
+        Assert.Empty(parse.Errors);
+        var args = options.EngineArgs(parse);
+        Assert.Equal((2, true), (args.TensorParallelSize, args.FullyShardedLoras));
+        var (defaults, o) = Parse();
+        Assert.Equal((1, false), (o.EngineArgs(defaults).TensorParallelSize, o.EngineArgs(defaults).FullyShardedLoras));
+    }
 }

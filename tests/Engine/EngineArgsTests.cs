@@ -35,6 +35,8 @@ public class EngineArgsTests
         { "LoraDtype", Valid with { LoraDtype = "fp4" } },
         { "MaxLogprobs", Valid with { MaxLogprobs = -5 } },
         { "TensorParallelSize", Valid with { TensorParallelSize = 0 } },
+        { "TensorParallelSize", Valid with { TensorParallelSize = 3 } }, // vim-tiny's 8 heads
+        { "MaxLoraRank", Valid with { TensorParallelSize = 2, EnableLora = true, FullyShardedLoras = true, MaxLoraRank = 1 } },
         { "Model", Valid with { Model = "/no/such/model" } },
     };
 
@@ -56,6 +58,18 @@ public class EngineArgsTests
     [Fact]
     public void Tensor_parallel_beyond_the_devices_is_refused()
     {
-        Assert.Equal("TensorParallelSize", Assert.ThrowsAny<ArgumentException>(() => (Valid with { TensorParallelSize = 2 }).ValidateTensorParallel(1)).ParamName);
+        var e = Assert.ThrowsAny<ArgumentException>(() => (Valid with { TensorParallelSize = 2 }).ValidateTensorParallel(1));
+        Assert.Equal("TensorParallelSize", e.ParamName);
+        Assert.Contains("TensorParallelSize (2) is greater than the 1 device(s) available", e.Message);
+        (Valid with { TensorParallelSize = 2 }).ValidateTensorParallel(2);
+    }
+
+    [Fact]
+    public void Tensor_parallel_sizes_that_do_not_split_the_model_name_the_width()
+    {
+        var e = Assert.ThrowsAny<ArgumentException>(() => (Valid with { TensorParallelSize = 3 }).CreateEngineConfig());
+        Assert.Contains("TensorParallelSize (3) does not divide the model's num_attention_heads (8)", e.Message);
+        var rank = Assert.ThrowsAny<ArgumentException>(() => (Valid with { TensorParallelSize = 2, EnableLora = true, FullyShardedLoras = true, MaxLoraRank = 1 }).CreateEngineConfig());
+        Assert.Contains("must be a multiple of 2", rank.Message);
     }
 }

@@ -73,4 +73,28 @@ public class LlamaConfigTests
         Assert.Contains("intermediate_size", Assert.Throws<InvalidDataException>(() => LlamaConfig.Parse("{" + Base.Replace("128", "\"big\"") + "}")).Message);
         Assert.Throws<InvalidDataException>(() => LlamaConfig.Parse("{not json"));
     }
+
+    [Fact]
+    public void A_tensor_parallel_shard_holds_its_heads_kv_heads_and_mlp_columns()
+    {
+        var c = LlamaConfig.Load(Fixtures.Model("vim-tiny")); // 8 heads, 4 KV heads, MLP 688
+        var shard = c.ShardFor(2);
+        Assert.Equal((4, 2, 344), (shard.NumAttentionHeads, shard.NumKeyValueHeads, shard.IntermediateSize));
+        Assert.Equal((c.HiddenSize, c.HeadDim, c.VocabSize, c.NumHiddenLayers), (shard.HiddenSize, shard.HeadDim, shard.VocabSize, shard.NumHiddenLayers));
+        Assert.Same(c, c.ShardFor(1));
+    }
+
+    [Theory]
+    [InlineData(3, "num_attention_heads (8)")]
+    [InlineData(8, "num_key_value_heads (4)")] // KV heads are split, never replicated: GQA groups stay whole on a rank
+    [InlineData(0, "must be positive")]
+    public void Tensor_parallel_sizes_that_do_not_split_the_model_evenly_are_refused(int ranks, string named)
+    {
+        var c = LlamaConfig.Load(Fixtures.Model("vim-tiny"));
+        var e = Assert.Throws<ArgumentOutOfRangeException>(() => c.ShardFor(ranks));
+        Assert.Equal("TensorParallelSize", e.ParamName);
+        Assert.Contains(named, e.Message);
+        var odd = Assert.Throws<ArgumentOutOfRangeException>(() => (c with { IntermediateSize = 690 }).CheckTensorParallel(4));
+        Assert.Contains("intermediate_size (690)", odd.Message);
+    }
 }

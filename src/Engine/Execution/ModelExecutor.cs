@@ -15,6 +15,11 @@ namespace LoraEngine.Execution;
 /// Every step ends with sampling on the device (<see cref="SampleOps"/>): only token ids, finite flags and the requested
 /// top-n logprobs come back, and a row's raw logits only when an item asks for more logprobs than the device returns.
 ///
+/// Under tensor parallelism the runner holds one model per rank, each with its own KV cache (its KV heads), workspace
+/// and step buffers; every rank runs its share of the step's forward on its own thread (<see cref="RankThreads"/>),
+/// meeting the others in the layers' all-reduces, and rank 0 then computes the logits and samples. With several ranks
+/// every step runs eagerly: the collectives go through the host, which a CUDA graph cannot capture.
+///
 /// Decode steps (one token per sequence) on CUDA are padded to a bucket (1, 2, 4, 8, 16, 24, 32, …) and replayed from
 /// a CUDA graph captured the first time that bucket is seen: the step's inputs go into buffers allocated once, at the
 /// same place for every step of a bucket — the sampling parameters too, in a <see cref="SampleBatch"/> written before each
@@ -24,10 +29,12 @@ internal sealed class ModelExecutor : IModelRunner
 {
     static readonly int[] Buckets = [1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 160, 192, 224, 256];
 
-    readonly PagedKvCache _cache;   // numBlocks + 1: the last block takes the writes of padding rows
-    readonly ForwardWorkspace _workspace;
-    readonly StepBatchBuilder _builder;
-    readonly DeviceTensor _slotsOfTokens; // [maxTokens] I32 LoRA slot per token
+    readonly LlamaModel[] _models;        // one per tensor-parallel rank; rank 0 computes the logits and samples
+    readonly PagedKvCache[] _caches;      // per rank, numBlocks + 1: the last block takes the writes of padding rows
+    readonly ForwardWorkspace[] _workspaces;
+    readonly StepBatchBuilder[] _builders;
+    readonly DeviceTensor[] _slotsOfTokens; // per rank [maxTokens] I32 LoRA slot per token
+    readonly RankThreads? _rankThreads;   // with several ranks
     readonly DeviceTensor _logits;        // [logitChunk, vocab] F32
     readonly SampleBatch _sample;         // [logitChunk] rows of sampling parameters and results
     readonly SampleRow[] _chunkRows;      // staging for one chunk's rows
@@ -41,8 +48,18 @@ internal sealed class ModelExecutor : IModelRunner
 
     public ModelExecutor(LlamaModel model, LoraManager? loraManager, int maxTokens, int maxSequences, int maxModelLen, int blockSize, int numBlocks,
         bool enforceEager = false, ILogger? logger = null)
+        : this([model], loraManager, maxTokens, maxSequences, maxModelLen, blockSize, numBlocks, enforceEager, logger)
+    {
+    }
+
+    /// <summary>A runner over the models of every tensor-parallel rank (rank order; one: a single device).</summary>
+    /// <remarks><paramref name="abortRanks"/> breaks the ranks' communicator group when a rank fails (several ranks only).</remarks>
+    public ModelExecutor(IReadOnlyList<LlamaModel> ranks, LoraManager? loraManager, int maxTokens, int maxSequences, int maxModelLen, int blockSize, int numBlocks,
+        bool enforceEager = false, ILogger? logger = null, Action? abortRanks = null)
     {
         _logger = logger ?? NullLogger.Instance;
+        _models = ranks.ToArray();
+        var model = _models[0];
         Model = model;
         LoraManager = loraManager;
         MaxTokens = maxTokens;
@@ -51,17 +68,22 @@ internal sealed class ModelExecutor : IModelRunner
         _logitChunk = Math.Min(maxTokens, 256);
         _padBlock = numBlocks;
         var device = model.Device;
-        _maxBucket = enforceEager || !DeviceGraph.IsSupported(device) ? 0 : Buckets.LastOrDefault(b => b <= Math.Min(_logitChunk, maxSequences));
-        _cache = new PagedKvCache(device, model.Config, numBlocks + 1, blockSize);
-        _workspace = new ForwardWorkspace(device, model.Config, maxTokens, maxModelLen);
-        _builder = new StepBatchBuilder(device, maxTokens, maxSequences, MaxBlocksPerSequence);
-        _slotsOfTokens = device.Zeros(DType.I32, maxTokens);
+        _maxBucket = enforceEager || _models.Length > 1 || !DeviceGraph.IsSupported(device) ? 0 : Buckets.LastOrDefault(b => b <= Math.Min(_logitChunk, maxSequences));
+        _caches = _models.Select(m => new PagedKvCache(m.Device, m.ShardConfig, numBlocks + 1, blockSize)).ToArray();
+        _workspaces = _models.Select(m => new ForwardWorkspace(m.Device, m.ShardConfig, maxTokens, maxModelLen)).ToArray();
+        _builders = _models.Select(m => new StepBatchBuilder(m.Device, maxTokens, maxSequences, MaxBlocksPerSequence)).ToArray();
+        _slotsOfTokens = _models.Select(m => m.Device.Zeros(DType.I32, maxTokens)).ToArray();
+        if (_models.Length > 1) _rankThreads = new RankThreads(_models.Length, abortRanks ?? (() => { }));
         _logits = device.Zeros(DType.F32, _logitChunk, model.Config.VocabSize);
         _sample = new SampleBatch(device, _logitChunk, model.Config.VocabSize);
         _chunkRows = new SampleRow[_logitChunk];
     }
 
+    /// <summary>Rank 0's model (the only one on a single device).</summary>
     public LlamaModel Model { get; }
+
+    /// <summary>Tensor-parallel ranks (1 on a single device).</summary>
+    public int Ranks => _models.Length;
 
     /// <summary>Activates each step's adapters into GPU slots.</summary>
     public LoraManager? LoraManager { get; }
@@ -76,8 +98,9 @@ internal sealed class ModelExecutor : IModelRunner
     public int CapturedGraphs => _graphs.Count;
 
     /// <summary>
-    /// Device bytes besides weights and LoRA slots for a token budget (workspace, logits, step buffers, the padding block,
-    /// the attention kernels' split workspace).
+    /// Device bytes besides weights and LoRA slots for a token budget (workspace, logits, step buffers, the padding
+    /// block, the attention kernels' split workspace); under tensor parallelism give rank 0's share of the config
+    /// (<see cref="LlamaConfig.ShardFor"/>).
     /// </summary>
     public static long ActivationBytes(LlamaConfig config, int maxTokens, int maxModelLen, int blockSize) =>
         ForwardWorkspace.Bytes(config, maxTokens, maxModelLen) + AttentionOps.WorkspaceBytes + 4L * Math.Min(maxTokens, 256) * config.VocabSize
@@ -134,21 +157,27 @@ internal sealed class ModelExecutor : IModelRunner
             samples.Add((SampleRow.Greedy, []));
         }
 
-        LoraBatchMapping? mapping = null;
-        if (slotOf != null)
-        {
-            var view = _slotsOfTokens.Slice(0, rowsTotal);
-            view.CopyFrom<int>(loraSlots);
-            mapping = new LoraBatchMapping(view, anyAdapter: true);
-        }
         if (rows.Count == 0) // the model returns at least one row; nothing reads it
         {
             rows.Add(tokens - 1);
             samples.Add((SampleRow.Greedy, []));
         }
-        var batch = _builder.Build(ids, positions, slotMapping, tokenSeq, rows.ToArray(), tables, seqs, mapping);
+        // Every rank gets the same step, in its own device's buffers.
+        var logitRows = rows.ToArray();
+        var batches = new StepBatch[_models.Length];
+        for (int r = 0; r < batches.Length; r++)
+        {
+            LoraBatchMapping? mapping = null;
+            if (slotOf != null)
+            {
+                var view = _slotsOfTokens[r].Slice(0, rowsTotal);
+                view.CopyFrom<int>(loraSlots);
+                mapping = new LoraBatchMapping(view, anyAdapter: true);
+            }
+            batches[r] = _builders[r].Build(ids, positions, slotMapping, tokenSeq, logitRows, tables, seqs, mapping);
+        }
 
-        var (outcomes, logits) = bucket > 0 ? RunGraph(batch, bucket, anyLora: slotOf != null, items, samples) : RunEager(batch, items, samples, rowStart);
+        var (outcomes, logits) = bucket > 0 ? RunGraph(batches[0], bucket, anyLora: slotOf != null, items, samples) : RunEager(batches, items, samples, rowStart);
         var results = new ExecutionResult[items.Count];
         int vocab = Model.Config.VocabSize;
         for (int s = 0; s < items.Count; s++)
@@ -240,17 +269,18 @@ internal sealed class ModelExecutor : IModelRunner
     /// <summary>Everything a decode step queues on the device: forward, lm_head over every row, sampling.</summary>
     void DecodeForward(StepBatch batch, int rows)
     {
-        var hidden = Model.Forward(batch, _cache, _workspace);
+        var hidden = Model.Forward(batch, _caches[0], _workspaces[0]);
         var logits = _logits.Slice(0, rows);
         Model.ComputeLogits(logits, hidden, batch);
         Model.Device.Sample.Run(_sample, logits);
     }
 
     /// <summary>Any step, launched eagerly: lm_head and sampling over the picked rows in chunks.</summary>
-    (RowOutcome?[] Outcomes, float[] Logits) RunEager(StepBatch batch, IReadOnlyList<ExecutionItem> items,
+    (RowOutcome?[] Outcomes, float[] Logits) RunEager(StepBatch[] batches, IReadOnlyList<ExecutionItem> items,
         List<(SampleRow Row, IReadOnlyList<TokenEdit> Edits)> samples, int[] rowStart)
     {
-        var hidden = Model.Forward(batch, _cache, _workspace);
+        var batch = batches[0];
+        var hidden = Forward(batches);
         int rows = hidden.Dim(0), vocab = Model.Config.VocabSize;
         // Which picked rows must come back as raw logits: those of items that asked for more logprobs than the device returns.
         var needed = new bool[rows];
@@ -275,13 +305,24 @@ internal sealed class ModelExecutor : IModelRunner
         return (outcomes, logits);
     }
 
+    /// <summary>Every rank's forward over its batch, each on its rank's thread; returns rank 0's final hidden rows.</summary>
+    DeviceTensor Forward(StepBatch[] batches)
+    {
+        if (_rankThreads is null) return Model.Forward(batches[0], _caches[0], _workspaces[0]);
+        DeviceTensor? hidden = null;
+        _rankThreads.Run(r =>
+        {
+            var h = _models[r].Forward(batches[r], _caches[r], _workspaces[r]);
+            if (r == 0) hidden = h;
+        });
+        return hidden!;
+    }
+
     public void Dispose()
     {
         foreach (var graph in _graphs.Values) graph.Dispose();
-        _cache.Dispose();
-        _workspace.Dispose();
-        _builder.Dispose();
-        _slotsOfTokens.Dispose();
+        _rankThreads?.Dispose();
+        foreach (var d in _caches.Concat<IDisposable>(_workspaces).Concat(_builders).Concat(_slotsOfTokens)) d.Dispose();
         _logits.Dispose();
         _sample.Dispose();
     }

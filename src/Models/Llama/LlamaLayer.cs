@@ -1,10 +1,15 @@
 using LoraEngine.Tensors;
+using LoraEngine.Tensors.Distributed;
 
 namespace LoraEngine.Models.Llama;
 
 /// <summary>
 /// One decoder layer: h = x + attention(rmsnorm(x)); out = h + mlp(rmsnorm(h)). Projections keep their
 /// Hugging Face names so PEFT target modules map 1:1; each is an <see cref="ILinear"/> that LoRA may wrap.
+/// Under tensor parallelism (gpt-fast's tp.py, Megatron's split) a rank holds its own heads of q/k/v and its own columns
+/// of gate/up (column-parallel: the outputs are this rank's share, nothing to exchange), and the matching input columns
+/// of o and down (row-parallel: each rank's product is a partial sum over its inputs), so the only exchange of a layer is
+/// the all-reduce after o and after down. With one rank the communicator does nothing.
 /// </summary>
 public sealed class LlamaLayer : IDisposable
 {
@@ -28,7 +33,14 @@ public sealed class LlamaLayer : IDisposable
     public required ILinear DownProj { get; set; }
 
     /// <summary>x [T, hidden] is updated in place: x += attention(norm(x)); x += mlp(norm(x)).</summary>
-    public void Forward(DeviceTensor x, int layer, StepBatch batch, PagedKvCache cache, ForwardWorkspace ws, LlamaConfig config)
+    /// <param name="x">[T, hidden] the residual stream (the same on every rank)</param>
+    /// <param name="layer">this layer's index (its KV cache)</param>
+    /// <param name="batch">the step's tokens</param>
+    /// <param name="cache">this rank's KV cache (its KV heads)</param>
+    /// <param name="ws">this rank's activation buffers</param>
+    /// <param name="config">the widths this rank holds (<see cref="LlamaConfig.ShardFor"/>)</param>
+    /// <param name="communicator">this rank's group: sums the partial outputs of o_proj and down_proj</param>
+    public void Forward(DeviceTensor x, int layer, StepBatch batch, PagedKvCache cache, ForwardWorkspace ws, LlamaConfig config, ICommunicator communicator)
     {
         var device = x.Device;
         int t = batch.NumTokens;
@@ -48,6 +60,7 @@ public sealed class LlamaLayer : IDisposable
             1f / MathF.Sqrt(config.HeadDim));
         var o = ws.Out.Slice(0, t);
         OProj.Forward(o, attn, batch);
+        communicator.AllReduceSum(o);                                      // Σ over ranks' heads
 
         // MLP block: down(silu(gate(h)) * up(h)), after x += o fused into its norm.
         device.Norm.AddRmsNorm(h, x, o, PostAttentionLayerNorm, (float)config.RmsNormEps);
@@ -56,6 +69,7 @@ public sealed class LlamaLayer : IDisposable
         SharedInputLinears.Forward(h, batch, (gate, GateProj), (up, UpProj));
         device.Elementwise.SwiGlu(gate, gate, up);
         DownProj.Forward(o, gate, batch);
+        communicator.AllReduceSum(o);                                      // Σ over ranks' MLP columns
         device.Elementwise.AddInPlace(x, o);
     }
 

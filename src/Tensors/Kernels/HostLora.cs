@@ -41,7 +41,7 @@ internal sealed unsafe class HostLora(ComputeDevice device) : LoraOps(device)
         }
     }
 
-    /// <summary>y[t, o] += B[slot[t], o, :] · buffer[t, :]; tokens without a slot are untouched.</summary>
+    /// <summary>y[t, off + o] += B[slot[t], o, :] · buffer[t, :]; tokens without a slot are untouched.</summary>
     private protected override void ExpandCore(DeviceTensor yt, DeviceTensor bufferT, DeviceTensor b, DeviceTensor tokenSlots, LoraShape shape)
     {
         Span<float> y = yt.HostSpan<float>(), buffer = bufferT.HostSpan<float>();
@@ -49,7 +49,7 @@ internal sealed unsafe class HostLora(ComputeDevice device) : LoraOps(device)
         int numSlots = shape.Slots, rank = shape.Rank, outF = shape.Out;
         if (!HostGemm.IsSupported)
         {
-            ExpandPortable(y, buffer, b, slots, numSlots, rank, outF);
+            ExpandPortable(y, buffer, b, slots, numSlots, rank, outF, shape.YStride, shape.YOffset);
             return;
         }
         var groups = SlotGroups.Build(slots, numSlots);
@@ -68,6 +68,8 @@ internal sealed unsafe class HostLora(ComputeDevice device) : LoraOps(device)
             job.Slots = numSlots;
             job.Rank = rank;
             job.OutF = outF;
+            job.YStride = shape.YStride;
+            job.YOffset = shape.YOffset;
             int items = (outF + ExpandJob.BlockOutputs * ExpandJob.BlocksPerItem - 1) / (ExpandJob.BlockOutputs * ExpandJob.BlocksPerItem);
             if ((long)outF * rank * tokens < 1 << 16) for (int i = 0; i < items; i++) job.Run(i);
             else HostParallel.For(items, job);
@@ -93,6 +95,7 @@ internal sealed unsafe class HostLora(ComputeDevice device) : LoraOps(device)
         public byte* B;
         public int* Order, Start;
         public int Slots, Rank, OutF;
+        public int YStride, YOffset; // y's row width and the first column written
         public DType Type;
 
         /// <summary>Work item: BlocksPerItem blocks of 16 outputs (one block is too little work to hand to another core).</summary>
@@ -132,7 +135,7 @@ internal sealed unsafe class HostLora(ComputeDevice device) : LoraOps(device)
                     for (int i = first; i < first + count; i++)
                     {
                         int t = Order[i];
-                        float* yt = Y + (long)t * OutF + o0;
+                        float* yt = Y + (long)t * YStride + YOffset + o0;
                         float* u = Buffer + (long)t * Rank;
                         var acc = Vector512.Load(yt);
                         for (int r = 0; r < Rank; r++) acc = Vector512.FusedMultiplyAdd(columns[r], Vector512.Create(u[r]), acc);
@@ -160,9 +163,10 @@ internal sealed unsafe class HostLora(ComputeDevice device) : LoraOps(device)
                 for (int o = o0; o < OutF; o++)
                 {
                     byte* row = slotB + (long)o * Rank * size;
-                    float acc = Y[(long)t * OutF + o];
+                    float* yo = Y + (long)t * YStride + YOffset + o;
+                    float acc = *yo;
                     for (int r = 0; r < Rank; r++) acc = MathF.FusedMultiplyAdd(HostMemory.WeightAt(row, Type, r), u[r], acc);
-                    Y[(long)t * OutF + o] = acc;
+                    *yo = acc;
                 }
             }
         }
@@ -211,7 +215,7 @@ internal sealed unsafe class HostLora(ComputeDevice device) : LoraOps(device)
         }
     }
 
-    static void ExpandPortable(Span<float> y, Span<float> buffer, DeviceTensor b, Span<int> slots, int numSlots, int rank, int outF)
+    static void ExpandPortable(Span<float> y, Span<float> buffer, DeviceTensor b, Span<int> slots, int numSlots, int rank, int outF, int yStride, int yOffset)
     {
         var row = new float[rank];
         for (int t = 0; t < slots.Length; t++)
@@ -220,7 +224,7 @@ internal sealed unsafe class HostLora(ComputeDevice device) : LoraOps(device)
             if (s < 0 || s >= numSlots) continue;
             var u = buffer.Slice(t * rank, rank);
             for (int o = 0; o < outF; o++)
-                y[t * outF + o] += TensorPrimitives.Dot(HostMemory.WeightRow(b, ((long)s * outF + o) * rank, rank, row), u);
+                y[t * yStride + yOffset + o] += TensorPrimitives.Dot(HostMemory.WeightRow(b, ((long)s * outF + o) * rank, rank, row), u);
         }
     }
 }

@@ -23,6 +23,7 @@ public class LoraOps
     internal struct LoraShape
     {
         public int Tokens, Slots, Rank, In, Out;
+        public int YStride, YOffset; // expand: y's row width and the first column written (Out and 0 but for a column range)
     }
 
     internal LoraOps(ComputeDevice device)
@@ -64,7 +65,7 @@ public class LoraOps
         buffer[(long)t * s.Rank + r] = total;
     }
 
-    // y[t, o] += B[s, o, :] · buffer[t, :], s = slot[t]; s = −1 (or out of range): skip.   One thread per (t, o).
+    // y[t, off + o] += B[s, o, :] · buffer[t, :], s = slot[t]; s = −1 (or out of range): skip.   One thread per (t, o).
     static void ExpandKernel<TW, TDec>(Index1D i, ArrayView<float> y, ArrayView<float> buffer, ArrayView<TW> b, ArrayView<int> slots, LoraShape s)
         where TW : unmanaged where TDec : struct, IWeightDecoder<TW>
     {
@@ -79,7 +80,7 @@ public class LoraOps
             sum += dec.Decode(b[bRow + r]) * buffer[buf + r] + dec.Decode(b[bRow + r + 1]) * buffer[buf + r + 1]
                  + dec.Decode(b[bRow + r + 2]) * buffer[buf + r + 2] + dec.Decode(b[bRow + r + 3]) * buffer[buf + r + 3];
         for (; r < s.Rank; r++) sum += dec.Decode(b[bRow + r]) * buffer[buf + r];
-        y[i] += sum;
+        y[(long)t * s.YStride + s.YOffset + o] += sum;
     }
 
     /// <summary>buffer[t, r] = A[slot[t], r, :] · x[t, :]; zero rows for slot −1.</summary>
@@ -115,7 +116,25 @@ public class LoraOps
     /// <param name="buffer">[tokens, maxRank] F32</param>
     /// <param name="b">[slots, out, maxRank] F32/F16/BF16 (scale folded in)</param>
     /// <param name="tokenSlots">[tokens] I32</param>
-    public void Expand(DeviceTensor y, DeviceTensor buffer, DeviceTensor b, DeviceTensor tokenSlots)
+    public void Expand(DeviceTensor y, DeviceTensor buffer, DeviceTensor b, DeviceTensor tokenSlots) => Expand(y, buffer, b, tokenSlots, outputOffset: null);
+
+    /// <summary>
+    /// y[t, offset + o] += B[slot[t], o, :] · buffer[t, :] for o &lt; out: the delta of B's out rows into a column range
+    /// of a wider y (a tensor-parallel rank's share of a row-parallel output); tokens with slot −1 untouched.
+    /// </summary>
+    /// <param name="y">[tokens, width] F32, width ≥ offset + out</param>
+    /// <param name="buffer">[tokens, maxRank] F32</param>
+    /// <param name="b">[slots, out, maxRank] F32/F16/BF16 (scale folded in)</param>
+    /// <param name="tokenSlots">[tokens] I32</param>
+    /// <param name="outputOffset">the first column of y written, ≥ 0</param>
+    public void Expand(DeviceTensor y, DeviceTensor buffer, DeviceTensor b, DeviceTensor tokenSlots, int outputOffset)
+    {
+        if (outputOffset < 0) throw new ArgumentOutOfRangeException(nameof(outputOffset), outputOffset, "the first column written must be non-negative");
+        Expand(y, buffer, b, tokenSlots, (int?)outputOffset);
+    }
+
+    // Both overloads: outputOffset null means y is exactly [tokens, out].
+    void Expand(DeviceTensor y, DeviceTensor buffer, DeviceTensor b, DeviceTensor tokenSlots, int? outputOffset)
     {
         Check.FloatWeight(b, nameof(b));
         Check.Rank(b, 3, nameof(b));
@@ -123,12 +142,24 @@ public class LoraOps
         s.Out = b.Dim(1);
         if (buffer.Dim(1) != s.Rank) throw new ArgumentException($"buffer has {buffer.Dim(1)} columns, B has rank {s.Rank}", nameof(buffer));
         Check.DType(y, DType.F32, nameof(y));
-        Check.Shape(y, nameof(y), s.Tokens, s.Out);
+        if (outputOffset is not int offset)
+        {
+            Check.Shape(y, nameof(y), s.Tokens, s.Out);
+            s.YOffset = 0;
+        }
+        else
+        {
+            Check.Rank(y, 2, nameof(y));
+            if (y.Dim(0) != s.Tokens || y.Dim(1) < offset + s.Out)
+                throw new ArgumentException($"y {y.ShapeString} has no columns [{offset}, {offset + s.Out}) for {s.Tokens} tokens", nameof(y));
+            s.YOffset = offset;
+        }
+        s.YStride = y.Dim(1);
         if (s.Tokens == 0 || s.Out == 0) return;
         ExpandCore(y, buffer, b, tokenSlots, s);
     }
 
-    /// <summary>The launch of <see cref="Expand"/>, arguments checked.</summary>
+    /// <summary>The launch of <see cref="Expand(DeviceTensor, DeviceTensor, DeviceTensor, DeviceTensor, int)"/>, arguments checked.</summary>
     private protected virtual void ExpandCore(DeviceTensor y, DeviceTensor buffer, DeviceTensor b, DeviceTensor tokenSlots, LoraShape s)
     {
         int n = checked(s.Tokens * s.Out);

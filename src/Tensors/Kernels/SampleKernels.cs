@@ -179,6 +179,12 @@ public class SampleOps
             Group.Barrier();
             if (state[2] != 0) break;
             ulong prefix = state[0];
+            // Each thread adds up a run of its tokens falling into the same bin and adds the run at once: in the first
+            // passes nearly every logit shares one or two bins, where one shared atomic per token queued all 256
+            // threads on the same address. The sums are integers, so the order they arrive in changes nothing.
+            int runBin = -1;
+            uint runCount = 0;
+            ulong runWeight = 0;
             for (int i = Group.IdxX; i < vocab; i += Group.DimX)
             {
                 float v = x[row + i] / t;
@@ -186,8 +192,24 @@ public class SampleOps
                 ulong key = SampleMath.Key(v, i);
                 if ((key & mask) != prefix) continue;
                 int bin = (int)((key >> shift) & 255);
-                Atomic.Add(ref counts[bin], 1u);
-                Atomic.Add(ref weights[bin], weighted ? SampleMath.Mass(SampleMath.Relative(v, max)) : 1ul);
+                if (bin != runBin)
+                {
+                    if (runBin >= 0)
+                    {
+                        Atomic.Add(ref counts[runBin], runCount);
+                        Atomic.Add(ref weights[runBin], runWeight);
+                    }
+                    runBin = bin;
+                    runCount = 0;
+                    runWeight = 0;
+                }
+                runCount++;
+                runWeight += weighted ? SampleMath.Mass(SampleMath.Relative(v, max)) : 1ul;
+            }
+            if (runBin >= 0)
+            {
+                Atomic.Add(ref counts[runBin], runCount);
+                Atomic.Add(ref weights[runBin], runWeight);
             }
             Group.Barrier();
             if (Group.IdxX == 0)

@@ -70,6 +70,37 @@ public class LoraKernelsTests
         foreach (var device in TestDevices.All) Assert.Equal(c.Y, Run(device, c).Y);
     }
 
+    [Property(MaxTest = 12)]
+    public void Expand_into_a_column_range_adds_there_only(int seed)
+    {
+        var c = NewCase(seed);
+        var rnd = new RandomData(seed + 1);
+        int before = rnd.Int(0, 20), after = rnd.Int(0, 20), width = before + c.Out + after;
+        var wide = rnd.Floats(c.Tokens * width);
+        var b = RandomData.UploadWeight(TestDevices.CpuFast, c.B, c.WType, c.B.Length).Stored;
+        var buffer = rnd.Floats(c.Tokens * c.Rank);
+        // The reference on the range's columns alone; every other column keeps its value.
+        var range = Enumerable.Range(0, c.Tokens).SelectMany(t => wide.AsSpan(t * width + before, c.Out).ToArray()).ToArray();
+        var expanded = LoraReference.Expand(range, buffer, b, c.TokenSlots, c.Slots, c.Rank, c.Out);
+        var expected = (float[])wide.Clone();
+        for (int t = 0; t < c.Tokens; t++) expanded.AsSpan(t * c.Out, c.Out).CopyTo(expected.AsSpan(t * width + before));
+        foreach (var device in TestDevices.All)
+        {
+            using var y = device.Upload(wide, c.Tokens, width);
+            using var bufferT = device.Upload(buffer, c.Tokens, c.Rank);
+            using var slots = device.Upload(c.TokenSlots, c.Tokens);
+            using var bt = RandomData.UploadWeight(device, c.B, c.WType, c.Slots, c.Out, c.Rank).Tensor;
+            device.Lora.Expand(y, bufferT, bt, slots, outputOffset: before);
+            var got = y.ToArray<float>();
+            Tolerance.AssertClose(got, expected, 5e-5, 1e-5, $"{device} expand at column {before} of {width}");
+            for (int t = 0; t < c.Tokens; t++)
+            {
+                Assert.Equal(wide.AsSpan(t * width, before).ToArray(), got.AsSpan(t * width, before).ToArray());
+                Assert.Equal(wide.AsSpan(t * width + before + c.Out, after).ToArray(), got.AsSpan(t * width + before + c.Out, after).ToArray());
+            }
+        }
+    }
+
     [Fact]
     public void Shrink_and_expand_reject_bad_arguments()
     {
@@ -86,5 +117,7 @@ public class LoraKernelsTests
         Assert.Equal("tokenSlots", Assert.Throws<ArgumentException>(() => d.Lora.Shrink(buffer, x, a, wrongSlots)).ParamName);
         Assert.Equal("buffer", Assert.Throws<ArgumentException>(() => d.Lora.Expand(y, x, b, slots)).ParamName);
         Assert.Equal("y", Assert.Throws<ArgumentException>(() => d.Lora.Expand(buffer, buffer, b, slots)).ParamName);
+        Assert.Equal("y", Assert.Throws<ArgumentException>(() => d.Lora.Expand(y, buffer, b, slots, outputOffset: 1)).ParamName); // columns [1, 7) of 6
+        Assert.Equal("outputOffset", Assert.Throws<ArgumentOutOfRangeException>(() => d.Lora.Expand(y, buffer, b, slots, outputOffset: -1)).ParamName);
     }
 }
