@@ -14,7 +14,10 @@ namespace LoraEngine.Bench;
 /// LoraEngine benchmarks (also run by <c>loraengine bench</c>).
 ///   tensors [--quick] [--bdn]                                  linear kernels vs device copy bandwidth (CPU: also a
 ///                                                              layer's linears vs read bandwidth and FMA peak), and
-///                                                              device sampling vs the argmax and a read of the logits
+///                                                              device sampling vs the argmax and a read of the logits;
+///                                                              on a GPU also decode attention (wide vs split kernels)
+///   attention [--quick]                                        decode attention alone: 1B and 8B heads, batch 1 and 32,
+///                                                              contexts 128/512/2048; the wide and split kernels side by side
 ///   serving [--shape 1b|8b|cpu-peer|small|shipped] [--quick] [--out DIR] [--only NAME,...] [--system-prompt N] [--own-prompt M]
 ///           [--tensor-parallel-size N] [--fully-sharded-loras]
 ///                                                              serving scenarios on a random-weight model (shipped: the
@@ -54,7 +57,12 @@ public static class BenchRunner
                 Console.WriteLine($"op launch (1-element add, back to back): {launchUs:F1} µs each");
                 var cpuLayer = device.IsCpu ? CpuLayerBench.Run(device, quick, Console.Out) : null;
                 var sample = SampleBench.Run(device, quick, Console.Out);
-                File.WriteAllText(Path.Combine(outDir, "tensors.json"), JsonSerializer.Serialize(new { device = device.ToString(), launchMicroseconds = launchUs, results = linear, cpuLayer, sample }, json));
+                var attention = !device.IsCpu && !quick ? AttentionBench.Run(device, quick, Console.Out) : null;
+                File.WriteAllText(Path.Combine(outDir, "tensors.json"), JsonSerializer.Serialize(new { device = device.ToString(), launchMicroseconds = launchUs, results = linear, cpuLayer, sample, attention }, json));
+                break;
+            case "attention":
+                var attentionOnly = AttentionBench.Run(device, quick, Console.Out);
+                File.WriteAllText(Path.Combine(outDir, "attention.json"), JsonSerializer.Serialize(new { device = device.ToString(), results = attentionOnly }, json));
                 break;
             case "serving":
                 var shape = BenchShape.Parse(Option("--shape", device.IsCpu ? "small" : "1b"));
@@ -91,7 +99,7 @@ public static class BenchRunner
                 Console.WriteLine(Markdown(results));
                 break;
             default:
-                Console.Error.WriteLine($"unknown command '{command}': use tensors or serving");
+                Console.Error.WriteLine($"unknown command '{command}': use tensors, attention or serving");
                 return 2;
         }
         return 0;

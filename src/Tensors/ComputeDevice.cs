@@ -307,11 +307,15 @@ public sealed class ComputeDevice : IDisposable
     /// <summary>"{Kind}: {Name}", as logs and memory plans name the device (the CPU accelerator running the kernels says so).</summary>
     public override string ToString() => Kind == DeviceKind.Cpu && _ops == OpFamilies.Kernels ? $"{Kind}: {Name} (ILGPU kernels)" : $"{Kind}: {Name}";
 
-    /// <summary>Frees the device's stream, accelerator and context; tensors of the device must be disposed first. Idempotent.</summary>
+    /// <summary>
+    /// Frees the op families' own device memory (the attention workspace), then the device's stream, accelerator and
+    /// context; tensors of the device must be disposed first. Idempotent.
+    /// </summary>
     public void Dispose()
     {
         if (_disposed) return;
         _disposed = true;
+        _attention?.Dispose();
         if (Stream != Accelerator.DefaultStream) Stream.Dispose();
         Accelerator.Dispose();
         _context.Dispose();

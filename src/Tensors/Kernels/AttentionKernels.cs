@@ -8,8 +8,10 @@ namespace LoraEngine.Tensors.Kernels;
 /// Causal attention over a paged KV cache (vLLM's layout): K and V of a layer are [numBlocks, blockSize,
 /// kvHeads, headDim]; each sequence's block table maps its logical blocks to physical ones. One launch serves
 /// prefill chunks and decode tokens of many sequences, with GQA/MQA. The CPU device overrides the launches with host code.
+/// For head_dim 32, 64, 128 and 256 the kernels split each token's context (SplitAttentionKernels.cs) and own a device
+/// workspace for the splits' partial results, freed by <see cref="Dispose"/> (the device disposes its families).
 /// </summary>
-public class AttentionOps
+public partial class AttentionOps : IDisposable
 {
     /// <summary>Largest head_dim: each of a warp's 32 lanes holds up to 8 dimensions.</summary>
     public const int MaxHeadDim = 256;
@@ -20,28 +22,51 @@ public class AttentionOps
     readonly ComputeDevice _device;
     readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, int, int> _writeKv;
     readonly Action<AcceleratorStream, KernelConfig, AttentionViews, AttentionShape> _attention, _attentionWide;
+    readonly Action<AcceleratorStream, KernelConfig, AttentionViews, AttentionShape>? _attentionSplit, _combineSplits; // with a workspace
+    readonly DeviceTensor? _partials; // [workspaceFloats] F32: the splits' (o, max, sum) records of the tokens of one launch
 
-    internal AttentionOps(ComputeDevice device)
+    internal AttentionOps(ComputeDevice device) : this(device, DefaultWorkspaceFloats)
+    {
+    }
+
+    /// <param name="device">the device whose accelerator runs the kernels</param>
+    /// <param name="workspaceFloats">floats of the split kernels' workspace, allocated once here (0: none, the split
+    /// kernels unused); it only bounds how many tokens one launch takes, never a result</param>
+    internal AttentionOps(ComputeDevice device, int workspaceFloats)
     {
         _device = device;
         var acc = device.Accelerator;
         _writeKv = acc.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, int, int>(WriteKvKernel);
         _attention = acc.LoadKernel<AttentionViews, AttentionShape>(AttentionKernel);
         _attentionWide = acc.LoadKernel<AttentionViews, AttentionShape>(WideAttentionKernel);
+        if (workspaceFloats <= 0) return;
+        _attentionSplit = acc.LoadKernel<AttentionViews, AttentionShape>(SplitAttentionKernel);
+        _combineSplits = acc.LoadKernel<AttentionViews, AttentionShape>(CombineSplitsKernel);
+        _partials = device.Allocate(DType.F32, workspaceFloats);
     }
+
+    /// <summary>
+    /// Whether the split kernels serve the head_dims they support (default); false launches the one-group-per-(token, head)
+    /// wide kernel instead, for benchmarks that time both. Results differ in the last bits: set it before any use.
+    /// </summary>
+    internal bool SplitContext { get; set; } = true;
 
     /// <summary>The buffers of one attention launch (a struct keeps the kernel signature short).</summary>
     internal struct AttentionViews
     {
         public ArrayView<float> Output, Q, KCache, VCache;
         public ArrayView<int> BlockTables, TokenSeq, TokenPos;
-        public ArrayView<F4> KCache4, VCache4; // the caches as 16-byte units (the wide kernel only)
+        public ArrayView<F4> KCache4, VCache4; // the caches as 16-byte units (the wide and split kernels)
+        public ArrayView<float> Partials;      // the split kernels' workspace
+        public ArrayView<F4> Partials4;        // the same as 16-byte units
     }
 
     internal struct AttentionShape
     {
         public int Tokens, Heads, KvHeads, HeadDim, BlockSize, NumBlocks, MaxBlocks;
         public float Scale;
+        // The split kernels: first token of the launch, head groups per KV head, MaxBlocks × BlockSize, splits per (token, head).
+        public int TokenOffset, HeadGroups, MaxContext, GridSplits;
     }
 
     // kCache[slot[t]] = k[t], vCache[slot[t]] = v[t]; slot −1 (or outside the cache) skipped
@@ -310,7 +335,28 @@ public class AttentionOps
             BlockTables = blockTables.I32, TokenSeq = tokenSeq.I32, TokenPos = tokenPos.I32,
         };
         int warps = shape.Tokens * shape.Heads;
-        if (WideSupports(shape.HeadDim))
+        shape.MaxContext = (int)Math.Min(int.MaxValue, (long)shape.MaxBlocks * shape.BlockSize);
+        shape.GridSplits = GridSplitsFor(shape.MaxContext);
+        long recordsPerToken = (long)shape.Heads * shape.GridSplits * RecordFloats(shape.HeadDim);
+        int tokensPerLaunch = _partials == null ? 0 : (int)Math.Min(shape.Tokens, _partials.Length / recordsPerToken);
+        if (SplitContext && SplitSupports(shape.HeadDim) && tokensPerLaunch > 0)
+        {
+            // The choice depends on shapes only, never on the tokens' contexts: every token of a model takes one path.
+            views.KCache4 = kCache.F32.Cast<F4>();
+            views.VCache4 = vCache.F32.Cast<F4>();
+            views.Partials = _partials!.F32;
+            views.Partials4 = views.Partials.Cast<F4>();
+            shape.HeadGroups = (shape.Heads / shape.KvHeads + MaxGroupHeads - 1) / MaxGroupHeads;
+            for (int first = 0; first < shape.Tokens; first += tokensPerLaunch)
+            {
+                int n = Math.Min(tokensPerLaunch, shape.Tokens - first);
+                shape.TokenOffset = first;
+                _attentionSplit!(_device.Stream, new KernelConfig(n * shape.KvHeads * shape.HeadGroups * shape.GridSplits, SplitThreads), views, shape);
+                if (shape.GridSplits > 1) // else every token had one split, written out by the split kernel
+                    _combineSplits!(_device.Stream, new KernelConfig(n * shape.Heads, SplitThreads), views, shape);
+            }
+        }
+        else if (WideSupports(shape.HeadDim))
         {
             views.KCache4 = kCache.F32.Cast<F4>();
             views.VCache4 = vCache.F32.Cast<F4>();
@@ -320,5 +366,12 @@ public class AttentionOps
         {
             _attention(_device.Stream, new KernelConfig((warps + WarpsPerGroup - 1) / WarpsPerGroup, WarpsPerGroup * 32), views, shape);
         }
+    }
+
+    /// <summary>Frees the split kernels' workspace. Idempotent.</summary>
+    public void Dispose()
+    {
+        _partials?.Dispose();
+        GC.SuppressFinalize(this);
     }
 }

@@ -9,7 +9,7 @@ namespace LoraEngine.Tensors.Kernels;
 /// core team: the query heads that share the KV head read each cached key and value row once, scores are Vector512
 /// dot products, a softmax per head, then the weighted value rows are accumulated into the output.
 /// </summary>
-internal sealed unsafe class HostAttention(ComputeDevice device) : AttentionOps(device)
+internal sealed unsafe class HostAttention(ComputeDevice device) : AttentionOps(device, workspaceFloats: 0)
 {
     /// <summary>kCache[slot[t]] = k[t], vCache[slot[t]] = v[t]; slot −1 (or outside the cache) skipped.</summary>
     private protected override void WriteKvCore(DeviceTensor kCacheT, DeviceTensor vCacheT, DeviceTensor kt, DeviceTensor vt, DeviceTensor slotMapping)

@@ -1,4 +1,5 @@
 using FsCheck.Xunit;
+using LoraEngine.Tensors.Kernels;
 using LoraEngine.Tensors.Reference;
 using LoraEngine.TestSupport;
 using Xunit;
@@ -46,8 +47,10 @@ public class AttentionKernelsTests
             rnd.Floats(seqOf.Count * heads * headDim));
     }
 
-    internal static float[] Run(ComputeDevice device, Case c)
+    /// <param name="ops">the attention family to run (default: the device's own)</param>
+    internal static float[] Run(ComputeDevice device, Case c, AttentionOps? ops = null)
     {
+        ops ??= device.Attention;
         int kvWidth = c.KvHeads * c.HeadDim, tokens = c.TokenSeq.Length;
         using var kCache = device.Zeros(DType.F32, c.NumBlocks, c.BlockSize, c.KvHeads, c.HeadDim);
         using var vCache = device.Zeros(DType.F32, c.NumBlocks, c.BlockSize, c.KvHeads, c.HeadDim);
@@ -58,14 +61,14 @@ public class AttentionKernelsTests
             using var k = device.Upload(c.Keys[s], len, kvWidth);
             using var v = device.Upload(c.Values[s], len, kvWidth);
             using var slotTensor = device.Upload(slots, len);
-            device.Attention.WriteKv(kCache, vCache, k, v, slotTensor);
+            ops.WriteKv(kCache, vCache, k, v, slotTensor);
         }
         using var q = device.Upload(c.Q, tokens, c.Heads * c.HeadDim);
         using var output = device.Allocate(DType.F32, tokens, c.Heads * c.HeadDim);
         using var tables = device.Upload(c.Tables, c.Keys.Length, c.MaxBlocks);
         using var seq = device.Upload(c.TokenSeq, tokens);
         using var pos = device.Upload(c.TokenPos, tokens);
-        device.Attention.PagedAttention(output, q, kCache, vCache, tables, seq, pos, c.Heads, c.KvHeads, c.HeadDim, 1f / MathF.Sqrt(c.HeadDim));
+        ops.PagedAttention(output, q, kCache, vCache, tables, seq, pos, c.Heads, c.KvHeads, c.HeadDim, 1f / MathF.Sqrt(c.HeadDim));
         return output.ToArray<float>();
     }
 

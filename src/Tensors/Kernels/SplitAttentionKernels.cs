@@ -1,0 +1,299 @@
+using ILGPU;
+using ILGPU.Algorithms;
+using ILGPU.Runtime;
+
+namespace LoraEngine.Tensors.Kernels;
+
+// Split-context attention (flash-decoding, vLLM's paged_attention v2): the context of each (token, KV head) is cut into
+// splits whose boundaries depend only on that token's context length (SplitLength); a group of 4 warps computes one split
+// for all the query heads sharing the KV head (each K and V row is read once for them), and a second kernel combines the
+// splits of each (token, head) in split order. A decode token with a short context thus spreads over up to 16 × kvHeads
+// groups instead of heads groups of one long serial walk, and no result depends on the batch, the grid or the GPU.
+public partial class AttentionOps
+{
+    const int SplitThreads = 128;
+    const int SplitWarps = SplitThreads / 32;
+
+    /// <summary>Positions a split group scores at once (two threads a position); also the shortest split.</summary>
+    internal const int SplitChunk = 64;
+
+    /// <summary>Most splits of one context: longer contexts get longer splits (multiples of <see cref="SplitChunk"/>).</summary>
+    internal const int MaxSplits = 16;
+
+    /// <summary>Most query heads one split group serves; a KV head shared by more is served by several groups.</summary>
+    const int MaxGroupHeads = 8;
+
+    /// <summary>Floats of the default partial-result workspace: 481 tokens of Llama-3.2-1B a launch, 248 of Llama-3.1-8B (16 splits).</summary>
+    internal const int DefaultWorkspaceFloats = 16 << 20;
+
+    /// <summary>Device bytes the kernel attention family allocates for the split kernels' workspace (64 MiB; none on the CPU device).</summary>
+    public const long WorkspaceBytes = 4L * DefaultWorkspaceFloats;
+
+    /// <summary>Positions per split for a context of <paramref name="ctx"/> positions: 64 up to 1024 positions, then the multiple of 64 that needs at most 16 splits.</summary>
+    internal static int SplitLength(int ctx) => SplitChunk * XMath.Max(1, (int)(((long)ctx + SplitChunk * MaxSplits - 1) / (SplitChunk * MaxSplits)));
+
+    /// <summary>Splits of a context of <paramref name="ctx"/> positions (1 for an empty context).</summary>
+    internal static int SplitCount(int ctx)
+    {
+        int length = SplitLength(ctx);
+        return XMath.Max(1, (int)(((long)ctx + length - 1) / length));
+    }
+
+    /// <summary>Whether the split kernels serve this head_dim: 4 warps × 4 dims a lane, two threads a key row, 16 dims a load round.</summary>
+    static bool SplitSupports(int headDim) => headDim % 32 == 0 && headDim <= MaxHeadDim;
+
+    /// <summary>Floats of one split's partial result of one head in the workspace: o[headDim], then max, sum (padded to 16 bytes).</summary>
+    static int RecordFloats(int headDim) => headDim + 4;
+
+    /// <summary>Where the partial result of (token tl of the launch, head h, split) starts in the workspace.</summary>
+    static long Record(AttentionShape s, int tl, int h, int split) => (((long)tl * s.Heads + h) * s.GridSplits + split) * RecordFloats(s.HeadDim);
+
+    /// <summary>
+    /// Splits a launch provides per (token, head): the most any context up to the block table's reach can have (a shape,
+    /// fixed for an engine and in a captured graph, so a replay with longer contexts still finds all its splits).
+    /// </summary>
+    internal static int GridSplitsFor(int maxContext) => maxContext >= SplitChunk * MaxSplits ? MaxSplits : XMath.Max(1, (maxContext + SplitChunk - 1) / SplitChunk);
+
+    /// <summary>Positions token t attends to, clamped to the block table's reach (positions past it are never mapped).</summary>
+    static int ContextOf(AttentionViews v, AttentionShape s, int t) => XMath.Min(v.TokenPos[t] + 1, s.MaxContext);
+
+    // For split `split` of token t's context and query heads h0..h0+rc−1 (KV head kvh), over the split's positions p:
+    // m[h] = max_p score, l[h] = Σ_p e^(score − m[h]), o[h] = Σ_p e^(score − m[h]) · V[p], score = scale · q[t,h] · K[p].
+    // One split: out[t,h] = o[h] / l[h]; more: (o, m, l) go to the workspace for CombineSplitsKernel.
+    // Grid: (token, KV head, head group, split < GridSplits), splits past the token's last exit at once. Positions come in chunks of 64:
+    // two threads score a position (each half the dims, 8 loads in flight), one warp per head does the chunk's softmax
+    // bookkeeping, then warps take 16 dims each and lanes positions, 8 value rows in flight a lane, reduced by butterfly.
+    // Heads of the group are walked one after the other: the first reads K and V rows from memory, the others from L1.
+    static void SplitAttentionKernel(AttentionViews v, AttentionShape s)
+    {
+        var qs = SharedMemory.Allocate<float>(MaxGroupHeads * MaxHeadDim);      // [rc, headDim] scaled queries
+        var acc = SharedMemory.Allocate<float>(MaxGroupHeads * MaxHeadDim);     // [rc, headDim] o relative to runMax
+        var weights = SharedMemory.Allocate<float>(MaxGroupHeads * SplitChunk); // [rc, chunk] scores, then weights
+        var rows = SharedMemory.Allocate<long>(SplitChunk);                     // the chunk's cache rows as F4 indices, −1 unmapped
+        var runMax = SharedMemory.Allocate<float>(MaxGroupHeads);
+        var runSum = SharedMemory.Allocate<float>(MaxGroupHeads);
+        var rescale = SharedMemory.Allocate<float>(MaxGroupHeads);
+        int tid = Group.IdxX, warp = Warp.WarpIdx, lane = Warp.LaneIdx;
+        int g = Grid.IdxX;
+        int split = g % s.GridSplits;
+        g /= s.GridSplits;
+        int headGroup = g % s.HeadGroups;
+        g /= s.HeadGroups;
+        int kvh = g % s.KvHeads, tl = g / s.KvHeads, t = s.TokenOffset + tl;
+        int seq = v.TokenSeq[t], ctx = ContextOf(v, s, t);
+        int splits = SplitCount(ctx);
+        if (split >= splits) return;
+        int length = SplitLength(ctx), start = split * length, end = XMath.Min(start + length, ctx);
+        int ratio = s.Heads / s.KvHeads, r0 = headGroup * MaxGroupHeads;
+        int rc = XMath.Min(MaxGroupHeads, ratio - r0), h0 = kvh * ratio + r0;
+        int hd = s.HeadDim, hd4 = hd / 4;
+        long qBase = ((long)t * s.Heads + h0) * hd;
+        for (int i = tid; i < rc * hd; i += SplitThreads)
+        {
+            qs[i] = v.Q[qBase + i] * s.Scale;
+            acc[i] = 0;
+        }
+        if (tid < rc)
+        {
+            runMax[tid] = float.NegativeInfinity;
+            runSum[tid] = 0;
+        }
+        Group.Barrier();
+
+        int pos = tid >> 1, half = tid & 1;                              // scores: two threads a position
+        int cw = hd / 16, col = warp * cw + lane % cw, posLane = lane / cw; // values: warp's 16 dims, lanes' positions
+        int stride = 32 / cw;
+        for (int c0 = start; c0 < end; c0 += SplitChunk)
+        {
+            int count = XMath.Min(SplitChunk, end - c0);
+            long kv = pos < count ? KvOffset(v, s, seq, c0 + pos, kvh) : -1;
+            long row = kv >= 0 ? kv / 4 : -1;
+            if (half == 0) rows[pos] = row;
+            for (int r = 0; r < rc; r++)
+            {
+                float dot = row >= 0 ? HalfRowDot(v.KCache4, row, qs, r * hd, half, hd4) : 0f;
+                dot += Warp.ShuffleXor(dot, 1);
+                if (half == 0) weights[r * SplitChunk + pos] = row >= 0 ? dot : float.NegativeInfinity;
+            }
+            Group.Barrier();
+
+            for (int r = warp; r < rc; r += SplitWarps)
+            {
+                int w0 = r * SplitChunk + lane, w1 = w0 + 32;
+                float a = lane < count ? weights[w0] : float.NegativeInfinity;
+                float b = lane + 32 < count ? weights[w1] : float.NegativeInfinity;
+                float old = runMax[r], max = XMath.Max(old, MatMulOps.WarpMax(XMath.Max(a, b)));
+                float wa = a == float.NegativeInfinity ? 0f : XMath.Exp(a - max);
+                float wb = b == float.NegativeInfinity ? 0f : XMath.Exp(b - max);
+                if (lane < count) weights[w0] = wa;
+                if (lane + 32 < count) weights[w1] = wb;
+                float sum = MatMulOps.WarpSum(wa + wb);
+                if (lane == 0)
+                {
+                    float c = old == float.NegativeInfinity ? 0f : XMath.Exp(old - max);
+                    rescale[r] = c;
+                    runSum[r] = runSum[r] * c + sum;
+                    runMax[r] = max;
+                }
+            }
+            Group.Barrier();
+
+            for (int r = 0; r < rc; r++)
+            {
+                int wr = r * SplitChunk;
+                F4 o = default;
+                for (int i = posLane; i < count; i += 8 * stride)
+                {
+                    // Eight rows in flight (the 64 positions of a chunk in one round at head_dim 64), then their weights.
+                    F4 a0 = ValueRow(v.VCache4, rows, i, count, col), a1 = ValueRow(v.VCache4, rows, i + stride, count, col);
+                    F4 a2 = ValueRow(v.VCache4, rows, i + 2 * stride, count, col), a3 = ValueRow(v.VCache4, rows, i + 3 * stride, count, col);
+                    F4 a4 = ValueRow(v.VCache4, rows, i + 4 * stride, count, col), a5 = ValueRow(v.VCache4, rows, i + 5 * stride, count, col);
+                    F4 a6 = ValueRow(v.VCache4, rows, i + 6 * stride, count, col), a7 = ValueRow(v.VCache4, rows, i + 7 * stride, count, col);
+                    o = MulAdd(o, Weight(weights, wr, i, count), a0);
+                    o = MulAdd(o, Weight(weights, wr, i + stride, count), a1);
+                    o = MulAdd(o, Weight(weights, wr, i + 2 * stride, count), a2);
+                    o = MulAdd(o, Weight(weights, wr, i + 3 * stride, count), a3);
+                    o = MulAdd(o, Weight(weights, wr, i + 4 * stride, count), a4);
+                    o = MulAdd(o, Weight(weights, wr, i + 5 * stride, count), a5);
+                    o = MulAdd(o, Weight(weights, wr, i + 6 * stride, count), a6);
+                    o = MulAdd(o, Weight(weights, wr, i + 7 * stride, count), a7);
+                }
+                for (int offset = cw; offset < 32; offset <<= 1)
+                {
+                    o.X += Warp.ShuffleXor(o.X, offset);
+                    o.Y += Warp.ShuffleXor(o.Y, offset);
+                    o.Z += Warp.ShuffleXor(o.Z, offset);
+                    o.W += Warp.ShuffleXor(o.W, offset);
+                }
+                if (posLane == 0)
+                {
+                    int at = r * hd + 4 * col;
+                    float c = rescale[r];
+                    acc[at] = acc[at] * c + o.X;
+                    acc[at + 1] = acc[at + 1] * c + o.Y;
+                    acc[at + 2] = acc[at + 2] * c + o.Z;
+                    acc[at + 3] = acc[at + 3] * c + o.W;
+                }
+            }
+            Group.Barrier(); // the next chunk overwrites rows and weights; acc is read below
+        }
+
+        if (splits == 1)
+        {
+            for (int i = tid; i < rc * hd; i += SplitThreads)
+            {
+                float l = runSum[i / hd];
+                v.Output[qBase + i] = acc[i] * (l > 0 ? 1f / l : 0f);
+            }
+            return;
+        }
+        for (int i = tid; i < rc * hd; i += SplitThreads)
+            v.Partials[Record(s, tl, h0 + i / hd, split) + i % hd] = acc[i];
+        if (tid < rc)
+        {
+            long record = Record(s, tl, h0 + tid, split);
+            v.Partials[record + hd] = runMax[tid];
+            v.Partials[record + hd + 1] = runSum[tid];
+        }
+    }
+
+    // out[t,h] = Σ_s e^(m_s − M) · o_s / Σ_s e^(m_s − M) · l_s over token t's splits s in order, M = max_s m_s.
+    // One group per (token, head); tokens of one split were written by SplitAttentionKernel and are skipped.
+    static void CombineSplitsKernel(AttentionViews v, AttentionShape s)
+    {
+        var parts = SharedMemory.Allocate<float>(MaxSplits * MaxHeadDim);
+        var maxes = SharedMemory.Allocate<float>(MaxSplits);
+        var sums = SharedMemory.Allocate<float>(MaxSplits);
+        var scales = SharedMemory.Allocate<float>(MaxSplits);
+        int tid = Group.IdxX;
+        int tl = Grid.IdxX / s.Heads, h = Grid.IdxX % s.Heads, t = s.TokenOffset + tl;
+        int splits = SplitCount(ContextOf(v, s, t));
+        if (splits == 1) return;
+        int hd = s.HeadDim, hd4 = hd / 4, record4 = RecordFloats(hd) / 4;
+        long first = Record(s, tl, h, 0);
+        if (tid < splits)
+        {
+            maxes[tid] = v.Partials[first + (long)tid * RecordFloats(hd) + hd];
+            sums[tid] = v.Partials[first + (long)tid * RecordFloats(hd) + hd + 1];
+        }
+        long first4 = first / 4;
+        int n = splits * hd4;
+        for (int i = tid; i < n; i += 2 * SplitThreads)
+        {
+            int i2 = i + SplitThreads;
+            F4 a = v.Partials4[first4 + (i / hd4) * record4 + i % hd4];
+            F4 b = i2 < n ? v.Partials4[first4 + (i2 / hd4) * record4 + i2 % hd4] : default;
+            Store(parts, (i / hd4) * MaxHeadDim + 4 * (i % hd4), a);
+            if (i2 < n) Store(parts, (i2 / hd4) * MaxHeadDim + 4 * (i2 % hd4), b);
+        }
+        Group.Barrier();
+        if (tid < splits)
+        {
+            float max = float.NegativeInfinity;
+            for (int j = 0; j < splits; j++) max = XMath.Max(max, maxes[j]);
+            scales[tid] = maxes[tid] == float.NegativeInfinity ? 0f : XMath.Exp(maxes[tid] - max);
+        }
+        Group.Barrier();
+        float total = 0;
+        for (int j = 0; j < splits; j++) total += sums[j] * scales[j];
+        float inv = total > 0 ? 1f / total : 0f;
+        long outBase = ((long)t * s.Heads + h) * hd;
+        for (int d = tid; d < hd; d += SplitThreads)
+        {
+            float o = 0;
+            for (int j = 0; j < splits; j++) o += parts[j * MaxHeadDim + d] * scales[j];
+            v.Output[outBase + d] = o * inv;
+        }
+    }
+
+    /// <summary>q_r · K[row] over this thread's half of the F4 columns (half, half+2, …): eight loads in flight (a 64-wide head in one round), then four.</summary>
+    static float HalfRowDot(ArrayView<F4> cache, long row, ArrayView<float> qs, int q0, int half, int hd4)
+    {
+        float dot = 0;
+        int j = half;
+        for (; j + 14 < hd4; j += 16)
+        {
+            F4 a = cache[row + j], b = cache[row + j + 2], c = cache[row + j + 4], d = cache[row + j + 6];
+            F4 e = cache[row + j + 8], f = cache[row + j + 10], g = cache[row + j + 12], h = cache[row + j + 14];
+            int q = q0 + 4 * j;
+            dot += Dot(qs, q, a) + Dot(qs, q + 8, b) + Dot(qs, q + 16, c) + Dot(qs, q + 24, d)
+                 + Dot(qs, q + 32, e) + Dot(qs, q + 40, f) + Dot(qs, q + 48, g) + Dot(qs, q + 56, h);
+        }
+        for (; j < hd4; j += 8)
+        {
+            F4 a = cache[row + j], b = cache[row + j + 2], c = cache[row + j + 4], d = cache[row + j + 6];
+            int q = q0 + 4 * j;
+            dot += Dot(qs, q, a) + Dot(qs, q + 8, b) + Dot(qs, q + 16, c) + Dot(qs, q + 24, d);
+        }
+        return dot;
+    }
+
+    static float Dot(ArrayView<float> q, int at, F4 k) => q[at] * k.X + q[at + 1] * k.Y + q[at + 2] * k.Z + q[at + 3] * k.W;
+
+    /// <summary>Column <paramref name="col"/> (F4) of chunk position i's value row; zero past the chunk or unmapped.</summary>
+    static F4 ValueRow(ArrayView<F4> cache, ArrayView<long> rows, int i, int count, int col)
+    {
+        if (i >= count) return default;
+        long row = rows[i];
+        return row >= 0 ? cache[row + col] : default;
+    }
+
+    static float Weight(ArrayView<float> weights, int at, int i, int count) => i < count ? weights[at + i] : 0f;
+
+    static F4 MulAdd(F4 acc, float w, F4 x)
+    {
+        acc.X += w * x.X;
+        acc.Y += w * x.Y;
+        acc.Z += w * x.Z;
+        acc.W += w * x.W;
+        return acc;
+    }
+
+    static void Store(ArrayView<float> a, int at, F4 x)
+    {
+        a[at] = x.X;
+        a[at + 1] = x.Y;
+        a[at + 2] = x.Z;
+        a[at + 3] = x.W;
+    }
+}
