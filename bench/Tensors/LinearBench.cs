@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using LoraEngine.Tensors;
+using LoraEngine.Tensors.Kernels;
 
 namespace LoraEngine.Bench.Tensors;
 
@@ -66,7 +67,7 @@ public static class LinearBench
                 double ms = MedianReplayMs(device, () => device.MatMul.Linear(y, x, w));
                 var r = new LinearResult(outF, inF, DType.BF16, tokens, ms, w.SizeInBytes / (ms * 1e6), copy);
                 results.Add(r);
-                log.WriteLine($"linear {name,-11} {outF}x{inF} tokens {tokens,2}: {ms * 1000,8:F1} µs  {r.WeightGBps,7:F1} GB/s  copy {copy,7:F1} GB/s  ratio {r.RatioToCopy:F2}");
+                log.WriteLine($"linear {name,-11} {outF}x{inF} tokens {tokens,2}: {ms * 1000,8:F1} µs  {r.WeightGBps,7:F1} GB/s  copy {copy,7:F1} GB/s  ratio {r.RatioToCopy:F2}{EachKernel(device, () => device.MatMul.Linear(y, x, w))}");
             }
         }
         {
@@ -79,6 +80,24 @@ public static class LinearBench
             results.Add(new LinearResult(n, n, DType.BF16, tokens, ms, w.SizeInBytes / (ms * 1e6), copy));
         }
         return results;
+    }
+
+    /// <summary>On the tensor cores, the time of each of their kernels forced in turn (the shape picks one of them by default).</summary>
+    static string EachKernel(ComputeDevice device, Action action)
+    {
+        if (device.MatMul.TensorCores is not { } tc) return "";
+        try
+        {
+            tc.Choice = TensorCoreLinear.Kernels.SplitK;
+            double splitK = MedianReplayMs(device, action);
+            tc.Choice = TensorCoreLinear.Kernels.SplitRows;
+            double rows = MedianReplayMs(device, action);
+            return $"  (split-k {splitK * 1000:F1} µs, split-rows {rows * 1000:F1} µs)";
+        }
+        finally
+        {
+            tc.Choice = TensorCoreLinear.Kernels.Auto;
+        }
     }
 
     /// <summary>Median time of one call: 20 calls captured in a CUDA graph and replayed (eager elsewhere).</summary>

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs on the GPU machine (device tool) over a tree carried with .carry/ (bench/gpu/pack.sh):
-#   bash bench/gpu/run.sh [tests] [bench ARGS...] [peer ARGS...] [ptxas]
+#   bash bench/gpu/run.sh [tests] [bench ARGS...] [peer ARGS...] [ptxas]   (bench ARGS may quote: "serving --only 'bs1 base,bs32 base'")
 # Steps named on the command line run in order; logs go to $OUT.
 set -uo pipefail
 root=$PWD; out=${OUT:-/tmp/out}; mkdir -p "$out"
@@ -23,7 +23,7 @@ while [ $# -gt 0 ]; do
     test)  # test PROJECT FILTER...
       p=$1; shift; echo "== test $p $1"; (cd tests/$p/bin/Release/net10.0 && timeout ${TESTS_TIMEOUT:-400} dotnet LoraEngine.$p.Tests.dll -class "$1" 2>&1 | tail -60) | tee -a "$out/test-$p.log"; shift ;;
     bench)  # bench "ARGS"
-      echo "== bench $1"; (timeout 500 dotnet bench/bin/Release/net10.0/LoraEngine.Bench.dll $1 --out "$out/bench" 2>&1) | tee -a "$out/bench.log" | tail -40; shift ;;
+      echo "== bench $1"; (eval timeout 500 dotnet bench/bin/Release/net10.0/LoraEngine.Bench.dll $1 --out "$out/bench" 2>&1) | tee -a "$out/bench.log" | tail -40; shift ;;
     peer)  # peer "ARGS"
       echo "== peer $1"; (PYTHONUNBUFFERED=1 timeout 500 python3 .carry/bench_torch_fast.py "$out/peer.json" $1 2>&1) | tee -a "$out/peer.log" | tail -25; shift ;;
     ncu)  # ncu SKIP COUNT "BENCH ARGS": per-kernel GPU time of launches SKIP..SKIP+COUNT of a benchmark run

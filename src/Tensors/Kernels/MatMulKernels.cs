@@ -29,6 +29,9 @@ public class MatMulOps
 
     readonly ComputeDevice _device;
     readonly TensorCoreLinear? _tensorCores;
+
+    /// <summary>The tensor-core linear this family launches for BF16 weights (CUDA only; null elsewhere).</summary>
+    internal TensorCoreLinear? TensorCores => _tensorCores;
     readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int> _gemvF32, _gemmF32;
     readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<ushort>, int, int, int> _gemvBf16, _gemmBf16;
     readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<ILGPU.Half>, int, int, int> _gemvF16, _gemmF16;

@@ -57,14 +57,36 @@ internal sealed class TensorCoreLinear
     const string MmaPtx = "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 " +
                        "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};";
 
+    const int RowWarps = 4;         // the row-split kernel: a group of 4 warps, one 16-row block each
+    const int Slices = Warps;       // k chunks c ≡ s (mod 8) form slice s: its own accumulator, slices added in order
+
     readonly ComputeDevice _device;
-    readonly Action<AcceleratorStream, KernelConfig, ArrayView<F4>, LinearSegments, int, int> _kernel;
+    readonly Action<AcceleratorStream, KernelConfig, ArrayView<F4>, LinearSegments, int, int> _kernel, _rowKernel;
 
     TensorCoreLinear(ComputeDevice device)
     {
         _device = device;
         _kernel = device.Accelerator.LoadKernel<ArrayView<F4>, LinearSegments, int, int>(Kernel);
+        _rowKernel = device.Accelerator.LoadKernel<ArrayView<F4>, LinearSegments, int, int>(RowKernel);
     }
+
+    /// <summary>Which kernel <see cref="Launch"/> takes: chosen by shape (default), or one forced (benchmarks, tests).</summary>
+    internal enum Kernels { Auto, SplitK, SplitRows }
+
+    /// <summary>Forces one kernel for every launch (both give the same bits; a benchmark times each).</summary>
+    internal Kernels Choice { get; set; }
+
+    /// <summary>
+    /// The row-split kernel shares each activation chunk among 64 output rows through shared memory; worth it once there
+    /// are more than 8 tokens (below, activations are a few KB and every group reads them from L1) and its groups fill
+    /// the GPU (a few large groups of 64 rows leave SMs idle where the split-k kernel's 16-row groups do not).
+    /// </summary>
+    bool UseRowKernel(int tokens, int rowGroups) => Choice switch
+    {
+        Kernels.SplitK => false,
+        Kernels.SplitRows => true,
+        _ => tokens > 8 && (long)rowGroups * ((tokens + TokensPerGroup - 1) / TokensPerGroup) >= _device.Accelerator.NumMultiprocessors,
+    };
 
     /// <summary>The tensor-core linear of a CUDA device; null elsewhere (no inline PTX there).</summary>
     public static TensorCoreLinear? TryCreate(ComputeDevice device) => device.Kind == DeviceKind.Cuda ? new TensorCoreLinear(device) : null;
@@ -77,6 +99,10 @@ internal sealed class TensorCoreLinear
     public void Launch(DeviceTensor x, ReadOnlySpan<(DeviceTensor Y, DeviceTensor W)> outputs)
     {
         int tokens = x.Dim(0), k = x.Dim(1);
+        int rowGroups = 0;
+        foreach (var (_, w) in outputs) rowGroups += (w.Dim(0) + RowWarps * RowsPerGroup - 1) / (RowWarps * RowsPerGroup);
+        bool rows = UseRowKernel(tokens, rowGroups);
+        int rowsPerGroup = rows ? RowWarps * RowsPerGroup : RowsPerGroup;
         var seg = new LinearSegments();
         int blocks = 0;
         for (int i = 0; i < outputs.Length; i++)
@@ -90,7 +116,7 @@ internal sealed class TensorCoreLinear
                 case 1: seg.Y1 = y.F32; seg.W1 = wv; seg.N1 = n; break;
                 default: seg.Y2 = y.F32; seg.W2 = wv; seg.N2 = n; break;
             }
-            blocks += (n + RowsPerGroup - 1) / RowsPerGroup;
+            blocks += (n + rowsPerGroup - 1) / rowsPerGroup;
             if (i == 0) seg.End0 = seg.End1 = blocks;
             if (i == 1) seg.End1 = blocks;
         }
@@ -98,7 +124,8 @@ internal sealed class TensorCoreLinear
         if (outputs.Length < 2) { seg.Y1 = seg.Y0; seg.W1 = seg.W0; }
         if (outputs.Length < 3) { seg.Y2 = seg.Y0; seg.W2 = seg.W0; }
         var grid = new Index2D(blocks, (tokens + TokensPerGroup - 1) / TokensPerGroup);
-        _kernel(_device.Stream, new KernelConfig(grid, new Index2D(Warps * 32, 1)), x.F32.Cast<F4>(), seg, tokens, k);
+        if (rows) _rowKernel(_device.Stream, new KernelConfig(grid, new Index2D(RowWarps * 32, 1)), x.F32.Cast<F4>(), seg, tokens, k);
+        else _kernel(_device.Stream, new KernelConfig(grid, new Index2D(Warps * 32, 1)), x.F32.Cast<F4>(), seg, tokens, k);
     }
 
     static void Kernel(ArrayView<F4> x, LinearSegments seg, int tokens, int k)
@@ -175,6 +202,159 @@ internal sealed class TensorCoreLinear
         }
     }
 
+    /// <summary>
+    /// The same products as <see cref="Kernel"/>, bit for bit, with the work split by rows instead of k: a group of 4 warps
+    /// owns 64 output rows × 32 tokens, and every warp walks all k chunks in the split-k kernel's order — slice s (the chunks
+    /// c ≡ s mod 8, the split-k kernel's warp s) in ascending c into one accumulator, added to a running total after each
+    /// slice, as the split-k kernel adds its warps' sums in warp order. Each chunk's 32 × 32 activations are split into
+    /// hi/mid/lo once per group, into shared memory in fragment order (double-buffered, one barrier a chunk), and read by the
+    /// 4 warps: a group's activation traffic is a quarter of the split-k kernel's per row, which bounded 32-token linears by
+    /// L2 bandwidth (lm_head at 32 tokens re-read ~2 GB of activations for 0.5 GB of weights).
+    /// </summary>
+    static void RowKernel(ArrayView<F4> x, LinearSegments seg, int tokens, int k)
+    {
+        var stage = SharedMemory.Allocate<U4>(2 * 3 * 4 * 32); // [buffer][hi, mid, lo][tile][lane]
+
+        int bx = Grid.IdxX;
+        ArrayView<U4> w = seg.W0;
+        ArrayView<float> y = seg.Y0;
+        int n = seg.N0;
+        if (bx >= seg.End1)
+        {
+            w = seg.W2; y = seg.Y2; n = seg.N2; bx -= seg.End1;
+        }
+        else if (bx >= seg.End0)
+        {
+            w = seg.W1; y = seg.Y1; n = seg.N1; bx -= seg.End0;
+        }
+
+        int warp = Warp.WarpIdx, lane = Warp.LaneIdx;
+        int g = lane >> 2, t = lane & 3;
+        int rowA = (bx * RowWarps + warp) * RowsPerGroup + g, rowB = rowA + 8;
+        int tok0 = Grid.IdxY * TokensPerGroup;
+        int tiles = (tokens - tok0 + 7) / 8;
+        if (tiles > 4) tiles = 4;
+        int units = k / 8;
+        int chunks = (k + ChunkK - 1) / ChunkK;
+        long baseA = (long)rowA * units, baseB = (long)rowB * units;
+        bool okA = rowA < n, okB = rowB < n;
+
+        // Thread i stages unit (i & 3) of the chunk for token i >> 2 of the group: it becomes tile (i >> 5), lane ((i >> 2) & 7) * 4 + (i & 3).
+        int i = Group.IdxX;
+        int sToken = tok0 + (i >> 2), sUnit = i & 3, sAt = (i >> 5) * 32 + ((i >> 2) & 7) * 4 + sUnit;
+        long sRow = (long)sToken * (units * 2);
+        bool sOk = sToken < tokens;
+
+        int s = 0, c = 0;
+        Stage(x, stage, 0, sAt, sRow, sOk, c * 4 + sUnit, units);
+        U4 a = default, b = default;
+        if (c * 4 + t < units)
+        {
+            if (okA) a = w[baseA + c * 4 + t];
+            if (okB) b = w[baseB + c * 4 + t];
+        }
+        Group.Barrier();
+
+        float c00 = 0, c01 = 0, c02 = 0, c03 = 0, c10 = 0, c11 = 0, c12 = 0, c13 = 0;
+        float c20 = 0, c21 = 0, c22 = 0, c23 = 0, c30 = 0, c31 = 0, c32 = 0, c33 = 0;
+        float d00 = 0, d01 = 0, d02 = 0, d03 = 0, d10 = 0, d11 = 0, d12 = 0, d13 = 0;
+        float d20 = 0, d21 = 0, d22 = 0, d23 = 0, d30 = 0, d31 = 0, d32 = 0, d33 = 0;
+        int buffer = 0;
+        while (true)
+        {
+            // The next chunk in slice order; its weights and activations are requested before this chunk's MMAs.
+            int ns = s, nc = c + Slices;
+            if (nc >= chunks)
+            {
+                ns = s + 1;
+                nc = ns;
+            }
+            bool more = ns < Slices && nc < chunks;
+            U4 na = default, nb = default;
+            F4 x0 = default, x1 = default;
+            if (more)
+            {
+                int unit = nc * 4 + t;
+                if (unit < units)
+                {
+                    if (okA) na = w[baseA + unit];
+                    if (okB) nb = w[baseB + unit];
+                }
+                int sU = nc * 4 + sUnit;
+                if (sOk && sU < units)
+                {
+                    x0 = x[sRow + sU * 2];
+                    x1 = x[sRow + sU * 2 + 1];
+                }
+            }
+
+            int at = buffer * 3 * 128 + lane;
+            MmaSplit(a, b, stage[at], stage[at + 128], stage[at + 256], ref c00, ref c01, ref c02, ref c03);
+            if (tiles > 1) MmaSplit(a, b, stage[at + 32], stage[at + 160], stage[at + 288], ref c10, ref c11, ref c12, ref c13);
+            if (tiles > 2) MmaSplit(a, b, stage[at + 64], stage[at + 192], stage[at + 320], ref c20, ref c21, ref c22, ref c23);
+            if (tiles > 3) MmaSplit(a, b, stage[at + 96], stage[at + 224], stage[at + 352], ref c30, ref c31, ref c32, ref c33);
+
+            if (ns != s)
+            {
+                // Slice s is complete: the total takes its sum, as the split-k kernel adds warp s's partial.
+                d00 += c00; d01 += c01; d02 += c02; d03 += c03; d10 += c10; d11 += c11; d12 += c12; d13 += c13;
+                d20 += c20; d21 += c21; d22 += c22; d23 += c23; d30 += c30; d31 += c31; d32 += c32; d33 += c33;
+                c00 = c01 = c02 = c03 = c10 = c11 = c12 = c13 = 0;
+                c20 = c21 = c22 = c23 = c30 = c31 = c32 = c33 = 0;
+            }
+            if (!more) break;
+
+            // Everyone finished reading the other buffer a chunk ago (the barrier below), so it can take the next chunk.
+            buffer ^= 1;
+            StageSplit(stage, buffer, sAt, x0, x1);
+            Group.Barrier();
+            s = ns;
+            c = nc;
+            a = na;
+            b = nb;
+        }
+
+        int ta = tok0 + 2 * t, tb = ta + 1;
+        StoreTile(y, n, tokens, ta, tb, rowA, rowB, d00, d01, d02, d03);
+        StoreTile(y, n, tokens, ta + 8, tb + 8, rowA, rowB, d10, d11, d12, d13);
+        StoreTile(y, n, tokens, ta + 16, tb + 16, rowA, rowB, d20, d21, d22, d23);
+        StoreTile(y, n, tokens, ta + 24, tb + 24, rowA, rowB, d30, d31, d32, d33);
+    }
+
+    /// <summary>Loads and splits the first chunk's unit of this thread into buffer 0.</summary>
+    static void Stage(ArrayView<F4> x, ArrayView<U4> stage, int buffer, int sAt, long sRow, bool sOk, int unit, int units)
+    {
+        F4 x0 = default, x1 = default;
+        if (sOk && unit < units)
+        {
+            x0 = x[sRow + unit * 2];
+            x1 = x[sRow + unit * 2 + 1];
+        }
+        StageSplit(stage, buffer, sAt, x0, x1);
+    }
+
+    /// <summary>Writes 8 activations as hi, mid and lo fragments (the pairs the split-k kernel's lane forms from the same values).</summary>
+    static void StageSplit(ArrayView<U4> stage, int buffer, int sAt, F4 x0, F4 x1)
+    {
+        U4 hi, mid, lo;
+        Split(x0.X, x0.Y, out hi.X, out mid.X, out lo.X);
+        Split(x0.Z, x0.W, out hi.Y, out mid.Y, out lo.Y);
+        Split(x1.X, x1.Y, out hi.Z, out mid.Z, out lo.Z);
+        Split(x1.Z, x1.W, out hi.W, out mid.W, out lo.W);
+        int at = buffer * 3 * 128 + sAt;
+        stage[at] = hi;
+        stage[at + 128] = mid;
+        stage[at + 256] = lo;
+    }
+
+    static void StoreTile(ArrayView<float> y, int n, int tokens, int ta, int tb, int rowA, int rowB, float d0, float d1, float d2, float d3)
+    {
+        Store(y, n, tokens, ta, rowA, d0);
+        Store(y, n, tokens, tb, rowA, d1);
+        Store(y, n, tokens, ta, rowB, d2);
+        Store(y, n, tokens, tb, rowB, d3);
+    }
+
     /// <summary>A lane's share of one 32-wide k chunk: rows g and g+8 of the weight, and its first tile's token.</summary>
     struct ChunkData
     {
@@ -224,17 +404,27 @@ internal sealed class TensorCoreLinear
     /// <summary>The six MMAs of a chunk for one tile: a, b are rows g and g+8; x0, x1 the lane's 8 activations.</summary>
     static void Mma(U4 a, U4 b, F4 x0, F4 x1, ref float d0, ref float d1, ref float d2, ref float d3)
     {
-        Split(x0.X, x0.Y, out uint h01, out uint m01, out uint l01);
-        Split(x0.Z, x0.W, out uint h23, out uint m23, out uint l23);
-        Split(x1.X, x1.Y, out uint h45, out uint m45, out uint l45);
-        Split(x1.Z, x1.W, out uint h67, out uint m67, out uint l67);
+        U4 hi, mid, lo;
+        Split(x0.X, x0.Y, out hi.X, out mid.X, out lo.X);
+        Split(x0.Z, x0.W, out hi.Y, out mid.Y, out lo.Y);
+        Split(x1.X, x1.Y, out hi.Z, out mid.Z, out lo.Z);
+        Split(x1.Z, x1.W, out hi.W, out mid.W, out lo.W);
+        MmaSplit(a, b, hi, mid, lo, ref d0, ref d1, ref d2, ref d3);
+    }
+
+    /// <summary>
+    /// The six MMAs of a chunk for one tile from split activations (x: k 0..3 of the lane's 8, the first k16 half; z, w:
+    /// k 4..7, the second): hi, mid, lo against the first half of rows g and g+8, then against the second.
+    /// </summary>
+    static void MmaSplit(U4 a, U4 b, U4 hi, U4 mid, U4 lo, ref float d0, ref float d1, ref float d2, ref float d3)
+    {
         // Fragment registers: a0 = row g, a1 = row g+8, a2 = row g (next pair), a3 = row g+8 (next pair).
-        MmaAcc(ref d0, ref d1, ref d2, ref d3, a.X, b.X, a.Y, b.Y, h01, h23);
-        MmaAcc(ref d0, ref d1, ref d2, ref d3, a.X, b.X, a.Y, b.Y, m01, m23);
-        MmaAcc(ref d0, ref d1, ref d2, ref d3, a.X, b.X, a.Y, b.Y, l01, l23);
-        MmaAcc(ref d0, ref d1, ref d2, ref d3, a.Z, b.Z, a.W, b.W, h45, h67);
-        MmaAcc(ref d0, ref d1, ref d2, ref d3, a.Z, b.Z, a.W, b.W, m45, m67);
-        MmaAcc(ref d0, ref d1, ref d2, ref d3, a.Z, b.Z, a.W, b.W, l45, l67);
+        MmaAcc(ref d0, ref d1, ref d2, ref d3, a.X, b.X, a.Y, b.Y, hi.X, hi.Y);
+        MmaAcc(ref d0, ref d1, ref d2, ref d3, a.X, b.X, a.Y, b.Y, mid.X, mid.Y);
+        MmaAcc(ref d0, ref d1, ref d2, ref d3, a.X, b.X, a.Y, b.Y, lo.X, lo.Y);
+        MmaAcc(ref d0, ref d1, ref d2, ref d3, a.Z, b.Z, a.W, b.W, hi.Z, hi.W);
+        MmaAcc(ref d0, ref d1, ref d2, ref d3, a.Z, b.Z, a.W, b.W, mid.Z, mid.W);
+        MmaAcc(ref d0, ref d1, ref d2, ref d3, a.Z, b.Z, a.W, b.W, lo.Z, lo.W);
     }
 
     /// <summary>Two F32 values as packed BF16 pairs (low half first): hi = bf16(v), mid = bf16(v − hi), lo = bf16(v − hi − mid).</summary>

@@ -1,4 +1,5 @@
 using FsCheck.Xunit;
+using LoraEngine.Tensors.Kernels;
 using LoraEngine.Tensors.Reference;
 using LoraEngine.TestSupport;
 using Xunit;
@@ -61,9 +62,9 @@ public class MatMulKernelsTests
     }
 
     /// <summary>
-    /// A k long enough for the GPU to cut it into slices (one group per slice for up to 32 tokens, the last adding them;
-    /// one group adding its own slices beyond): a token's result is the same alone, among 3 and among 40 tokens, a merged
-    /// launch (q/k/v-like, three row counts) gives what separate ones do, and all stay close to the double reference.
+    /// A long k (many chunks per warp on the tensor cores, not a multiple of their 32-wide chunk): a token's result is the
+    /// same alone, among 3 and among 40 tokens, a merged launch (q/k/v-like, three row counts) gives what separate ones do,
+    /// and all stay close to the double reference.
     /// </summary>
     [Fact]
     public void Long_k_results_are_the_same_alone_in_a_batch_and_in_a_merged_launch()
@@ -117,6 +118,55 @@ public class MatMulKernelsTests
         finally
         {
             foreach (var (t, _) in weights) t.Dispose();
+        }
+    }
+
+    /// <summary>
+    /// The tensor cores' two kernels (k split over a group's warps; rows split, activations shared in shared memory) give
+    /// the same bits for every shape, so choosing one by shape keeps a token's result independent of its batch; on devices
+    /// without tensor cores the same shapes are checked against the double reference.
+    /// </summary>
+    [Fact]
+    public void Tensor_core_kernels_give_the_same_bits_and_the_reference_values()
+    {
+        var device = TestDevices.ForModel;
+        var rnd = new RandomData(13);
+        var tc = device.MatMul.TensorCores;
+        foreach (var (tokens, k, outs) in new (int, int, int[])[] { (1, 40, [16]), (5, 264, [37, 16, 200]), (32, 2056, [64, 130]), (40, 72, [200]), (70, 1000, [37, 16, 80]) })
+        {
+            var x = rnd.Floats(tokens * k);
+            var weights = outs.Select(n => RandomData.UploadWeight(device, rnd.Floats(n * k), DType.BF16, n, k)).ToArray();
+            using var xt = device.Upload(x, tokens, k);
+            float[][] Run(TensorCoreLinear.Kernels choice)
+            {
+                if (tc != null) tc.Choice = choice;
+                var ys = outs.Select(n => device.Allocate(DType.F32, tokens, n)).ToArray();
+                try
+                {
+                    device.MatMul.LinearGroup(xt, ys.Zip(weights, (y, w) => (y, w.Tensor)).ToArray());
+                    return ys.Select(y => y.ToArray<float>()).ToArray();
+                }
+                finally
+                {
+                    if (tc != null) tc.Choice = TensorCoreLinear.Kernels.Auto;
+                    foreach (var y in ys) y.Dispose();
+                }
+            }
+            try
+            {
+                var splitK = Run(TensorCoreLinear.Kernels.SplitK);
+                if (tc != null)
+                {
+                    var splitRows = Run(TensorCoreLinear.Kernels.SplitRows);
+                    for (int i = 0; i < outs.Length; i++) Assert.Equal(splitK[i], splitRows[i]);
+                }
+                for (int i = 0; i < outs.Length; i++)
+                    Tolerance.AssertClose(splitK[i], MatMulReference.Linear(x, weights[i].Stored, tokens, k, outs[i]), 2e-3, 1e-4, $"{device} {outs[i]}x{k}, {tokens} tokens");
+            }
+            finally
+            {
+                foreach (var (t, _) in weights) t.Dispose();
+            }
         }
     }
 
