@@ -64,6 +64,9 @@ public static class BenchRunner
                 var attentionOnly = AttentionBench.Run(device, quick, Console.Out);
                 File.WriteAllText(Path.Combine(outDir, "attention.json"), JsonSerializer.Serialize(new { device = device.ToString(), results = attentionOnly }, json));
                 break;
+            case "linear": // linear OUT IN TOKENS [auto|split-k|split-rows]: one shape's launches, for ncu
+                LinearBench.Profile(device, int.Parse(argv[1]), int.Parse(argv[2]), int.Parse(argv[3]), argv.Count > 4 && !argv[4].StartsWith("--") ? argv[4] : "auto", 5, Console.Out);
+                break;
             case "serving":
                 var shape = BenchShape.Parse(Option("--shape", device.IsCpu ? "small" : "1b"));
                 string work = Path.Combine(Path.GetTempPath(), $"loraengine-bench-{shape.Name}");

@@ -82,6 +82,23 @@ public static class LinearBench
         return results;
     }
 
+    /// <summary>
+    /// One linear launched <paramref name="repeats"/> times eagerly, for a profiler to pick up (`linear OUT IN TOKENS
+    /// [split-k|split-rows]`): the kernels of a shape without the rest of the benchmark around them.
+    /// </summary>
+    public static void Profile(ComputeDevice device, int outF, int inF, int tokens, string kernel, int repeats, TextWriter log)
+    {
+        using var w = RandomWeight(device, DType.BF16, outF, inF);
+        using var x = device.Upload(RandomFloats(tokens * inF, 1), tokens, inF);
+        using var y = device.Allocate(DType.F32, tokens, outF);
+        if (device.MatMul.TensorCores is { } tc)
+            tc.Choice = kernel switch { "split-k" => TensorCoreLinear.Kernels.SplitK, "split-rows" => TensorCoreLinear.Kernels.SplitRows, _ => TensorCoreLinear.Kernels.Auto };
+        var clock = Stopwatch.StartNew();
+        for (int i = 0; i < repeats; i++) device.MatMul.Linear(y, x, w);
+        device.Synchronize();
+        log.WriteLine($"linear {outF}x{inF} tokens {tokens} ({kernel}): {clock.Elapsed.TotalMilliseconds * 1000 / repeats:F1} µs a launch, eager");
+    }
+
     /// <summary>On the tensor cores, the time of each of their kernels forced in turn (the shape picks one of them by default).</summary>
     static string EachKernel(ComputeDevice device, Action action)
     {

@@ -31,6 +31,12 @@ while [ $# -gt 0 ]; do
       echo "== ncu $1 $2 $3"; timeout 400 $n --clock-control none --target-processes all --launch-skip $1 --launch-count $2 \
         --metrics gpu__time_duration.sum --print-summary per-kernel ${NCU_EXTRA:-} dotnet bench/bin/Release/net10.0/LoraEngine.Bench.dll $3 --out /tmp/ncu-bench \
         > "$out/ncu-$1.log" 2>&1; grep -E "Kernel_|gpu__time_duration" "$out/ncu-$1.log" | paste - - | awk '{print}' | head -60; shift 3 ;;
+    ncusec)  # ncusec SKIP "BENCH ARGS": ncu's SpeedOfLight, occupancy, warp-state and workload sections of launch SKIP
+      n=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu | head -1)
+      echo "== ncusec $1 $2"; eval timeout 300 $n --clock-control none --launch-skip $1 --launch-count 1 --section SpeedOfLight --section Occupancy \
+        --section LaunchStats --section WarpStateStats --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis \
+        dotnet bench/bin/Release/net10.0/LoraEngine.Bench.dll $2 --out /tmp/ncu-bench > "$out/ncusec-$1-${2// /_}.log" 2>&1
+      grep -vE "^\s*$|----|^==PROF==|^    [A-Z]{3,}|Section:" "$out/ncusec-$1-${2// /_}.log" | grep -E "Kernel|Throughput|Duration|Registers|Occupancy|Stall|Issued|Warp Cycles|Eligible|Active Warps|Pipe|Hit|Busy|Block Limit|Executed Ipc" | head -70; shift 2 ;;
     ptxas)
       tar xf .carry/ptx.tar -C /tmp; pt=$(python3 -c "import triton,os;print(os.path.dirname(triton.__file__))")/backends/nvidia/bin/ptxas
       for f in /tmp/ptx/*.ptx; do echo "== ptxas $f"; $pt -v -arch=sm_90 "$f" -o /tmp/x.cubin 2>&1 | grep -E "registers|spill|stack|error" | head -4; done ;;

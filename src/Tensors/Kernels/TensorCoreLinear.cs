@@ -245,14 +245,14 @@ internal sealed class TensorCoreLinear
         long sRow = (long)sToken * (units * 2);
         bool sOk = sToken < tokens;
 
+        // Chunks in slice order: (s, c) now, (s1, c1) next, (s2, c2) after. Weights are requested two chunks ahead (one
+        // chunk's MMAs do not cover a DRAM read), activations one ahead (L2 hits, staged through shared memory).
         int s = 0, c = 0;
-        Stage(x, stage, 0, sAt, sRow, sOk, c * 4 + sUnit, units);
-        U4 a = default, b = default;
-        if (c * 4 + t < units)
-        {
-            if (okA) a = w[baseA + c * 4 + t];
-            if (okB) b = w[baseB + c * 4 + t];
-        }
+        Stage(x, stage, 0, sAt, sRow, sOk, sUnit, units);
+        var (a, b) = Weights(w, baseA, baseB, okA, okB, t, units);
+        int s1 = 0, c1 = 0;
+        Advance(ref s1, ref c1, chunks);
+        var (a1, b1) = s1 < Slices && c1 < chunks ? Weights(w, baseA, baseB, okA, okB, c1 * 4 + t, units) : default;
         Group.Barrier();
 
         float c00 = 0, c01 = 0, c02 = 0, c03 = 0, c10 = 0, c11 = 0, c12 = 0, c13 = 0;
@@ -262,30 +262,16 @@ internal sealed class TensorCoreLinear
         int buffer = 0;
         while (true)
         {
-            // The next chunk in slice order; its weights and activations are requested before this chunk's MMAs.
-            int ns = s, nc = c + Slices;
-            if (nc >= chunks)
-            {
-                ns = s + 1;
-                nc = ns;
-            }
-            bool more = ns < Slices && nc < chunks;
-            U4 na = default, nb = default;
+            int s2 = s1, c2 = c1;
+            Advance(ref s2, ref c2, chunks);
+            var (a2, b2) = s2 < Slices && c2 < chunks ? Weights(w, baseA, baseB, okA, okB, c2 * 4 + t, units) : default;
+            bool more = s1 < Slices && c1 < chunks;
             F4 x0 = default, x1 = default;
-            if (more)
+            int sU = c1 * 4 + sUnit;
+            if (more && sOk && sU < units)
             {
-                int unit = nc * 4 + t;
-                if (unit < units)
-                {
-                    if (okA) na = w[baseA + unit];
-                    if (okB) nb = w[baseB + unit];
-                }
-                int sU = nc * 4 + sUnit;
-                if (sOk && sU < units)
-                {
-                    x0 = x[sRow + sU * 2];
-                    x1 = x[sRow + sU * 2 + 1];
-                }
+                x0 = x[sRow + sU * 2];
+                x1 = x[sRow + sU * 2 + 1];
             }
 
             int at = buffer * 3 * 128 + lane;
@@ -294,7 +280,7 @@ internal sealed class TensorCoreLinear
             if (tiles > 2) MmaSplit(a, b, stage[at + 64], stage[at + 192], stage[at + 320], ref c20, ref c21, ref c22, ref c23);
             if (tiles > 3) MmaSplit(a, b, stage[at + 96], stage[at + 224], stage[at + 352], ref c30, ref c31, ref c32, ref c33);
 
-            if (ns != s)
+            if (s1 != s)
             {
                 // Slice s is complete: the total takes its sum, as the split-k kernel adds warp s's partial.
                 d00 += c00; d01 += c01; d02 += c02; d03 += c03; d10 += c10; d11 += c11; d12 += c12; d13 += c13;
@@ -308,10 +294,8 @@ internal sealed class TensorCoreLinear
             buffer ^= 1;
             StageSplit(stage, buffer, sAt, x0, x1);
             Group.Barrier();
-            s = ns;
-            c = nc;
-            a = na;
-            b = nb;
+            (s, c, a, b) = (s1, c1, a1, b1);
+            (s1, c1, a1, b1) = (s2, c2, a2, b2);
         }
 
         int ta = tok0 + 2 * t, tb = ta + 1;
@@ -319,6 +303,27 @@ internal sealed class TensorCoreLinear
         StoreTile(y, n, tokens, ta + 8, tb + 8, rowA, rowB, d10, d11, d12, d13);
         StoreTile(y, n, tokens, ta + 16, tb + 16, rowA, rowB, d20, d21, d22, d23);
         StoreTile(y, n, tokens, ta + 24, tb + 24, rowA, rowB, d30, d31, d32, d33);
+    }
+
+    /// <summary>The chunk after (s, c) in slice order: c + 8 in the same slice, else the first chunk of the next slice.</summary>
+    static void Advance(ref int s, ref int c, int chunks)
+    {
+        c += Slices;
+        if (c < chunks) return;
+        s++;
+        c = s;
+    }
+
+    /// <summary>A lane's weights of one chunk: 16-byte unit <paramref name="unit"/> of rows g and g+8 (zeros past k or n).</summary>
+    static (U4 A, U4 B) Weights(ArrayView<U4> w, long baseA, long baseB, bool okA, bool okB, int unit, int units)
+    {
+        U4 a = default, b = default;
+        if (unit < units)
+        {
+            if (okA) a = w[baseA + unit];
+            if (okB) b = w[baseB + unit];
+        }
+        return (a, b);
     }
 
     /// <summary>Loads and splits the first chunk's unit of this thread into buffer 0.</summary>
