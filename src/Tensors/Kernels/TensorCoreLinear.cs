@@ -77,15 +77,16 @@ internal sealed class TensorCoreLinear
     internal Kernels Choice { get; set; }
 
     /// <summary>
-    /// The row-split kernel shares each activation chunk among 64 output rows through shared memory; worth it once there
-    /// are more than 8 tokens (below, activations are a few KB and every group reads them from L1) and its groups fill
-    /// the GPU (a few large groups of 64 rows leave SMs idle where the split-k kernel's 16-row groups do not).
+    /// The row-split kernel shares each activation chunk among 64 output rows through shared memory; it wins once there
+    /// are more than 8 tokens and at least three of its groups per SM, each walking all of k (H200, 32 tokens: lm_head
+    /// 128256×2048 397 µs vs 504, 8B gate/up 28672×4096 200 vs 260; with fewer groups it loses: 1B gate/up 16384×2048
+    /// 90 vs 78, 1B o 2048×2048 57 vs 18).
     /// </summary>
     bool UseRowKernel(int tokens, int rowGroups) => Choice switch
     {
         Kernels.SplitK => false,
         Kernels.SplitRows => true,
-        _ => tokens > 8 && (long)rowGroups * ((tokens + TokensPerGroup - 1) / TokensPerGroup) >= _device.Accelerator.NumMultiprocessors,
+        _ => tokens > 8 && (long)rowGroups * ((tokens + TokensPerGroup - 1) / TokensPerGroup) >= 3L * _device.Accelerator.NumMultiprocessors,
     };
 
     /// <summary>The tensor-core linear of a CUDA device; null elsewhere (no inline PTX there).</summary>
