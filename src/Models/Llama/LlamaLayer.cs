@@ -32,22 +32,28 @@ public sealed class LlamaLayer : IDisposable
     /// <summary>mlp.down_proj: [hidden, intermediate].</summary>
     public required ILinear DownProj { get; set; }
 
-    /// <summary>x [T, hidden] is updated in place: x += attention(norm(x)); x += mlp(norm(x)).</summary>
+    /// <summary>
+    /// x [T, hidden] is updated in place: x += pending; x += attention(norm(x)); then returns mlp(norm(x)), which the caller
+    /// adds to x (the next layer fuses that add into its first norm, one launch fewer a layer).
+    /// </summary>
     /// <param name="x">[T, hidden] the residual stream (the same on every rank)</param>
+    /// <param name="pending">[T, hidden] the previous layer's MLP output, not yet added to x; null for the first layer</param>
     /// <param name="layer">this layer's index (its KV cache)</param>
     /// <param name="batch">the step's tokens</param>
     /// <param name="cache">this rank's KV cache (its KV heads)</param>
     /// <param name="ws">this rank's activation buffers</param>
     /// <param name="config">the widths this rank holds (<see cref="LlamaConfig.ShardFor"/>)</param>
     /// <param name="communicator">this rank's group: sums the partial outputs of o_proj and down_proj</param>
-    public void Forward(DeviceTensor x, int layer, StepBatch batch, PagedKvCache cache, ForwardWorkspace ws, LlamaConfig config, ICommunicator communicator)
+    /// <returns>[T, hidden] this layer's MLP output (a view of the workspace, valid until the next layer's attention)</returns>
+    public DeviceTensor Forward(DeviceTensor x, DeviceTensor? pending, int layer, StepBatch batch, PagedKvCache cache, ForwardWorkspace ws, LlamaConfig config, ICommunicator communicator)
     {
         var device = x.Device;
         int t = batch.NumTokens;
         var h = ws.Normed.Slice(0, t);
 
-        // Attention block.
-        device.Norm.RmsNorm(h, x, InputLayerNorm, (float)config.RmsNormEps);
+        // Attention block, after x += pending fused into its norm.
+        if (pending is null) device.Norm.RmsNorm(h, x, InputLayerNorm, (float)config.RmsNormEps);
+        else device.Norm.AddRmsNorm(h, x, pending, InputLayerNorm, (float)config.RmsNormEps);
         var q = ws.Q.Slice(0, t);
         var k = ws.K.Slice(0, t);
         var v = ws.V.Slice(0, t);
@@ -70,7 +76,7 @@ public sealed class LlamaLayer : IDisposable
         device.Elementwise.SwiGlu(gate, gate, up);
         DownProj.Forward(o, gate, batch);
         communicator.AllReduceSum(o);                                      // Σ over ranks' MLP columns
-        device.Elementwise.AddInPlace(x, o);
+        return o;
     }
 
     /// <summary>The seven projections by their Hugging Face module names.</summary>
