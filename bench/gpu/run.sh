@@ -28,7 +28,7 @@ while [ $# -gt 0 ]; do
       echo "== peer $1"; (PYTHONUNBUFFERED=1 timeout 500 python3 .carry/bench_torch_fast.py "$out/peer.json" $1 2>&1) | tee -a "$out/peer.log" | tail -25; shift ;;
     ncu)  # ncu SKIP COUNT "BENCH ARGS": per-kernel GPU time of launches SKIP..SKIP+COUNT of a benchmark run
       n=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu | head -1)
-      echo "== ncu $1 $2 $3"; timeout 400 $n --clock-control none --target-processes all --launch-skip $1 --launch-count $2 \
+      echo "== ncu $1 $2 $3"; eval timeout 400 $n --clock-control none --target-processes all --launch-skip $1 --launch-count $2 \
         --metrics gpu__time_duration.sum --print-summary per-kernel ${NCU_EXTRA:-} dotnet bench/bin/Release/net10.0/LoraEngine.Bench.dll $3 --out /tmp/ncu-bench \
         > "$out/ncu-$1.log" 2>&1; grep -E "Kernel_|gpu__time_duration" "$out/ncu-$1.log" | paste - - | awk '{print}' | head -60; shift 3 ;;
     ncusec)  # ncusec SKIP "BENCH ARGS": ncu's SpeedOfLight, occupancy, warp-state and workload sections of launch SKIP
