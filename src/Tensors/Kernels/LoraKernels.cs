@@ -133,10 +133,14 @@ public class LoraOps
     /// <summary>buffer[outRow + j] = Σ over the group's threads of d_j, j &lt; rows: warp butterflies, then the warps in order.</summary>
     static void ReduceRows(ArrayView<float> partial, ArrayView<float> buffer, long outRow, int rows, float d0, float d1, float d2, float d3)
     {
-        d0 = MatMulOps.WarpSum(d0);
-        d1 = MatMulOps.WarpSum(d1);
-        d2 = MatMulOps.WarpSum(d2);
-        d3 = MatMulOps.WarpSum(d3);
+        // The four butterflies side by side (MatMulOps.WarpSum's order, offsets 16, 8, …, 1): four shuffles in flight per step.
+        for (int offset = Warp.WarpSize / 2; offset > 0; offset >>= 1)
+        {
+            d0 += Warp.ShuffleXor(d0, offset);
+            d1 += Warp.ShuffleXor(d1, offset);
+            d2 += Warp.ShuffleXor(d2, offset);
+            d3 += Warp.ShuffleXor(d3, offset);
+        }
         if (Warp.LaneIdx == 0)
         {
             int p = Warp.WarpIdx * RowsPerGroup;
