@@ -203,7 +203,7 @@ public sealed class LoraLinear : ILinear, ISharedInputDeltas, IDisposable
     }
 
     /// <summary>
-    /// y_i[t] += B_i·(A_i·x[t]), s = slot[t], for LoRA linears sharing the input x (q/k/v, gate/up), after each base
+    /// y_i[t] += B_i,s·(A_i,s·x[t]), s = slot[t], for LoRA linears sharing the input x (q/k/v, gate/up), after each base
     /// layer's own delta: one grouped shrink (member i into rows [i·T, (i+1)·T) of the shrink buffer) and one grouped
     /// expand, with exactly the values <see cref="AddDelta"/> gives each. Grouped only when every linear is a LoraLinear
     /// of x's device without a tensor-parallel share, all sharing one shrink buffer with room for each; otherwise nothing
