@@ -1,11 +1,13 @@
 using LoraEngine.Models;
 using LoraEngine.Models.Llama;
 using LoraEngine.Tensors;
+using LoraEngine.Tensors.Kernels;
 
 namespace LoraEngine.Lora;
 
 /// <summary>
-/// Every LoRA-wrapped projection of a model, by (layer, module), and the shrink buffer they share.
+/// Every LoRA-wrapped projection of a model, by (layer, module), and the shrink buffer they share
+/// ([<see cref="LoraOps.MaxGroup"/> × maxTokens, maxRank]: room for q/k/v's shrinks side by side).
 /// Built once at engine start (all slot memory reserved up front), then slots are filled and reset.
 /// </summary>
 public sealed class LoraLayers : IDisposable
@@ -37,7 +39,7 @@ public sealed class LoraLayers : IDisposable
 
     /// <summary>
     /// Bytes reserved for LoRA slots: Σ over layers and wrapped modules of maxSlots × maxRank × (in + out) × dtype size,
-    /// plus the shared shrink buffer maxTokens × maxRank × 4.
+    /// plus the shared shrink buffer 3 × maxTokens × maxRank × 4 (<see cref="LoraOps.MaxGroup"/> projections' shrinks at once).
     /// </summary>
     public static long MemoryBytes(LlamaConfig config, int maxSlots, int maxRank, DType dtype, int maxTokens) =>
         MemoryBytes(config, maxSlots, maxRank, dtype, maxTokens, worldSize: 1, fullySharded: false);
@@ -56,7 +58,7 @@ public sealed class LoraLayers : IDisposable
             perLayer += LoraShard.SlotBytes(module, worldSize, fullySharded, maxSlots, maxRank, inF, outF, dtype);
         }
         bool localShrink = fullySharded && worldSize > 1;
-        return perLayer * config.NumHiddenLayers + 4L * maxTokens * maxRank + (localShrink ? 4L * maxTokens * (maxRank / worldSize) : 0);
+        return perLayer * config.NumHiddenLayers + 4L * LoraOps.MaxGroup * maxTokens * maxRank + (localShrink ? 4L * maxTokens * (maxRank / worldSize) : 0);
     }
 
     /// <summary>Wraps all seven projections of every layer of <paramref name="model"/> in LoRA layers.</summary>
@@ -80,7 +82,7 @@ public sealed class LoraLayers : IDisposable
             throw new ArgumentException(
                 $"fully sharded LoRA splits the output rows of o_proj's and down_proj's B over the {ranks} tensor-parallel ranks: hidden_size ({model.Config.HiddenSize}) must be a multiple of {ranks}",
                 nameof(model));
-        var shrink = model.Device.Zeros(DType.F32, maxTokens, maxRank);
+        var shrink = model.Device.Zeros(DType.F32, LoraOps.MaxGroup * maxTokens, maxRank);
         var localShrink = parallel && fullyShardedLoras ? model.Device.Zeros(DType.F32, maxTokens, maxRank / ranks) : null;
         var layers = new LoraLayers(shrink, localShrink, maxSlots, maxRank, dtype);
         try

@@ -1,5 +1,6 @@
 using LoraEngine.Models.Llama;
 using LoraEngine.Tensors;
+using LoraEngine.Tensors.Kernels;
 
 namespace LoraEngine.Lora;
 
@@ -9,10 +10,12 @@ namespace LoraEngine.Lora;
 /// B [slots, out, maxRank], allocated once and zeroed (vLLM's create_lora_weights / set_lora / reset_lora / apply).
 /// Under tensor parallelism the base is one rank's share of the projection and the slots hold that rank's share of
 /// every adapter (<see cref="LoraShard"/>); <see cref="SetSlot"/> takes the whole adapter and keeps its share.
+/// Linears sharing an input (q/k/v, gate/up) add their deltas together (<see cref="AddDeltas"/>), as vLLM's merged
+/// LoRA layers hand punica all their slices at once.
 /// </summary>
-public sealed class LoraLinear : ILinear, IDisposable
+public sealed class LoraLinear : ILinear, ISharedInputDeltas, IDisposable
 {
-    readonly DeviceTensor _shrinkBuffer; // [maxTokens, maxRank] F32, shared by all LoRA layers of a model
+    readonly DeviceTensor _shrinkBuffer; // [rows ≥ maxTokens, maxRank] F32, shared by all LoRA layers of a model
     readonly DeviceTensor? _localShrink; // [maxTokens, maxRank / ranks] F32: this rank's shrink before the all-gather (fully sharded)
     readonly int _aRowStart, _inStart, _outStart; // where this rank's share starts in the adapter's A rows, A columns, B rows
     readonly bool _reduces; // row-parallel, fully sharded: the partial shrinks are all-reduced, B's rows expand into y's columns from _outStart
@@ -23,7 +26,11 @@ public sealed class LoraLinear : ILinear, IDisposable
     /// <param name="maxRank">the largest rank a slot holds (positive)</param>
     /// <param name="loraDType">F32, F16 or BF16: the dtype A and B are stored in</param>
     /// <param name="device">the device the slots live on</param>
-    /// <param name="shrinkBuffer">[maxTokens, maxRank] F32 scratch for A·x, shared by every LoRA layer of a model</param>
+    /// <param name="shrinkBuffer">
+    /// [rows, maxRank] F32 scratch for A·x, shared by every LoRA layer of a model: rows ≥ the step's tokens T, and
+    /// n·T for n linears to add their deltas together (<see cref="AddDeltas"/>; <see cref="LoraLayers"/> gives
+    /// <see cref="LoraOps.MaxGroup"/> × maxTokens)
+    /// </param>
     public LoraLinear(ILinear baseLayer, int maxSlots, int maxRank, DType loraDType, ComputeDevice device, DeviceTensor shrinkBuffer)
         : this(baseLayer, maxSlots, maxRank, loraDType, device, shrinkBuffer, shard: null, localShrinkBuffer: null)
     {
@@ -35,7 +42,7 @@ public sealed class LoraLinear : ILinear, IDisposable
     /// <param name="maxRank">the largest rank a slot holds (positive; a multiple of the ranks when fully sharded)</param>
     /// <param name="loraDType">F32, F16 or BF16: the dtype A and B are stored in</param>
     /// <param name="device">the device the slots live on</param>
-    /// <param name="shrinkBuffer">[maxTokens, maxRank] F32 scratch for A·x, shared by every LoRA layer of the rank</param>
+    /// <param name="shrinkBuffer">[rows ≥ maxTokens, maxRank] F32 scratch for A·x, shared by every LoRA layer of the rank (as in the other constructor)</param>
     /// <param name="shard">which share this rank holds; null: the whole adapter (one device)</param>
     /// <param name="localShrinkBuffer">[maxTokens, maxRank / ranks] F32 scratch of this rank's shrink, when <see cref="LoraShard.GathersShrink"/></param>
     public LoraLinear(ILinear baseLayer, int maxSlots, int maxRank, DType loraDType, ComputeDevice device, DeviceTensor shrinkBuffer,
@@ -194,6 +201,46 @@ public sealed class LoraLinear : ILinear, IDisposable
             lora.Expand(y, buffer, B, slots);
         }
     }
+
+    /// <summary>
+    /// y_i[t] += B_i,s·(A_i,s·x[t]), s = slot[t], for LoRA linears sharing the input x (q/k/v, gate/up), after each base
+    /// layer's own delta: one grouped shrink (member i into rows [i·T, (i+1)·T) of the shrink buffer) and one grouped
+    /// expand, with exactly the values <see cref="AddDelta"/> gives each. Grouped only when every linear is a LoraLinear
+    /// of x's device without a tensor-parallel share, all sharing one shrink buffer with room for each; otherwise nothing
+    /// is added and the result is false.
+    /// </summary>
+    /// <param name="x">[T, in] F32</param>
+    /// <param name="batch">the step's metadata (its <see cref="StepBatch.LinearContext"/> the <see cref="LoraBatchMapping"/>)</param>
+    /// <param name="outputs">(y_i [T, out_i] F32 holding the base product, linear_i), at most <see cref="LoraOps.MaxGroup"/></param>
+    public static bool AddDeltas(DeviceTensor x, StepBatch batch, ReadOnlySpan<(DeviceTensor Y, ILinear Linear)> outputs)
+    {
+        int n = outputs.Length, tokens = batch.NumTokens;
+        if (n is 0 or > LoraOps.MaxGroup || outputs[0].Linear is not LoraLinear first) return false;
+        foreach (var (_, linear) in outputs)
+            if (linear is not LoraLinear { Shard: null } lora || !ReferenceEquals(lora._shrinkBuffer, first._shrinkBuffer) || lora.A.Device != x.Device)
+                return false;
+        if ((long)n * tokens > first._shrinkBuffer.Dim(0)) return false;
+
+        foreach (var (y, linear) in outputs) ((LoraLinear)linear).Base.AddDelta(y, x, batch);
+        if (batch.LinearContext is not LoraBatchMapping { AnyAdapter: true } mapping) return true;
+        var shrinks = new (DeviceTensor Buffer, DeviceTensor A)[n];
+        var expands = new (DeviceTensor Y, DeviceTensor Buffer, DeviceTensor B)[n];
+        for (int i = 0; i < n; i++)
+        {
+            var lora = (LoraLinear)outputs[i].Linear;
+            var buffer = first._shrinkBuffer.Slice(i * tokens, tokens);      // [T, maxRank], member i's own rows
+            shrinks[i] = (buffer, lora.A);
+            expands[i] = (outputs[i].Y, buffer, lora.B);
+        }
+        var (ops, slots) = (x.Device.Lora, mapping.TokenSlots);
+        ops.ShrinkGroup(x, slots, shrinks);
+        ops.ExpandGroup(slots, expands);
+        return true;
+    }
+
+    /// <inheritdoc/>
+    bool ISharedInputDeltas.TryAddDeltas(DeviceTensor x, StepBatch batch, ReadOnlySpan<(DeviceTensor Y, ILinear Linear)> outputs) =>
+        AddDeltas(x, batch, outputs);
 
     static void Upload(DeviceTensor slotView, float[] values)
     {

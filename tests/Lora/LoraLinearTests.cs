@@ -152,4 +152,58 @@ public class LoraLinearTests
         Assert.Equal("a", Assert.Throws<ArgumentException>(() => lora.SetSlot(0, 2, 1f, new float[5], new float[12])).ParamName);
         Assert.Equal("b", Assert.Throws<ArgumentException>(() => lora.SetSlot(0, 2, 1f, new float[10], new float[6])).ParamName);
     }
+
+    [Theory]
+    [InlineData(DType.BF16, 48, 16)] // the wide kernels
+    [InlineData(DType.F32, 13, 3)]   // the scalar kernels
+    public void Linears_sharing_an_input_add_their_deltas_together_with_the_bits_of_each_alone(DType loraType, int inF, int maxRank)
+    {
+        var rnd = new RandomData(inF);
+        int tokens = 5, maxSlots = 2;
+        int[] outs = [24, 8, 9];
+        var tokenSlots = new[] { 0, -1, 1, 0, 2 }; // 2: out of range
+        var x = rnd.Floats(tokens * inF);
+        foreach (var device in TestDevices.All)
+        {
+            var owned = new List<IDisposable>();
+            try
+            {
+                var shared = device.Zeros(DType.F32, 3 * tokens, maxRank);
+                var small = device.Zeros(DType.F32, tokens, maxRank);
+                owned.AddRange([shared, small]);
+                LoraLinear NewLinear(int outF, DeviceTensor buffer)
+                {
+                    var lora = new LoraLinear(new DenseLinear(device.Upload(rnd.Floats(outF * inF), outF, inF)), maxSlots, maxRank, loraType, device, buffer);
+                    owned.Add(lora);
+                    for (int s = 0; s < maxSlots; s++)
+                        lora.SetSlot(s, maxRank - s, 0.5f + s, rnd.Floats((maxRank - s) * inF), rnd.Floats(outF * (maxRank - s)));
+                    return lora;
+                }
+                var linears = outs.Select(o => NewLinear(o, shared)).ToArray();
+                var slots = device.Upload(tokenSlots, tokens);
+                var xt = device.Upload(x, tokens, inF);
+                owned.AddRange([slots, xt]);
+                var batch = BatchFor(device, tokens, slots, owned);
+                DeviceTensor[] Outputs() => outs.Select(o => { var y = device.Zeros(DType.F32, tokens, o); owned.Add(y); return y; }).ToArray();
+
+                var alone = Outputs();
+                for (int i = 0; i < 3; i++) linears[i].Forward(alone[i], xt, batch);
+                var together = Outputs();
+                SharedInputLinears.Forward(xt, batch, (together[0], linears[0]), (together[1], linears[1]), (together[2], linears[2]));
+                for (int i = 0; i < 3; i++) Assert.Equal(alone[i].ToArray<float>(), together[i].ToArray<float>());
+
+                // Not together, and nothing added: a buffer without a part per linear, a linear that is not a LoRA linear.
+                var cramped = new[] { NewLinear(8, small), NewLinear(8, small) };
+                var before = together[1].ToArray<float>();
+                Assert.False(LoraLinear.AddDeltas(xt, batch, [(together[1], cramped[0]), (together[1], cramped[1])]));
+                Assert.False(LoraLinear.AddDeltas(xt, batch, [(together[0], linears[0]), (together[1], cramped[0].Base)]));
+                Assert.Equal(before, together[1].ToArray<float>());
+                Assert.True(LoraLinear.AddDeltas(xt, batch, [(together[0], linears[0]), (together[1], linears[1])]));
+            }
+            finally
+            {
+                foreach (var o in owned) o.Dispose();
+            }
+        }
+    }
 }

@@ -13,8 +13,20 @@ namespace LoraEngine.Tensors.Kernels;
 /// </summary>
 internal sealed unsafe class HostLora(ComputeDevice device) : LoraOps(device)
 {
+    /// <summary>Each member's shrink in turn (<see cref="ShrinkOne"/>): the host gains nothing from one call for several.</summary>
+    private protected override void ShrinkCore(DeviceTensor x, DeviceTensor tokenSlots, ReadOnlySpan<(DeviceTensor Buffer, DeviceTensor A)> outputs, ReadOnlySpan<LoraShape> shapes)
+    {
+        for (int i = 0; i < outputs.Length; i++) ShrinkOne(outputs[i].Buffer, x, outputs[i].A, tokenSlots, shapes[i]);
+    }
+
+    /// <summary>Each member's expand in turn (<see cref="ExpandOne"/>).</summary>
+    private protected override void ExpandCore(DeviceTensor tokenSlots, ReadOnlySpan<(DeviceTensor Y, DeviceTensor Buffer, DeviceTensor B)> outputs, ReadOnlySpan<LoraShape> shapes)
+    {
+        for (int i = 0; i < outputs.Length; i++) ExpandOne(outputs[i].Y, outputs[i].Buffer, outputs[i].B, tokenSlots, shapes[i]);
+    }
+
     /// <summary>buffer[t, r] = A[slot[t], r, :] · x[t, :]; zero rows for tokens without a slot.</summary>
-    private protected override void ShrinkCore(DeviceTensor bufferT, DeviceTensor xt, DeviceTensor a, DeviceTensor tokenSlots, LoraShape shape)
+    static void ShrinkOne(DeviceTensor bufferT, DeviceTensor xt, DeviceTensor a, DeviceTensor tokenSlots, LoraShape shape)
     {
         Span<float> buffer = bufferT.HostSpan<float>(), x = xt.HostSpan<float>();
         Span<int> slots = tokenSlots.HostSpan<int>();
@@ -42,7 +54,7 @@ internal sealed unsafe class HostLora(ComputeDevice device) : LoraOps(device)
     }
 
     /// <summary>y[t, off + o] += B[slot[t], o, :] · buffer[t, :]; tokens without a slot are untouched.</summary>
-    private protected override void ExpandCore(DeviceTensor yt, DeviceTensor bufferT, DeviceTensor b, DeviceTensor tokenSlots, LoraShape shape)
+    static void ExpandOne(DeviceTensor yt, DeviceTensor bufferT, DeviceTensor b, DeviceTensor tokenSlots, LoraShape shape)
     {
         Span<float> y = yt.HostSpan<float>(), buffer = bufferT.HostSpan<float>();
         Span<int> slots = tokenSlots.HostSpan<int>();

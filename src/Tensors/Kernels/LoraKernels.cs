@@ -1,4 +1,5 @@
 using ILGPU;
+using ILGPU.Algorithms;
 using ILGPU.Runtime;
 
 namespace LoraEngine.Tensors.Kernels;
@@ -6,20 +7,35 @@ namespace LoraEngine.Tensors.Kernels;
 /// <summary>
 /// Batched LoRA for a mixed batch (vLLM's punica shrink/expand): each token uses the adapter in its own slot,
 /// all tokens in one launch. Slot-stacked A [slots, maxRank, in] and B [slots, out, maxRank], rank zero-padded.
-/// The CPU device overrides the launches with host code.
+/// Up to <see cref="MaxGroup"/> projections that share an input (q/k/v, gate/up) shrink in one launch and expand in one
+/// launch, as vLLM's merged layers hand punica several slices. The CPU device overrides the launches with host code.
 /// </summary>
+/// <remarks>
+/// A member of a grouped launch is computed by the same code as alone, and a token's sums run in an order fixed by the
+/// shapes (in, rank) only: its result does not depend on the batch, the other tokens or the other members.
+/// BF16 weights with rows of whole 16-byte units take the wide kernels (8 weights per load); other weights, widths
+/// and unaligned views take the scalar kernels, generic over the weight decoder.
+/// </remarks>
 public class LoraOps
 {
+    /// <summary>The most projections one grouped shrink or expand takes (q/k/v).</summary>
+    public const int MaxGroup = 3;
+
     const int ShrinkThreads = 256;
+    const int ShrinkWarps = ShrinkThreads / 32;
+    const int RowsPerGroup = 4; // rank rows of A one shrink group computes: each thread holds four partial sums
 
     readonly ComputeDevice _device;
-    readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, LoraShape> _shrinkF32;
-    readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<ushort>, ArrayView<int>, LoraShape> _shrinkBf16;
-    readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<ILGPU.Half>, ArrayView<int>, LoraShape> _shrinkF16;
-    readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, LoraShape> _expandF32;
-    readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<float>, ArrayView<ushort>, ArrayView<int>, LoraShape> _expandBf16;
-    readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<float>, ArrayView<ILGPU.Half>, ArrayView<int>, LoraShape> _expandF16;
+    readonly Action<AcceleratorStream, KernelConfig, ArrayView<F4>, ArrayView<int>, LoraSegments<ShrinkSegment<U4>>, int> _shrinkBf16x8;
+    readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<int>, LoraSegments<ShrinkSegment<float>>, int> _shrinkF32;
+    readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<int>, LoraSegments<ShrinkSegment<ushort>>, int> _shrinkBf16;
+    readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<int>, LoraSegments<ShrinkSegment<ILGPU.Half>>, int> _shrinkF16;
+    readonly Action<AcceleratorStream, Index1D, ArrayView<int>, LoraSegments<ExpandSegment<U4, F4>>> _expandBf16x8;
+    readonly Action<AcceleratorStream, Index1D, ArrayView<int>, LoraSegments<ExpandSegment<float, float>>> _expandF32;
+    readonly Action<AcceleratorStream, Index1D, ArrayView<int>, LoraSegments<ExpandSegment<ushort, float>>> _expandBf16;
+    readonly Action<AcceleratorStream, Index1D, ArrayView<int>, LoraSegments<ExpandSegment<ILGPU.Half, float>>> _expandF16;
 
+    /// <summary>One member's shape: tokens, and the slots, rank, in and out widths of its weights.</summary>
     internal struct LoraShape
     {
         public int Tokens, Slots, Rank, In, Out;
@@ -30,93 +46,228 @@ public class LoraOps
     {
         _device = device;
         var acc = device.Accelerator;
-        _shrinkF32 = acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, LoraShape>(ShrinkKernel<float, F32Decoder>);
-        _shrinkBf16 = acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<ushort>, ArrayView<int>, LoraShape>(ShrinkKernel<ushort, Bf16Decoder>);
-        _shrinkF16 = acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<ILGPU.Half>, ArrayView<int>, LoraShape>(ShrinkKernel<ILGPU.Half, F16Decoder>);
-        _expandF32 = acc.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, LoraShape>(ExpandKernel<float, F32Decoder>);
-        _expandBf16 = acc.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<ushort>, ArrayView<int>, LoraShape>(ExpandKernel<ushort, Bf16Decoder>);
-        _expandF16 = acc.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<ILGPU.Half>, ArrayView<int>, LoraShape>(ExpandKernel<ILGPU.Half, F16Decoder>);
+        _shrinkBf16x8 = acc.LoadKernel<ArrayView<F4>, ArrayView<int>, LoraSegments<ShrinkSegment<U4>>, int>(ShrinkBf16x8Kernel);
+        _shrinkF32 = acc.LoadKernel<ArrayView<float>, ArrayView<int>, LoraSegments<ShrinkSegment<float>>, int>(ShrinkKernel<float, F32Decoder>);
+        _shrinkBf16 = acc.LoadKernel<ArrayView<float>, ArrayView<int>, LoraSegments<ShrinkSegment<ushort>>, int>(ShrinkKernel<ushort, Bf16Decoder>);
+        _shrinkF16 = acc.LoadKernel<ArrayView<float>, ArrayView<int>, LoraSegments<ShrinkSegment<ILGPU.Half>>, int>(ShrinkKernel<ILGPU.Half, F16Decoder>);
+        _expandBf16x8 = acc.LoadAutoGroupedKernel<Index1D, ArrayView<int>, LoraSegments<ExpandSegment<U4, F4>>>(ExpandBf16x8Kernel);
+        _expandF32 = acc.LoadAutoGroupedKernel<Index1D, ArrayView<int>, LoraSegments<ExpandSegment<float, float>>>(ExpandKernel<float, F32Decoder>);
+        _expandBf16 = acc.LoadAutoGroupedKernel<Index1D, ArrayView<int>, LoraSegments<ExpandSegment<ushort, float>>>(ExpandKernel<ushort, Bf16Decoder>);
+        _expandF16 = acc.LoadAutoGroupedKernel<Index1D, ArrayView<int>, LoraSegments<ExpandSegment<ILGPU.Half, float>>>(ExpandKernel<ILGPU.Half, F16Decoder>);
     }
 
-    // buffer[t, r] = A[s, r, :] · x[t, :], s = slot[t]; s = −1 (or out of range): buffer[t, :] = 0.
-    // One group of 256 threads per (t, r): threads stride over the input (independent loads), then warp butterflies and
-    // the warps' sums in order — a fixed order for every batch.
-    static void ShrinkKernel<TW, TDec>(ArrayView<float> buffer, ArrayView<float> x, ArrayView<TW> a, ArrayView<int> slots, LoraShape s)
-        where TW : unmanaged where TDec : struct, IWeightDecoder<TW>
+    // ---- Shrink: buffer[t, r] = A[s, r, :] · x[t, :], s = slot[t]; s = −1 (or out of range): buffer[t, :] = 0.
+    // One group of 256 threads per (member, token, block of four rank rows). Thread i takes the input units i, i + 256, …
+    // (a unit: 8 inputs, one 16-byte load of A per row on the wide path; one input on the scalar path) and keeps the four
+    // rows' sums; then warp butterflies, and the eight warps' sums added in warp order — an order fixed by (in, rank).
+
+    static void ShrinkBf16x8Kernel(ArrayView<F4> x, ArrayView<int> slots, LoraSegments<ShrinkSegment<U4>> segments, int units)
     {
-        var partial = SharedMemory.Allocate<float>(ShrinkThreads / 32);
-        int t = Grid.IdxX / s.Rank, r = Grid.IdxX % s.Rank;
+        var partial = SharedMemory.Allocate<float>(ShrinkWarps * RowsPerGroup);
+        var s = Select(segments, Grid.IdxX, out int local);
+        int t = local / s.Blocks, r0 = local % s.Blocks * RowsPerGroup, rows = XMath.Min(RowsPerGroup, s.Rank - r0);
         int slot = slots[t];
+        long outRow = (long)t * s.Rank + r0;
         if (slot < 0 || slot >= s.Slots)
         {
-            if (Group.IdxX == 0) buffer[(long)t * s.Rank + r] = 0;
+            if (Group.IdxX < rows) s.Buffer[outRow + Group.IdxX] = 0;
+            return;
+        }
+        // Rows past the rank read the last row again (every load unconditional, so all are in flight at once) and are dropped.
+        long a0 = ((long)slot * s.Rank + r0) * units;
+        long a1 = a0 + XMath.Min(1, rows - 1) * units, a2 = a0 + XMath.Min(2, rows - 1) * units, a3 = a0 + (rows - 1) * units;
+        long xRow = (long)t * units * 2;
+        float d0 = 0, d1 = 0, d2 = 0, d3 = 0;
+        for (int u = Group.IdxX; u < units; u += 2 * ShrinkThreads)
+        {
+            // Two units per pass, all twelve loads issued before the first product; sums still in unit order.
+            int v = u + ShrinkThreads;
+            bool second = v < units;
+            if (!second) v = u;
+            F4 xu0 = x[xRow + 2 * u], xu1 = x[xRow + 2 * u + 1], xv0 = x[xRow + 2 * v], xv1 = x[xRow + 2 * v + 1];
+            U4 au0 = s.A[a0 + u], au1 = s.A[a1 + u], au2 = s.A[a2 + u], au3 = s.A[a3 + u];
+            U4 av0 = s.A[a0 + v], av1 = s.A[a1 + v], av2 = s.A[a2 + v], av3 = s.A[a3 + v];
+            d0 += Dot8(au0, xu0, xu1);
+            d1 += Dot8(au1, xu0, xu1);
+            d2 += Dot8(au2, xu0, xu1);
+            d3 += Dot8(au3, xu0, xu1);
+            if (!second) continue;
+            d0 += Dot8(av0, xv0, xv1);
+            d1 += Dot8(av1, xv0, xv1);
+            d2 += Dot8(av2, xv0, xv1);
+            d3 += Dot8(av3, xv0, xv1);
+        }
+        ReduceRows(partial, s.Buffer, outRow, rows, d0, d1, d2, d3);
+    }
+
+    static void ShrinkKernel<TW, TDec>(ArrayView<float> x, ArrayView<int> slots, LoraSegments<ShrinkSegment<TW>> segments, int inF)
+        where TW : unmanaged where TDec : struct, IWeightDecoder<TW>
+    {
+        var partial = SharedMemory.Allocate<float>(ShrinkWarps * RowsPerGroup);
+        var s = Select(segments, Grid.IdxX, out int local);
+        int t = local / s.Blocks, r0 = local % s.Blocks * RowsPerGroup, rows = XMath.Min(RowsPerGroup, s.Rank - r0);
+        int slot = slots[t];
+        long outRow = (long)t * s.Rank + r0;
+        if (slot < 0 || slot >= s.Slots)
+        {
+            if (Group.IdxX < rows) s.Buffer[outRow + Group.IdxX] = 0;
             return;
         }
         TDec dec = default;
-        long aRow = ((long)slot * s.Rank + r) * s.In, xRow = (long)t * s.In;
-        float sum = 0;
-        for (int i = Group.IdxX; i < s.In; i += ShrinkThreads) sum += dec.Decode(a[aRow + i]) * x[xRow + i];
-        sum = MatMulOps.WarpSum(sum);
-        if (Warp.LaneIdx == 0) partial[Warp.WarpIdx] = sum;
-        Group.Barrier();
-        if (Group.IdxX != 0) return;
-        float total = 0;
-        for (int w = 0; w < ShrinkThreads / 32; w++) total += partial[w];
-        buffer[(long)t * s.Rank + r] = total;
+        long a0 = ((long)slot * s.Rank + r0) * inF;
+        long a1 = a0 + XMath.Min(1, rows - 1) * inF, a2 = a0 + XMath.Min(2, rows - 1) * inF, a3 = a0 + (rows - 1) * inF;
+        long xRow = (long)t * inF;
+        float d0 = 0, d1 = 0, d2 = 0, d3 = 0;
+        for (int i = Group.IdxX; i < inF; i += ShrinkThreads)
+        {
+            float xi = x[xRow + i];
+            float w0 = dec.Decode(s.A[a0 + i]), w1 = dec.Decode(s.A[a1 + i]), w2 = dec.Decode(s.A[a2 + i]), w3 = dec.Decode(s.A[a3 + i]);
+            d0 += w0 * xi;
+            d1 += w1 * xi;
+            d2 += w2 * xi;
+            d3 += w3 * xi;
+        }
+        ReduceRows(partial, s.Buffer, outRow, rows, d0, d1, d2, d3);
     }
 
-    // y[t, off + o] += B[s, o, :] · buffer[t, :], s = slot[t]; s = −1 (or out of range): skip.   One thread per (t, o).
-    static void ExpandKernel<TW, TDec>(Index1D i, ArrayView<float> y, ArrayView<float> buffer, ArrayView<TW> b, ArrayView<int> slots, LoraShape s)
+    /// <summary>buffer[outRow + j] = Σ over the group's threads of d_j, j &lt; rows: warp butterflies, then the warps in order.</summary>
+    static void ReduceRows(ArrayView<float> partial, ArrayView<float> buffer, long outRow, int rows, float d0, float d1, float d2, float d3)
+    {
+        // The four butterflies side by side (MatMulOps.WarpSum's order, offsets 16, 8, …, 1): four shuffles in flight per step.
+        for (int offset = Warp.WarpSize / 2; offset > 0; offset >>= 1)
+        {
+            d0 += Warp.ShuffleXor(d0, offset);
+            d1 += Warp.ShuffleXor(d1, offset);
+            d2 += Warp.ShuffleXor(d2, offset);
+            d3 += Warp.ShuffleXor(d3, offset);
+        }
+        if (Warp.LaneIdx == 0)
+        {
+            int p = Warp.WarpIdx * RowsPerGroup;
+            partial[p] = d0;
+            partial[p + 1] = d1;
+            partial[p + 2] = d2;
+            partial[p + 3] = d3;
+        }
+        Group.Barrier();
+        int j = Group.IdxX;
+        if (j >= rows) return;
+        float total = 0;
+        for (int w = 0; w < ShrinkWarps; w++) total += partial[w * RowsPerGroup + j];
+        buffer[outRow + j] = total;
+    }
+
+    // ---- Expand: y[t, off + o] += B[s, o, :] · buffer[t, :], s = slot[t]; s = −1 (or out of range): skip.
+    // One thread per (member, token, output), rank summed in order r = 0, 1, …; the wide path reads B's row and the
+    // token's buffer row in 16-byte units (8 ranks), two units per pass.
+
+    static void ExpandBf16x8Kernel(Index1D i, ArrayView<int> slots, LoraSegments<ExpandSegment<U4, F4>> segments)
+    {
+        var s = Select(segments, i, out int local);
+        int t = local / s.Out, o = local % s.Out;
+        int slot = slots[t];
+        if (slot < 0 || slot >= s.Slots) return;
+        int units = s.Rank / 8;
+        long bRow = ((long)slot * s.Out + o) * units, uRow = (long)t * units * 2;
+        float sum = 0;
+        for (int u = 0; u < units; u += 2)
+        {
+            int v = u + 1;
+            bool second = v < units;
+            if (!second) v = u;
+            U4 bu = s.B[bRow + u], bv = s.B[bRow + v];
+            F4 pu0 = s.U[uRow + 2 * u], pu1 = s.U[uRow + 2 * u + 1], pv0 = s.U[uRow + 2 * v], pv1 = s.U[uRow + 2 * v + 1];
+            sum += Dot8(bu, pu0, pu1);
+            if (second) sum += Dot8(bv, pv0, pv1);
+        }
+        long yi = (long)t * s.YStride + s.YOffset + o;
+        s.Y[yi] += sum;
+    }
+
+    static void ExpandKernel<TW, TDec>(Index1D i, ArrayView<int> slots, LoraSegments<ExpandSegment<TW, float>> segments)
         where TW : unmanaged where TDec : struct, IWeightDecoder<TW>
     {
-        int t = i / s.Out, o = i % s.Out;
+        var s = Select(segments, i, out int local);
+        int t = local / s.Out, o = local % s.Out;
         int slot = slots[t];
         if (slot < 0 || slot >= s.Slots) return;
         TDec dec = default;
-        long bRow = ((long)slot * s.Out + o) * s.Rank, buf = (long)t * s.Rank;
+        long bRow = ((long)slot * s.Out + o) * s.Rank, uRow = (long)t * s.Rank;
         float sum = 0;
         int r = 0;
         for (; r + 4 <= s.Rank; r += 4) // four independent loads in flight
-            sum += dec.Decode(b[bRow + r]) * buffer[buf + r] + dec.Decode(b[bRow + r + 1]) * buffer[buf + r + 1]
-                 + dec.Decode(b[bRow + r + 2]) * buffer[buf + r + 2] + dec.Decode(b[bRow + r + 3]) * buffer[buf + r + 3];
-        for (; r < s.Rank; r++) sum += dec.Decode(b[bRow + r]) * buffer[buf + r];
-        y[(long)t * s.YStride + s.YOffset + o] += sum;
+            sum += dec.Decode(s.B[bRow + r]) * s.U[uRow + r] + dec.Decode(s.B[bRow + r + 1]) * s.U[uRow + r + 1]
+                 + dec.Decode(s.B[bRow + r + 2]) * s.U[uRow + r + 2] + dec.Decode(s.B[bRow + r + 3]) * s.U[uRow + r + 3];
+        for (; r < s.Rank; r++) sum += dec.Decode(s.B[bRow + r]) * s.U[uRow + r];
+        long yi = (long)t * s.YStride + s.YOffset + o;
+        s.Y[yi] += sum;
     }
 
-    /// <summary>buffer[t, r] = A[slot[t], r, :] · x[t, :]; zero rows for slot −1.</summary>
+    /// <summary>Σ_j w[j] · x[j] over one unit: eight BF16 weights (low half of each uint first) and eight F32 inputs.</summary>
+    static float Dot8(U4 w, F4 lo, F4 hi) =>
+        (Low(w.X) * lo.X + High(w.X) * lo.Y) + (Low(w.Y) * lo.Z + High(w.Y) * lo.W)
+        + ((Low(w.Z) * hi.X + High(w.Z) * hi.Y) + (Low(w.W) * hi.Z + High(w.W) * hi.W));
+
+    static float Low(uint pair) => Interop.IntAsFloat(pair << 16);
+
+    static float High(uint pair) => Interop.IntAsFloat(pair & 0xFFFF0000u);
+
+    /// <summary>The member that work item <paramref name="index"/> belongs to, and the item's index within it.</summary>
+    static T Select<T>(LoraSegments<T> segments, int index, out int local) where T : struct
+    {
+        if (index >= segments.End1)
+        {
+            local = index - segments.End1;
+            return segments.S2;
+        }
+        if (index >= segments.End0)
+        {
+            local = index - segments.End0;
+            return segments.S1;
+        }
+        local = index;
+        return segments.S0;
+    }
+
+    /// <summary>buffer[t, r] = A[slot[t], r, :] · x[t, :]; zero rows for slot −1 (or out of range).</summary>
     /// <param name="buffer">[tokens, maxRank] F32</param>
     /// <param name="x">[tokens, in] F32</param>
     /// <param name="a">[slots, maxRank, in] F32/F16/BF16</param>
     /// <param name="tokenSlots">[tokens] I32</param>
-    public void Shrink(DeviceTensor buffer, DeviceTensor x, DeviceTensor a, DeviceTensor tokenSlots)
-    {
-        var s = Validate(x, a, tokenSlots, nameof(a));
-        s.In = a.Dim(2);
-        if (x.Dim(1) != s.In) throw new ArgumentException($"x has {x.Dim(1)} features, A has {s.In}", nameof(x));
-        Check.DType(buffer, DType.F32, nameof(buffer));
-        Check.Shape(buffer, nameof(buffer), s.Tokens, s.Rank);
-        if (s.Tokens == 0) return;
-        ShrinkCore(buffer, x, a, tokenSlots, s);
-    }
+    public void Shrink(DeviceTensor buffer, DeviceTensor x, DeviceTensor a, DeviceTensor tokenSlots) => ShrinkGroup(x, tokenSlots, [(buffer, a)]);
 
-    /// <summary>The launch of <see cref="Shrink"/>, arguments checked.</summary>
-    private protected virtual void ShrinkCore(DeviceTensor buffer, DeviceTensor x, DeviceTensor a, DeviceTensor tokenSlots, LoraShape s)
+    /// <summary>
+    /// buffer_i[t, r] = A_i[slot[t], r, :] · x[t, :] for up to <see cref="MaxGroup"/> projections sharing x: one launch
+    /// when their weights take the same kernel, else one each. Each buffer_i gets exactly the values
+    /// <see cref="Shrink"/> would give it.
+    /// </summary>
+    /// <param name="x">[tokens, in] F32</param>
+    /// <param name="tokenSlots">[tokens] I32</param>
+    /// <param name="outputs">(buffer_i [tokens, maxRank_i] F32, A_i [slots_i, maxRank_i, in] F32/F16/BF16); buffers must not overlap</param>
+    public void ShrinkGroup(DeviceTensor x, DeviceTensor tokenSlots, params ReadOnlySpan<(DeviceTensor Buffer, DeviceTensor A)> outputs)
     {
-        var config = new KernelConfig(s.Tokens * s.Rank, ShrinkThreads);
-        switch (a.DType)
+        CheckGroupSize(outputs.Length, nameof(outputs));
+        Span<LoraShape> shapes = stackalloc LoraShape[outputs.Length];
+        for (int i = 0; i < outputs.Length; i++)
         {
-            case DType.F32: _shrinkF32(_device.Stream, config, buffer.F32, x.F32, a.F32, tokenSlots.I32, s); break;
-            case DType.BF16: _shrinkBf16(_device.Stream, config, buffer.F32, x.F32, a.U16, tokenSlots.I32, s); break;
-            default: _shrinkF16(_device.Stream, config, buffer.F32, x.F32, a.AsHalf(), tokenSlots.I32, s); break;
+            var (buffer, a) = outputs[i];
+            var s = Validate(x, a, tokenSlots, nameof(a));
+            s.In = a.Dim(2);
+            if (x.Dim(1) != s.In) throw new ArgumentException($"x has {x.Dim(1)} features, A has {s.In}", nameof(x));
+            Check.DType(buffer, DType.F32, nameof(buffer));
+            Check.Shape(buffer, nameof(buffer), s.Tokens, s.Rank);
+            shapes[i] = s;
         }
+        if (shapes[0].Tokens == 0) return;
+        ShrinkCore(x, tokenSlots, outputs, shapes);
     }
 
-    /// <summary>y[t, o] += B[slot[t], o, :] · buffer[t, :]; tokens with slot −1 untouched.</summary>
+    /// <summary>y[t, o] += B[slot[t], o, :] · buffer[t, :]; tokens with slot −1 (or out of range) untouched.</summary>
     /// <param name="y">[tokens, out] F32</param>
     /// <param name="buffer">[tokens, maxRank] F32</param>
     /// <param name="b">[slots, out, maxRank] F32/F16/BF16 (scale folded in)</param>
     /// <param name="tokenSlots">[tokens] I32</param>
-    public void Expand(DeviceTensor y, DeviceTensor buffer, DeviceTensor b, DeviceTensor tokenSlots) => Expand(y, buffer, b, tokenSlots, outputOffset: null);
+    public void Expand(DeviceTensor y, DeviceTensor buffer, DeviceTensor b, DeviceTensor tokenSlots) => ExpandGroup(tokenSlots, [(y, buffer, b)]);
 
     /// <summary>
     /// y[t, offset + o] += B[slot[t], o, :] · buffer[t, :] for o &lt; out: the delta of B's out rows into a column range
@@ -130,11 +281,125 @@ public class LoraOps
     public void Expand(DeviceTensor y, DeviceTensor buffer, DeviceTensor b, DeviceTensor tokenSlots, int outputOffset)
     {
         if (outputOffset < 0) throw new ArgumentOutOfRangeException(nameof(outputOffset), outputOffset, "the first column written must be non-negative");
-        Expand(y, buffer, b, tokenSlots, (int?)outputOffset);
+        var s = ValidateExpand(y, buffer, b, tokenSlots, outputOffset);
+        if (s.Tokens == 0 || s.Out == 0) return;
+        ExpandCore(tokenSlots, [(y, buffer, b)], [s]);
     }
 
-    // Both overloads: outputOffset null means y is exactly [tokens, out].
-    void Expand(DeviceTensor y, DeviceTensor buffer, DeviceTensor b, DeviceTensor tokenSlots, int? outputOffset)
+    /// <summary>
+    /// y_i[t, o] += B_i[slot[t], o, :] · buffer_i[t, :] for up to <see cref="MaxGroup"/> projections: one launch when
+    /// their weights take the same kernel, else one each; tokens with slot −1 untouched. Each y_i gets exactly the values
+    /// <see cref="Expand(DeviceTensor, DeviceTensor, DeviceTensor, DeviceTensor)"/> would give it.
+    /// </summary>
+    /// <param name="tokenSlots">[tokens] I32</param>
+    /// <param name="outputs">(y_i [tokens, out_i] F32, buffer_i [tokens, maxRank_i] F32, B_i [slots_i, out_i, maxRank_i] F32/F16/BF16); the y_i must not overlap</param>
+    public void ExpandGroup(DeviceTensor tokenSlots, params ReadOnlySpan<(DeviceTensor Y, DeviceTensor Buffer, DeviceTensor B)> outputs)
+    {
+        CheckGroupSize(outputs.Length, nameof(outputs));
+        Span<LoraShape> shapes = stackalloc LoraShape[outputs.Length];
+        for (int i = 0; i < outputs.Length; i++) shapes[i] = ValidateExpand(outputs[i].Y, outputs[i].Buffer, outputs[i].B, tokenSlots, outputOffset: null);
+        if (shapes[0].Tokens == 0) return;
+        ExpandCore(tokenSlots, outputs, shapes);
+    }
+
+    /// <summary>The launch of <see cref="ShrinkGroup"/>, arguments checked, tokens &gt; 0.</summary>
+    private protected virtual void ShrinkCore(DeviceTensor x, DeviceTensor tokenSlots, ReadOnlySpan<(DeviceTensor Buffer, DeviceTensor A)> outputs, ReadOnlySpan<LoraShape> shapes)
+    {
+        bool wide = ShrinkIsWide(x, outputs[0].A);
+        for (int i = 1; i < outputs.Length; i++)
+            if (outputs[i].A.DType != outputs[0].A.DType || ShrinkIsWide(x, outputs[i].A) != wide)
+            {
+                // One launch serves members of one kernel only, so that each member's bits are those of its own launch.
+                for (int j = 0; j < outputs.Length; j++) ShrinkCore(x, tokenSlots, outputs.Slice(j, 1), shapes.Slice(j, 1));
+                return;
+            }
+        int inF = shapes[0].In, groups = 0;
+        for (int i = 0; i < shapes.Length; i++) groups = checked(groups + shapes[i].Tokens * Blocks(shapes[i].Rank));
+        if (groups == 0) return;
+        var config = new KernelConfig(groups, ShrinkThreads);
+        var (stream, slots) = (_device.Stream, tokenSlots.I32);
+        if (wide)
+            _shrinkBf16x8(stream, config, x.F32.Cast<F4>(), slots, ShrinkSegments(outputs, shapes, a => a.U16.Cast<U4>()), inF / 8);
+        else if (outputs[0].A.DType == DType.F32)
+            _shrinkF32(stream, config, x.F32, slots, ShrinkSegments(outputs, shapes, a => a.F32), inF);
+        else if (outputs[0].A.DType == DType.BF16)
+            _shrinkBf16(stream, config, x.F32, slots, ShrinkSegments(outputs, shapes, a => a.U16), inF);
+        else
+            _shrinkF16(stream, config, x.F32, slots, ShrinkSegments(outputs, shapes, a => a.AsHalf()), inF);
+    }
+
+    /// <summary>The launch of <see cref="ExpandGroup"/> (and of the column-range Expand), arguments checked, tokens &gt; 0.</summary>
+    private protected virtual void ExpandCore(DeviceTensor tokenSlots, ReadOnlySpan<(DeviceTensor Y, DeviceTensor Buffer, DeviceTensor B)> outputs, ReadOnlySpan<LoraShape> shapes)
+    {
+        bool wide = ExpandIsWide(outputs[0].Buffer, outputs[0].B);
+        for (int i = 1; i < outputs.Length; i++)
+            if (outputs[i].B.DType != outputs[0].B.DType || ExpandIsWide(outputs[i].Buffer, outputs[i].B) != wide)
+            {
+                for (int j = 0; j < outputs.Length; j++) ExpandCore(tokenSlots, outputs.Slice(j, 1), shapes.Slice(j, 1));
+                return;
+            }
+        int threads = 0;
+        for (int i = 0; i < shapes.Length; i++) threads = checked(threads + shapes[i].Tokens * shapes[i].Out);
+        if (threads == 0) return;
+        var (stream, slots) = (_device.Stream, tokenSlots.I32);
+        if (wide)
+            _expandBf16x8(stream, threads, slots, ExpandSegments(outputs, shapes, b => b.U16.Cast<U4>(), u => u.F32.Cast<F4>()));
+        else if (outputs[0].B.DType == DType.F32)
+            _expandF32(stream, threads, slots, ExpandSegments(outputs, shapes, b => b.F32, u => u.F32));
+        else if (outputs[0].B.DType == DType.BF16)
+            _expandBf16(stream, threads, slots, ExpandSegments(outputs, shapes, b => b.U16, u => u.F32));
+        else
+            _expandF16(stream, threads, slots, ExpandSegments(outputs, shapes, b => b.AsHalf(), u => u.F32));
+    }
+
+    /// <summary>Whether A's rows are whole 16-byte units of BF16 and x's rows 16-byte aligned: the wide shrink.</summary>
+    static bool ShrinkIsWide(DeviceTensor x, DeviceTensor a) =>
+        a.DType == DType.BF16 && a.Dim(2) % 8 == 0 && a.ElementOffset % 8 == 0 && x.ElementOffset % 4 == 0;
+
+    /// <summary>Whether B's rows are whole 16-byte units of BF16 and the buffer's rows 16-byte aligned: the wide expand.</summary>
+    static bool ExpandIsWide(DeviceTensor buffer, DeviceTensor b) =>
+        b.DType == DType.BF16 && b.Dim(2) % 8 == 0 && b.ElementOffset % 8 == 0 && buffer.ElementOffset % 4 == 0;
+
+    /// <summary>Shrink groups per token for a rank: blocks of <see cref="RowsPerGroup"/> rows.</summary>
+    static int Blocks(int rank) => (rank + RowsPerGroup - 1) / RowsPerGroup;
+
+    static LoraSegments<ShrinkSegment<TW>> ShrinkSegments<TW>(ReadOnlySpan<(DeviceTensor Buffer, DeviceTensor A)> outputs, ReadOnlySpan<LoraShape> shapes,
+        Func<DeviceTensor, ArrayView<TW>> weights) where TW : unmanaged
+    {
+        var segments = new LoraSegments<ShrinkSegment<TW>>();
+        for (int i = 0; i < outputs.Length; i++)
+        {
+            var s = shapes[i];
+            var member = new ShrinkSegment<TW> { Buffer = outputs[i].Buffer.F32, A = weights(outputs[i].A), Rank = s.Rank, Slots = s.Slots, Blocks = Blocks(s.Rank) };
+            segments.Add(i, member, s.Tokens * member.Blocks);
+        }
+        return segments;
+    }
+
+    static LoraSegments<ExpandSegment<TW, TU>> ExpandSegments<TW, TU>(ReadOnlySpan<(DeviceTensor Y, DeviceTensor Buffer, DeviceTensor B)> outputs,
+        ReadOnlySpan<LoraShape> shapes, Func<DeviceTensor, ArrayView<TW>> weights, Func<DeviceTensor, ArrayView<TU>> buffer)
+        where TW : unmanaged where TU : unmanaged
+    {
+        var segments = new LoraSegments<ExpandSegment<TW, TU>>();
+        for (int i = 0; i < outputs.Length; i++)
+        {
+            var s = shapes[i];
+            var member = new ExpandSegment<TW, TU>
+            {
+                Y = outputs[i].Y.F32, U = buffer(outputs[i].Buffer), B = weights(outputs[i].B),
+                Out = s.Out, Rank = s.Rank, Slots = s.Slots, YStride = s.YStride, YOffset = s.YOffset,
+            };
+            segments.Add(i, member, s.Tokens * s.Out);
+        }
+        return segments;
+    }
+
+    static void CheckGroupSize(int members, string name)
+    {
+        if (members is < 1 or > MaxGroup) throw new ArgumentException($"a LoRA group has 1 to {MaxGroup} members, got {members}", name);
+    }
+
+    LoraShape ValidateExpand(DeviceTensor y, DeviceTensor buffer, DeviceTensor b, DeviceTensor tokenSlots, int? outputOffset)
     {
         Check.FloatWeight(b, nameof(b));
         Check.Rank(b, 3, nameof(b));
@@ -155,20 +420,7 @@ public class LoraOps
             s.YOffset = offset;
         }
         s.YStride = y.Dim(1);
-        if (s.Tokens == 0 || s.Out == 0) return;
-        ExpandCore(y, buffer, b, tokenSlots, s);
-    }
-
-    /// <summary>The launch of <see cref="Expand(DeviceTensor, DeviceTensor, DeviceTensor, DeviceTensor, int)"/>, arguments checked.</summary>
-    private protected virtual void ExpandCore(DeviceTensor y, DeviceTensor buffer, DeviceTensor b, DeviceTensor tokenSlots, LoraShape s)
-    {
-        int n = checked(s.Tokens * s.Out);
-        switch (b.DType)
-        {
-            case DType.F32: _expandF32(_device.Stream, n, y.F32, buffer.F32, b.F32, tokenSlots.I32, s); break;
-            case DType.BF16: _expandBf16(_device.Stream, n, y.F32, buffer.F32, b.U16, tokenSlots.I32, s); break;
-            default: _expandF16(_device.Stream, n, y.F32, buffer.F32, b.AsHalf(), tokenSlots.I32, s); break;
-        }
+        return s;
     }
 
     static LoraShape Validate(DeviceTensor input, DeviceTensor weights, DeviceTensor tokenSlots, string weightsName, int rankDim = 1)
@@ -182,4 +434,51 @@ public class LoraOps
         Check.Shape(tokenSlots, nameof(tokenSlots), tokens);
         return new LoraShape { Tokens = tokens, Slots = weights.Dim(0), Rank = weights.Dim(rankDim) };
     }
+}
+
+/// <summary>Up to three members of one LoRA launch; work items [0, End0) are S0's, [End0, End1) S1's, the rest S2's.</summary>
+internal struct LoraSegments<T> where T : struct
+{
+    public T S0, S1, S2;
+    public int End0, End1;
+
+    /// <summary>Appends member <paramref name="index"/> (0, 1, 2 in turn) owning the next <paramref name="items"/> work items; members not added alias the last one and own none.</summary>
+    public void Add(int index, T member, int items)
+    {
+        switch (index)
+        {
+            case 0:
+                S0 = S1 = S2 = member;
+                End0 = End1 = items;
+                break;
+            case 1:
+                S1 = S2 = member;
+                End1 += items;
+                break;
+            default:
+                S2 = member;
+                break;
+        }
+    }
+}
+
+/// <summary>One shrink member: buffer [tokens, Rank] F32 and A [Slots, Rank, in] (in 16-byte units on the wide path).</summary>
+internal struct ShrinkSegment<TW> where TW : unmanaged
+{
+    public ArrayView<float> Buffer;
+    public ArrayView<TW> A;
+    public int Rank, Slots;
+    public int Blocks; // groups per token: Rank rows in blocks of four
+}
+
+/// <summary>
+/// One expand member: y [tokens, YStride] F32 written at columns [YOffset, YOffset + Out), the shrink U [tokens, Rank]
+/// (F32, or 16-byte units on the wide path) and B [Slots, Out, Rank] (16-byte units on the wide path).
+/// </summary>
+internal struct ExpandSegment<TW, TU> where TW : unmanaged where TU : unmanaged
+{
+    public ArrayView<float> Y;
+    public ArrayView<TU> U;
+    public ArrayView<TW> B;
+    public int Out, Rank, Slots, YStride, YOffset;
 }

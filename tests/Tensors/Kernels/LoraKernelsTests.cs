@@ -120,4 +120,176 @@ public class LoraKernelsTests
         Assert.Equal("y", Assert.Throws<ArgumentException>(() => d.Lora.Expand(y, buffer, b, slots, outputOffset: 1)).ParamName); // columns [1, 7) of 6
         Assert.Equal("outputOffset", Assert.Throws<ArgumentOutOfRangeException>(() => d.Lora.Expand(y, buffer, b, slots, outputOffset: -1)).ParamName);
     }
+
+    // ---- The wide (16-byte) and scalar kernels on chosen shapes, grouped launches, batch invariance.
+
+    /// <summary>One projection of a shared-input group: A [slots, rank, in], B [slots, out, rank], y [tokens, out].</summary>
+    sealed record Member(int Rank, int Out, DType WType, float[] A, float[] B, float[] Y);
+
+    const int NumSlots = 3;
+
+    static int[] SlotsFor(RandomData rnd, int tokens) =>
+        Enumerable.Range(0, tokens).Select(t => t == 0 ? 0 : rnd.Int(-1, NumSlots)).ToArray(); // −1 and NumSlots (out of range) mixed in
+
+    static Member NewMember(RandomData rnd, int tokens, int inF, int outF, int rank, DType wType) =>
+        new(rank, outF, wType, rnd.Floats(NumSlots * rank * inF), rnd.Floats(NumSlots * outF * rank), rnd.Floats(tokens * outF));
+
+    /// <summary>Tensors of one run; views at an element offset into a larger allocation when asked (unaligned for odd offsets).</summary>
+    sealed class Tensors(ComputeDevice device) : IDisposable
+    {
+        readonly List<DeviceTensor> _owned = [];
+
+        public DeviceTensor Weight(float[] values, DType dtype, int offset, params int[] shape)
+        {
+            var padded = new float[offset + values.Length];
+            values.CopyTo(padded, offset);
+            var (t, _) = RandomData.UploadWeight(device, padded, dtype, padded.Length);
+            _owned.Add(t);
+            return t.Slice(offset, values.Length).Reshape(shape);
+        }
+
+        public DeviceTensor Floats(float[] values, int offset, params int[] shape) => Weight(values, DType.F32, offset, shape);
+
+        public DeviceTensor Slots(int[] slots)
+        {
+            var t = device.Upload(slots, slots.Length);
+            _owned.Add(t);
+            return t;
+        }
+
+        public DeviceTensor Zeros(params int[] shape)
+        {
+            var t = device.Zeros(DType.F32, shape);
+            _owned.Add(t);
+            return t;
+        }
+
+        public void Dispose() => _owned.ForEach(t => t.Dispose());
+    }
+
+    /// <summary>Shrink then expand of each member on its own (grouped: one ShrinkGroup and one ExpandGroup); the buffers and ys.</summary>
+    static (float[][] Buffers, float[][] Ys) RunMembers(ComputeDevice device, float[] x, int[] tokenSlots, int inF, Member[] members, bool grouped,
+        int xOffset = 0, int wOffset = 0)
+    {
+        int tokens = tokenSlots.Length;
+        using var t = new Tensors(device);
+        var xt = t.Floats(x, xOffset, tokens, inF);
+        var slots = t.Slots(tokenSlots);
+        var a = members.Select(m => t.Weight(m.A, m.WType, wOffset, NumSlots, m.Rank, inF)).ToArray();
+        var b = members.Select(m => t.Weight(m.B, m.WType, wOffset, NumSlots, m.Out, m.Rank)).ToArray();
+        var buffers = members.Select(m => t.Zeros(tokens, m.Rank)).ToArray();
+        var ys = members.Select(m => t.Floats(m.Y, 0, tokens, m.Out)).ToArray();
+        if (grouped)
+        {
+            device.Lora.ShrinkGroup(xt, slots, members.Select((_, i) => (buffers[i], a[i])).ToArray());
+            device.Lora.ExpandGroup(slots, members.Select((_, i) => (ys[i], buffers[i], b[i])).ToArray());
+        }
+        else
+            for (int i = 0; i < members.Length; i++)
+            {
+                device.Lora.Shrink(buffers[i], xt, a[i], slots);
+                device.Lora.Expand(ys[i], buffers[i], b[i], slots);
+            }
+        return (buffers.Select(v => v.ToArray<float>()).ToArray(), ys.Select(v => v.ToArray<float>()).ToArray());
+    }
+
+    [Theory]
+    [InlineData(1, 16, 24, 16, DType.BF16, 0, 0)]    // wide: one unit per thread
+    [InlineData(70, 40, 33, 4, DType.BF16, 0, 0)]
+    [InlineData(5, 4104, 9, 3, DType.BF16, 0, 0)]    // 513 units: the second unit of a pass, a third pass
+    [InlineData(2, 2056, 5, 64, DType.BF16, 0, 0)]
+    [InlineData(3, 8, 8, 1, DType.BF16, 0, 0)]
+    [InlineData(9, 13, 17, 3, DType.BF16, 0, 0)]     // in not a multiple of 8: scalar kernels
+    [InlineData(2, 24, 16, 64, DType.BF16, 1, 0)]    // x unaligned: scalar shrink
+    [InlineData(3, 24, 16, 16, DType.BF16, 0, 3)]    // A and B unaligned: scalar kernels
+    [InlineData(12, 32, 20, 8, DType.F16, 0, 0)]
+    [InlineData(6, 48, 12, 16, DType.F32, 0, 0)]
+    [InlineData(4, 300, 7, 3, DType.F32, 0, 0)]
+    public void Shrink_and_expand_match_reference_on_chosen_shapes(int tokens, int inF, int outF, int rank, DType wType, int xOffset, int wOffset)
+    {
+        var rnd = new RandomData(tokens * 1000 + inF + rank);
+        var tokenSlots = SlotsFor(rnd, tokens);
+        var x = rnd.Floats(tokens * inF);
+        var m = NewMember(rnd, tokens, inF, outF, rank, wType);
+        var a = RandomData.UploadWeight(TestDevices.CpuFast, m.A, wType, m.A.Length).Stored;
+        var b = RandomData.UploadWeight(TestDevices.CpuFast, m.B, wType, m.B.Length).Stored;
+        var buffer = LoraReference.Shrink(x, a, tokenSlots, NumSlots, rank, inF);
+        var y = LoraReference.Expand(m.Y, buffer, b, tokenSlots, NumSlots, rank, outF);
+        double atol = 2e-6 * Math.Sqrt(inF) * Math.Sqrt(rank);
+        foreach (var device in TestDevices.All)
+        {
+            var (gotBuffer, gotY) = RunMembers(device, x, tokenSlots, inF, [m], grouped: false, xOffset, wOffset);
+            Tolerance.AssertClose(gotBuffer[0], buffer, atol, 1e-5, $"{device} shrink");
+            Tolerance.AssertClose(gotY[0], y, atol, 1e-5, $"{device} expand");
+        }
+    }
+
+    [Theory]
+    [InlineData(DType.BF16, DType.BF16, DType.BF16, 48)] // one wide launch each
+    [InlineData(DType.BF16, DType.BF16, DType.BF16, 13)] // one scalar launch each
+    [InlineData(DType.F32, DType.F16, DType.BF16, 48)]   // a launch per member
+    [InlineData(DType.F16, DType.F16, DType.F16, 40)]
+    public void Grouped_launches_give_each_member_the_bits_of_its_own(DType q, DType k, DType v, int inF)
+    {
+        var rnd = new RandomData(inF);
+        int tokens = 6;
+        var tokenSlots = SlotsFor(rnd, tokens);
+        var x = rnd.Floats(tokens * inF);
+        Member[] members = [NewMember(rnd, tokens, inF, 24, 16, q), NewMember(rnd, tokens, inF, 8, 16, k), NewMember(rnd, tokens, inF, 9, 8, v)];
+        foreach (var device in TestDevices.All)
+        {
+            var alone = RunMembers(device, x, tokenSlots, inF, members, grouped: false);
+            var grouped = RunMembers(device, x, tokenSlots, inF, members, grouped: true);
+            for (int i = 0; i < members.Length; i++)
+            {
+                Assert.Equal(alone.Buffers[i], grouped.Buffers[i]);
+                Assert.Equal(alone.Ys[i], grouped.Ys[i]);
+            }
+            var two = RunMembers(device, x, tokenSlots, inF, members[..2], grouped: true);
+            Assert.Equal(alone.Ys[1], two.Ys[1]);
+        }
+    }
+
+    [Theory]
+    [InlineData(2056, 5, DType.BF16)] // wide; rank rows in a full and a partial block
+    [InlineData(13, 3, DType.F16)]    // scalar
+    public void A_tokens_result_does_not_depend_on_its_batch(int inF, int rank, DType wType)
+    {
+        var rnd = new RandomData(rank);
+        int tokens = 33, outF = 40;
+        var tokenSlots = SlotsFor(rnd, tokens);
+        var x = rnd.Floats(tokens * inF);
+        var member = NewMember(rnd, tokens, inF, outF, rank, wType);
+        foreach (var device in TestDevices.All)
+        {
+            var batch = RunMembers(device, x, tokenSlots, inF, [member], grouped: true);
+            foreach (int t in new[] { 0, 1, 17, 32 })
+            {
+                var alone = member with { Y = member.Y.AsSpan(t * outF, outF).ToArray() };
+                var one = RunMembers(device, x.AsSpan(t * inF, inF).ToArray(), [tokenSlots[t]], inF, [alone], grouped: true);
+                Assert.Equal(batch.Buffers[0].AsSpan(t * rank, rank).ToArray(), one.Buffers[0]);
+                Assert.Equal(batch.Ys[0].AsSpan(t * outF, outF).ToArray(), one.Ys[0]);
+            }
+            var firstFive = member with { Y = member.Y.AsSpan(0, 5 * outF).ToArray() };
+            var five = RunMembers(device, x.AsSpan(0, 5 * inF).ToArray(), tokenSlots[..5], inF, [firstFive], grouped: true);
+            Assert.Equal(batch.Ys[0].AsSpan(0, 5 * outF).ToArray(), five.Ys[0]);
+        }
+    }
+
+    [Fact]
+    public void Groups_reject_bad_arguments()
+    {
+        var d = TestDevices.Cpu;
+        using var x = d.Zeros(DType.F32, 2, 8);
+        using var a = d.Zeros(DType.F32, 3, 4, 8);
+        using var b = d.Zeros(DType.F32, 3, 6, 4);
+        using var buffer = d.Zeros(DType.F32, 2, 4);
+        using var y = d.Zeros(DType.F32, 2, 6);
+        using var slots = d.Zeros(DType.I32, 2);
+        Assert.Equal("outputs", Assert.Throws<ArgumentException>(() => d.Lora.ShrinkGroup(x, slots)).ParamName);
+        Assert.Equal("outputs", Assert.Throws<ArgumentException>(() => d.Lora.ShrinkGroup(x, slots, (buffer, a), (buffer, a), (buffer, a), (buffer, a))).ParamName);
+        Assert.Equal("outputs", Assert.Throws<ArgumentException>(() => d.Lora.ExpandGroup(slots)).ParamName);
+        Assert.Equal("buffer", Assert.Throws<ArgumentException>(() => d.Lora.ShrinkGroup(x, slots, (buffer, a), (y, a))).ParamName);
+        Assert.Equal("y", Assert.Throws<ArgumentException>(() => d.Lora.ExpandGroup(slots, (y, buffer, b), (buffer, buffer, b))).ParamName);
+    }
 }
