@@ -61,12 +61,29 @@ internal sealed class TensorCoreLinear
     const int Slices = Warps;       // k chunks c ≡ s (mod 8) form slice s: its own accumulator, slices added in order
 
     readonly ComputeDevice _device;
-    readonly Action<AcceleratorStream, KernelConfig, ArrayView<F4>, LinearSegments, int, int> _kernel, _rowKernel;
+    readonly Action<AcceleratorStream, KernelConfig, ArrayView<F4>, LinearSegments, int, int> _kernel, _kernelOneTile, _rowKernel;
+
+    /// <summary>The token tiles (of 8) a split-k group computes: a compile-time bound, so a decode kernel keeps no registers for tiles it never has.</summary>
+    interface ITiles
+    {
+        int Max { get; }
+    }
+
+    struct OneTile : ITiles
+    {
+        public readonly int Max => 1;
+    }
+
+    struct FourTiles : ITiles
+    {
+        public readonly int Max => 4;
+    }
 
     TensorCoreLinear(ComputeDevice device)
     {
         _device = device;
-        _kernel = device.Accelerator.LoadKernel<ArrayView<F4>, LinearSegments, int, int>(Kernel);
+        _kernel = device.Accelerator.LoadKernel<ArrayView<F4>, LinearSegments, int, int>(Kernel<FourTiles>);
+        _kernelOneTile = device.Accelerator.LoadKernel<ArrayView<F4>, LinearSegments, int, int>(Kernel<OneTile>);
         _rowKernel = device.Accelerator.LoadKernel<ArrayView<F4>, LinearSegments, int, int>(RowKernel);
     }
 
@@ -126,10 +143,10 @@ internal sealed class TensorCoreLinear
         if (outputs.Length < 3) { seg.Y2 = seg.Y0; seg.W2 = seg.W0; }
         var grid = new Index2D(blocks, (tokens + TokensPerGroup - 1) / TokensPerGroup);
         if (rows) _rowKernel(_device.Stream, new KernelConfig(grid, new Index2D(RowWarps * 32, 1)), x.F32.Cast<F4>(), seg, tokens, k);
-        else _kernel(_device.Stream, new KernelConfig(grid, new Index2D(Warps * 32, 1)), x.F32.Cast<F4>(), seg, tokens, k);
+        else (tokens <= 8 ? _kernelOneTile : _kernel)(_device.Stream, new KernelConfig(grid, new Index2D(Warps * 32, 1)), x.F32.Cast<F4>(), seg, tokens, k);
     }
 
-    static void Kernel(ArrayView<F4> x, LinearSegments seg, int tokens, int k)
+    static void Kernel<TTiles>(ArrayView<F4> x, LinearSegments seg, int tokens, int k) where TTiles : struct, ITiles
     {
         var partial = SharedMemory.Allocate<float>(Warps * 16 * 32);
 
@@ -169,10 +186,10 @@ internal sealed class TensorCoreLinear
             int u0 = c * 4 + t, u1 = u0 + 4 * Warps;
             var k0 = LoadChunk(w, x, baseA, baseB, okA, okB, u0, units, xRow, tokOk);
             var k1 = LoadChunk(w, x, baseA, baseB, okA, okB, u1, units, xRow, tokOk);
-            Chunk(x, k0, u0, units, tok0 + g, tokens, tiles, ref c00, ref c01, ref c02, ref c03, ref c10, ref c11, ref c12, ref c13,
+            Chunk<TTiles>(x, k0, u0, units, tok0 + g, tokens, tiles, ref c00, ref c01, ref c02, ref c03, ref c10, ref c11, ref c12, ref c13,
                 ref c20, ref c21, ref c22, ref c23, ref c30, ref c31, ref c32, ref c33);
             if (u1 - t >= units) continue;
-            Chunk(x, k1, u1, units, tok0 + g, tokens, tiles, ref c00, ref c01, ref c02, ref c03, ref c10, ref c11, ref c12, ref c13,
+            Chunk<TTiles>(x, k1, u1, units, tok0 + g, tokens, tiles, ref c00, ref c01, ref c02, ref c03, ref c10, ref c11, ref c12, ref c13,
                 ref c20, ref c21, ref c22, ref c23, ref c30, ref c31, ref c32, ref c33);
         }
 
@@ -204,7 +221,7 @@ internal sealed class TensorCoreLinear
     }
 
     /// <summary>
-    /// The same products as <see cref="Kernel"/>, bit for bit, with the work split by rows instead of k: a group of 4 warps
+    /// The same products as <see cref="Kernel{TTiles}"/>, bit for bit, with the work split by rows instead of k: a group of 4 warps
     /// owns 64 output rows × 32 tokens, and every warp walks all k chunks in the split-k kernel's order — slice s (the chunks
     /// c ≡ s mod 8, the split-k kernel's warp s) in ascending c into one accumulator, added to a running total after each
     /// slice, as the split-k kernel adds its warps' sums in warp order. Each chunk's 32 × 32 activations are split into
@@ -386,10 +403,16 @@ internal sealed class TensorCoreLinear
     /// One chunk against every tile of tokens: the first tile's activations came with the chunk; the other tiles' are all
     /// requested before the first MMA (one L2 round trip a chunk, not one a tile).
     /// </summary>
-    static void Chunk(ArrayView<F4> x, ChunkData k, int unit, int units, int token, int tokens, int tiles,
+    static void Chunk<TTiles>(ArrayView<F4> x, ChunkData k, int unit, int units, int token, int tokens, int tiles,
         ref float c00, ref float c01, ref float c02, ref float c03, ref float c10, ref float c11, ref float c12, ref float c13,
         ref float c20, ref float c21, ref float c22, ref float c23, ref float c30, ref float c31, ref float c32, ref float c33)
+        where TTiles : struct, ITiles
     {
+        if (default(TTiles).Max == 1)
+        {
+            Mma(k.A, k.B, k.X0, k.X1, ref c00, ref c01, ref c02, ref c03);
+            return;
+        }
         F4 x10 = default, x11 = default, x20 = default, x21 = default, x30 = default, x31 = default;
         if (tiles > 1) LoadTile(x, unit, units, token + 8, tokens, out x10, out x11);
         if (tiles > 2) LoadTile(x, unit, units, token + 16, tokens, out x20, out x21);
