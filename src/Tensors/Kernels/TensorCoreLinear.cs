@@ -151,18 +151,7 @@ internal sealed class TensorCoreLinear
         var partial = SharedMemory.Allocate<float>(Warps * 16 * 32);
 
         // Which linear this group serves, and its 16 rows.
-        int bx = Grid.IdxX;
-        ArrayView<U4> w = seg.W0;
-        ArrayView<float> y = seg.Y0;
-        int n = seg.N0;
-        if (bx >= seg.End1)
-        {
-            w = seg.W2; y = seg.Y2; n = seg.N2; bx -= seg.End1;
-        }
-        else if (bx >= seg.End0)
-        {
-            w = seg.W1; y = seg.Y1; n = seg.N1; bx -= seg.End0;
-        }
+        int bx = Select(seg, Grid.IdxX, out var w, out var y, out int n);
 
         int warp = Warp.WarpIdx, lane = Warp.LaneIdx;
         int g = lane >> 2, t = lane & 3;
@@ -233,18 +222,7 @@ internal sealed class TensorCoreLinear
     {
         var stage = SharedMemory.Allocate<U4>(2 * 3 * 4 * 32); // [buffer][hi, mid, lo][tile][lane]
 
-        int bx = Grid.IdxX;
-        ArrayView<U4> w = seg.W0;
-        ArrayView<float> y = seg.Y0;
-        int n = seg.N0;
-        if (bx >= seg.End1)
-        {
-            w = seg.W2; y = seg.Y2; n = seg.N2; bx -= seg.End1;
-        }
-        else if (bx >= seg.End0)
-        {
-            w = seg.W1; y = seg.Y1; n = seg.N1; bx -= seg.End0;
-        }
+        int bx = Select(seg, Grid.IdxX, out var w, out var y, out int n);
 
         int warp = Warp.WarpIdx, lane = Warp.LaneIdx;
         int g = lane >> 2, t = lane & 3;
@@ -376,6 +354,23 @@ internal sealed class TensorCoreLinear
         Store(y, n, tokens, tb, rowA, d1);
         Store(y, n, tokens, ta, rowB, d2);
         Store(y, n, tokens, tb, rowB, d3);
+    }
+
+    /// <summary>The linear group <paramref name="block"/> serves (its weight, output and rows) and its block within that linear.</summary>
+    static int Select(LinearSegments seg, int block, out ArrayView<U4> w, out ArrayView<float> y, out int n)
+    {
+        if (block >= seg.End1)
+        {
+            (w, y, n) = (seg.W2, seg.Y2, seg.N2);
+            return block - seg.End1;
+        }
+        if (block >= seg.End0)
+        {
+            (w, y, n) = (seg.W1, seg.Y1, seg.N1);
+            return block - seg.End0;
+        }
+        (w, y, n) = (seg.W0, seg.Y0, seg.N0);
+        return block;
     }
 
     /// <summary>A lane's share of one 32-wide k chunk: rows g and g+8 of the weight, and its first tile's token.</summary>
