@@ -18,6 +18,8 @@ namespace LoraEngine.Bench;
 ///                                                              on a GPU also decode attention (wide vs split kernels)
 ///   attention [--quick]                                        decode attention alone: 1B and 8B heads, batch 1 and 32,
 ///                                                              contexts 128/512/2048; the wide and split kernels side by side
+///   linear OUT IN TOKENS [auto|split-k|split-rows]              one BF16 linear launched 5 times eagerly (for a profiler;
+///                                                              on CUDA the tensor-core kernel can be forced)
 ///   serving [--shape 1b|8b|cpu-peer|small|shipped] [--quick] [--out DIR] [--only NAME,...] [--system-prompt N] [--own-prompt M]
 ///           [--tensor-parallel-size N] [--fully-sharded-loras]
 ///                                                              serving scenarios on a random-weight model (shipped: the
@@ -102,7 +104,7 @@ public static class BenchRunner
                 Console.WriteLine(Markdown(results));
                 break;
             default:
-                Console.Error.WriteLine($"unknown command '{command}': use tensors, attention or serving");
+                Console.Error.WriteLine($"unknown command '{command}': use tensors, attention, linear or serving");
                 return 2;
         }
         return 0;

@@ -41,7 +41,9 @@ internal struct LinearSegments
 /// in warp order. (16 warps with four chunks in flight measured slower on the H200: 119 registers, one group per SM.)
 /// The k order inside a thread, the chunk split and the final order depend on K only — never on the token count — and
 /// every output column of an MMA depends only on its own token, so a token's result is bit-identical whatever batch or
-/// tile it is in.
+/// tile it is in. Up to 8 tokens take a build of this kernel compiled for one token tile (fewer registers, more groups
+/// per SM); large linears with more tokens take <see cref="RowKernel"/>, which computes the same sums in the same order
+/// with the work split by rows, so which kernel runs never changes a result.
 ///
 /// Within a chunk the k index is permuted so that each thread's fragment is one 16-byte load: lane (g, t) holds
 /// physical k 8t..8t+3 for the first MMA and 8t+4..8t+7 for the second; A and B use the same map, so the dot product
