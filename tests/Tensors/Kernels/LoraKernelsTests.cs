@@ -102,7 +102,7 @@ public class LoraKernelsTests
     }
 
     [Fact]
-    public void Shrink_and_expand_reject_bad_arguments()
+    public void Shrink_expand_and_their_groups_reject_bad_arguments()
     {
         var d = TestDevices.Cpu;
         using var x = d.Zeros(DType.F32, 2, 8);
@@ -119,6 +119,12 @@ public class LoraKernelsTests
         Assert.Equal("y", Assert.Throws<ArgumentException>(() => d.Lora.Expand(buffer, buffer, b, slots)).ParamName);
         Assert.Equal("y", Assert.Throws<ArgumentException>(() => d.Lora.Expand(y, buffer, b, slots, outputOffset: 1)).ParamName); // columns [1, 7) of 6
         Assert.Equal("outputOffset", Assert.Throws<ArgumentOutOfRangeException>(() => d.Lora.Expand(y, buffer, b, slots, outputOffset: -1)).ParamName);
+        // Grouped launches: none or more than LoraOps.MaxGroup members, and a member's own shape.
+        Assert.Equal("outputs", Assert.Throws<ArgumentException>(() => d.Lora.ShrinkGroup(x, slots)).ParamName);
+        Assert.Equal("outputs", Assert.Throws<ArgumentException>(() => d.Lora.ShrinkGroup(x, slots, (buffer, a), (buffer, a), (buffer, a), (buffer, a))).ParamName);
+        Assert.Equal("outputs", Assert.Throws<ArgumentException>(() => d.Lora.ExpandGroup(slots)).ParamName);
+        Assert.Equal("buffer", Assert.Throws<ArgumentException>(() => d.Lora.ShrinkGroup(x, slots, (buffer, a), (y, a))).ParamName);
+        Assert.Equal("y", Assert.Throws<ArgumentException>(() => d.Lora.ExpandGroup(slots, (y, buffer, b), (buffer, buffer, b))).ParamName);
     }
 
     // ---- The wide (16-byte) and scalar kernels on chosen shapes, grouped launches, batch invariance.
@@ -274,22 +280,5 @@ public class LoraKernelsTests
             var five = RunMembers(device, x.AsSpan(0, 5 * inF).ToArray(), tokenSlots[..5], inF, [firstFive], grouped: true);
             Assert.Equal(batch.Ys[0].AsSpan(0, 5 * outF).ToArray(), five.Ys[0]);
         }
-    }
-
-    [Fact]
-    public void Groups_reject_bad_arguments()
-    {
-        var d = TestDevices.Cpu;
-        using var x = d.Zeros(DType.F32, 2, 8);
-        using var a = d.Zeros(DType.F32, 3, 4, 8);
-        using var b = d.Zeros(DType.F32, 3, 6, 4);
-        using var buffer = d.Zeros(DType.F32, 2, 4);
-        using var y = d.Zeros(DType.F32, 2, 6);
-        using var slots = d.Zeros(DType.I32, 2);
-        Assert.Equal("outputs", Assert.Throws<ArgumentException>(() => d.Lora.ShrinkGroup(x, slots)).ParamName);
-        Assert.Equal("outputs", Assert.Throws<ArgumentException>(() => d.Lora.ShrinkGroup(x, slots, (buffer, a), (buffer, a), (buffer, a), (buffer, a))).ParamName);
-        Assert.Equal("outputs", Assert.Throws<ArgumentException>(() => d.Lora.ExpandGroup(slots)).ParamName);
-        Assert.Equal("buffer", Assert.Throws<ArgumentException>(() => d.Lora.ShrinkGroup(x, slots, (buffer, a), (y, a))).ParamName);
-        Assert.Equal("y", Assert.Throws<ArgumentException>(() => d.Lora.ExpandGroup(slots, (y, buffer, b), (buffer, buffer, b))).ParamName);
     }
 }
