@@ -84,7 +84,7 @@ public static class LinearBench
 
     /// <summary>
     /// One linear launched <paramref name="repeats"/> times eagerly, for a profiler to pick up (`linear OUT IN TOKENS
-    /// [split-k|split-rows]`): the kernels of a shape without the rest of the benchmark around them.
+    /// [split-k|split-rows|split-slices]`): the kernels of a shape without the rest of the benchmark around them.
     /// </summary>
     public static void Profile(ComputeDevice device, int outF, int inF, int tokens, string kernel, int repeats, TextWriter log)
     {
@@ -92,7 +92,13 @@ public static class LinearBench
         using var x = device.Upload(RandomFloats(tokens * inF, 1), tokens, inF);
         using var y = device.Allocate(DType.F32, tokens, outF);
         if (device.MatMul.TensorCores is { } tc)
-            tc.Choice = kernel switch { "split-k" => TensorCoreLinear.Kernels.SplitK, "split-rows" => TensorCoreLinear.Kernels.SplitRows, _ => TensorCoreLinear.Kernels.Auto };
+            tc.Choice = kernel switch
+            {
+                "split-k" => TensorCoreLinear.Kernels.SplitK,
+                "split-rows" => TensorCoreLinear.Kernels.SplitRows,
+                "split-slices" => TensorCoreLinear.Kernels.SplitSlices,
+                _ => TensorCoreLinear.Kernels.Auto,
+            };
         var clock = Stopwatch.StartNew();
         for (int i = 0; i < repeats; i++) device.MatMul.Linear(y, x, w);
         device.Synchronize();
@@ -109,7 +115,9 @@ public static class LinearBench
             double splitK = MedianReplayMs(device, action);
             tc.Choice = TensorCoreLinear.Kernels.SplitRows;
             double rows = MedianReplayMs(device, action);
-            return $"  (split-k {splitK * 1000:F1} µs, split-rows {rows * 1000:F1} µs)";
+            tc.Choice = TensorCoreLinear.Kernels.SplitSlices;
+            double slices = MedianReplayMs(device, action);
+            return $"  (split-k {splitK * 1000:F1} µs, split-rows {rows * 1000:F1} µs, split-slices {slices * 1000:F1} µs)";
         }
         finally
         {

@@ -308,14 +308,15 @@ public sealed class ComputeDevice : IDisposable
     public override string ToString() => Kind == DeviceKind.Cpu && _ops == OpFamilies.Kernels ? $"{Kind}: {Name} (ILGPU kernels)" : $"{Kind}: {Name}";
 
     /// <summary>
-    /// Frees the op families' own device memory (the attention workspace), then the device's stream, accelerator and
-    /// context; tensors of the device must be disposed first. Idempotent.
+    /// Frees the op families' own device memory (the attention and tensor-core workspaces), then the device's stream,
+    /// accelerator and context; tensors of the device must be disposed first. Idempotent.
     /// </summary>
     public void Dispose()
     {
         if (_disposed) return;
         _disposed = true;
         _attention?.Dispose();
+        _matMul?.TensorCores?.Dispose();
         if (Stream != Accelerator.DefaultStream) Stream.Dispose();
         Accelerator.Dispose();
         _context.Dispose();

@@ -47,20 +47,39 @@ public class NormOps
     }
 
     // x[t,:] += d[t,:]; y[t,:] = rmsnorm(x[t,:]) · w[:]     (the residual add fused into the norm that follows it)
+    // A thread's first two elements and their weights stay in registers across the reduction (dim ≤ 2 × 1024 needs no
+    // second read): in a decode step the kernel is a chain of dependent memory latencies, one fewer each way.
     static void AddRmsNormKernel<TW, TDec>(ArrayView<float> y, ArrayView<float> x, ArrayView<float> d, ArrayView<TW> w, int dim, float eps)
         where TW : unmanaged where TDec : struct, IWeightDecoder<TW>
     {
         long row = (long)Grid.IdxX * dim;
-        float sum = 0f;
-        for (int i = Group.IdxX; i < dim; i += Group.DimX)
+        int i0 = Group.IdxX, i1 = i0 + Group.DimX;
+        TDec dec = default;
+        float v0 = 0, v1 = 0, w0 = 0, w1 = 0, sum = 0f;
+        if (i0 < dim)
+        {
+            v0 = x[row + i0] + d[row + i0];
+            w0 = dec.Decode(w[i0]);
+            x[row + i0] = v0;
+            sum += v0 * v0;
+        }
+        if (i1 < dim)
+        {
+            v1 = x[row + i1] + d[row + i1];
+            w1 = dec.Decode(w[i1]);
+            x[row + i1] = v1;
+            sum += v1 * v1;
+        }
+        for (int i = i1 + Group.DimX; i < dim; i += Group.DimX)
         {
             float v = x[row + i] + d[row + i];
             x[row + i] = v;
             sum += v * v;
         }
         float scale = XMath.Rsqrt(GroupSum(sum) / dim + eps);
-        TDec dec = default;
-        for (int i = Group.IdxX; i < dim; i += Group.DimX)
+        if (i0 < dim) y[row + i0] = v0 * scale * w0;
+        if (i1 < dim) y[row + i1] = v1 * scale * w1;
+        for (int i = i1 + Group.DimX; i < dim; i += Group.DimX)
             y[row + i] = x[row + i] * scale * dec.Decode(w[i]);
     }
 

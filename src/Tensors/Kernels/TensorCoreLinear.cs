@@ -42,14 +42,14 @@ internal struct LinearSegments
 /// The k order inside a thread, the chunk split and the final order depend on K only — never on the token count — and
 /// every output column of an MMA depends only on its own token, so a token's result is bit-identical whatever batch or
 /// tile it is in. Up to 8 tokens take a build of this kernel compiled for one token tile (fewer registers, more groups
-/// per SM); large linears with more tokens take <see cref="RowKernel"/>, which computes the same sums in the same order
-/// with the work split by rows, so which kernel runs never changes a result.
+/// per SM); more tokens take <see cref="RowKernel"/>, which computes the same sums in the same order with the work split
+/// by rows (and, for smaller linears, by slice of k), so which kernel runs never changes a result.
 ///
 /// Within a chunk the k index is permuted so that each thread's fragment is one 16-byte load: lane (g, t) holds
 /// physical k 8t..8t+3 for the first MMA and 8t+4..8t+7 for the second; A and B use the same map, so the dot product
 /// is unchanged.
 /// </summary>
-internal sealed class TensorCoreLinear
+internal sealed class TensorCoreLinear : IDisposable
 {
     const int Warps = 8;
     const int RowsPerGroup = 16;
@@ -61,9 +61,18 @@ internal sealed class TensorCoreLinear
 
     const int RowWarps = 4;         // the row-split kernel: a group of 4 warps, one 16-row block each
     const int Slices = Warps;       // k chunks c ≡ s (mod 8) form slice s: its own accumulator, slices added in order
+    const int TilePartialF4s = RowWarps * 32 * 4;  // one slice's partial sums of a 64-row × 32-token tile, as F4
+    const int SliceTilesPerSm = 4;  // output tiles the slice workspace holds, per SM (≥ the 3 per SM where rows take over)
 
     readonly ComputeDevice _device;
-    readonly Action<AcceleratorStream, KernelConfig, ArrayView<F4>, LinearSegments, int, int> _kernel, _kernelOneTile, _rowKernel;
+    readonly Action<AcceleratorStream, KernelConfig, ArrayView<F4>, LinearSegments, int, int> _kernel, _kernelOneTile;
+    readonly Action<AcceleratorStream, KernelConfig, ArrayView<F4>, LinearSegments, int, int, int, ArrayView<F4>, ArrayView<int>> _rowKernel;
+
+    // The slice-split row kernel's workspace: each group's partial sums (64 rows × 32 tokens per slice) and, per output
+    // tile, how many of its slices have arrived (the last one adds them and sets the count back to 0).
+    readonly MemoryBuffer1D<F4, Stride1D.Dense> _partials;
+    readonly MemoryBuffer1D<int, Stride1D.Dense> _arrivals;
+    readonly int _sliceTiles;
 
     /// <summary>The token tiles (of 8) a split-k group computes: a compile-time bound, so a decode kernel keeps no registers for tiles it never has.</summary>
     interface ITiles
@@ -86,27 +95,47 @@ internal sealed class TensorCoreLinear
         _device = device;
         _kernel = device.Accelerator.LoadKernel<ArrayView<F4>, LinearSegments, int, int>(Kernel<FourTiles>);
         _kernelOneTile = device.Accelerator.LoadKernel<ArrayView<F4>, LinearSegments, int, int>(Kernel<OneTile>);
-        _rowKernel = device.Accelerator.LoadKernel<ArrayView<F4>, LinearSegments, int, int>(RowKernel);
+        _rowKernel = device.Accelerator.LoadKernel<ArrayView<F4>, LinearSegments, int, int, int, ArrayView<F4>, ArrayView<int>>(RowKernel);
+        _sliceTiles = SliceTilesPerSm * device.Accelerator.NumMultiprocessors;
+        _partials = device.Accelerator.Allocate1D<F4>((long)_sliceTiles * Slices * TilePartialF4s);
+        _arrivals = device.Accelerator.Allocate1D<int>(_sliceTiles);
+        _arrivals.MemSetToZero(device.Stream);
+        device.Synchronize();
     }
 
-    /// <summary>Which kernel <see cref="Launch"/> takes: chosen by shape (default), or one forced (benchmarks, tests).</summary>
-    internal enum Kernels { Auto, SplitK, SplitRows }
+    /// <summary>Frees the slice workspace (the device disposes its families).</summary>
+    public void Dispose()
+    {
+        _partials.Dispose();
+        _arrivals.Dispose();
+    }
 
-    /// <summary>Forces one kernel for every launch (both give the same bits; a benchmark times each).</summary>
+    /// <summary>
+    /// Which kernel <see cref="Launch"/> takes: chosen by shape (default), or one forced (benchmarks, tests). SplitSlices
+    /// is the row-split kernel with each k slice in a group of its own, the slices' partial sums added by the last to finish.
+    /// </summary>
+    internal enum Kernels { Auto, SplitK, SplitRows, SplitSlices }
+
+    /// <summary>Forces one kernel for every launch (all give the same bits; a benchmark times each).</summary>
     internal Kernels Choice { get; set; }
 
     /// <summary>
-    /// The row-split kernel shares each activation chunk among 64 output rows through shared memory; it wins once there
-    /// are more than 8 tokens and at least three of its groups per SM, each walking all of k (H200, 32 tokens: lm_head
-    /// 128256×2048 397 µs vs 504, 8B gate/up 28672×4096 200 vs 260; with fewer groups it loses: 1B gate/up 16384×2048
-    /// 90 vs 78, 1B o 2048×2048 57 vs 18).
+    /// Up to 8 tokens: split-k (one tile; the others are slower there). More: the row-split kernel, which shares each
+    /// activation chunk among 64 output rows through shared memory, walking all of k once there are at least three of its
+    /// groups per SM, and with the 8 slices of k in groups of their own below that. H100, 32 tokens, split-k / rows /
+    /// slices in µs: lm_head 128256×2048 545 / 396 / 396, 8B gate/up 28672×4096 270 / 197 / 201; 1B q/k/v 3072×2048
+    /// 20.4 / 55.2 / 14.7, 1B gate/up 16384×2048 79.8 / 87.5 / 70.0, 1B down 2048×8192 59.2 / 290 / 45.4, 8B o 4096×4096
+    /// 39.7 / 151 / 29.9. A forced SplitSlices takes SplitRows where the output tiles exceed the workspace.
     /// </summary>
-    bool UseRowKernel(int tokens, int rowGroups) => Choice switch
+    Kernels Pick(int tokens, int rowGroups)
     {
-        Kernels.SplitK => false,
-        Kernels.SplitRows => true,
-        _ => tokens > 8 && (long)rowGroups * ((tokens + TokensPerGroup - 1) / TokensPerGroup) >= 3L * _device.Accelerator.NumMultiprocessors,
-    };
+        long outputTiles = (long)rowGroups * ((tokens + TokensPerGroup - 1) / TokensPerGroup);
+        var pick = Choice != Kernels.Auto ? Choice
+            : tokens <= 8 ? Kernels.SplitK
+            : outputTiles >= 3L * _device.Accelerator.NumMultiprocessors ? Kernels.SplitRows
+            : Kernels.SplitSlices;
+        return pick == Kernels.SplitSlices && outputTiles > _sliceTiles ? Kernels.SplitRows : pick;
+    }
 
     /// <summary>The tensor-core linear of a CUDA device; null elsewhere (no inline PTX there).</summary>
     public static TensorCoreLinear? TryCreate(ComputeDevice device) => device.Kind == DeviceKind.Cuda ? new TensorCoreLinear(device) : null;
@@ -121,7 +150,8 @@ internal sealed class TensorCoreLinear
         int tokens = x.Dim(0), k = x.Dim(1);
         int rowGroups = 0;
         foreach (var (_, w) in outputs) rowGroups += (w.Dim(0) + RowWarps * RowsPerGroup - 1) / (RowWarps * RowsPerGroup);
-        bool rows = UseRowKernel(tokens, rowGroups);
+        var kernel = Pick(tokens, rowGroups);
+        bool rows = kernel != Kernels.SplitK;
         int rowsPerGroup = rows ? RowWarps * RowsPerGroup : RowsPerGroup;
         var seg = new LinearSegments();
         int blocks = 0;
@@ -143,9 +173,14 @@ internal sealed class TensorCoreLinear
         // Unused segments alias segment 0 (never selected: their block range is empty).
         if (outputs.Length < 2) { seg.Y1 = seg.Y0; seg.W1 = seg.W0; }
         if (outputs.Length < 3) { seg.Y2 = seg.Y0; seg.W2 = seg.W0; }
-        var grid = new Index2D(blocks, (tokens + TokensPerGroup - 1) / TokensPerGroup);
-        if (rows) _rowKernel(_device.Stream, new KernelConfig(grid, new Index2D(RowWarps * 32, 1)), x.F32.Cast<F4>(), seg, tokens, k);
-        else (tokens <= 8 ? _kernelOneTile : _kernel)(_device.Stream, new KernelConfig(grid, new Index2D(Warps * 32, 1)), x.F32.Cast<F4>(), seg, tokens, k);
+        int tokenTiles = (tokens + TokensPerGroup - 1) / TokensPerGroup;
+        if (rows)
+        {
+            int slices = kernel == Kernels.SplitSlices ? Slices : 1;
+            _rowKernel(_device.Stream, new KernelConfig(new Index2D(blocks * slices, tokenTiles), new Index2D(RowWarps * 32, 1)),
+                x.F32.Cast<F4>(), seg, tokens, k, slices, _partials.View, _arrivals.View);
+        }
+        else (tokens <= 8 ? _kernelOneTile : _kernel)(_device.Stream, new KernelConfig(new Index2D(blocks, tokenTiles), new Index2D(Warps * 32, 1)), x.F32.Cast<F4>(), seg, tokens, k);
     }
 
     static void Kernel<TTiles>(ArrayView<F4> x, LinearSegments seg, int tokens, int k) where TTiles : struct, ITiles
@@ -219,12 +254,21 @@ internal sealed class TensorCoreLinear
     /// hi/mid/lo once per group, into shared memory in fragment order (double-buffered, one barrier a chunk), and read by the
     /// 4 warps: a group's activation traffic is a quarter of the split-k kernel's per row, which bounded 32-token linears by
     /// L2 bandwidth (lm_head at 32 tokens re-read ~2 GB of activations for 0.5 GB of weights).
+    ///
+    /// With <paramref name="slices"/> = 8 (<see cref="Kernels.SplitSlices"/>) each group walks one slice only, so a linear
+    /// with few row groups still fills the GPU; each slice's sums go to <paramref name="partials"/> and the last of a tile's 8 groups to
+    /// arrive (counted in <paramref name="arrivals"/>) adds them in slice order, the same additions as the running total.
     /// </summary>
-    static void RowKernel(ArrayView<F4> x, LinearSegments seg, int tokens, int k)
+    static void RowKernel(ArrayView<F4> x, LinearSegments seg, int tokens, int k, int slices, ArrayView<F4> partials, ArrayView<int> arrivals)
     {
         var stage = SharedMemory.Allocate<U4>(2 * 3 * 4 * 32); // [buffer][hi, mid, lo][tile][lane]
+        var arrived = SharedMemory.Allocate<int>(1);
 
-        int bx = Select(seg, Grid.IdxX, out var w, out var y, out int n);
+        // The slices of one row block are neighbours in the grid, so the groups reading one stretch of each weight row run
+        // together (H100, 32 tokens: 1B gate/up 70.0 µs vs 73.2 with the slice as the grid's slowest index, 1B down 45.4 vs 49.6).
+        bool sliced = slices > 1;
+        int block = Grid.IdxX / slices, tile = Grid.IdxY * (Grid.DimX / slices) + block;
+        int bx = Select(seg, block, out var w, out var y, out int n);
 
         int warp = Warp.WarpIdx, lane = Warp.LaneIdx;
         int g = lane >> 2, t = lane & 3;
@@ -243,14 +287,18 @@ internal sealed class TensorCoreLinear
         long sRow = (long)sToken * (units * 2);
         bool sOk = sToken < tokens;
 
+        // The slices this group walks: all, or one alone (its partial sums to the workspace).
+        int sFirst = sliced ? Grid.IdxX % slices : 0, sEnd = sliced ? sFirst + 1 : Slices;
+
         // Chunks in slice order: (s, c) now, (s1, c1) next, (s2, c2) after. Weights are requested two chunks ahead (one
-        // chunk's MMAs do not cover a DRAM read), activations one ahead (L2 hits, staged through shared memory).
-        int s = 0, c = 0;
-        Stage(x, stage, 0, sAt, sRow, sOk, sUnit, units);
-        var (a, b) = Weights(w, baseA, baseB, okA, okB, t, units);
-        int s1 = 0, c1 = 0;
+        // chunk's MMAs do not cover a DRAM read), activations one ahead (L2 hits, staged through shared memory). A slice
+        // without chunks (k < 8 chunks) multiplies zeros once: its partial sum is 0.
+        int s = sFirst, c = sFirst;
+        Stage(x, stage, 0, sAt, sRow, sOk, c * 4 + sUnit, units);
+        var (a, b) = Weights(w, baseA, baseB, okA, okB, c * 4 + t, units);
+        int s1 = s, c1 = c;
         Advance(ref s1, ref c1, chunks);
-        var (a1, b1) = s1 < Slices && c1 < chunks ? Weights(w, baseA, baseB, okA, okB, c1 * 4 + t, units) : default;
+        var (a1, b1) = s1 < sEnd && c1 < chunks ? Weights(w, baseA, baseB, okA, okB, c1 * 4 + t, units) : default;
         Group.Barrier();
 
         float c00 = 0, c01 = 0, c02 = 0, c03 = 0, c10 = 0, c11 = 0, c12 = 0, c13 = 0;
@@ -262,8 +310,8 @@ internal sealed class TensorCoreLinear
         {
             int s2 = s1, c2 = c1;
             Advance(ref s2, ref c2, chunks);
-            var (a2, b2) = s2 < Slices && c2 < chunks ? Weights(w, baseA, baseB, okA, okB, c2 * 4 + t, units) : default;
-            bool more = s1 < Slices && c1 < chunks;
+            var (a2, b2) = s2 < sEnd && c2 < chunks ? Weights(w, baseA, baseB, okA, okB, c2 * 4 + t, units) : default;
+            bool more = s1 < sEnd && c1 < chunks;
             F4 x0 = default, x1 = default;
             int sU = c1 * 4 + sUnit;
             if (more && sOk && sU < units)
@@ -294,6 +342,38 @@ internal sealed class TensorCoreLinear
             Group.Barrier();
             (s, c, a, b) = (s1, c1, a1, b1);
             (s1, c1, a1, b1) = (s2, c2, a2, b2);
+        }
+
+        if (sliced)
+        {
+            // This slice's sums go to the workspace; the tile's last slice to arrive adds all eight in slice order
+            // (0 + p0 + p1 + … + p7, as the split-k kernel adds its warps' partials) and stores them.
+            long at = ((long)tile * Slices + sFirst) * TilePartialF4s + i;
+            partials[at] = new F4 { X = d00, Y = d01, Z = d02, W = d03 };
+            partials[at + 128] = new F4 { X = d10, Y = d11, Z = d12, W = d13 };
+            partials[at + 256] = new F4 { X = d20, Y = d21, Z = d22, W = d23 };
+            partials[at + 384] = new F4 { X = d30, Y = d31, Z = d32, W = d33 };
+            MemoryFence.DeviceLevel();
+            Group.Barrier();
+            if (i == 0) arrived[0] = Atomic.Add(ref arrivals[tile], 1);
+            Group.Barrier();
+            if (arrived[0] != Slices - 1) return;
+            if (i == 0) arrivals[tile] = 0; // ready for the next launch
+            MemoryFence.DeviceLevel();
+            d00 = d01 = d02 = d03 = d10 = d11 = d12 = d13 = 0;
+            d20 = d21 = d22 = d23 = d30 = d31 = d32 = d33 = 0;
+            for (int v = 0; v < Slices; v++)
+            {
+                long from = ((long)tile * Slices + v) * TilePartialF4s + i;
+                var p0 = partials[from];
+                var p1 = partials[from + 128];
+                var p2 = partials[from + 256];
+                var p3 = partials[from + 384];
+                d00 += p0.X; d01 += p0.Y; d02 += p0.Z; d03 += p0.W;
+                d10 += p1.X; d11 += p1.Y; d12 += p1.Z; d13 += p1.W;
+                d20 += p2.X; d21 += p2.Y; d22 += p2.Z; d23 += p2.W;
+                d30 += p3.X; d31 += p3.Y; d32 += p3.Z; d33 += p3.W;
+            }
         }
 
         int ta = tok0 + 2 * t, tb = ta + 1;

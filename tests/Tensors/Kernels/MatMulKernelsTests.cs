@@ -122,9 +122,10 @@ public class MatMulKernelsTests
     }
 
     /// <summary>
-    /// The tensor cores' two kernels (k split over a group's warps; rows split, activations shared in shared memory) give
-    /// the same bits for every shape, so choosing one by shape keeps a token's result independent of its batch; on devices
-    /// without tensor cores the same shapes are checked against the double reference.
+    /// The tensor cores' kernels (k split over a group's warps; rows split, activations shared in shared memory; rows and
+    /// slices of k split, partial sums added by the last group) give the same bits for every shape, so choosing one by
+    /// shape keeps a token's result independent of its batch; on devices without tensor cores the same shapes are checked
+    /// against the double reference.
     /// </summary>
     [Fact]
     public void Tensor_core_kernels_give_the_same_bits_and_the_reference_values()
@@ -158,7 +159,12 @@ public class MatMulKernelsTests
                 if (tc != null)
                 {
                     var splitRows = Run(TensorCoreLinear.Kernels.SplitRows);
-                    for (int i = 0; i < outs.Length; i++) Assert.Equal(splitK[i], splitRows[i]);
+                    var splitSlices = Run(TensorCoreLinear.Kernels.SplitSlices);
+                    for (int i = 0; i < outs.Length; i++)
+                    {
+                        Assert.Equal(splitK[i], splitRows[i]);
+                        Assert.Equal(splitK[i], splitSlices[i]);
+                    }
                 }
                 for (int i = 0; i < outs.Length; i++)
                     Tolerance.AssertClose(splitK[i], MatMulReference.Linear(x, weights[i].Stored, tokens, k, outs[i]), 2e-3, 1e-4, $"{device} {outs[i]}x{k}, {tokens} tokens");
