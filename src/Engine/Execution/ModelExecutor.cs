@@ -99,11 +99,11 @@ internal sealed class ModelExecutor : IModelRunner
 
     /// <summary>
     /// Device bytes besides weights and LoRA slots for a token budget (workspace, logits, step buffers, the padding
-    /// block, the attention kernels' split workspace); under tensor parallelism give rank 0's share of the config
-    /// (<see cref="LlamaConfig.ShardFor"/>).
+    /// block, the attention kernels' split workspace, the tensor-core linears' workspace); under tensor parallelism give
+    /// rank 0's share of the config (<see cref="LlamaConfig.ShardFor"/>).
     /// </summary>
     public static long ActivationBytes(LlamaConfig config, int maxTokens, int maxModelLen, int blockSize) =>
-        ForwardWorkspace.Bytes(config, maxTokens, maxModelLen) + AttentionOps.WorkspaceBytes + 4L * Math.Min(maxTokens, 256) * config.VocabSize
+        ForwardWorkspace.Bytes(config, maxTokens, maxModelLen) + AttentionOps.WorkspaceBytes + MatMulOps.TensorCoreWorkspaceBytes + 4L * Math.Min(maxTokens, 256) * config.VocabSize
         + SampleBatch.Bytes(Math.Min(maxTokens, 256), config.VocabSize) + 4L * maxTokens * 8 + PagedKvCache.BytesPerBlock(config, blockSize);
 
     /// <summary>Runs one forward step over all items packed together; returns each item's sampled-row results.</summary>

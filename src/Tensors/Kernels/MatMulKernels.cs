@@ -30,6 +30,9 @@ public class MatMulOps
     readonly ComputeDevice _device;
     readonly TensorCoreLinear? _tensorCores;
 
+    /// <summary>Device bytes the tensor-core linears allocate on a CUDA device (partial sums of the slice-split kernel; none elsewhere).</summary>
+    public const long TensorCoreWorkspaceBytes = TensorCoreLinear.WorkspaceBytes;
+
     /// <summary>The tensor-core linear this family launches for BF16 weights (CUDA only; null elsewhere).</summary>
     internal TensorCoreLinear? TensorCores => _tensorCores;
     readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int> _gemvF32, _gemmF32;

@@ -62,7 +62,10 @@ internal sealed class TensorCoreLinear : IDisposable
     const int RowWarps = 4;         // the row-split kernel: a group of 4 warps, one 16-row block each
     const int Slices = Warps;       // k chunks c ≡ s (mod 8) form slice s: its own accumulator, slices added in order
     const int TilePartialF4s = RowWarps * 32 * 4;  // one slice's partial sums of a 64-row × 32-token tile, as F4
-    const int SliceTilesPerSm = 4;  // output tiles the slice workspace holds, per SM (≥ the 3 per SM where rows take over)
+    const int SliceTiles = 512;     // output tiles the slice workspace holds: ≥ the 3 per SM where rows take over, up to 170 SMs
+
+    /// <summary>Device bytes of the slice workspace each CUDA device allocates (the memory plan counts them).</summary>
+    public const long WorkspaceBytes = SliceTiles * (Slices * TilePartialF4s * 16L + sizeof(int));
 
     readonly ComputeDevice _device;
     readonly Action<AcceleratorStream, KernelConfig, ArrayView<F4>, LinearSegments, int, int> _kernel, _kernelOneTile;
@@ -72,7 +75,6 @@ internal sealed class TensorCoreLinear : IDisposable
     // tile, how many of its slices have arrived (the last one adds them and sets the count back to 0).
     readonly MemoryBuffer1D<F4, Stride1D.Dense> _partials;
     readonly MemoryBuffer1D<int, Stride1D.Dense> _arrivals;
-    readonly int _sliceTiles;
 
     /// <summary>The token tiles (of 8) a split-k group computes: a compile-time bound, so a decode kernel keeps no registers for tiles it never has.</summary>
     interface ITiles
@@ -96,11 +98,9 @@ internal sealed class TensorCoreLinear : IDisposable
         _kernel = device.Accelerator.LoadKernel<ArrayView<F4>, LinearSegments, int, int>(Kernel<FourTiles>);
         _kernelOneTile = device.Accelerator.LoadKernel<ArrayView<F4>, LinearSegments, int, int>(Kernel<OneTile>);
         _rowKernel = device.Accelerator.LoadKernel<ArrayView<F4>, LinearSegments, int, int, int, ArrayView<F4>, ArrayView<int>>(RowKernel);
-        _sliceTiles = SliceTilesPerSm * device.Accelerator.NumMultiprocessors;
-        _partials = device.Accelerator.Allocate1D<F4>((long)_sliceTiles * Slices * TilePartialF4s);
-        _arrivals = device.Accelerator.Allocate1D<int>(_sliceTiles);
-        _arrivals.MemSetToZero(device.Stream);
-        device.Synchronize();
+        _partials = device.Accelerator.Allocate1D<F4>((long)SliceTiles * Slices * TilePartialF4s);
+        _arrivals = device.Accelerator.Allocate1D<int>(SliceTiles);
+        _arrivals.MemSetToZero(device.Stream); // on the stream the kernels run on: ordered before the first of them
     }
 
     /// <summary>Frees the slice workspace (the device disposes its families).</summary>
@@ -134,7 +134,7 @@ internal sealed class TensorCoreLinear : IDisposable
             : tokens <= 8 ? Kernels.SplitK
             : outputTiles >= 3L * _device.Accelerator.NumMultiprocessors ? Kernels.SplitRows
             : Kernels.SplitSlices;
-        return pick == Kernels.SplitSlices && outputTiles > _sliceTiles ? Kernels.SplitRows : pick;
+        return pick == Kernels.SplitSlices && outputTiles > SliceTiles ? Kernels.SplitRows : pick;
     }
 
     /// <summary>The tensor-core linear of a CUDA device; null elsewhere (no inline PTX there).</summary>
@@ -353,13 +353,16 @@ internal sealed class TensorCoreLinear : IDisposable
             partials[at + 128] = new F4 { X = d10, Y = d11, Z = d12, W = d13 };
             partials[at + 256] = new F4 { X = d20, Y = d21, Z = d22, W = d23 };
             partials[at + 384] = new F4 { X = d30, Y = d31, Z = d32, W = d33 };
-            MemoryFence.DeviceLevel();
+            MemoryFence.DeviceLevel(); // each thread's partials are visible before the group counts itself in
             Group.Barrier();
-            if (i == 0) arrived[0] = Atomic.Add(ref arrivals[tile], 1);
+            if (i == 0)
+            {
+                arrived[0] = Atomic.Add(ref arrivals[tile], 1);
+                MemoryFence.DeviceLevel(); // the others' partials, seen through the count, before the group reads them
+            }
             Group.Barrier();
             if (arrived[0] != Slices - 1) return;
             if (i == 0) arrivals[tile] = 0; // ready for the next launch
-            MemoryFence.DeviceLevel();
             d00 = d01 = d02 = d03 = d10 = d11 = d12 = d13 = 0;
             d20 = d21 = d22 = d23 = d30 = d31 = d32 = d33 = 0;
             for (int v = 0; v < Slices; v++)
