@@ -18,5 +18,8 @@ tar cf - --exclude='*.pdb' --exclude='*/cs' --exclude='*/de' --exclude='*/es' --
   --exclude='*/zh-Hans' --exclude='*/zh-Hant' \
   tests/{Tensors,Models,Lora,Engine}/bin/Release/net10.0 bench/bin/Release/net10.0 | xz -T1 -9 > .carry/bin.tar.xz
 cp ../shared/peers/gpu/bench_torch_fast.py .carry/
-[ -d /tmp/ptx ] && tar cf .carry/ptx.tar -C /tmp ptx || true
+# The tensor-core kernels' PTX, for run.sh's ptxas step (registers and spills of this build).
+dotnet build bench/gpu/ptxcheck -c Release -v q -nologo
+rm -rf /tmp/ptx && dotnet bench/gpu/ptxcheck/bin/Release/net10.0/ptxcheck.dll --out /tmp/ptx > /dev/null
+tar cf .carry/ptx.tar -C /tmp ptx
 ls -la .carry
