@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Runs on the GPU machine (device tool) over a tree carried with .carry/ (bench/gpu/pack.sh):
 #   bash bench/gpu/run.sh [tests] [bench ARGS...] [peer ARGS...] [ptxas]   (bench ARGS may quote: "serving --only 'bs1 base,bs32 base'")
-# Steps named on the command line run in order; logs go to $OUT.
+# Steps named on the command line run in order; logs go to $OUT. `use NAME` makes the later steps run the build of
+# bench/gpu/pending/NAME.patch (packed by `VARIANTS=NAME bash bench/gpu/pack.sh`), `use main` the tree's own build:
+#   bash bench/gpu/run.sh bench "serving --only 'bs1 base'" use rope-kv test Tensors "*AttentionKernelsTests" bench "serving --only 'bs1 base'" 
 set -uo pipefail
 root=$PWD; out=${OUT:-/tmp/out}; mkdir -p "$out"
 work=/tmp/le; mkdir -p $work/dotnet $work/fx
@@ -11,21 +13,30 @@ tar xJf .carry/bin.tar.xz -C "$root"
 export DOTNET_ROOT=$work/dotnet PATH=$work/dotnet:$PATH LORAENGINE_FIXTURES=$work/fx/fixtures DOTNET_CLI_TELEMETRY_OPTOUT=1
 export LORAENGINE_DEVICE=cuda LORAENGINE_TEST_MODEL=vim-tiny-bf16
 nvidia-smi --query-gpu=name,memory.used,memory.total,clocks.sm,clocks.mem --format=csv,noheader
+tag=""
 while [ $# -gt 0 ]; do
   step=$1; shift
   case $step in
+    use)  # use NAME|main: a variant's LoraEngine assemblies over a copy of this build, or this build again
+      if [ "$1" = main ]; then cd "$root"; tag=""
+      else
+        v=/tmp/v-$1; rm -rf $v; mkdir -p $v/tests; cp -r "$root/bench" $v/
+        for p in Tensors Models Lora Engine; do mkdir -p $v/tests/$p; cp -r "$root/tests/$p/bin" $v/tests/$p/; done
+        tar xJf "$root/.carry/variant-$1.tar.xz" -C $v; cd $v; tag="-$1"
+      fi
+      echo "== use $1"; shift ;;
     opencl)  # the Tensors tests on pocl's CPU OpenCL device
       echo "== tests Tensors (opencl)"; (cd tests/Tensors/bin/Release/net10.0 && LORAENGINE_DEVICE=opencl timeout 400 dotnet LoraEngine.Tensors.Tests.dll 2>&1 | tail -60) | tee "$out/tests-opencl.log" | grep -E "Total:|\[FAIL\]" | head -20 ;;
     tests)
       for p in Tensors Models Lora Engine; do
-        echo "== tests $p"; (cd tests/$p/bin/Release/net10.0 && timeout ${TESTS_TIMEOUT:-400} dotnet LoraEngine.$p.Tests.dll 2>&1 | tail -80) | tee "$out/tests-$p.log" | grep -E "Total:|\[FAIL\]" | head -30
+        echo "== tests $p"; (cd tests/$p/bin/Release/net10.0 && timeout ${TESTS_TIMEOUT:-400} dotnet LoraEngine.$p.Tests.dll 2>&1 | tail -80) | tee "$out/tests-$p$tag.log" | grep -E "Total:|\[FAIL\]" | head -30
       done ;;
     test)  # test PROJECT FILTER...
-      p=$1; shift; echo "== test $p $1"; (cd tests/$p/bin/Release/net10.0 && timeout ${TESTS_TIMEOUT:-400} dotnet LoraEngine.$p.Tests.dll -class "$1" 2>&1 | tail -60) | tee -a "$out/test-$p.log"; shift ;;
+      p=$1; shift; echo "== test $p $1"; (cd tests/$p/bin/Release/net10.0 && timeout ${TESTS_TIMEOUT:-400} dotnet LoraEngine.$p.Tests.dll -class "$1" 2>&1 | tail -60) | tee -a "$out/test-$p$tag.log"; shift ;;
     bench)  # bench "ARGS"
-      echo "== bench $1"; (eval timeout 500 dotnet bench/bin/Release/net10.0/LoraEngine.Bench.dll $1 --out "$out/bench" 2>&1) | tee -a "$out/bench.log" | tail -40; shift ;;
+      echo "== bench $1"; (eval timeout 500 dotnet bench/bin/Release/net10.0/LoraEngine.Bench.dll $1 --out "$out/bench$tag" 2>&1) | tee -a "$out/bench.log" | tail -40; shift ;;
     peer)  # peer "ARGS"
-      echo "== peer $1"; (PYTHONUNBUFFERED=1 timeout 500 python3 .carry/bench_torch_fast.py "$out/peer.json" $1 2>&1) | tee -a "$out/peer.log" | tail -25; shift ;;
+      echo "== peer $1"; (PYTHONUNBUFFERED=1 timeout 500 python3 "$root/.carry/bench_torch_fast.py" "$out/peer.json" $1 2>&1) | tee -a "$out/peer.log" | tail -25; shift ;;
     ncu)  # ncu SKIP COUNT "BENCH ARGS": per-kernel GPU time of launches SKIP..SKIP+COUNT of a benchmark run
       n=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu | head -1)
       echo "== ncu $1 $2 $3"; eval timeout 400 $n --clock-control none --target-processes all --launch-skip $1 --launch-count $2 \
@@ -38,7 +49,7 @@ while [ $# -gt 0 ]; do
         dotnet bench/bin/Release/net10.0/LoraEngine.Bench.dll $2 --out /tmp/ncu-bench > "$out/ncusec-$1-${2// /_}.log" 2>&1
       grep -vE "^\s*$|----|^==PROF==|^    [A-Z]{3,}|Section:" "$out/ncusec-$1-${2// /_}.log" | grep -E "Kernel|Throughput|Duration|Registers|Occupancy|Stall|Issued|Warp Cycles|Eligible|Active Warps|Pipe|Hit|Busy|Block Limit|Executed Ipc" | head -70; shift 2 ;;
     ptxas)
-      tar xf .carry/ptx.tar -C /tmp; pt=$(python3 -c "import triton,os;print(os.path.dirname(triton.__file__))")/backends/nvidia/bin/ptxas
+      tar xf "$root/.carry/ptx.tar" -C /tmp; pt=$(python3 -c "import triton,os;print(os.path.dirname(triton.__file__))")/backends/nvidia/bin/ptxas
       for f in /tmp/ptx/*.ptx; do echo "== ptxas $f"; $pt -v -arch=sm_90 "$f" -o /tmp/x.cubin 2>&1 | grep -E "registers|spill|stack|error" | head -4; done ;;
   esac
 done
