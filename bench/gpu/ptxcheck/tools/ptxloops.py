@@ -64,21 +64,7 @@ def parse_sass(path):
         parts = ins.split(); op = parts[1] if parts[0].startswith('@') else parts[0]
         if op in ('BRA', 'EXIT', 'RET', 'BRX') or op.startswith('BRA.') or op.startswith('RET.'):
             cur = {'label': None, 'ins': []}; blocks.append(cur)
-    blocks = [b for b in blocks if b['ins'] or b['label']]
-    index = {b['label']: i for i, b in enumerate(blocks) if b['label']}
-    succ = []
-    for i, b in enumerate(blocks):
-        s = []
-        last = b['ins'][-1] if b['ins'] else ''
-        parts = last.split(); pred = bool(parts) and parts[0].startswith('@')
-        op = parts[1] if pred else (parts[0] if parts else '')
-        if op.startswith('BRA'):
-            s.append(index[parts[-1]])
-            if pred and i + 1 < len(blocks): s.append(i + 1)
-        elif op in ('EXIT', 'RET') and not pred: pass
-        elif i + 1 < len(blocks): s.append(i + 1)
-        succ.append(s)
-    return name, blocks, succ
+    return name, *successors(blocks, lambda op: op.startswith('BRA'), ('EXIT', 'RET'))
 
 def parse(path):
     text = open(path).read()
@@ -99,6 +85,11 @@ def parse(path):
             op = ins.split()[1] if ins.startswith('@') else ins.split()[0]
             if op.startswith('bra') or op == 'ret' or op == 'exit':
                 cur = {'label': None, 'ins': []}; blocks.append(cur)
+    return name, *successors(blocks, lambda op: op.startswith('bra'), ('ret', 'exit'))
+
+def successors(blocks, is_branch, exits):
+    """Drops empty unlabelled blocks; each block's successors: its branch target, and the next block unless it ends in an
+    unconditional branch or exit."""
     blocks = [b for b in blocks if b['ins'] or b['label']]
     index = {b['label']: i for i, b in enumerate(blocks) if b['label']}
     succ = []
@@ -106,16 +97,15 @@ def parse(path):
         s = []
         last = b['ins'][-1] if b['ins'] else ''
         parts = last.split()
-        op = parts[1] if last.startswith('@') else (parts[0] if parts else '')
-        if op.startswith('bra'):
+        pred = bool(parts) and parts[0].startswith('@')
+        op = parts[1] if pred else (parts[0] if parts else '')
+        if is_branch(op):
             s.append(index[parts[-1]])
-            if last.startswith('@') and i + 1 < len(blocks): s.append(i + 1)
-        elif op in ('ret', 'exit'):
-            pass
-        elif i + 1 < len(blocks):
-            s.append(i + 1)
+            if pred and i + 1 < len(blocks): s.append(i + 1)
+        elif op in exits and not pred: pass
+        elif i + 1 < len(blocks): s.append(i + 1)
         succ.append(s)
-    return name, blocks, succ
+    return blocks, succ
 
 def dominators(n, succ):
     pred = [[] for _ in range(n)]
