@@ -58,29 +58,29 @@ public class NormOps
         float v0 = 0, v1 = 0, w0 = 0, w1 = 0, sum = 0f;
         if (i0 < dim)
         {
-            v0 = x[row + i0] + d[row + i0];
+            v0 = AddResidual(x, d, row + i0, ref sum);
             w0 = dec.Decode(w[i0]);
-            x[row + i0] = v0;
-            sum += v0 * v0;
         }
         if (i1 < dim)
         {
-            v1 = x[row + i1] + d[row + i1];
+            v1 = AddResidual(x, d, row + i1, ref sum);
             w1 = dec.Decode(w[i1]);
-            x[row + i1] = v1;
-            sum += v1 * v1;
         }
-        for (int i = i1 + Group.DimX; i < dim; i += Group.DimX)
-        {
-            float v = x[row + i] + d[row + i];
-            x[row + i] = v;
-            sum += v * v;
-        }
+        for (int i = i1 + Group.DimX; i < dim; i += Group.DimX) AddResidual(x, d, row + i, ref sum);
         float scale = XMath.Rsqrt(GroupSum(sum) / dim + eps);
         if (i0 < dim) y[row + i0] = v0 * scale * w0;
         if (i1 < dim) y[row + i1] = v1 * scale * w1;
         for (int i = i1 + Group.DimX; i < dim; i += Group.DimX)
             y[row + i] = x[row + i] * scale * dec.Decode(w[i]);
+    }
+
+    /// <summary>x[at] += d[at]; sum += x[at]²; returns the new x[at].</summary>
+    static float AddResidual(ArrayView<float> x, ArrayView<float> d, long at, ref float sum)
+    {
+        float v = x[at] + d[at];
+        x[at] = v;
+        sum += v * v;
+        return v;
     }
 
     /// <summary>Sum over the group (≤ 32 warps): warp butterflies, then warp 0 adds the warps' sums in order.</summary>
