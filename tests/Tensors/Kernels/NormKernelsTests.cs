@@ -50,6 +50,18 @@ public class NormKernelsTests
     {
         var rnd = new RandomData(seed);
         int tokens = rnd.Int(1, 9), dim = rnd.Int(1, 700);
+        CheckAddRmsNorm(rnd, tokens, dim);
+    }
+
+    /// <summary>Rows wider than the 1024-thread group: two elements a thread (kept in registers), then more (read again).</summary>
+    [Theory]
+    [InlineData(1500)]
+    [InlineData(2048)]
+    [InlineData(3001)]
+    public void AddRmsNorm_of_wide_rows_matches_the_reference_on_every_device(int dim) => CheckAddRmsNorm(new RandomData(dim), 3, dim);
+
+    static void CheckAddRmsNorm(RandomData rnd, int tokens, int dim)
+    {
         var wType = rnd.WeightType();
         var x = rnd.Floats(tokens * dim, 3f);
         var delta = rnd.Floats(tokens * dim, 3f);
