@@ -66,7 +66,7 @@ public static class LinearBench
         foreach (var (name, outF, inF) in ModelShapes)
         {
             long bytes = 2L * outF * inF;
-            var ws = Enumerable.Range(0, (int)Math.Clamp(ColdWeightBytes / bytes, 1, 32)).Select(_ => RandomWeight(device, DType.BF16, outF, inF)).ToArray();
+            var ws = RandomWeights(device, DType.BF16, outF, inF, (int)Math.Clamp(ColdWeightBytes / bytes, 1, 32));
             try
             {
                 foreach (int tokens in new[] { 1, 32 })
@@ -169,10 +169,17 @@ public static class LinearBench
         }, quick: false) * 1000 / 100;
     }
 
-    static DeviceTensor RandomWeight(ComputeDevice device, DType dtype, int outF, int inF)
+    static DeviceTensor RandomWeight(ComputeDevice device, DType dtype, int outF, int inF) => RandomWeights(device, dtype, outF, inF, 1)[0];
+
+    /// <summary><paramref name="count"/> device copies of one random weight (the host values are made once).</summary>
+    static DeviceTensor[] RandomWeights(ComputeDevice device, DType dtype, int outF, int inF, int count)
     {
         var values = RandomFloats(outF * inF, 0.02f);
-        return dtype == DType.F32 ? device.Upload(values, outF, inF) : device.Upload<ushort>(HalfBits.FromFloat(dtype, values), dtype, outF, inF);
+        var bits = dtype == DType.F32 ? null : HalfBits.FromFloat(dtype, values);
+        var copies = new DeviceTensor[count];
+        for (int i = 0; i < count; i++)
+            copies[i] = bits is null ? device.Upload(values, outF, inF) : device.Upload<ushort>(bits, dtype, outF, inF);
+        return copies;
     }
 
     internal static float[] RandomFloats(int n, float scale)
