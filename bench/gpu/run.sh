@@ -3,7 +3,7 @@
 #   bash bench/gpu/run.sh [tests] [bench ARGS...] [peer ARGS...] [ptxas]   (bench ARGS may quote: "serving --only 'bs1 base,bs32 base'")
 # Steps named on the command line run in order; logs go to $OUT. `use NAME` makes the later steps run the build of
 # bench/gpu/pending/NAME.patch (packed by `VARIANTS=NAME bash bench/gpu/pack.sh`), `use main` the tree's own build:
-#   bash bench/gpu/run.sh bench "serving --only 'bs1 base'" use rope-kv test Tensors "*AttentionKernelsTests" bench "serving --only 'bs1 base'" 
+#   bash bench/gpu/run.sh bench "serving --only 'bs1 base'" use rope-kv test Tensors "*AttentionKernelsTests" bench "serving --only 'bs1 base'"
 set -uo pipefail
 root=$PWD; out=${OUT:-/tmp/out}; mkdir -p "$out"
 work=/tmp/le; mkdir -p $work/dotnet $work/fx
@@ -20,7 +20,7 @@ while [ $# -gt 0 ]; do
     use)  # use NAME|main: a variant's LoraEngine assemblies over a copy of this build, or this build again
       if [ "$1" = main ]; then cd "$root"; tag=""
       else
-        v=/tmp/v-$1; rm -rf $v; mkdir -p $v/tests; cp -r "$root/bench" $v/
+        v=/tmp/v-$1; rm -rf $v; mkdir -p $v/tests $v/bench; cp -r "$root/bench/bin" $v/bench/
         for p in Tensors Models Lora Engine; do mkdir -p $v/tests/$p; cp -r "$root/tests/$p/bin" $v/tests/$p/; done
         tar xJf "$root/.carry/variant-$1.tar.xz" -C $v; cd $v; tag="-$1"
       fi
