@@ -219,9 +219,45 @@ public class IsolationTests(ServerFixture server) : IClassFixture<ServerFixture>
         Assert.Equal("prompt", AssertJsonError(status, body).GetProperty("param").GetString());
         (status, body) = await Post("/v1/chat/completions", new { model = "vim-upper", messages = new[] { new { role = "user", content = new string('a', 1 << 20) } } });
         Assert.Equal("prompt", AssertJsonError(status, body).GetProperty("param").GetString());
-        // Past the body limit (16 MiB): 413 before anything parses it.
-        (status, body) = await Post("/v1/completions", new { prompt = new string('a', 17 << 20), max_tokens = 4 });
-        Assert.Equal(HttpStatusCode.RequestEntityTooLarge, status);
-        AssertJsonError(status, body);
+    }
+
+    /// <summary>
+    /// Past the body limit (16 MiB): 413 before anything parses it. The client waits for the server's answer before it
+    /// sends the body (Expect: 100-continue), as a client that sent it all would find the connection closed under it.
+    /// </summary>
+    [Fact]
+    public async Task A_body_declared_past_the_limit_is_refused_from_its_headers()
+    {
+        using var http = server.Http();
+        using var request = new HttpRequestMessage(HttpMethod.Post, "/v1/completions") { Content = new ByteArrayContent(new byte[17 << 20]) };
+        request.Content.Headers.ContentType = new("application/json");
+        request.Headers.ExpectContinue = true;
+        using var r = await http.SendAsync(request, Ct);
+        Assert.Equal(HttpStatusCode.RequestEntityTooLarge, r.StatusCode);
+        AssertJsonError(r.StatusCode, await r.Content.ReadAsStringAsync(Ct));
+    }
+
+    /// <summary>
+    /// A chunked body has no length to refuse up front: the server cuts it off once past the limit. The client (a raw
+    /// socket: HttpClient waits for its body to finish) sends one chunk just past the limit and then waits, so the server
+    /// has read all it was sent and its answer is never raced by a write.
+    /// </summary>
+    [Fact]
+    public async Task A_chunked_body_is_cut_off_at_the_limit()
+    {
+        var url = new Uri(server.BaseUrl);
+        using var tcp = new System.Net.Sockets.TcpClient();
+        await tcp.ConnectAsync(url.Host, url.Port, Ct);
+        var stream = tcp.GetStream();
+        byte[] json = [.. "{\"prompt\":\""u8, .. Enumerable.Repeat((byte)'a', (16 << 20) + 1)];
+        string head = $"POST /v1/completions HTTP/1.1\r\nHost: {url.Authority}\r\nAuthorization: Bearer {ServerFixture.ApiKey}\r\n" +
+                      $"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n{json.Length:x}\r\n";
+        await stream.WriteAsync(System.Text.Encoding.ASCII.GetBytes(head), Ct);
+        await stream.WriteAsync(json, Ct);
+        await stream.WriteAsync("\r\n"u8.ToArray(), Ct); // no last chunk: the body is never finished
+
+        string response = await new StreamReader(stream).ReadToEndAsync(Ct); // the server closes after its answer
+        Assert.StartsWith("HTTP/1.1 413", response);
+        AssertJsonError(HttpStatusCode.RequestEntityTooLarge, response[response.IndexOf('{')..(response.LastIndexOf('}') + 1)]); // one chunk or none
     }
 }
