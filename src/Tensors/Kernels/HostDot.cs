@@ -22,7 +22,8 @@ internal static class HostDot
 
     /// <summary>
     /// result[i] = Reduce(*acc[i]) for i &lt; 16, bit for bit, in 15 adds and 30 shuffles instead of 16 separate trees:
-    /// each step adds the halves of two accumulators at once (lanes 0–7 + 8–15, then 0–3 + 4–7, …).
+    /// each step adds the halves of two accumulators at once (lanes 0–7 + 8–15, then 0–3 + 4–7, …). Without AVX-512,
+    /// the 16 trees one by one.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static unsafe Vector512<float> Reduce16(Vector512<float>** acc) =>
@@ -37,6 +38,7 @@ internal static class HostDot
         Vector512<float> a8, Vector512<float> a9, Vector512<float> a10, Vector512<float> a11,
         Vector512<float> a12, Vector512<float> a13, Vector512<float> a14, Vector512<float> a15)
     {
+        if (!HostGemm.Avx512) return ReduceEach(a0, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11, a12, a13, a14, a15);
         // The tree leaves lane 4j + m holding input 4m + j, so input p is taken from accumulator 4(p % 4) + p / 4.
         var c0 = HalfSums(a0, a4);
         var c1 = HalfSums(a8, a12);
@@ -57,6 +59,16 @@ internal static class HostDot
         // s2[0] + s2[1].
         return Avx512F.Shuffle(e0, e1, 0x88) + Avx512F.Shuffle(e0, e1, 0xDD);
     }
+
+    /// <summary>Reduce16 without AVX-512's 16-lane shuffles: each input's tree alone.</summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    static Vector512<float> ReduceEach(
+        Vector512<float> a0, Vector512<float> a1, Vector512<float> a2, Vector512<float> a3,
+        Vector512<float> a4, Vector512<float> a5, Vector512<float> a6, Vector512<float> a7,
+        Vector512<float> a8, Vector512<float> a9, Vector512<float> a10, Vector512<float> a11,
+        Vector512<float> a12, Vector512<float> a13, Vector512<float> a14, Vector512<float> a15) =>
+        Vector512.Create(Reduce(a0), Reduce(a1), Reduce(a2), Reduce(a3), Reduce(a4), Reduce(a5), Reduce(a6), Reduce(a7),
+            Reduce(a8), Reduce(a9), Reduce(a10), Reduce(a11), Reduce(a12), Reduce(a13), Reduce(a14), Reduce(a15));
 
     /// <summary>Lanes 0–7: a[i] + a[i+8]; lanes 8–15: b[i] + b[i+8].</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

@@ -39,8 +39,14 @@ internal static unsafe partial class HostGemm
     /// <summary>Linear calls so far: tells a thread whether its packed tokens belong to the current call.</summary>
     static long s_calls;
 
-    /// <summary>Whether this machine runs these kernels (AVX-512); otherwise callers use a portable path.</summary>
-    public static bool IsSupported => Vector512.IsHardwareAccelerated && Avx512F.IsSupported;
+    /// <summary>
+    /// Whether this machine runs these kernels: AVX-512, or AVX2 with FMA (<see cref="HostGemm"/>'s AVX2 tiles, same
+    /// bits); otherwise callers use a portable path.
+    /// </summary>
+    public static bool IsSupported => Avx512 || (Avx2.IsSupported && Fma.IsSupported);
+
+    /// <summary>AVX-512 tiles (32 registers of 16 lanes); else the AVX2 ones. A JIT-time constant: the other kind is never compiled in.</summary>
+    public static bool Avx512 => Vector512.IsHardwareAccelerated && Avx512F.IsSupported;
 
     /// <summary>
     /// y[i·yStride + o] (+)= Σ_k W[o, k] · x[i·xStride + k] for o &lt; outF and i &lt; tokens, where row i is
@@ -177,7 +183,12 @@ internal static unsafe partial class HostGemm
             for (int r = 0; r < rows; r++)
             {
                 var rowAcc = acc + r / TileRows * TileRows * TileTokens + r % TileRows * TileTokens;
-                if (WType == DType.BF16) RowTile<Bf16Rows>(n, source + r * stride, xs, k16, rowAcc);
+                if (!Avx512)
+                {
+                    if (WType == DType.BF16) RowTileAvx2<Bf16Halves>(n, source + r * stride, xs, k16, rowAcc);
+                    else RowTileAvx2<F32Halves>(n, source + r * stride, xs, k16, rowAcc);
+                }
+                else if (WType == DType.BF16) RowTile<Bf16Rows>(n, source + r * stride, xs, k16, rowAcc);
                 else RowTile<F32Rows>(n, source + r * stride, xs, k16, rowAcc);
             }
             int rowTiles = (rows + TileRows - 1) / TileRows;
@@ -220,7 +231,20 @@ internal static unsafe partial class HostGemm
                     {
                         byte* wEven = panel + ((long)rt * TileRows * k16 + k0 * TileRows) * panelSize, wOdd = wEven + even * 16 * TileRows * panelSize;
                         var tileAcc = acc + rt * tileStride;
-                        if (bf16)
+                        if (!Avx512)
+                        {
+                            if (bf16)
+                            {
+                                PackedTileAvx2<Bf16PanelHalves>(n, wEven, xEven, even, k0 > 0, tileAcc, null);
+                                PackedTileAvx2<Bf16PanelHalves>(n, wOdd, xOdd, steps - even, k0 > 0, tileAcc + TileRows * TileTokens, last ? tileAcc : null);
+                            }
+                            else
+                            {
+                                PackedTileAvx2<F32Halves>(n, wEven, xEven, even, k0 > 0, tileAcc, null);
+                                PackedTileAvx2<F32Halves>(n, wOdd, xOdd, steps - even, k0 > 0, tileAcc + TileRows * TileTokens, last ? tileAcc : null);
+                            }
+                        }
+                        else if (bf16)
                         {
                             PackedTile<Bf16Rows>(n, wEven, xEven, even, k0 > 0, tileAcc, null);
                             PackedTile<Bf16Rows>(n, wOdd, xOdd, steps - even, k0 > 0, tileAcc + TileRows * TileTokens, last ? tileAcc : null);
@@ -264,6 +288,12 @@ internal static unsafe partial class HostGemm
                     {
                         int b = Math.Min(blockSteps, steps - b0), i = 0;
                         ushort* even = dst + b0 * stepElements, odd = even + (b + 1) / 2 * stepElements;
+                        if (!Avx512)
+                        {
+                            // Each step in the order the AVX2 tile reads (StorePanelStepAvx2).
+                            for (; i < b; i++) StorePanelStepAvx2(src + 16 * (b0 + i), (i & 1) == 0 ? even + i / 2 * stepElements : odd + i / 2 * stepElements);
+                            continue;
+                        }
                         for (; i + 1 < b; i += 2)
                         {
                             var pair = Vector512.Load(src + 16 * (b0 + i));

@@ -1,7 +1,6 @@
 using System.Numerics.Tensors;
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
-using System.Runtime.Intrinsics.X86;
 
 namespace LoraEngine.Tensors.Kernels;
 
@@ -136,8 +135,7 @@ internal sealed unsafe class HostLora(ComputeDevice device) : LoraOps(device)
                         byte* row0 = slotB + ((long)o0 * Rank + r0) * size;
                         long rowBytes = (long)Rank * size;
                         if (n == 16 && Type == DType.BF16)
-                            for (int i = 0; i < 16; i++)
-                                rows[i] = Avx512F.ShiftLeftLogical(Avx512F.ConvertToVector512UInt32(Vector256.Load((ushort*)(row0 + i * rowBytes))), 16).AsSingle();
+                            for (int i = 0; i < 16; i++) rows[i] = HostGemm.WidenBf16((ushort*)(row0 + i * rowBytes));
                         else if (n == 16 && Type == DType.F32)
                             for (int i = 0; i < 16; i++) rows[i] = Vector512.Load((float*)(row0 + i * rowBytes));
                         else

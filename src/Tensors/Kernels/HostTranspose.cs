@@ -4,13 +4,23 @@ using System.Runtime.Intrinsics.X86;
 
 namespace LoraEngine.Tensors.Kernels;
 
-/// <summary>16×16 F32 transposes in AVX-512 registers (unpack, in-lane shuffle, then two 128-bit lane shuffles).</summary>
+/// <summary>
+/// 16×16 F32 transposes in AVX-512 registers (unpack, in-lane shuffle, then two 128-bit lane shuffles); one element at
+/// a time on machines without AVX-512.
+/// </summary>
 internal static unsafe class HostTranspose
 {
     /// <summary>dst[j][i] = rows[i][j] for i, j &lt; 16 (dst may not alias rows).</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void Transpose16(Vector512<float>* rows, Vector512<float>* dst)
     {
+        if (!HostGemm.Avx512)
+        {
+            float* src = (float*)rows, to = (float*)dst;
+            for (int i = 0; i < 16; i++)
+                for (int j = 0; j < 16; j++) to[j * 16 + i] = src[i * 16 + j];
+            return;
+        }
         // Interleave pairs of rows: t[2i] = (r[2i][0], r[2i+1][0], r[2i][1], r[2i+1][1] | same for each 128-bit lane).
         var t0 = Avx512F.UnpackLow(rows[0], rows[1]);
         var t1 = Avx512F.UnpackHigh(rows[0], rows[1]);

@@ -11,7 +11,6 @@ public class HostDotTests
     [Property(MaxTest = 50)]
     public unsafe void Reduce16_gives_the_bits_of_sixteen_separate_reductions(int seed)
     {
-        if (!HostGemm.IsSupported) return; // Reduce16 is AVX-512 only; the portable path never calls it
         var rnd = new RandomData(seed);
         // Magnitudes spread over many binades so that the order of the additions shows in the last bits.
         var values = rnd.Floats(256).Select((v, i) => v * MathF.Pow(2, i % 23 - 11)).ToArray();
