@@ -6,8 +6,9 @@ using System.Runtime.Intrinsics.X86;
 namespace LoraEngine.Tensors.Kernels;
 
 /// <summary>
-/// The CPU device's linear for AVX-512 machines: y[t, o] = Σ_k W[o, k] · x[t, k] (or y[t, o] += …), W stored [out, in]
-/// in F32, BF16 or F16.
+/// The CPU device's linear for AVX-512 and AVX2 machines: y[t, o] = Σ_k W[o, k] · x[t, k] (or y[t, o] += …), W stored
+/// [out, in] in F32, BF16 or F16. The tiles below are AVX-512's; <c>HostGemmAvx2.cs</c> has their AVX2 twins, which
+/// compute the same bits.
 ///
 /// Every output is one dot product in a fixed order, whatever the number of tokens (so a token's row is bit-identical
 /// alone or in any batch): the k range is cut into steps of 16; one 16-lane accumulator takes the even steps and another
@@ -265,9 +266,9 @@ internal static unsafe partial class HostGemm
         }
 
         /// <summary>
-        /// The chunk's rows as F32 in 4-row tiles: tile rt starts at rt·4·in16 and holds, for each k-step s (at its
-        /// PackedStep), rows 4rt..4rt+3's 16 values W[r, 16s..16s+16] one after the other (a partial last tile repeats its
-        /// last row).
+        /// The chunk's rows in 4-row tiles, BF16 kept as BF16 and F16/F32 as F32: tile rt starts at rt·4·in16 and holds,
+        /// for each k-step s (at its PackedStep), rows 4rt..4rt+3's 16 values W[r, 16s..16s+16] one after the other (a
+        /// partial last tile repeats its last row; on AVX2 a BF16 step's values are in StorePanelStepAvx2's order).
         /// </summary>
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         byte* PackRows(byte* weights, int rows, int rowTiles, int k16)

@@ -5,9 +5,9 @@ using System.Runtime.Intrinsics;
 namespace LoraEngine.Tensors.Kernels;
 
 /// <summary>
-/// The CPU device's linear y[t, o] = Σ_i W[o, i] · x[t, i]. On AVX-512 machines it is <see cref="HostGemm"/> (register
-/// tiles, F32 panels for prefill, both cores); elsewhere a portable path streams weight rows once for all tokens, one
-/// dot product per (row, token). Either way each output is computed the same way whatever the batch, so results are
+/// The CPU device's linear y[t, o] = Σ_i W[o, i] · x[t, i]. On AVX-512 and AVX2 machines it is <see cref="HostGemm"/>
+/// (register tiles, panels for prefill, both cores; the same bits on either kind); elsewhere a portable path streams
+/// weight rows once for all tokens, one dot product per (row, token). Either way each output is computed the same way whatever the batch, so results are
 /// batch-invariant.
 /// </summary>
 internal sealed unsafe class HostMatMul(ComputeDevice device) : MatMulOps(device)
