@@ -48,7 +48,7 @@ public sealed record MemoryPlan(
         long lora = args.EnableLora
             ? LoraLayers.MemoryBytes(config.ModelConfig, args.MaxLoras, args.MaxLoraRank, loraDType, config.MaxNumBatchedTokens, ranks, args.FullyShardedLoras)
             : 0;
-        long activations = ModelExecutor.ActivationBytes(shard, config.MaxNumBatchedTokens, config.MaxModelLen, config.Args.BlockSize);
+        long activations = ModelExecutor.ActivationBytes(device, shard, config.MaxNumBatchedTokens, config.MaxModelLen, config.Args.BlockSize);
         long perBlock = PagedKvCache.BytesPerBlock(shard, args.BlockSize);
         int minBlocks = BlockCountFor(config.MaxModelLen, args.BlockSize);
         int maxUseful = (int)Math.Min(int.MaxValue, (long)args.MaxNumSeqs * minBlocks + 1);

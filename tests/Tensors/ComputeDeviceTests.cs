@@ -1,3 +1,5 @@
+using LoraEngine.Tensors.Kernels;
+using LoraEngine.TestSupport;
 using Xunit;
 
 namespace LoraEngine.Tensors.Tests;
@@ -17,5 +19,15 @@ public class ComputeDeviceTests
         var e = Assert.Throws<ArgumentOutOfRangeException>(() => ComputeDevice.Create("cpu", Environment.ProcessorCount));
         Assert.Contains($"device {Environment.ProcessorCount} of kind 'cpu' requested but {Environment.ProcessorCount} are available", e.Message);
         Assert.Throws<ArgumentException>(() => ComputeDevice.Count("tpu"));
+    }
+
+    /// <summary>The memory plan counts what the families allocated: the CPU device's own ops allocate no workspace, the kernels' attention its split workspace.</summary>
+    [Fact]
+    public void Op_families_report_the_workspace_they_allocated()
+    {
+        Assert.Equal(0, TestDevices.CpuFast.Attention.AllocatedWorkspaceBytes);
+        Assert.Equal(0, TestDevices.CpuFast.MatMul.AllocatedWorkspaceBytes);
+        Assert.Equal(4L * AttentionOps.DefaultWorkspaceFloats, TestDevices.Cpu.Attention.AllocatedWorkspaceBytes);
+        Assert.Equal(0, TestDevices.Cpu.MatMul.AllocatedWorkspaceBytes); // tensor cores are CUDA's
     }
 }

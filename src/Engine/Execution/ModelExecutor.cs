@@ -99,11 +99,12 @@ internal sealed class ModelExecutor : IModelRunner
 
     /// <summary>
     /// Device bytes besides weights and LoRA slots for a token budget (workspace, logits, step buffers, the padding
-    /// block, the attention kernels' split workspace, the tensor-core linears' workspace); under tensor parallelism give
-    /// rank 0's share of the config (<see cref="LlamaConfig.ShardFor"/>).
+    /// block, and what the device's attention and linear families allocated for their workspaces: split attention and
+    /// tensor cores on CUDA, none on the CPU); under tensor parallelism give rank 0's share of the config
+    /// (<see cref="LlamaConfig.ShardFor"/>).
     /// </summary>
-    public static long ActivationBytes(LlamaConfig config, int maxTokens, int maxModelLen, int blockSize) =>
-        ForwardWorkspace.Bytes(config, maxTokens, maxModelLen) + AttentionOps.WorkspaceBytes + MatMulOps.TensorCoreWorkspaceBytes + 4L * Math.Min(maxTokens, 256) * config.VocabSize
+    public static long ActivationBytes(ComputeDevice device, LlamaConfig config, int maxTokens, int maxModelLen, int blockSize) =>
+        ForwardWorkspace.Bytes(config, maxTokens, maxModelLen) + device.Attention.AllocatedWorkspaceBytes + device.MatMul.AllocatedWorkspaceBytes + 4L * Math.Min(maxTokens, 256) * config.VocabSize
         + SampleBatch.Bytes(Math.Min(maxTokens, 256), config.VocabSize) + 4L * maxTokens * 8 + PagedKvCache.BytesPerBlock(config, blockSize);
 
     /// <summary>Runs one forward step over all items packed together; returns each item's sampled-row results.</summary>

@@ -25,6 +25,9 @@ public partial class AttentionOps : IDisposable
     readonly Action<AcceleratorStream, KernelConfig, AttentionViews, AttentionShape>? _attentionSplit, _combineSplits; // with a workspace
     readonly DeviceTensor? _partials; // [workspaceFloats] F32: the splits' (o, max, sum) records of the tokens of one launch
 
+    /// <summary>Device bytes this family allocated for the split kernels' workspace (none on the CPU device).</summary>
+    public long AllocatedWorkspaceBytes => _partials?.SizeInBytes ?? 0;
+
     internal AttentionOps(ComputeDevice device) : this(device, DefaultWorkspaceFloats)
     {
     }

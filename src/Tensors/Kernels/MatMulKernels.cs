@@ -30,8 +30,8 @@ public class MatMulOps
     readonly ComputeDevice _device;
     readonly TensorCoreLinear? _tensorCores;
 
-    /// <summary>Device bytes the tensor-core linears allocate on a CUDA device (partial sums of the slice-split kernel; none elsewhere).</summary>
-    public const long TensorCoreWorkspaceBytes = TensorCoreLinear.WorkspaceBytes;
+    /// <summary>Device bytes this family allocated for the tensor-core linears' workspace (the slice-split kernel's partial sums; none off CUDA).</summary>
+    public long AllocatedWorkspaceBytes => _tensorCores != null ? TensorCoreLinear.WorkspaceBytes : 0;
 
     /// <summary>The tensor-core linear this family launches for BF16 weights (CUDA only; null elsewhere).</summary>
     internal TensorCoreLinear? TensorCores => _tensorCores;

@@ -26,9 +26,6 @@ public partial class AttentionOps
     /// <summary>Floats of the default partial-result workspace: 481 tokens of Llama-3.2-1B a launch, 248 of Llama-3.1-8B (16 splits).</summary>
     internal const int DefaultWorkspaceFloats = 16 << 20;
 
-    /// <summary>Device bytes the kernel attention family allocates for the split kernels' workspace (64 MiB; none on the CPU device).</summary>
-    public const long WorkspaceBytes = 4L * DefaultWorkspaceFloats;
-
     /// <summary>Positions per split for a context of <paramref name="ctx"/> positions: 64 up to 1024 positions, then the multiple of 64 that needs at most 16 splits.</summary>
     internal static int SplitLength(int ctx) => SplitChunk * XMath.Max(1, (int)(((long)ctx + SplitChunk * MaxSplits - 1) / (SplitChunk * MaxSplits)));
 
