@@ -232,7 +232,9 @@ public class SampleOps
             mask |= 255ul << shift;
             Group.Barrier();
         }
-        ulong result = state[0];
+        // An early stop leaves a bare prefix (the lower bytes zero), which may lie below the floor a top-k pass set: the
+        // keys between them were not counted and must not come back.
+        ulong result = XMath.Max(state[0], floor);
         Group.Barrier(); // everyone has read it before the shared state is used again
         return result;
     }

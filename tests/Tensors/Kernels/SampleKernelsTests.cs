@@ -155,6 +155,19 @@ public class SampleKernelsTests
         }
     }
 
+    /// <summary>
+    /// Top-p after top-k never brings back what top-k removed: with these logits the top-p select stops on a bare key
+    /// prefix below the top-k threshold (the kernels drew token 4 at seed 0 before they took the larger of the two).
+    /// </summary>
+    [Fact]
+    public void Top_p_after_top_k_keeps_only_what_top_k_kept()
+    {
+        float[] logits = [-0.15f, -0.2401f, -0.25f, -0.2394f, -0.2f];
+        var row = new SampleRow(SampleMode.Sample, Temperature: 1f, TopK: 1, TopP: 0.5f);
+        foreach (var device in TestDevices.All.Append(TestDevices.Cpu).Distinct())
+            Assert.All(Draw(device, logits, row, 64), t => Assert.Equal(0, t));
+    }
+
     [Fact]
     public void Top_k_top_p_and_min_p_keep_the_tokens_they_define()
     {
