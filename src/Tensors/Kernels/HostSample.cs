@@ -111,6 +111,16 @@ internal static class HostSample
     /// <summary>Scaled logits this far below the row's largest cannot win the race (19.45 needed, margin for rounding).</summary>
     const float NoChanceBelow = 24f;
 
+    /// <summary>
+    /// The most a draw adds to a token's race score, by the draw's top 8 bits: Score(0, u) at the largest u of each of
+    /// the 256 ranges (the score grows with u). v + this bounds the token's score without the two logarithms.
+    /// </summary>
+    static readonly float[] s_mostGain = Enumerable.Range(0, 256)
+        .Select(k => SampleMath.Score(0f, Philox.ToUniform(((uint)k << 24) | 0xFFFFFFu))).ToArray();
+
+    /// <summary>Relative slack on that bound, for a logarithm that is not exactly monotonic in its last bit.</summary>
+    const float RaceMargin = 1e-3f;
+
     static int Draw(ReadOnlySpan<float> x, float t, float topP, float minP, int topK, long seed, int sequence, int position)
     {
         var s = Scratch.For(x.Length);
@@ -156,7 +166,9 @@ internal static class HostSample
             int i = s.Ids[j];
             if (v[i] < hopeless) continue;
             if (i >> 2 != quad) draws = Philox.Draws(seed, sequence, position, quad = i >> 2);
-            float score = SampleMath.Score(v[i], Philox.ToUniform(Philox.Word(draws, i & 3)));
+            uint word = Philox.Word(draws, i & 3);
+            if (v[i] + s_mostGain[word >> 24] < best - RaceMargin * (1 + Math.Abs(best))) continue; // cannot reach the best: no logarithms
+            float score = SampleMath.Score(v[i], Philox.ToUniform(word));
             if (SampleMath.Better(score, i, best, bestIndex))
             {
                 best = score;

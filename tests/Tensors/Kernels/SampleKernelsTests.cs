@@ -156,6 +156,20 @@ public class SampleKernelsTests
     }
 
     /// <summary>
+    /// The CPU device's sampler (its own host code, with shortcuts that skip work whose outcome is fixed) picks exactly
+    /// the kernels' tokens, fragile draws included: the same scores in the same comparisons.
+    /// </summary>
+    [Property(MaxTest = 12)]
+    public void The_host_sampler_picks_the_kernels_tokens(int seed)
+    {
+        var c = NewCase(seed);
+        var (kernels, _) = Run(TestDevices.Cpu, c.Vocab, c.Logits, c.Rows, c.Edits);
+        var (host, _) = Run(TestDevices.CpuFast, c.Vocab, c.Logits, c.Rows, c.Edits);
+        for (int r = 0; r < c.Rows.Length; r++)
+            Assert.True(kernels[r].Token == host[r].Token, $"row {r} ({c.Rows[r]}), vocab {c.Vocab}: host {host[r].Token}, kernels {kernels[r].Token}");
+    }
+
+    /// <summary>
     /// Top-p after top-k never brings back what top-k removed: with these logits the top-p select stops on a bare key
     /// prefix below the top-k threshold (the kernels drew token 4 at seed 0 before they took the larger of the two).
     /// </summary>
