@@ -105,8 +105,8 @@ internal static class HostSample
         return token0;
     }
 
-    /// <summary>Scaled logits this far below the row's largest have a top-p mass of 0 (e^−30 · 2³² ≈ 4e-4 truncates to 0).</summary>
-    const float NoMassBelow = 30f;
+    /// <summary>Scaled logits this far below the row's largest have a top-p mass of 0 (e^−23 · 2³² ≈ 0.44 truncates to 0).</summary>
+    const float NoMassBelow = 23f;
 
     /// <summary>Scaled logits this far below the row's largest cannot win the race (19.45 needed, margin for rounding).</summary>
     const float NoChanceBelow = 24f;
