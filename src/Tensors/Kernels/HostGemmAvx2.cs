@@ -209,7 +209,7 @@ internal static unsafe partial class HostGemm
     /// <summary>16 BF16 values as F32, in one AVX-512 register or two AVX2 halves.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector512<float> WidenBf16(ushort* p) => Avx512
-        ? Avx512F.ShiftLeftLogical(Avx512F.ConvertToVector512UInt32(Vector256.Load(p)), 16).AsSingle()
+        ? Bf16Rows.Load((byte*)p, 0)
         : Vector512.Create(Bf16Halves.Lo((byte*)p), Bf16Halves.Hi((byte*)p));
 
     /// <summary>Reads a 16-value step of a row as two 8-lane F32 halves: lanes 0–7 and 8–15.</summary>

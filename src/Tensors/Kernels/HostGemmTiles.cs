@@ -208,7 +208,7 @@ internal static unsafe partial class HostGemm
             return;
         }
         int k = 0;
-        for (; k <= count - 16; k += 16) Vector512.Store(Bf16Rows.Load(src, k), dst + k);
+        for (; k <= count - 16; k += 16) Vector512.Store(WidenBf16((ushort*)src + k), dst + k);
         for (; k < count; k++) dst[k] = BitConverter.Int32BitsToSingle(((ushort*)src)[k] << 16);
     }
 
