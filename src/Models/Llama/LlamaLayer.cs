@@ -58,8 +58,7 @@ public sealed class LlamaLayer : IDisposable
         var k = ws.K.Slice(0, t);
         var v = ws.V.Slice(0, t);
         SharedInputLinears.Forward(h, batch, (q, QProj), (k, KProj), (v, VProj));
-        device.Rope.ApplyCached(q, k, batch.Positions, ws.RopeCosSin, config.HeadDim);
-        device.Attention.WriteKv(cache.Keys(layer), cache.Values(layer), k, v, batch.SlotMapping);
+        device.Attention.RotateAndWriteKv(q, k, v, batch.Positions, ws.RopeCosSin, config.HeadDim, cache.Keys(layer), cache.Values(layer), batch.SlotMapping);
         var attn = ws.Attention.Slice(0, t);
         device.Attention.PagedAttention(attn, q, cache.Keys(layer), cache.Values(layer), batch.BlockTables,
             batch.TokenSequence, batch.Positions, config.NumAttentionHeads, config.NumKeyValueHeads, config.HeadDim,

@@ -40,6 +40,7 @@ public partial class AttentionOps : IDisposable
         _device = device;
         var acc = device.Accelerator;
         _writeKv = acc.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, int, int>(WriteKvKernel);
+        _rotateWriteKv = acc.LoadAutoGroupedKernel<Index1D, RotateKvViews, RopeOps.RopeShape, int>(RotateWriteKvKernel);
         _attention = acc.LoadKernel<AttentionViews, AttentionShape>(AttentionKernel);
         _attentionWide = acc.LoadKernel<AttentionViews, AttentionShape>(WideAttentionKernel);
         if (workspaceFloats <= 0) return;
@@ -261,11 +262,18 @@ public partial class AttentionOps : IDisposable
     /// <param name="slotMapping">[tokens] I32 block*blockSize + offset</param>
     public void WriteKv(DeviceTensor kCache, DeviceTensor vCache, DeviceTensor k, DeviceTensor v, DeviceTensor slotMapping)
     {
+        CheckWriteKv(kCache, vCache, k, v, slotMapping);
+        if (k.Length == 0) return;
+        WriteKvCore(kCache, vCache, k, v, slotMapping);
+    }
+
+    static void CheckWriteKv(DeviceTensor kCache, DeviceTensor vCache, DeviceTensor k, DeviceTensor v, DeviceTensor slotMapping)
+    {
         Check.DType(kCache, DType.F32, nameof(kCache));
         Check.Rank(kCache, 4, nameof(kCache));
         Check.DType(vCache, DType.F32, nameof(vCache));
         if (!vCache.Shape.SequenceEqual(kCache.Shape)) throw new ArgumentException($"vCache {vCache.ShapeString} differs from kCache {kCache.ShapeString}", nameof(vCache));
-        int kvWidth = kCache.Dim(2) * kCache.Dim(3), numSlots = kCache.Dim(0) * kCache.Dim(1);
+        int kvWidth = kCache.Dim(2) * kCache.Dim(3);
         Check.DType(k, DType.F32, nameof(k));
         Check.Rank(k, 2, nameof(k));
         int tokens = k.Dim(0);
@@ -274,8 +282,6 @@ public partial class AttentionOps : IDisposable
         Check.Shape(v, nameof(v), tokens, kvWidth);
         Check.DType(slotMapping, DType.I32, nameof(slotMapping));
         Check.Shape(slotMapping, nameof(slotMapping), tokens);
-        if (k.Length == 0) return;
-        WriteKvCore(kCache, vCache, k, v, slotMapping);
     }
 
     /// <summary>The launch of <see cref="WriteKv"/>, arguments checked.</summary>

@@ -26,6 +26,14 @@ internal sealed unsafe class HostAttention(ComputeDevice device) : AttentionOps(
         }
     }
 
+    /// <summary>The host RoPE, then the host KV-cache write (one launch on a GPU; two loops here, nothing to fuse).</summary>
+    private protected override void RotateAndWriteKvCore(DeviceTensor q, DeviceTensor k, DeviceTensor v, DeviceTensor positions, DeviceTensor cosSin,
+        RopeOps.RopeShape shape, DeviceTensor kCache, DeviceTensor vCache, DeviceTensor slotMapping)
+    {
+        q.Device.Rope.ApplyCached(q, k, positions, cosSin, shape.HeadDim);
+        WriteKvCore(kCache, vCache, k, v, slotMapping);
+    }
+
     /// <summary>out[t, h] = Σ_{p ≤ pos[t]} softmax_p(scale · q[t, h] · K[p, kvh]) · V[p, kvh], K/V rows found through the block table.</summary>
     private protected override void PagedAttentionCore(DeviceTensor output, DeviceTensor q, DeviceTensor kCache, DeviceTensor vCache,
         DeviceTensor blockTables, DeviceTensor tokenSeq, DeviceTensor tokenPos, AttentionShape s)

@@ -76,6 +76,14 @@ public class RopeOps
     /// <param name="headDim">width of one head, positive and even; q's and k's widths are multiples of it</param>
     public void ApplyCached(DeviceTensor q, DeviceTensor k, DeviceTensor positions, DeviceTensor cosSin, int headDim)
     {
+        var shape = CheckCached(q, k, positions, cosSin, headDim);
+        if (q.Dim(0) == 0) return;
+        ApplyCachedCore(q, k, positions, cosSin, shape);
+    }
+
+    /// <summary>The argument checks of <see cref="ApplyCached"/> (also the fused rotate-and-write-KV op's), and its shape.</summary>
+    internal static RopeShape CheckCached(DeviceTensor q, DeviceTensor k, DeviceTensor positions, DeviceTensor cosSin, int headDim)
+    {
         if (headDim <= 0 || headDim % 2 != 0) throw new ArgumentOutOfRangeException(nameof(headDim), headDim, "head_dim must be positive and even");
         Check.DType(q, DType.F32, nameof(q));
         Check.Rank(q, 2, nameof(q));
@@ -89,9 +97,7 @@ public class RopeOps
         Check.Shape(positions, nameof(positions), tokens);
         Check.DType(cosSin, DType.F32, nameof(cosSin));
         Check.Shape(cosSin, nameof(cosSin), -1, headDim / 2, 2);
-        var shape = new RopeShape { QWidth = q.Dim(1), KWidth = k.Dim(1), HeadDim = headDim, MaxPositions = cosSin.Dim(0) };
-        if (tokens == 0) return;
-        ApplyCachedCore(q, k, positions, cosSin, shape);
+        return new RopeShape { QWidth = q.Dim(1), KWidth = k.Dim(1), HeadDim = headDim, MaxPositions = cosSin.Dim(0) };
     }
 
     /// <summary>The launch of <see cref="ApplyCached"/>, arguments checked.</summary>

@@ -88,6 +88,49 @@ public class AttentionKernelsTests
         Tolerance.AssertClose(Run(TestDevices.Configured, c), Run(TestDevices.Cpu, c), 1e-5, 1e-5);
     }
 
+    /// <summary>
+    /// The fused rotate-and-write op gives RoPE then the cache write bit for bit: rotated q and k, and the cache, with a
+    /// slot of −1 (skipped) and a position past the cos/sin table (left unrotated, still written).
+    /// </summary>
+    [Property(MaxTest = 10)]
+    public void Rotate_and_write_kv_equals_rope_then_write_on_every_device(int seed)
+    {
+        var rnd = new RandomData(seed);
+        int headDim = 2 * rnd.Int(1, 40), kvHeads = rnd.Int(1, 3), heads = kvHeads * rnd.Int(1, 3), tokens = rnd.Int(1, 9);
+        int blockSize = rnd.Int(1, 4), numBlocks = tokens + 2, maxPositions = 16;
+        var q = rnd.Floats(tokens * heads * headDim);
+        var k = rnd.Floats(tokens * kvHeads * headDim);
+        var v = rnd.Floats(tokens * kvHeads * headDim);
+        var positions = Enumerable.Range(0, tokens).Select(_ => rnd.Int(0, maxPositions)).ToArray(); // maxPositions: outside the table
+        var slots = Enumerable.Range(0, numBlocks * blockSize).OrderBy(_ => rnd.Random.Next()).Take(tokens).ToArray();
+        slots[rnd.Int(0, tokens - 1)] = -1;
+        var table = RopeOps.CosSinTable(rnd.Floats(headDim / 2), maxPositions);
+        foreach (var device in TestDevices.All)
+        {
+            float[][] Run(bool fused)
+            {
+                using var qt = device.Upload(q, tokens, heads * headDim);
+                using var kt = device.Upload(k, tokens, kvHeads * headDim);
+                using var vt = device.Upload(v, tokens, kvHeads * headDim);
+                using var pos = device.Upload(positions, tokens);
+                using var cs = device.Upload(table, maxPositions, headDim / 2, 2);
+                using var slotTensor = device.Upload(slots, tokens);
+                using var kCache = device.Zeros(DType.F32, numBlocks, blockSize, kvHeads, headDim);
+                using var vCache = device.Zeros(DType.F32, numBlocks, blockSize, kvHeads, headDim);
+                if (fused) device.Attention.RotateAndWriteKv(qt, kt, vt, pos, cs, headDim, kCache, vCache, slotTensor);
+                else
+                {
+                    device.Rope.ApplyCached(qt, kt, pos, cs, headDim);
+                    device.Attention.WriteKv(kCache, vCache, kt, vt, slotTensor);
+                }
+                return [qt.ToArray<float>(), kt.ToArray<float>(), kCache.ToArray<float>(), vCache.ToArray<float>()];
+            }
+            var separate = Run(fused: false);
+            var together = Run(fused: true);
+            for (int i = 0; i < separate.Length; i++) Assert.Equal(separate[i], together[i]);
+        }
+    }
+
     [Fact]
     public void Attention_rejects_bad_arguments()
     {
@@ -106,5 +149,8 @@ public class AttentionKernelsTests
         using var k = d.Zeros(DType.F32, 2, 8);
         using var badSlots = d.Zeros(DType.F32, 2);
         Assert.Equal("slotMapping", Assert.Throws<ArgumentException>(() => d.Attention.WriteKv(kc, vc, k, k, badSlots)).ParamName);
+        using var cs = d.Zeros(DType.F32, 8, 4, 2);
+        Assert.Equal("slotMapping", Assert.Throws<ArgumentException>(() => d.Attention.RotateAndWriteKv(q, k, k, pos, cs, 8, kc, vc, badSlots)).ParamName);
+        Assert.Equal("headDim", Assert.Throws<ArgumentOutOfRangeException>(() => d.Attention.RotateAndWriteKv(q, k, k, pos, cs, 7, kc, vc, seq)).ParamName);
     }
 }
