@@ -41,12 +41,19 @@ public class RopeOps
         int pos = positions[t];
         if (pos < 0 || pos >= s.MaxPositions) return;
         int head = r / half, j = r % half;
-        long cs = ((long)pos * half + j) * 2;
-        float c = cosSin[cs], sn = cosSin[cs + 1];
         long a = (long)t * width + head * s.HeadDim + j, b = a + half;
+        Rotate(x, a, b, cosSin, ((long)pos * half + j) * 2);
+    }
+
+    /// <summary>(x[a], x[b]) ← (x[a]·cos − x[b]·sin, x[b]·cos + x[a]·sin) with (cos, sin) at cosSin[cs]: every kernel that rotates from the table shares these products.</summary>
+    internal static (float A, float B) Rotate(ArrayView<float> x, long a, long b, ArrayView<float> cosSin, long cs)
+    {
+        float c = cosSin[cs], sn = cosSin[cs + 1];
         float x1 = x[a], x2 = x[b];
-        x[a] = x1 * c - x2 * sn;
-        x[b] = x2 * c + x1 * sn;
+        float y1 = x1 * c - x2 * sn, y2 = x2 * c + x1 * sn;
+        x[a] = y1;
+        x[b] = y2;
+        return (y1, y2);
     }
 
     /// <summary>

@@ -24,14 +24,13 @@ public partial class AttentionOps
         int half = s.HeadDim / 2;
         int qPairs = s.QWidth / 2, kvPairs = s.KWidth / 2, perToken = qPairs + 2 * kvPairs;
         int t = i / perToken, r = i % perToken;
-        int slot = v.Slots[t];
-        bool write = slot >= 0 && slot < numSlots;
         if (r >= qPairs + kvPairs)
         {
-            if (!write) return;
+            int vSlot = v.Slots[t];
+            if (vSlot < 0 || vSlot >= numSlots) return;
             r -= qPairs + kvPairs;
             int d = r / half * s.HeadDim + r % half;
-            long from = (long)t * s.KWidth + d, to = (long)slot * s.KWidth + d;
+            long from = (long)t * s.KWidth + d, to = (long)vSlot * s.KWidth + d;
             v.VCache[to] = v.V[from];
             v.VCache[to + half] = v.V[from + half];
             return;
@@ -47,19 +46,13 @@ public partial class AttentionOps
         }
         int head = r / half, j = r % half;
         long a = (long)t * width + head * s.HeadDim + j, b = a + half;
-        float x1 = x[a], x2 = x[b];
         int pos = v.Positions[t];
-        if (pos >= 0 && pos < s.MaxPositions)
-        {
-            long cs = ((long)pos * half + j) * 2;
-            float c = v.CosSin[cs], sn = v.CosSin[cs + 1];
-            float y1 = x1 * c - x2 * sn, y2 = x2 * c + x1 * sn;
-            x[a] = y1;
-            x[b] = y2;
-            x1 = y1;
-            x2 = y2;
-        }
-        if (!isK || !write) return;
+        float x1, x2;
+        if (pos >= 0 && pos < s.MaxPositions) (x1, x2) = RopeOps.Rotate(x, a, b, v.CosSin, ((long)pos * half + j) * 2);
+        else (x1, x2) = (x[a], x[b]);
+        if (!isK) return;
+        int slot = v.Slots[t];
+        if (slot < 0 || slot >= numSlots) return;
         long at = (long)slot * s.KWidth + head * s.HeadDim + j;
         v.KCache[at] = x1;
         v.KCache[at + half] = x2;
@@ -67,7 +60,7 @@ public partial class AttentionOps
 
     /// <summary>
     /// <see cref="RopeOps.ApplyCached"/> on q and k, then <see cref="WriteKv"/> of the rotated k and of v, in one launch
-    /// (the same results bit for bit).
+    /// (the same results bit for bit). q, k and v must not overlap: v is copied while k is rotated.
     /// </summary>
     /// <param name="q">[tokens, heads*headDim] F32, rotated in place</param>
     /// <param name="k">[tokens, kvHeads*headDim] F32, rotated in place</param>
