@@ -16,6 +16,7 @@ namespace LoraEngine.Bench;
 ///                                                              layer's linears vs read bandwidth and FMA peak), and
 ///                                                              device sampling vs the argmax and a read of the logits;
 ///                                                              on a GPU also decode attention (wide vs split kernels)
+///   sample [--quick]                                           device sampling alone (the sample rows of tensors)
 ///   attention [--quick]                                        decode attention alone: 1B and 8B heads, batch 1 and 32,
 ///                                                              contexts 128/512/2048; the wide and split kernels side by side
 ///   linear OUT IN TOKENS [auto|split-k|split-rows|split-slices] one BF16 linear launched 5 times eagerly (for a profiler;
@@ -61,6 +62,10 @@ public static class BenchRunner
                 var sample = SampleBench.Run(device, quick, Console.Out);
                 var attention = !device.IsCpu && !quick ? AttentionBench.Run(device, quick, Console.Out) : null;
                 File.WriteAllText(Path.Combine(outDir, "tensors.json"), JsonSerializer.Serialize(new { device = device.ToString(), launchMicroseconds = launchUs, results = linear, cpuLayer, sample, attention }, json));
+                break;
+            case "sample":
+                var sampleOnly = SampleBench.Run(device, quick, Console.Out);
+                File.WriteAllText(Path.Combine(outDir, "sample.json"), JsonSerializer.Serialize(new { device = device.ToString(), results = sampleOnly }, json));
                 break;
             case "attention":
                 var attentionOnly = AttentionBench.Run(device, quick, Console.Out);

@@ -25,6 +25,8 @@ while [ $# -gt 0 ]; do
         tar xJf "$root/.carry/variant-$1.tar.xz" -C $v; cd $v; tag="-$1"
       fi
       echo "== use $1"; shift ;;
+    set)  # set VAR VALUE: exported for the later steps (e.g. set NCU_EXTRA "-k regex:SplitAttention")
+      export "$1=$2"; echo "== set $1=$2"; shift 2 ;;
     opencl)  # the Tensors tests on pocl's CPU OpenCL device
       echo "== tests Tensors (opencl)"; (cd tests/Tensors/bin/Release/net10.0 && LORAENGINE_DEVICE=opencl timeout 400 dotnet LoraEngine.Tensors.Tests.dll 2>&1 | tail -60) | tee "$out/tests-opencl.log" | grep -E "Total:|\[FAIL\]" | head -20 ;;
     tests)
@@ -42,10 +44,10 @@ while [ $# -gt 0 ]; do
       echo "== ncu $1 $2 $3"; eval timeout 400 $n --clock-control none --target-processes all --launch-skip $1 --launch-count $2 \
         --metrics gpu__time_duration.sum --print-summary per-kernel ${NCU_EXTRA:-} dotnet bench/bin/Release/net10.0/LoraEngine.Bench.dll $3 --out /tmp/ncu-bench \
         > "$out/ncu-$1.log" 2>&1; grep -E "Kernel_|gpu__time_duration" "$out/ncu-$1.log" | paste - - | awk '{print}' | head -60; shift 3 ;;
-    ncusec)  # ncusec SKIP "BENCH ARGS": ncu's SpeedOfLight, occupancy, warp-state and workload sections of launch SKIP
+    ncusec)  # ncusec SKIP "BENCH ARGS": ncu's SpeedOfLight, occupancy, warp-state and workload sections of launch SKIP (NCU_EXTRA="-k regex:NAME": of that kernel's launches)
       n=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu | head -1)
       echo "== ncusec $1 $2"; eval timeout 300 $n --clock-control none --launch-skip $1 --launch-count 1 --section SpeedOfLight --section Occupancy \
-        --section LaunchStats --section WarpStateStats --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis \
+        --section LaunchStats --section WarpStateStats --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis ${NCU_EXTRA:-} \
         dotnet bench/bin/Release/net10.0/LoraEngine.Bench.dll $2 --out /tmp/ncu-bench > "$out/ncusec-$1-${2// /_}.log" 2>&1
       grep -vE "^\s*$|----|^==PROF==|^    [A-Z]{3,}|Section:" "$out/ncusec-$1-${2// /_}.log" | grep -E "Kernel|Throughput|Duration|Registers|Occupancy|Stall|Issued|Warp Cycles|Eligible|Active Warps|Pipe|Hit|Busy|Block Limit|Executed Ipc" | head -70; shift 2 ;;
     ptxas)
