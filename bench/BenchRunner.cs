@@ -16,6 +16,8 @@ namespace LoraEngine.Bench;
 ///                                                              layer's linears vs read bandwidth and FMA peak), and
 ///                                                              device sampling vs the argmax and a read of the logits;
 ///                                                              on a GPU also decode attention (wide vs split kernels)
+///   shapes [--tokens 1,32] [--auto]                            the served linear shapes alone (the model-shape rows of tensors);
+///                                                              --auto: only the kernel each shape picks
 ///   sample [--quick]                                           device sampling alone (the sample rows of tensors)
 ///   attention [--quick]                                        decode attention alone: 1B and 8B heads, batch 1 and 32,
 ///                                                              contexts 128/512/2048; the wide and split kernels side by side
@@ -62,6 +64,11 @@ public static class BenchRunner
                 var sample = SampleBench.Run(device, quick, Console.Out);
                 var attention = !device.IsCpu && !quick ? AttentionBench.Run(device, quick, Console.Out) : null;
                 File.WriteAllText(Path.Combine(outDir, "tensors.json"), JsonSerializer.Serialize(new { device = device.ToString(), launchMicroseconds = launchUs, results = linear, cpuLayer, sample, attention }, json));
+                break;
+            case "shapes":
+                int[]? shapeTokens = Option("--tokens", "") is { Length: > 0 } list ? list.Split(',').Select(int.Parse).ToArray() : null;
+                var shapes = LinearBench.RunModelShapes(device, Console.Out, shapeTokens, eachKernel: !argv.Contains("--auto"));
+                File.WriteAllText(Path.Combine(outDir, "shapes.json"), JsonSerializer.Serialize(new { device = device.ToString(), results = shapes }, json));
                 break;
             case "sample":
                 var sampleOnly = SampleBench.Run(device, quick, Console.Out);

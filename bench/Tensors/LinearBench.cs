@@ -59,7 +59,9 @@ public static class LinearBench
     /// alone stays in an H100's 50 MB L2 and hid the DRAM behaviour of the 1B shapes (2026-12-06: a one-token linear change
     /// that slowed the served bs1 step looked neutral here).
     /// </summary>
-    public static IReadOnlyList<LinearResult> RunModelShapes(ComputeDevice device, TextWriter log)
+    /// <param name="tokenCounts">token counts timed per shape (default 1 and 32)</param>
+    /// <param name="eachKernel">also time each tensor-core kernel forced in turn (default true)</param>
+    public static IReadOnlyList<LinearResult> RunModelShapes(ComputeDevice device, TextWriter log, int[]? tokenCounts = null, bool eachKernel = true)
     {
         var results = new List<LinearResult>();
         double copy = CopyGBps(device, 1L << 30, quick: false);
@@ -69,7 +71,7 @@ public static class LinearBench
             var ws = RandomWeights(device, DType.BF16, outF, inF, (int)Math.Clamp(ColdWeightBytes / bytes, 1, 32));
             try
             {
-                foreach (int tokens in new[] { 1, 32 })
+                foreach (int tokens in tokenCounts ?? [1, 32])
                 {
                     using var x = device.Upload(RandomFloats(tokens * inF, 1), tokens, inF);
                     using var y = device.Allocate(DType.F32, tokens, outF);
@@ -78,7 +80,7 @@ public static class LinearBench
                     double ms = MedianReplayMs(device, Launch);
                     var r = new LinearResult(outF, inF, DType.BF16, tokens, ms, bytes / (ms * 1e6), copy);
                     results.Add(r);
-                    log.WriteLine($"linear {name,-11} {outF}x{inF} tokens {tokens,2}: {ms * 1000,8:F1} µs  {r.WeightGBps,7:F1} GB/s  copy {copy,7:F1} GB/s  ratio {r.RatioToCopy:F2}{EachKernel(device, Launch)}");
+                    log.WriteLine($"linear {name,-11} {outF}x{inF} tokens {tokens,2}: {ms * 1000,8:F1} µs  {r.WeightGBps,7:F1} GB/s  copy {copy,7:F1} GB/s  ratio {r.RatioToCopy:F2}{(eachKernel ? EachKernel(device, Launch) : "")}");
                 }
             }
             finally
