@@ -36,8 +36,11 @@ public partial class AttentionOps
         return XMath.Max(1, (int)(((long)ctx + length - 1) / length));
     }
 
-    /// <summary>Whether the split kernels serve this head_dim: 4 warps × 4 dims a lane, two threads a key row, 16 dims a load round.</summary>
-    static bool SplitSupports(int headDim) => headDim % 32 == 0 && headDim <= MaxHeadDim;
+    /// <summary>
+    /// Whether the split kernels serve this head_dim: a warp's value columns (head_dim / 16 F4s) must divide its 32 lanes
+    /// for the butterfly reduction (96, 160, … go to the other kernels: they double-counted positions here).
+    /// </summary>
+    static bool SplitSupports(int headDim) => headDim is 32 or 64 or 128 or 256;
 
     /// <summary>Floats of one split's partial result of one head in the workspace: o[headDim], then max, sum (padded to 16 bytes).</summary>
     static int RecordFloats(int headDim) => headDim + 4;

@@ -9,8 +9,8 @@ namespace LoraEngine.Tensors.Tests.Kernels;
 /// <summary>
 /// The split-context attention kernels (head_dim 32, 64, 128, 256) against the contiguous reference at contexts on
 /// both sides of the split boundaries (64 positions a split up to 1024, then longer splits), GQA ratios up to more
-/// heads than one group serves, prefill chunks; and a token's result bit for bit the same alone, beside other tokens,
-/// and however many tokens a launch takes.
+/// heads than one group serves, prefill chunks, unmapped blocks; and a token's result bit for bit the same alone,
+/// beside other tokens, and however many tokens a launch takes.
 /// </summary>
 public class SplitAttentionTests
 {
@@ -57,10 +57,37 @@ public class SplitAttentionTests
     [InlineData(8, 1, 128, 5)]   // MQA, 8 heads: one full head group
     [InlineData(12, 1, 64, 16)]  // 12 heads on one KV head: two head groups (8 + 4)
     [InlineData(6, 2, 256, 3)]   // GQA 3, the widest head
+    [InlineData(6, 2, 96, 8)]    // not a power of two: served by another kernel (the split kernel's value lanes need 32 % (96 / 16) == 0)
     public void Head_shapes_match_the_reference(int heads, int kvHeads, int headDim, int blockSize)
     {
         var c = NewCase(heads * 100 + headDim, heads, kvHeads, headDim, blockSize, [1, 130, 300], [1, 1, 1]);
         Tolerance.AssertClose(AttentionKernelsTests.Run(Device, c), Reference(c), 1e-5, 1e-5, $"heads {heads}/{kvHeads} dim {headDim} block {blockSize}");
+    }
+
+    [Theory]
+    [InlineData(4, 1, 64, 16)]  // Llama-3.2-1B's group of 4 heads
+    [InlineData(8, 1, 128, 8)]  // a full group of 8, two score and two value rounds
+    public void Unmapped_blocks_contribute_nothing(int heads, int kvHeads, int headDim, int blockSize)
+    {
+        // Context 300 (five splits of 64): a block inside the first split, the blocks of the whole second split and one
+        // in the last unmapped; context 40 (one split, written out directly): its first block.
+        int[] lengths = [300, 40];
+        int[][] unmapped = [[64 / blockSize - 2, .. Enumerable.Range(64 / blockSize, 64 / blockSize), 280 / blockSize], [0]];
+        var c = NewCase(7, heads, kvHeads, headDim, blockSize, lengths, [1, 1]);
+        var tables = c.Tables.ToArray();
+        for (int s = 0; s < lengths.Length; s++)
+            foreach (int b in unmapped[s])
+                tables[s * c.MaxBlocks + b] = -1; // also leaves the cache rows unwritten (Run's slots are negative)
+
+        // The reference attends to the mapped positions alone: the sequences with the unmapped positions left out.
+        int kvWidth = kvHeads * headDim;
+        bool Mapped(int s, int p) => !unmapped[s].Contains(p / blockSize);
+        float[] Compact(float[] rows, int s) =>
+            Enumerable.Range(0, lengths[s]).Where(p => Mapped(s, p)).SelectMany(p => rows.Skip(p * kvWidth).Take(kvWidth)).ToArray();
+        var positions = c.TokenPos.Select((p, t) => Enumerable.Range(0, p + 1).Count(x => Mapped(c.TokenSeq[t], x)) - 1).ToArray();
+        var expected = AttentionReference.Attend(c.Q, c.Keys.Select(Compact).ToArray(), c.Values.Select(Compact).ToArray(),
+            c.TokenSeq, positions, heads, kvHeads, headDim, 1 / Math.Sqrt(headDim));
+        Tolerance.AssertClose(AttentionKernelsTests.Run(Device, c with { Tables = tables }), expected, 1e-5, 1e-5, $"heads {heads}/{kvHeads} dim {headDim}");
     }
 
     [Fact]
