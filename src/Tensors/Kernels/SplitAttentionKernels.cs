@@ -37,8 +37,8 @@ public partial class AttentionOps
     }
 
     /// <summary>
-    /// Whether the split kernels serve this head_dim: a warp's value columns (head_dim / 16 F4s) must divide its 32 lanes
-    /// for the butterfly reduction (96, 160, … go to the other kernels: they double-counted positions here).
+    /// Whether the split kernels serve this head_dim: a score round reads at least 32 dims a position, and a warp's value
+    /// columns (head_dim / 16 F4s) must divide its 32 lanes for the butterfly reduction (96, 160, … go to the other kernels).
     /// </summary>
     static bool SplitSupports(int headDim) => headDim is 32 or 64 or 128 or 256;
 
@@ -60,16 +60,19 @@ public partial class AttentionOps
     // For split `split` of token t's context and query heads h0..h0+rc−1 (KV head kvh), over the split's positions p:
     // m[h] = max_p score, l[h] = Σ_p e^(score − m[h]), o[h] = Σ_p e^(score − m[h]) · V[p], score = scale · q[t,h] · K[p].
     // One split: out[t,h] = o[h] / l[h]; more: (o, m, l) go to the workspace for CombineSplitsKernel.
-    // Grid: (token, KV head, head group, split < GridSplits), splits past the token's last exit at once. Positions come in chunks of 64:
-    // two threads score a position (each half the dims, 8 loads in flight), one warp per head does the chunk's softmax
-    // bookkeeping, then warps take 16 dims each and lanes positions, 8 value rows in flight a lane, reduced by butterfly.
-    // Heads of the group are walked one after the other: the first reads K and V rows from memory, the others from L1.
+    // Grid: (token, KV head, head group, split < GridSplits), splits past the token's last exit at once. Positions come in chunks of 64,
+    // each chunk's K and V rows loaded once into registers and used for all rc heads of the group:
+    // - scores: two threads a position, each half the dims in rounds of 8 loads (64 dims a pair), then every head's dot;
+    // - values: warps take a quarter of the dims each and lanes positions, 8 rows in flight a lane; the first round is
+    //   issued before the softmax (it needs only the chunk's rows) so its latency hides behind it; each head's sum is
+    //   reduced by butterfly;
+    // - between them one warp per head does the chunk's softmax bookkeeping.
     static void SplitAttentionKernel(AttentionViews v, AttentionShape s)
     {
-        var qs = SharedMemory.Allocate<float>(MaxGroupHeads * MaxHeadDim);      // [rc, headDim] scaled queries
+        var qs = SharedMemory.Allocate<float>(MaxGroupHeads * MaxHeadDim);      // [rc, qDim] scaled queries, zero past headDim
         var acc = SharedMemory.Allocate<float>(MaxGroupHeads * MaxHeadDim);     // [rc, headDim] o relative to runMax
         var weights = SharedMemory.Allocate<float>(MaxGroupHeads * SplitChunk); // [rc, chunk] scores, then weights
-        var rows = SharedMemory.Allocate<long>(SplitChunk);                     // the chunk's cache rows as F4 indices, −1 unmapped
+        var rows = SharedMemory.Allocate<long>(SplitChunk);                     // the chunk's cache rows as F4 indices, −1 unmapped or past the end
         var runMax = SharedMemory.Allocate<float>(MaxGroupHeads);
         var runSum = SharedMemory.Allocate<float>(MaxGroupHeads);
         var rescale = SharedMemory.Allocate<float>(MaxGroupHeads);
@@ -87,12 +90,15 @@ public partial class AttentionOps
         int ratio = s.Heads / s.KvHeads, r0 = headGroup * MaxGroupHeads;
         int rc = XMath.Min(MaxGroupHeads, ratio - r0), h0 = kvh * ratio + r0;
         int hd = s.HeadDim, hd4 = hd / 4;
+        int qDim = XMath.Max(hd, 64); // a score round covers 64 dims: at head_dim 32 zero queries make its upper half add nothing
         long qBase = ((long)t * s.Heads + h0) * hd;
-        for (int i = tid; i < rc * hd; i += SplitThreads)
+        for (int i = tid; i < rc * qDim; i += SplitThreads)
         {
-            qs[i] = v.Q[qBase + i] * s.Scale;
-            acc[i] = 0;
+            int r = i / qDim, d = i % qDim;
+            qs[i] = d < hd ? v.Q[qBase + r * hd + d] * s.Scale : 0f;
         }
+        for (int i = tid; i < rc * hd; i += SplitThreads)
+            acc[i] = 0;
         if (tid < rc)
         {
             runMax[tid] = float.NegativeInfinity;
@@ -101,32 +107,41 @@ public partial class AttentionOps
         Group.Barrier();
 
         int pos = tid >> 1, half = tid & 1;                              // scores: two threads a position
-        int cw = hd / 16, col = warp * cw + lane % cw, posLane = lane / cw; // values: warp's 16 dims, lanes' positions
-        int stride = 32 / cw;
+        int cw = hd / 16, col = warp * cw + lane % cw, posLane = lane / cw; // values: warp's F4 columns, lanes' positions
+        int stride = 32 / cw, roundRows = 8 * stride;                    // a value round: 8 rows a lane, roundRows a warp
         for (int c0 = start; c0 < end; c0 += SplitChunk)
         {
             int count = XMath.Min(SplitChunk, end - c0);
             long kv = pos < count ? KvOffset(v, s, seq, c0 + pos, kvh) : -1;
             long row = kv >= 0 ? kv / 4 : -1;
             if (half == 0) rows[pos] = row;
-            for (int r = 0; r < rc; r++)
+            for (int j0 = 0; j0 < hd4; j0 += 16)
             {
-                float dot = row >= 0 ? HalfRowDot(v.KCache4, row, qs, r * hd, half, hd4) : 0f;
-                dot += Warp.ShuffleXor(dot, 1);
-                if (half == 0) weights[r * SplitChunk + pos] = row >= 0 ? dot : float.NegativeInfinity;
+                // This thread's F4 columns j0 + half, +2, …, +14 of the key row, then each head's partial dot from them.
+                var k = KeyRound(v.KCache4, row, j0 + half, hd4);
+                int q = 4 * (j0 + half);
+                for (int r = 0; r < rc; r++)
+                {
+                    float dot = RoundDot(qs, r * qDim + q, k);
+                    dot += Warp.ShuffleXor(dot, 1);
+                    int w = r * SplitChunk + pos;
+                    if (half == 0) weights[w] = j0 == 0 ? dot : weights[w] + dot;
+                }
             }
             Group.Barrier();
 
+            var values = ValueRound(v.VCache4, rows, posLane, stride, count, col);
             for (int r = warp; r < rc; r += SplitWarps)
             {
+                // Unmapped positions and those past the chunk's end (rows −1) get weight 0.
                 int w0 = r * SplitChunk + lane, w1 = w0 + 32;
-                float a = lane < count ? weights[w0] : float.NegativeInfinity;
-                float b = lane + 32 < count ? weights[w1] : float.NegativeInfinity;
+                float a = rows[lane] >= 0 ? weights[w0] : float.NegativeInfinity;
+                float b = rows[lane + 32] >= 0 ? weights[w1] : float.NegativeInfinity;
                 float old = runMax[r], max = XMath.Max(old, MatMulOps.WarpMax(XMath.Max(a, b)));
                 float wa = a == float.NegativeInfinity ? 0f : XMath.Exp(a - max);
                 float wb = b == float.NegativeInfinity ? 0f : XMath.Exp(b - max);
-                if (lane < count) weights[w0] = wa;
-                if (lane + 32 < count) weights[w1] = wb;
+                weights[w0] = wa;
+                weights[w1] = wb;
                 float sum = MatMulOps.WarpSum(wa + wb);
                 if (lane == 0)
                 {
@@ -138,41 +153,29 @@ public partial class AttentionOps
             }
             Group.Barrier();
 
-            for (int r = 0; r < rc; r++)
+            // Rounds of roundRows positions (one at head_dim ≤ 64, up to four at 256), each head from the same registers.
+            for (int i0 = 0; i0 < count; i0 += roundRows)
             {
-                int wr = r * SplitChunk;
-                F4 o = default;
-                for (int i = posLane; i < count; i += 8 * stride)
+                if (i0 > 0) values = ValueRound(v.VCache4, rows, i0 + posLane, stride, count, col);
+                for (int r = 0; r < rc; r++)
                 {
-                    // Eight rows in flight (the 64 positions of a chunk in one round at head_dim 64), then their weights.
-                    F4 a0 = ValueRow(v.VCache4, rows, i, count, col), a1 = ValueRow(v.VCache4, rows, i + stride, count, col);
-                    F4 a2 = ValueRow(v.VCache4, rows, i + 2 * stride, count, col), a3 = ValueRow(v.VCache4, rows, i + 3 * stride, count, col);
-                    F4 a4 = ValueRow(v.VCache4, rows, i + 4 * stride, count, col), a5 = ValueRow(v.VCache4, rows, i + 5 * stride, count, col);
-                    F4 a6 = ValueRow(v.VCache4, rows, i + 6 * stride, count, col), a7 = ValueRow(v.VCache4, rows, i + 7 * stride, count, col);
-                    o = MulAdd(o, Weight(weights, wr, i, count), a0);
-                    o = MulAdd(o, Weight(weights, wr, i + stride, count), a1);
-                    o = MulAdd(o, Weight(weights, wr, i + 2 * stride, count), a2);
-                    o = MulAdd(o, Weight(weights, wr, i + 3 * stride, count), a3);
-                    o = MulAdd(o, Weight(weights, wr, i + 4 * stride, count), a4);
-                    o = MulAdd(o, Weight(weights, wr, i + 5 * stride, count), a5);
-                    o = MulAdd(o, Weight(weights, wr, i + 6 * stride, count), a6);
-                    o = MulAdd(o, Weight(weights, wr, i + 7 * stride, count), a7);
-                }
-                for (int offset = cw; offset < 32; offset <<= 1)
-                {
-                    o.X += Warp.ShuffleXor(o.X, offset);
-                    o.Y += Warp.ShuffleXor(o.Y, offset);
-                    o.Z += Warp.ShuffleXor(o.Z, offset);
-                    o.W += Warp.ShuffleXor(o.W, offset);
-                }
-                if (posLane == 0)
-                {
-                    int at = r * hd + 4 * col;
-                    float c = rescale[r];
-                    acc[at] = acc[at] * c + o.X;
-                    acc[at + 1] = acc[at + 1] * c + o.Y;
-                    acc[at + 2] = acc[at + 2] * c + o.Z;
-                    acc[at + 3] = acc[at + 3] * c + o.W;
+                    F4 o = Weighted(weights, r * SplitChunk, i0 + posLane, stride, count, values);
+                    for (int offset = cw; offset < 32; offset <<= 1)
+                    {
+                        o.X += Warp.ShuffleXor(o.X, offset);
+                        o.Y += Warp.ShuffleXor(o.Y, offset);
+                        o.Z += Warp.ShuffleXor(o.Z, offset);
+                        o.W += Warp.ShuffleXor(o.W, offset);
+                    }
+                    if (posLane == 0)
+                    {
+                        int at = r * hd + 4 * col;
+                        float c = i0 == 0 ? rescale[r] : 1f; // the chunk's first round rescales to the new max
+                        acc[at] = acc[at] * c + o.X;
+                        acc[at + 1] = acc[at + 1] * c + o.Y;
+                        acc[at + 2] = acc[at + 2] * c + o.Z;
+                        acc[at + 3] = acc[at + 3] * c + o.W;
+                    }
                 }
             }
             Group.Barrier(); // the next chunk overwrites rows and weights; acc is read below
@@ -246,29 +249,42 @@ public partial class AttentionOps
         }
     }
 
-    /// <summary>q_r · K[row] over this thread's half of the F4 columns (half, half+2, …): eight loads in flight (a 64-wide head in one round), then four.</summary>
-    static float HalfRowDot(ArrayView<F4> cache, long row, ArrayView<float> qs, int q0, int half, int hd4)
+    /// <summary>Eight F4 loads a thread holds in registers: a score round's key columns or a value round's rows.</summary>
+    struct F4x8
     {
-        float dot = 0;
-        int j = half;
-        for (; j + 14 < hd4; j += 16)
-        {
-            F4 a = cache[row + j], b = cache[row + j + 2], c = cache[row + j + 4], d = cache[row + j + 6];
-            F4 e = cache[row + j + 8], f = cache[row + j + 10], g = cache[row + j + 12], h = cache[row + j + 14];
-            int q = q0 + 4 * j;
-            dot += Dot(qs, q, a) + Dot(qs, q + 8, b) + Dot(qs, q + 16, c) + Dot(qs, q + 24, d)
-                 + Dot(qs, q + 32, e) + Dot(qs, q + 40, f) + Dot(qs, q + 48, g) + Dot(qs, q + 56, h);
-        }
-        for (; j < hd4; j += 8)
-        {
-            F4 a = cache[row + j], b = cache[row + j + 2], c = cache[row + j + 4], d = cache[row + j + 6];
-            int q = q0 + 4 * j;
-            dot += Dot(qs, q, a) + Dot(qs, q + 8, b) + Dot(qs, q + 16, c) + Dot(qs, q + 24, d);
-        }
-        return dot;
+        public F4 A, B, C, D, E, F, G, H;
     }
 
+    /// <summary>F4 columns j, j+2, …, j+14 of key row <paramref name="row"/>: zero where unmapped (row −1), the upper four zero past the row (head_dim 32).</summary>
+    static F4x8 KeyRound(ArrayView<F4> cache, long row, int j, int hd4)
+    {
+        if (row < 0) return default;
+        var k = new F4x8 { A = cache[row + j], B = cache[row + j + 2], C = cache[row + j + 4], D = cache[row + j + 6] };
+        if (j + 8 < hd4)
+        {
+            k.E = cache[row + j + 8];
+            k.F = cache[row + j + 10];
+            k.G = cache[row + j + 12];
+            k.H = cache[row + j + 14];
+        }
+        return k;
+    }
+
+    /// <summary>q · k over a score round: query floats q, q+8, …, q+56 (in fours) against the round's columns.</summary>
+    static float RoundDot(ArrayView<float> qs, int q, F4x8 k) =>
+        Dot(qs, q, k.A) + Dot(qs, q + 8, k.B) + Dot(qs, q + 16, k.C) + Dot(qs, q + 24, k.D)
+        + Dot(qs, q + 32, k.E) + Dot(qs, q + 40, k.F) + Dot(qs, q + 48, k.G) + Dot(qs, q + 56, k.H);
+
     static float Dot(ArrayView<float> q, int at, F4 k) => q[at] * k.X + q[at + 1] * k.Y + q[at + 2] * k.Z + q[at + 3] * k.W;
+
+    /// <summary>Column <paramref name="col"/> (F4) of the value rows of chunk positions i, i+stride, …, i+7·stride.</summary>
+    static F4x8 ValueRound(ArrayView<F4> cache, ArrayView<long> rows, int i, int stride, int count, int col) => new F4x8
+    {
+        A = ValueRow(cache, rows, i, count, col), B = ValueRow(cache, rows, i + stride, count, col),
+        C = ValueRow(cache, rows, i + 2 * stride, count, col), D = ValueRow(cache, rows, i + 3 * stride, count, col),
+        E = ValueRow(cache, rows, i + 4 * stride, count, col), F = ValueRow(cache, rows, i + 5 * stride, count, col),
+        G = ValueRow(cache, rows, i + 6 * stride, count, col), H = ValueRow(cache, rows, i + 7 * stride, count, col),
+    };
 
     /// <summary>Column <paramref name="col"/> (F4) of chunk position i's value row; zero past the chunk or unmapped.</summary>
     static F4 ValueRow(ArrayView<F4> cache, ArrayView<long> rows, int i, int count, int col)
@@ -276,6 +292,20 @@ public partial class AttentionOps
         if (i >= count) return default;
         long row = rows[i];
         return row >= 0 ? cache[row + col] : default;
+    }
+
+    /// <summary>Σ_m weight[i + m·stride] · values_m for one head's weights starting at <paramref name="at"/>.</summary>
+    static F4 Weighted(ArrayView<float> weights, int at, int i, int stride, int count, F4x8 x)
+    {
+        F4 o = default;
+        o = MulAdd(o, Weight(weights, at, i, count), x.A);
+        o = MulAdd(o, Weight(weights, at, i + stride, count), x.B);
+        o = MulAdd(o, Weight(weights, at, i + 2 * stride, count), x.C);
+        o = MulAdd(o, Weight(weights, at, i + 3 * stride, count), x.D);
+        o = MulAdd(o, Weight(weights, at, i + 4 * stride, count), x.E);
+        o = MulAdd(o, Weight(weights, at, i + 5 * stride, count), x.F);
+        o = MulAdd(o, Weight(weights, at, i + 6 * stride, count), x.G);
+        return MulAdd(o, Weight(weights, at, i + 7 * stride, count), x.H);
     }
 
     static float Weight(ArrayView<float> weights, int at, int i, int count) => i < count ? weights[at + i] : 0f;
