@@ -42,7 +42,7 @@ internal sealed class ModelExecutor : IModelRunner
     readonly int _logitChunk;
     readonly int _padBlock;
     readonly int _maxBucket;
-    readonly Dictionary<(int Bucket, bool Lora), DeviceGraph> _graphs = new();
+    readonly Dictionary<(int Bucket, bool Lora, bool Filtered), DeviceGraph> _graphs = new();
     int _graphsSampleVersion; // the SampleBatch buffers the graphs captured
     readonly ILogger _logger;
 
@@ -94,7 +94,7 @@ internal sealed class ModelExecutor : IModelRunner
 
     public int MaxBlocksPerSequence { get; }
 
-    /// <summary>CUDA graphs captured so far (one per decode bucket and LoRA use).</summary>
+    /// <summary>CUDA graphs captured so far (one per decode bucket, LoRA use and filtered sampling).</summary>
     public int CapturedGraphs => _graphs.Count;
 
     /// <summary>
@@ -244,7 +244,9 @@ internal sealed class ModelExecutor : IModelRunner
             _graphs.Clear();
             _graphsSampleVersion = _sample.Version;
         }
-        if (_graphs.TryGetValue((bucket, anyLora), out var graph))
+        // Steps with a filtering row (top-k, top-p, min-p) replay a graph that has the select kernels; others one without.
+        var key = (bucket, anyLora, _sample.AnyFiltered);
+        if (_graphs.TryGetValue(key, out var graph))
         {
             graph.Launch();
         }
@@ -252,9 +254,9 @@ internal sealed class ModelExecutor : IModelRunner
         {
             DecodeForward(batch, bucket);
             var captured = DeviceGraph.Capture(Model.Device, () => DecodeForward(batch, bucket));
-            _graphs[(bucket, anyLora)] = captured;
-            _logger.LogInformation("Captured the CUDA graph of decode bucket {Bucket}{Lora}: {Nodes} kernels and copies",
-                bucket, anyLora ? " with LoRA" : "", captured.Nodes);
+            _graphs[key] = captured;
+            _logger.LogInformation("Captured the CUDA graph of decode bucket {Bucket}{Lora}{Filtered}: {Nodes} kernels and copies",
+                bucket, anyLora ? " with LoRA" : "", key.Item3 ? " with top-k/top-p/min-p" : "", captured.Nodes);
         }
         var outcomes = new RowOutcome?[bucket];
         ReadOutcomes(samples, 0, items.Count, outcomes);

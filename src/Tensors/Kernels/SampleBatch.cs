@@ -113,6 +113,10 @@ public sealed class SampleBatch : IDisposable
         PartialValues = device.Zeros(DType.F32, maxRows * Parts);
         PartialIndices = device.Zeros(DType.I32, maxRows * Parts);
         PartialNonFinite = device.Zeros(DType.I32, maxRows * Parts);
+        SelectState = device.Zeros(DType.I32, maxRows, 2 * SelectStateLongs);
+        HistogramCounts = device.Zeros(DType.I32, maxRows, 256);
+        HistogramWeights = device.Zeros(DType.I32, maxRows, 2 * 256);
+        Arrivals = device.Zeros(DType.I32, maxRows);
         Out = device.Zeros(DType.I32, maxRows, OutInts);
         OutLogprob = device.Zeros(DType.F32, maxRows);
         TopIds = device.Zeros(DType.I32, maxRows, MaxLogprobs);
@@ -150,6 +154,19 @@ public sealed class SampleBatch : IDisposable
     internal DeviceTensor PartialValues { get; }   // [maxRows · parts] F32: each part's best score
     internal DeviceTensor PartialIndices { get; }  // [maxRows · parts] I32: and its token
     internal DeviceTensor PartialNonFinite { get; } // [maxRows · parts] I32: NaN and ±∞ the part saw
+    internal DeviceTensor SelectState { get; }     // [maxRows, 2 · SelectStateLongs] I32 as ulong: a row's radix select across its parts
+    internal DeviceTensor HistogramCounts { get; } // [maxRows, 256] I32 as uint: a select pass's counts, summed over the parts
+    internal DeviceTensor HistogramWeights { get; } // [maxRows, 512] I32 as ulong: and its weights
+    internal DeviceTensor Arrivals { get; }        // [maxRows] I32: parts done with the current pass (the last one decides)
+
+    /// <summary>ulongs of a row's select state: key prefix, weight still needed, phase (0 done, 1 top-k, 2 top-p), top-p mass.</summary>
+    internal const int SelectStateLongs = 4;
+
+    /// <summary>
+    /// Whether some row of the last <see cref="Write"/> filters its candidates (Sample at temperature &gt; 0 with top-k,
+    /// top-p or min-p): only then does a run launch the select passes (a decode graph is captured for each value).
+    /// </summary>
+    public bool AnyFiltered { get; private set; }
     internal DeviceTensor Out { get; }             // [maxRows, 3] I32: token, finite, rank
     internal DeviceTensor OutLogprob { get; }      // [maxRows] F32: logprob of the token
     internal DeviceTensor TopIds { get; }          // [maxRows, MaxLogprobs] I32, by (logprob desc, id asc)
@@ -159,7 +176,7 @@ public sealed class SampleBatch : IDisposable
     public static long Bytes(int maxRows, int vocab, int editCapacity = 1024)
     {
         int parts = Math.Clamp(((vocab + 3) / 4 + PartQuads - 1) / PartQuads, 1, 64);
-        return 4L * maxRows * (IntParams + FloatParams + 2 + 1 + 3 * parts + OutInts + 1 + 2 * MaxLogprobs)
+        return 4L * maxRows * (IntParams + FloatParams + 2 + 1 + 3 * parts + 2 * SelectStateLongs + 3 * 256 + 1 + OutInts + 1 + 2 * MaxLogprobs)
             + 4L * editCapacity * (EditInts + EditFloats);
     }
 
@@ -196,9 +213,11 @@ public sealed class SampleBatch : IDisposable
         }
 
         int editStart = 0;
+        AnyFiltered = false;
         for (int r = 0; r < rows.Length; r++)
         {
             var row = rows[r];
+            AnyFiltered |= row.Mode == SampleMode.Sample && row.Temperature > 0 && ((row.TopK > 0 && row.TopK < Vocab) || row.TopP < 1 || row.MinP > 0);
             var ints = _rowInts.AsSpan(r * IntParams, IntParams);
             ints[PMode] = (int)row.Mode;
             ints[PTopK] = row.TopK > 0 && row.TopK < Vocab ? row.TopK : 0;
@@ -296,6 +315,10 @@ public sealed class SampleBatch : IDisposable
         PartialValues.Dispose();
         PartialIndices.Dispose();
         PartialNonFinite.Dispose();
+        SelectState.Dispose();
+        HistogramCounts.Dispose();
+        HistogramWeights.Dispose();
+        Arrivals.Dispose();
         Out.Dispose();
         OutLogprob.Dispose();
         TopIds.Dispose();

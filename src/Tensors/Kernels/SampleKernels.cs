@@ -8,12 +8,13 @@ namespace LoraEngine.Tensors.Kernels;
 
 /// <summary>
 /// Sampling on the device: each row of logits [rows, vocab] becomes a token (and, when asked, logprobs) as its
-/// <see cref="SampleRow"/> says, so only ids and the requested top-n come back to the host. Four launches, all reading
+/// <see cref="SampleRow"/> says, so only ids and the requested top-n come back to the host. Four launches (22 when a row filters), all reading
 /// their parameters from a <see cref="SampleBatch"/> (so a CUDA graph can replay them):
 /// <list type="number">
-/// <item>prepare — one group per Sample row: apply the row's edits in place (raw values saved), then find the row's
-///   threshold key: the k-th largest for top-k, then the smallest prefix reaching top-p's mass (radix select over the
-///   64-bit (value, id) key, ≤ 8 passes each, integer histograms in shared memory);</item>
+/// <item>prepare — one group per Sample row: apply the row's edits in place (raw values saved); then, when some row
+///   filters, the select kernels (each row over <see cref="SampleBatch.Parts"/> groups, SampleSelectKernels.cs) find its
+///   maximum and threshold key: the k-th largest for top-k, then the smallest prefix reaching top-p's mass (radix select
+///   over the 64-bit (value, id) key, 8 passes each, integer histograms summed over the parts);</item>
 /// <item>pick (parts × rows groups, so one row spreads over the device) and pick-final (a warp per row): the exponential
 ///   race argmax over the kept tokens, v − log(−log u) with u from Philox(seed, sequence, position, id), or the plain
 ///   argmax (Argmax rows, temperature 0); every value is also checked for NaN and ±∞; final restores the raw logits;</item>
@@ -24,12 +25,13 @@ namespace LoraEngine.Tensors.Kernels;
 /// same token alone or in any batch, eager or replayed. The CPU device runs <see cref="HostSample"/>, the same steps
 /// (<see cref="HostSampleOps"/>).
 /// </summary>
-public class SampleOps
+public partial class SampleOps
 {
     const int GroupSize = 256;
 
     readonly ComputeDevice _device;
-    readonly Action<AcceleratorStream, KernelConfig, SampleViews> _prepare, _pick, _pickFinal, _logprobs;
+    readonly Action<AcceleratorStream, KernelConfig, SampleViews> _prepare, _pick, _pickFinal, _logprobs, _max, _mass;
+    readonly Action<AcceleratorStream, KernelConfig, SampleViews, int, int> _pass;
 
     internal SampleOps(ComputeDevice device)
     {
@@ -38,6 +40,9 @@ public class SampleOps
         _prepare = acc.LoadKernel<SampleViews>(PrepareKernel);
         _pick = acc.LoadKernel<SampleViews>(PickKernel);
         _pickFinal = acc.LoadKernel<SampleViews>(PickFinalKernel);
+        _max = acc.LoadKernel<SampleViews>(MaxKernel);
+        _mass = acc.LoadKernel<SampleViews>(MassKernel);
+        _pass = acc.LoadKernel<SampleViews, int, int>(SelectPassKernel);
         _logprobs = acc.LoadKernel<SampleViews>(LogprobsKernel);
     }
 
@@ -47,6 +52,9 @@ public class SampleOps
         public ArrayView<float> Logits;                       // [rows, vocab]
         public ArrayView<int> RowInts, EditInts, Thresholds, PartialIndices, PartialNonFinite, Out, TopIds;
         public ArrayView<float> RowFloats, EditFloats, Maxima, PartialValues, OutLogprob, TopLogprobs;
+        public ArrayView<ulong> SelectState, HistogramWeights;
+        public ArrayView<uint> HistogramCounts;
+        public ArrayView<int> Arrivals;
         public int Vocab, Parts;
     }
 
@@ -83,25 +91,28 @@ public class SampleOps
             OutLogprob = batch.OutLogprob.F32,
             TopIds = batch.TopIds.I32,
             TopLogprobs = batch.TopLogprobs.F32,
+            SelectState = batch.SelectState.I32.Cast<ulong>(),
+            HistogramCounts = batch.HistogramCounts.I32.Cast<uint>(),
+            HistogramWeights = batch.HistogramWeights.I32.Cast<ulong>(),
+            Arrivals = batch.Arrivals.I32,
             Vocab = batch.Vocab,
             Parts = batch.Parts,
         };
         var stream = _device.Stream;
         _prepare(stream, new KernelConfig(rows, GroupSize), views);
+        if (batch.AnyFiltered) Select(stream, views, rows, batch.Parts);
         _pick(stream, new KernelConfig(new Index2D(batch.Parts, rows), new Index2D(GroupSize, 1)), views);
         _pickFinal(stream, new KernelConfig(rows, 32), views);
         _logprobs(stream, new KernelConfig(rows, GroupSize), views);
     }
 
-    // Sample rows: logits[r, e.token] = edit(raw) for the row's edits (raw saved in EditFloats[e, 1]); then, at
-    // temperature > 0 with a filter, Maxima[r] = max_i logits[r, i] / T and Thresholds[r] = the lowest key kept by
-    // top-k and top-p among the min-p survivors (0: keep every candidate).
+    // Sample rows: logits[r, e.token] = edit(raw) for the row's edits (raw saved in EditFloats[e, 1]). A row that filters
+    // (temperature > 0 with top-k, top-p or min-p) gets its maximum and threshold from the select kernels that follow
+    // (SampleSelectKernels.cs); any other row keeps every candidate: Thresholds[r] = 0, Maxima[r] = −∞.
     static void PrepareKernel(SampleViews s)
     {
-        var counts = SharedMemory.Allocate<uint>(256);
-        var weights = SharedMemory.Allocate<ulong>(256);
-        var state = SharedMemory.Allocate<ulong>(4);
         int r = Grid.IdxX, p = r * IntParams, f = r * FloatParams;
+        if (Group.IdxX == 0) s.SelectState[r * SelectStateLongs + 2] = 0; // no select phase until the max kernel sets one
         if (s.RowInts[p + PMode] != (int)SampleMode.Sample) return;
         long row = (long)r * s.Vocab;
         int start = s.RowInts[p + PEditStart], end = start + s.RowInts[p + PEditCount];
@@ -114,42 +125,10 @@ public class SampleOps
             s.Logits[row + token] = SampleMath.Edit(raw, s.EditFloats[e * EditFloats], s.EditInts[e * EditInts + 2] != 0, s.EditInts[e * EditInts + 1],
                 repetition, presence, frequency);
         }
-        Group.Barrier();
-
-        float t = s.RowFloats[f + PTemperature], topP = s.RowFloats[f + PTopP], minP = s.RowFloats[f + PMinP];
-        int topK = s.RowInts[p + PTopK];
-        ulong threshold = 0;
-        float max = float.NegativeInfinity;
-        if (t > 0 && (topK > 0 || topP < 1 || minP > 0))
-        {
-            float local = float.NegativeInfinity;
-            for (int i = Group.IdxX; i < s.Vocab; i += Group.DimX)
-            {
-                float v = s.Logits[row + i] / t;
-                if (v > local) local = v; // NaN never
-            }
-            max = GroupExtensions.AllReduce<float, MaxFloat>(local);
-            if (topK > 0) threshold = SelectKey(s.Logits, row, s.Vocab, t, max, minP, 0, weighted: false, (ulong)topK, counts, weights, state);
-            if (topP < 1)
-            {
-                if (Group.IdxX == 0) state[3] = 0;
-                Group.Barrier();
-                ulong mass = 0;
-                for (int i = Group.IdxX; i < s.Vocab; i += Group.DimX)
-                {
-                    float v = s.Logits[row + i] / t;
-                    if (SampleMath.Candidate(v, i, max, minP, threshold)) mass += SampleMath.Mass(SampleMath.Relative(v, max));
-                }
-                Atomic.Add(ref state[3], mass);
-                Group.Barrier();
-                ulong total = state[3];
-                threshold = SelectKey(s.Logits, row, s.Vocab, t, max, minP, threshold, weighted: true, SampleMath.TopPTarget(topP, total), counts, weights, state);
-            }
-        }
-        if (Group.IdxX != 0) return;
-        s.Thresholds[r * 2] = (int)(uint)threshold;
-        s.Thresholds[r * 2 + 1] = (int)(uint)(threshold >> 32);
-        s.Maxima[r] = max;
+        if (Group.IdxX != 0 || Filters(s, r)) return;
+        s.Thresholds[r * 2] = 0;
+        s.Thresholds[r * 2 + 1] = 0;
+        s.Maxima[r] = float.NegativeInfinity;
     }
 
     /// <summary>

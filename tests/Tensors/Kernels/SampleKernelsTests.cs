@@ -15,10 +15,10 @@ public class SampleKernelsTests
 {
     internal sealed record Case(int Vocab, float[] Logits, SampleRow[] Rows, TokenEdit[] Edits);
 
-    static Case NewCase(int seed, int maxRows = 5, int maxVocab = 700)
+    static Case NewCase(int seed, int maxRows = 5, int maxVocab = 700, int minVocab = 1)
     {
         var rnd = new RandomData(seed);
-        int rows = rnd.Int(1, maxRows), vocab = rnd.Int(1, maxVocab);
+        int rows = rnd.Int(1, maxRows), vocab = rnd.Int(minVocab, maxVocab);
         var logits = rnd.Floats(rows * vocab, 6f);
         for (int i = 0; i + 5 < logits.Length; i += 11) logits[i + 5] = logits[i]; // ties: the lowest id must win
         if (rnd.Int(0, 9) == 0) logits[rnd.Int(0, logits.Length - 1)] = rnd.Int(0, 1) == 0 ? float.NaN : float.PositiveInfinity;
@@ -78,9 +78,14 @@ public class SampleKernelsTests
     }
 
     [Property(MaxTest = 12)]
-    public void Sampling_matches_the_reference_on_every_device(int seed)
+    public void Sampling_matches_the_reference_on_every_device(int seed) => MatchesReference(NewCase(seed));
+
+    /// <summary>Vocabularies of 2049–7000 tokens: each row spread over 2–4 groups of the pick and select kernels.</summary>
+    [Property(MaxTest = 4)]
+    public void Sampling_over_several_groups_a_row_matches_the_reference(int seed) => MatchesReference(NewCase(seed, maxRows: 3, maxVocab: 7000, minVocab: 2049));
+
+    static void MatchesReference(Case c)
     {
-        var c = NewCase(seed);
         var expected = SampleReference.Run(c.Logits, c.Vocab, c.Rows, c.Edits);
         foreach (var device in TestDevices.All)
         {
