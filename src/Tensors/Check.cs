@@ -33,6 +33,12 @@ internal static class Check
         if (!ReferenceEquals(t.Device, device)) throw new ArgumentException($"{name} lives on another device ({t.Device})", name);
     }
 
+    /// <summary>Throws when <paramref name="t"/> shares memory with <paramref name="other"/> (views of one buffer).</summary>
+    public static void Disjoint(DeviceTensor t, string name, DeviceTensor other, string otherName)
+    {
+        if (t.Overlaps(other)) throw new ArgumentException($"{name} {t.ShapeString} overlaps {otherName} {other.ShapeString} in memory", name);
+    }
+
     public static void Positive(int value, string name)
     {
         if (value <= 0) throw new ArgumentOutOfRangeException(name, value, $"{name} must be positive");

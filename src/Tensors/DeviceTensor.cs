@@ -102,6 +102,11 @@ public sealed class DeviceTensor : IDisposable
     /// <summary>Offset of the first element within the underlying buffer, in elements (for alignment checks).</summary>
     internal long ElementOffset => _offset;
 
+    /// <summary>Whether this tensor and <paramref name="other"/> share at least one element of memory (views of one buffer).</summary>
+    internal bool Overlaps(DeviceTensor other) =>
+        ReferenceEquals(_buffer, other._buffer) && Length > 0 && other.Length > 0
+        && _offset < other._offset + other.Length && other._offset < _offset + Length;
+
     internal ArrayView<T> View<T>() where T : unmanaged
     {
         ObjectDisposedException.ThrowIf(_disposed, this);

@@ -60,7 +60,7 @@ public partial class AttentionOps
 
     /// <summary>
     /// <see cref="RopeOps.ApplyCached"/> on q and k, then <see cref="WriteKv"/> of the rotated k and of v, in one launch
-    /// (the same results bit for bit). q, k and v must not overlap: v is copied while k is rotated.
+    /// (the same results bit for bit). q, k and v must not overlap (checked): v is copied while k is rotated.
     /// </summary>
     /// <param name="q">[tokens, heads*headDim] F32, rotated in place</param>
     /// <param name="k">[tokens, kvHeads*headDim] F32, rotated in place</param>
@@ -76,6 +76,9 @@ public partial class AttentionOps
     {
         var shape = RopeOps.CheckCached(q, k, positions, cosSin, headDim);
         CheckWriteKv(kCache, vCache, k, v, slotMapping);
+        Check.Disjoint(q, nameof(q), k, nameof(k));
+        Check.Disjoint(q, nameof(q), v, nameof(v));
+        Check.Disjoint(k, nameof(k), v, nameof(v));
         if (q.Dim(0) == 0) return;
         RotateAndWriteKvCore(q, k, v, positions, cosSin, shape, kCache, vCache, slotMapping);
     }

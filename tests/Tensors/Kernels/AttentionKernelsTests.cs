@@ -152,5 +152,18 @@ public class AttentionKernelsTests
         using var cs = d.Zeros(DType.F32, 8, 4, 2);
         Assert.Equal("slotMapping", Assert.Throws<ArgumentException>(() => d.Attention.RotateAndWriteKv(q, k, k, pos, cs, 8, kc, vc, badSlots)).ParamName);
         Assert.Equal("headDim", Assert.Throws<ArgumentOutOfRangeException>(() => d.Attention.RotateAndWriteKv(q, k, k, pos, cs, 7, kc, vc, seq)).ParamName);
+
+        // q, k and v must not share memory: v is copied while k is rotated. Views of one buffer that only touch are fine.
+        using var qkv = d.Zeros(DType.F32, 2, 32);
+        using var rows = qkv.Reshape(4, 16);
+        using var qv = rows.Slice(0, 2);
+        using var kv = rows.Slice(2, 2).Reshape(4, 8).Slice(0, 2);
+        using var vv = rows.Slice(2, 2).Reshape(4, 8).Slice(2, 2);
+        using var qPart = rows.Slice(1, 2).Reshape(4, 8).Slice(0, 2);
+        using var qShifted = rows.Slice(1, 2);
+        d.Attention.RotateAndWriteKv(qv, kv, vv, pos, cs, 8, kc, vc, seq);
+        Assert.Equal("k", Assert.Throws<ArgumentException>(() => d.Attention.RotateAndWriteKv(q, k, k, pos, cs, 8, kc, vc, seq)).ParamName);
+        Assert.Equal("q", Assert.Throws<ArgumentException>(() => d.Attention.RotateAndWriteKv(qv, qPart, vv, pos, cs, 8, kc, vc, seq)).ParamName);
+        Assert.Equal("q", Assert.Throws<ArgumentException>(() => d.Attention.RotateAndWriteKv(qShifted, kv, vv, pos, cs, 8, kc, vc, seq)).ParamName);
     }
 }
