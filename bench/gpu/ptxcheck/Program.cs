@@ -10,7 +10,7 @@ const string Usage = """
 usage: ptxcheck [--asm PATH] [--out DIR] [--arch SM_90] [--isa ISA_80] [--opt O2] [--implicit] [--list TYPE]
                 [KERNEL ...]
   KERNEL   Namespace.Type:Method or Namespace.Type:Method<Nested1,Nested2>  (generic args: nested types of
-           Type, or full type names). Default: the TensorCoreLinear RowKernel, Kernel<OneTile>, Kernel<FourTiles>.
+           Type, or full type names). Default: the TensorCoreLinear RowKernel, Kernel<OneTile>, Kernel<FourTiles> with PtxOps.
   --asm    kernel assembly (default src/Tensors/bin/Release/net10.0/LoraEngine.Tensors.dll, from the repository root)
   --out    output folder for NAME.ptx (default ./out)
   --implicit  implicitly grouped entry point (default: explicitly grouped, as LoadKernel)
@@ -43,7 +43,8 @@ for (int i = 0; i < args.Length; i++)
 if (specs.Count == 0)
 {
     const string T = "LoraEngine.Tensors.Kernels.TensorCoreLinear";
-    specs.AddRange([$"{T}:RowKernel", $"{T}:Kernel<OneTile>", $"{T}:Kernel<FourTiles>"]);
+    const string Ptx = "LoraEngine.Tensors.Kernels.PtxOps";
+    specs.AddRange([$"{T}:RowKernel<{Ptx}>", $"{T}:Kernel<OneTile,{Ptx}>", $"{T}:Kernel<FourTiles,{Ptx}>"]);
 }
 
 var asm = Assembly.LoadFrom(Path.GetFullPath(asmPath));

@@ -1,7 +1,6 @@
 using System.Runtime.InteropServices;
 using ILGPU;
 using ILGPU.Runtime;
-using ILGPU.Runtime.Cuda;
 
 namespace LoraEngine.Tensors.Kernels;
 
@@ -56,9 +55,6 @@ internal sealed class TensorCoreLinear : IDisposable
     const int TokensPerGroup = 32; // four n-tiles of 8
     const int ChunkK = 32;
 
-    const string MmaPtx = "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 " +
-                       "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};";
-
     const int RowWarps = 4;         // the row-split kernel: a group of 4 warps, one 16-row block each
     const int Slices = Warps;       // k chunks c ≡ s (mod 8) form slice s: its own accumulator, slices added in order
     const int TilePartialF4s = RowWarps * 32 * 4;  // one slice's partial sums of a 64-row × 32-token tile, as F4
@@ -92,12 +88,22 @@ internal sealed class TensorCoreLinear : IDisposable
         public readonly int Max => 4;
     }
 
-    TensorCoreLinear(ComputeDevice device)
+    TensorCoreLinear(ComputeDevice device, bool emulated)
     {
         _device = device;
-        _kernel = device.Accelerator.LoadKernel<ArrayView<F4>, LinearSegments, int, int>(Kernel<FourTiles>);
-        _kernelOneTile = device.Accelerator.LoadKernel<ArrayView<F4>, LinearSegments, int, int>(Kernel<OneTile>);
-        _rowKernel = device.Accelerator.LoadKernel<ArrayView<F4>, LinearSegments, int, int, int, ArrayView<F4>, ArrayView<int>>(RowKernel);
+        var acc = device.Accelerator;
+        if (emulated)
+        {
+            _kernel = acc.LoadKernel<ArrayView<F4>, LinearSegments, int, int>(Kernel<FourTiles, EmulatedOps>);
+            _kernelOneTile = acc.LoadKernel<ArrayView<F4>, LinearSegments, int, int>(Kernel<OneTile, EmulatedOps>);
+            _rowKernel = acc.LoadKernel<ArrayView<F4>, LinearSegments, int, int, int, ArrayView<F4>, ArrayView<int>>(RowKernel<EmulatedOps>);
+        }
+        else
+        {
+            _kernel = acc.LoadKernel<ArrayView<F4>, LinearSegments, int, int>(Kernel<FourTiles, PtxOps>);
+            _kernelOneTile = acc.LoadKernel<ArrayView<F4>, LinearSegments, int, int>(Kernel<OneTile, PtxOps>);
+            _rowKernel = acc.LoadKernel<ArrayView<F4>, LinearSegments, int, int, int, ArrayView<F4>, ArrayView<int>>(RowKernel<PtxOps>);
+        }
         _partials = device.Accelerator.Allocate1D<F4>((long)SliceTiles * Slices * TilePartialF4s);
         _arrivals = device.Accelerator.Allocate1D<int>(SliceTiles);
         _arrivals.MemSetToZero(device.Stream); // on the stream the kernels run on: ordered before the first of them
@@ -138,7 +144,18 @@ internal sealed class TensorCoreLinear : IDisposable
     }
 
     /// <summary>The tensor-core linear of a CUDA device; null elsewhere (no inline PTX there).</summary>
-    public static TensorCoreLinear? TryCreate(ComputeDevice device) => device.Kind == DeviceKind.Cuda ? new TensorCoreLinear(device) : null;
+    public static TensorCoreLinear? TryCreate(ComputeDevice device) => device.Kind == DeviceKind.Cuda ? new TensorCoreLinear(device, emulated: false) : null;
+
+    /// <summary>
+    /// The same kernels with the MMA emulated in plain C# (<see cref="EmulatedOps"/>), for ILGPU's CPU accelerator: tests
+    /// of the kernels' logic without a GPU. Never chosen by a device (seconds per launch at model sizes).
+    /// </summary>
+    internal static TensorCoreLinear CreateEmulated(ComputeDevice device)
+    {
+        if (device.Accelerator is not ILGPU.Runtime.CPU.CPUAccelerator)
+            throw new ArgumentException($"the emulated tensor-core kernels run on ILGPU's CPU accelerator, not on {device}", nameof(device));
+        return new TensorCoreLinear(device, emulated: true);
+    }
 
     /// <summary>Whether (x, w) fit this kernel: BF16 weights, K a multiple of 8, 16-byte aligned rows.</summary>
     public static bool Supports(DeviceTensor x, DeviceTensor w) =>
@@ -183,7 +200,7 @@ internal sealed class TensorCoreLinear : IDisposable
         else (tokens <= 8 ? _kernelOneTile : _kernel)(_device.Stream, new KernelConfig(new Index2D(blocks, tokenTiles), new Index2D(Warps * 32, 1)), x.F32.Cast<F4>(), seg, tokens, k);
     }
 
-    static void Kernel<TTiles>(ArrayView<F4> x, LinearSegments seg, int tokens, int k) where TTiles : struct, ITiles
+    static void Kernel<TTiles, TOps>(ArrayView<F4> x, LinearSegments seg, int tokens, int k) where TTiles : struct, ITiles where TOps : struct, ITensorCoreOps
     {
         var partial = SharedMemory.Allocate<float>(Warps * 16 * 32);
 
@@ -212,10 +229,10 @@ internal sealed class TensorCoreLinear : IDisposable
             int u0 = c * 4 + t, u1 = u0 + 4 * Warps;
             var k0 = LoadChunk(w, x, baseA, baseB, okA, okB, u0, units, xRow, tokOk);
             var k1 = LoadChunk(w, x, baseA, baseB, okA, okB, u1, units, xRow, tokOk);
-            Chunk<TTiles>(x, k0, u0, units, tok0 + g, tokens, tiles, ref c00, ref c01, ref c02, ref c03, ref c10, ref c11, ref c12, ref c13,
+            Chunk<TTiles, TOps>(x, k0, u0, units, tok0 + g, tokens, tiles, ref c00, ref c01, ref c02, ref c03, ref c10, ref c11, ref c12, ref c13,
                 ref c20, ref c21, ref c22, ref c23, ref c30, ref c31, ref c32, ref c33);
             if (u1 - t >= units) continue;
-            Chunk<TTiles>(x, k1, u1, units, tok0 + g, tokens, tiles, ref c00, ref c01, ref c02, ref c03, ref c10, ref c11, ref c12, ref c13,
+            Chunk<TTiles, TOps>(x, k1, u1, units, tok0 + g, tokens, tiles, ref c00, ref c01, ref c02, ref c03, ref c10, ref c11, ref c12, ref c13,
                 ref c20, ref c21, ref c22, ref c23, ref c30, ref c31, ref c32, ref c33);
         }
 
@@ -247,7 +264,7 @@ internal sealed class TensorCoreLinear : IDisposable
     }
 
     /// <summary>
-    /// The same products as <see cref="Kernel{TTiles}"/>, bit for bit, with the work split by rows instead of k: a group of 4 warps
+    /// The same products as <see cref="Kernel{TTiles, TOps}"/>, bit for bit, with the work split by rows instead of k: a group of 4 warps
     /// owns 64 output rows × 32 tokens, and every warp walks all k chunks in the split-k kernel's order — slice s (the chunks
     /// c ≡ s mod 8, the split-k kernel's warp s) in ascending c into one accumulator, added to a running total after each
     /// slice, as the split-k kernel adds its warps' sums in warp order. Each chunk's 32 × 32 activations are split into
@@ -259,7 +276,8 @@ internal sealed class TensorCoreLinear : IDisposable
     /// with few row groups still fills the GPU; each slice's sums go to <paramref name="partials"/> and the last of a tile's 8 groups to
     /// arrive (counted in <paramref name="arrivals"/>) adds them in slice order, the same additions as the running total.
     /// </summary>
-    static void RowKernel(ArrayView<F4> x, LinearSegments seg, int tokens, int k, int slices, ArrayView<F4> partials, ArrayView<int> arrivals)
+    static void RowKernel<TOps>(ArrayView<F4> x, LinearSegments seg, int tokens, int k, int slices, ArrayView<F4> partials, ArrayView<int> arrivals)
+        where TOps : struct, ITensorCoreOps
     {
         var stage = SharedMemory.Allocate<U4>(2 * 3 * 4 * 32); // [buffer][hi, mid, lo][tile][lane]
         var arrived = SharedMemory.Allocate<int>(1);
@@ -294,7 +312,7 @@ internal sealed class TensorCoreLinear : IDisposable
         // chunk's MMAs do not cover a DRAM read), activations one ahead (L2 hits, staged through shared memory). A slice
         // without chunks (k < 8 chunks) multiplies zeros once: its partial sum is 0.
         int s = sFirst, c = sFirst;
-        Stage(x, stage, 0, sAt, sRow, sOk, c * 4 + sUnit, units);
+        Stage<TOps>(x, stage, 0, sAt, sRow, sOk, c * 4 + sUnit, units);
         var (a, b) = Weights(w, baseA, baseB, okA, okB, c * 4 + t, units);
         int s1 = s, c1 = c;
         Advance(ref s1, ref c1, chunks);
@@ -321,10 +339,10 @@ internal sealed class TensorCoreLinear : IDisposable
             }
 
             int at = buffer * 3 * 128 + lane;
-            MmaSplit(a, b, stage[at], stage[at + 128], stage[at + 256], ref c00, ref c01, ref c02, ref c03);
-            if (tiles > 1) MmaSplit(a, b, stage[at + 32], stage[at + 160], stage[at + 288], ref c10, ref c11, ref c12, ref c13);
-            if (tiles > 2) MmaSplit(a, b, stage[at + 64], stage[at + 192], stage[at + 320], ref c20, ref c21, ref c22, ref c23);
-            if (tiles > 3) MmaSplit(a, b, stage[at + 96], stage[at + 224], stage[at + 352], ref c30, ref c31, ref c32, ref c33);
+            MmaSplit<TOps>(a, b, stage[at], stage[at + 128], stage[at + 256], ref c00, ref c01, ref c02, ref c03);
+            if (tiles > 1) MmaSplit<TOps>(a, b, stage[at + 32], stage[at + 160], stage[at + 288], ref c10, ref c11, ref c12, ref c13);
+            if (tiles > 2) MmaSplit<TOps>(a, b, stage[at + 64], stage[at + 192], stage[at + 320], ref c20, ref c21, ref c22, ref c23);
+            if (tiles > 3) MmaSplit<TOps>(a, b, stage[at + 96], stage[at + 224], stage[at + 352], ref c30, ref c31, ref c32, ref c33);
 
             if (s1 != s)
             {
@@ -338,7 +356,7 @@ internal sealed class TensorCoreLinear : IDisposable
 
             // Everyone finished reading the other buffer a chunk ago (the barrier below), so it can take the next chunk.
             buffer ^= 1;
-            StageSplit(stage, buffer, sAt, x0, x1);
+            StageSplit<TOps>(stage, buffer, sAt, x0, x1);
             Group.Barrier();
             (s, c, a, b) = (s1, c1, a1, b1);
             (s1, c1, a1, b1) = (s2, c2, a2, b2);
@@ -408,7 +426,7 @@ internal sealed class TensorCoreLinear : IDisposable
     }
 
     /// <summary>Loads and splits the first chunk's unit of this thread into buffer 0.</summary>
-    static void Stage(ArrayView<F4> x, ArrayView<U4> stage, int buffer, int sAt, long sRow, bool sOk, int unit, int units)
+    static void Stage<TOps>(ArrayView<F4> x, ArrayView<U4> stage, int buffer, int sAt, long sRow, bool sOk, int unit, int units) where TOps : struct, ITensorCoreOps
     {
         F4 x0 = default, x1 = default;
         if (sOk && unit < units)
@@ -416,17 +434,17 @@ internal sealed class TensorCoreLinear : IDisposable
             x0 = x[sRow + unit * 2];
             x1 = x[sRow + unit * 2 + 1];
         }
-        StageSplit(stage, buffer, sAt, x0, x1);
+        StageSplit<TOps>(stage, buffer, sAt, x0, x1);
     }
 
     /// <summary>Writes 8 activations as hi, mid and lo fragments (the pairs the split-k kernel's lane forms from the same values).</summary>
-    static void StageSplit(ArrayView<U4> stage, int buffer, int sAt, F4 x0, F4 x1)
+    static void StageSplit<TOps>(ArrayView<U4> stage, int buffer, int sAt, F4 x0, F4 x1) where TOps : struct, ITensorCoreOps
     {
         U4 hi, mid, lo;
-        Split(x0.X, x0.Y, out hi.X, out mid.X, out lo.X);
-        Split(x0.Z, x0.W, out hi.Y, out mid.Y, out lo.Y);
-        Split(x1.X, x1.Y, out hi.Z, out mid.Z, out lo.Z);
-        Split(x1.Z, x1.W, out hi.W, out mid.W, out lo.W);
+        Split<TOps>(x0.X, x0.Y, out hi.X, out mid.X, out lo.X);
+        Split<TOps>(x0.Z, x0.W, out hi.Y, out mid.Y, out lo.Y);
+        Split<TOps>(x1.X, x1.Y, out hi.Z, out mid.Z, out lo.Z);
+        Split<TOps>(x1.Z, x1.W, out hi.W, out mid.W, out lo.W);
         int at = buffer * 3 * 128 + sAt;
         stage[at] = hi;
         stage[at + 128] = mid;
@@ -484,21 +502,21 @@ internal sealed class TensorCoreLinear : IDisposable
     /// here, one tile at a time. (Requesting all tiles' activations before the first MMA took the kernel from 75 to 93
     /// registers and made 32-token linears slower on the H200: 1B gate/up 78 → 88 µs, 8B q/k/v 51 → 72 µs.)
     /// </summary>
-    static void Chunk<TTiles>(ArrayView<F4> x, ChunkData k, int unit, int units, int token, int tokens, int tiles,
+    static void Chunk<TTiles, TOps>(ArrayView<F4> x, ChunkData k, int unit, int units, int token, int tokens, int tiles,
         ref float c00, ref float c01, ref float c02, ref float c03, ref float c10, ref float c11, ref float c12, ref float c13,
         ref float c20, ref float c21, ref float c22, ref float c23, ref float c30, ref float c31, ref float c32, ref float c33)
-        where TTiles : struct, ITiles
+        where TTiles : struct, ITiles where TOps : struct, ITensorCoreOps
     {
-        Mma(k.A, k.B, k.X0, k.X1, ref c00, ref c01, ref c02, ref c03);
+        Mma<TOps>(k.A, k.B, k.X0, k.X1, ref c00, ref c01, ref c02, ref c03);
         if (default(TTiles).Max == 1) return;
-        if (tiles > 1) Tile(x, k.A, k.B, unit, units, token + 8, tokens, ref c10, ref c11, ref c12, ref c13);
-        if (tiles > 2) Tile(x, k.A, k.B, unit, units, token + 16, tokens, ref c20, ref c21, ref c22, ref c23);
-        if (tiles > 3) Tile(x, k.A, k.B, unit, units, token + 24, tokens, ref c30, ref c31, ref c32, ref c33);
+        if (tiles > 1) Tile<TOps>(x, k.A, k.B, unit, units, token + 8, tokens, ref c10, ref c11, ref c12, ref c13);
+        if (tiles > 2) Tile<TOps>(x, k.A, k.B, unit, units, token + 16, tokens, ref c20, ref c21, ref c22, ref c23);
+        if (tiles > 3) Tile<TOps>(x, k.A, k.B, unit, units, token + 24, tokens, ref c30, ref c31, ref c32, ref c33);
     }
 
     /// <summary>One n-tile (8 tokens) × one 32-wide k chunk: six MMAs (two k16 halves × hi/mid/lo); a, b: rows g and g+8.</summary>
-    static void Tile(ArrayView<F4> x, U4 a, U4 b, int unit, int units, int token, int tokens,
-        ref float d0, ref float d1, ref float d2, ref float d3)
+    static void Tile<TOps>(ArrayView<F4> x, U4 a, U4 b, int unit, int units, int token, int tokens,
+        ref float d0, ref float d1, ref float d2, ref float d3) where TOps : struct, ITensorCoreOps
     {
         F4 x0 = default, x1 = default;
         if (token < tokens && unit < units)
@@ -507,63 +525,42 @@ internal sealed class TensorCoreLinear : IDisposable
             x0 = x[i];
             x1 = x[i + 1];
         }
-        Mma(a, b, x0, x1, ref d0, ref d1, ref d2, ref d3);
+        Mma<TOps>(a, b, x0, x1, ref d0, ref d1, ref d2, ref d3);
     }
 
     /// <summary>The six MMAs of a chunk for one tile: a, b are rows g and g+8; x0, x1 the lane's 8 activations.</summary>
-    static void Mma(U4 a, U4 b, F4 x0, F4 x1, ref float d0, ref float d1, ref float d2, ref float d3)
+    static void Mma<TOps>(U4 a, U4 b, F4 x0, F4 x1, ref float d0, ref float d1, ref float d2, ref float d3) where TOps : struct, ITensorCoreOps
     {
         U4 hi, mid, lo;
-        Split(x0.X, x0.Y, out hi.X, out mid.X, out lo.X);
-        Split(x0.Z, x0.W, out hi.Y, out mid.Y, out lo.Y);
-        Split(x1.X, x1.Y, out hi.Z, out mid.Z, out lo.Z);
-        Split(x1.Z, x1.W, out hi.W, out mid.W, out lo.W);
-        MmaSplit(a, b, hi, mid, lo, ref d0, ref d1, ref d2, ref d3);
+        Split<TOps>(x0.X, x0.Y, out hi.X, out mid.X, out lo.X);
+        Split<TOps>(x0.Z, x0.W, out hi.Y, out mid.Y, out lo.Y);
+        Split<TOps>(x1.X, x1.Y, out hi.Z, out mid.Z, out lo.Z);
+        Split<TOps>(x1.Z, x1.W, out hi.W, out mid.W, out lo.W);
+        MmaSplit<TOps>(a, b, hi, mid, lo, ref d0, ref d1, ref d2, ref d3);
     }
 
     /// <summary>
     /// The six MMAs of a chunk for one tile from split activations (x: k 0..3 of the lane's 8, the first k16 half; z, w:
     /// k 4..7, the second): hi, mid, lo against the first half of rows g and g+8, then against the second.
     /// </summary>
-    static void MmaSplit(U4 a, U4 b, U4 hi, U4 mid, U4 lo, ref float d0, ref float d1, ref float d2, ref float d3)
+    static void MmaSplit<TOps>(U4 a, U4 b, U4 hi, U4 mid, U4 lo, ref float d0, ref float d1, ref float d2, ref float d3) where TOps : struct, ITensorCoreOps
     {
         // Fragment registers: a0 = row g, a1 = row g+8, a2 = row g (next pair), a3 = row g+8 (next pair).
-        MmaAcc(ref d0, ref d1, ref d2, ref d3, a.X, b.X, a.Y, b.Y, hi.X, hi.Y);
-        MmaAcc(ref d0, ref d1, ref d2, ref d3, a.X, b.X, a.Y, b.Y, mid.X, mid.Y);
-        MmaAcc(ref d0, ref d1, ref d2, ref d3, a.X, b.X, a.Y, b.Y, lo.X, lo.Y);
-        MmaAcc(ref d0, ref d1, ref d2, ref d3, a.Z, b.Z, a.W, b.W, hi.Z, hi.W);
-        MmaAcc(ref d0, ref d1, ref d2, ref d3, a.Z, b.Z, a.W, b.W, mid.Z, mid.W);
-        MmaAcc(ref d0, ref d1, ref d2, ref d3, a.Z, b.Z, a.W, b.W, lo.Z, lo.W);
+        default(TOps).Mma(ref d0, ref d1, ref d2, ref d3, a.X, b.X, a.Y, b.Y, hi.X, hi.Y);
+        default(TOps).Mma(ref d0, ref d1, ref d2, ref d3, a.X, b.X, a.Y, b.Y, mid.X, mid.Y);
+        default(TOps).Mma(ref d0, ref d1, ref d2, ref d3, a.X, b.X, a.Y, b.Y, lo.X, lo.Y);
+        default(TOps).Mma(ref d0, ref d1, ref d2, ref d3, a.Z, b.Z, a.W, b.W, hi.Z, hi.W);
+        default(TOps).Mma(ref d0, ref d1, ref d2, ref d3, a.Z, b.Z, a.W, b.W, mid.Z, mid.W);
+        default(TOps).Mma(ref d0, ref d1, ref d2, ref d3, a.Z, b.Z, a.W, b.W, lo.Z, lo.W);
     }
 
     /// <summary>Two F32 values as packed BF16 pairs (low half first): hi = bf16(v), mid = bf16(v − hi), lo = bf16(v − hi − mid).</summary>
-    static void Split(float v0, float v1, out uint hi, out uint mid, out uint lo)
+    static void Split<TOps>(float v0, float v1, out uint hi, out uint mid, out uint lo) where TOps : struct, ITensorCoreOps
     {
-        hi = PackBf16(v0, v1);
+        hi = default(TOps).PackBf16(v0, v1);
         float r0 = v0 - Interop.IntAsFloat(hi << 16), r1 = v1 - Interop.IntAsFloat(hi & 0xFFFF0000u);
-        mid = PackBf16(r0, r1);
-        lo = PackBf16(r0 - Interop.IntAsFloat(mid << 16), r1 - Interop.IntAsFloat(mid & 0xFFFF0000u));
-    }
-
-    /// <summary>bf16(v0) | bf16(v1) &lt;&lt; 16, rounded to nearest even: one <c>cvt.rn.bf16x2.f32</c> (its first source goes high).</summary>
-    static uint PackBf16(float v0, float v1)
-    {
-        uint packed = 0;
-        Ref<uint> d = packed;
-        Input<float> high = v1, low = v0;
-        CudaAsm.EmitRef("cvt.rn.bf16x2.f32 %0, %1, %2;", ref d, ref high, ref low);
-        return d.Value;
-    }
-
-    static void MmaAcc(ref float d0, ref float d1, ref float d2, ref float d3, uint a0, uint a1, uint a2, uint a3, uint b0, uint b1)
-    {
-        Ref<float> r0 = d0, r1 = d1, r2 = d2, r3 = d3;
-        Input<uint> i0 = a0, i1 = a1, i2 = a2, i3 = a3, j0 = b0, j1 = b1;
-        CudaAsm.EmitRef(MmaPtx, ref r0, ref r1, ref r2, ref r3, ref i0, ref i1, ref i2, ref i3, ref j0, ref j1);
-        d0 = r0.Value;
-        d1 = r1.Value;
-        d2 = r2.Value;
-        d3 = r3.Value;
+        mid = default(TOps).PackBf16(r0, r1);
+        lo = default(TOps).PackBf16(r0 - Interop.IntAsFloat(mid << 16), r1 - Interop.IntAsFloat(mid & 0xFFFF0000u));
     }
 
     static void Store(ArrayView<float> y, int n, int tokens, int token, int row, float v)

@@ -176,6 +176,56 @@ public class MatMulKernelsTests
         }
     }
 
+    /// <summary>
+    /// The tensor-core kernels themselves on ILGPU's CPU accelerator, the MMA emulated in plain C#: split-k, rows and
+    /// slices (and the shape's own pick) give the same bits and the reference values, on shapes that cross the edges —
+    /// one token, tokens past one 32-token tile, K not a multiple of the 32-wide chunk (264: slice 0 has two chunks, the
+    /// second partial), fewer chunks than slices, rows not a multiple of 16 or 64, three linears in one launch. (Small:
+    /// each emulated MMA is 32 warp shuffles on the CPU accelerator.)
+    /// </summary>
+    [Fact]
+    public void Tensor_core_kernels_with_the_mma_emulated_give_the_same_bits_and_the_reference_values()
+    {
+        var device = TestDevices.Cpu;
+        using var tc = TensorCoreLinear.CreateEmulated(device);
+        var rnd = new RandomData(17);
+        foreach (var (tokens, k, outs) in new (int, int, int[])[] { (1, 40, [16]), (3, 264, [37, 16, 24]), (40, 72, [24]) })
+        {
+            var x = rnd.Floats(tokens * k);
+            var weights = outs.Select(n => RandomData.UploadWeight(device, rnd.Floats(n * k), DType.BF16, n, k)).ToArray();
+            using var xt = device.Upload(x, tokens, k);
+            float[][] Run(TensorCoreLinear.Kernels choice)
+            {
+                tc.Choice = choice;
+                var ys = outs.Select(n => device.Allocate(DType.F32, tokens, n)).ToArray();
+                try
+                {
+                    tc.Launch(xt, ys.Zip(weights, (y, w) => (y, w.Tensor)).ToArray());
+                    return ys.Select(y => y.ToArray<float>()).ToArray();
+                }
+                finally
+                {
+                    foreach (var y in ys) y.Dispose();
+                }
+            }
+            try
+            {
+                var splitK = Run(TensorCoreLinear.Kernels.SplitK);
+                var others = new[] { TensorCoreLinear.Kernels.SplitRows, TensorCoreLinear.Kernels.SplitSlices, TensorCoreLinear.Kernels.Auto }
+                    .Select(c => (c, Run(c))).ToArray();
+                for (int i = 0; i < outs.Length; i++)
+                {
+                    foreach (var (choice, ys) in others) Assert.True(splitK[i].SequenceEqual(ys[i]), $"{choice} differs from split-k: {outs[i]}x{k}, {tokens} tokens");
+                    Tolerance.AssertClose(splitK[i], MatMulReference.Linear(x, weights[i].Stored, tokens, k, outs[i]), 2e-3, 1e-4, $"emulated {outs[i]}x{k}, {tokens} tokens");
+                }
+            }
+            finally
+            {
+                foreach (var (t, _) in weights) t.Dispose();
+            }
+        }
+    }
+
     [Fact]
     public void Linear_rejects_bad_arguments()
     {

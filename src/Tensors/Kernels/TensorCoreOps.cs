@@ -1,0 +1,100 @@
+using ILGPU;
+using ILGPU.Runtime.Cuda;
+
+namespace LoraEngine.Tensors.Kernels;
+
+/// <summary>
+/// The two instructions the tensor-core linear is built from, as a compile-time choice of the kernels' type argument:
+/// <see cref="PtxOps"/> (inline PTX, CUDA) or <see cref="EmulatedOps"/> (plain C# with warp shuffles, for ILGPU's CPU
+/// accelerator, so the kernels' indexing, staging and slice bookkeeping are tested without a GPU).
+/// </summary>
+internal interface ITensorCoreOps
+{
+    /// <summary>bf16(v0) | bf16(v1) &lt;&lt; 16, rounded to nearest even.</summary>
+    uint PackBf16(float v0, float v1);
+
+    /// <summary>
+    /// <c>mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32</c>, d += A·B for the warp: lane (g, t) = (lane / 4,
+    /// lane % 4) holds A rows g (a0: k 2t, 2t+1; a2: k 2t+8, 2t+9) and g+8 (a1, a3), B column g (b0: k 2t, 2t+1; b1: k
+    /// 2t+8, 2t+9), and D rows g (d0, d1) and g+8 (d2, d3) at columns 2t, 2t+1. Low halves hold the first element.
+    /// </summary>
+    void Mma(ref float d0, ref float d1, ref float d2, ref float d3, uint a0, uint a1, uint a2, uint a3, uint b0, uint b1);
+}
+
+/// <summary>The tensor cores through inline PTX (CUDA only).</summary>
+internal readonly struct PtxOps : ITensorCoreOps
+{
+    const string MmaPtx = "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 " +
+                       "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};";
+
+    /// <summary>One <c>cvt.rn.bf16x2.f32</c> (its first source goes high).</summary>
+    public uint PackBf16(float v0, float v1)
+    {
+        uint packed = 0;
+        Ref<uint> d = packed;
+        Input<float> high = v1, low = v0;
+        CudaAsm.EmitRef("cvt.rn.bf16x2.f32 %0, %1, %2;", ref d, ref high, ref low);
+        return d.Value;
+    }
+
+    public void Mma(ref float d0, ref float d1, ref float d2, ref float d3, uint a0, uint a1, uint a2, uint a3, uint b0, uint b1)
+    {
+        Ref<float> r0 = d0, r1 = d1, r2 = d2, r3 = d3;
+        Input<uint> i0 = a0, i1 = a1, i2 = a2, i3 = a3, j0 = b0, j1 = b1;
+        CudaAsm.EmitRef(MmaPtx, ref r0, ref r1, ref r2, ref r3, ref i0, ref i1, ref i2, ref i3, ref j0, ref j1);
+        d0 = r0.Value;
+        d1 = r1.Value;
+        d2 = r2.Value;
+        d3 = r3.Value;
+    }
+}
+
+/// <summary>
+/// The same fragments and results in plain C#: each lane gathers its two rows of A and two columns of B from the lanes
+/// that hold them (warp shuffles) and adds the 16 exact BF16 products to d in k order. The hardware's order of additions
+/// inside an MMA is its own, so results agree with <see cref="PtxOps"/> to rounding, and bit for bit among kernels that
+/// issue the same MMAs in the same order, which is what the tests check.
+/// </summary>
+internal readonly struct EmulatedOps : ITensorCoreOps
+{
+    public uint PackBf16(float v0, float v1) => Bf16(v0) | Bf16(v1) << 16;
+
+    static uint Bf16(float v)
+    {
+        uint u = (uint)Interop.FloatAsInt(v);
+        if ((u & 0x7FFFFFFFu) > 0x7F800000u) return (u >> 16) | 0x40; // NaN stays NaN
+        return (u + 0x7FFF + ((u >> 16) & 1)) >> 16;
+    }
+
+    public void Mma(ref float d0, ref float d1, ref float d2, ref float d3, uint a0, uint a1, uint a2, uint a3, uint b0, uint b1)
+    {
+        int lane = Warp.LaneIdx, g = lane >> 2, t = lane & 3;
+        float s0 = d0, s1 = d1, s2 = d2, s3 = d3;
+        for (int half = 0; half < 2; half++)
+        {
+            for (int tt = 0; tt < 4; tt++)
+            {
+                // k = 8·half + 2·tt, +1: rows g and g+8 from lane (g, tt), columns 2t and 2t+1 from lanes (2t, tt), (2t+1, tt).
+                uint rowG = Warp.Shuffle(half == 0 ? a0 : a2, 4 * g + tt);
+                uint rowG8 = Warp.Shuffle(half == 0 ? a1 : a3, 4 * g + tt);
+                uint col0 = Warp.Shuffle(half == 0 ? b0 : b1, 8 * t + tt);
+                uint col1 = Warp.Shuffle(half == 0 ? b0 : b1, 8 * t + 4 + tt);
+                s0 = Dot2(s0, rowG, col0);
+                s1 = Dot2(s1, rowG, col1);
+                s2 = Dot2(s2, rowG8, col0);
+                s3 = Dot2(s3, rowG8, col1);
+            }
+        }
+        d0 = s0;
+        d1 = s1;
+        d2 = s2;
+        d3 = s3;
+    }
+
+    /// <summary>s + a.lo·b.lo + a.hi·b.hi, left to right (each product of two BF16 values is exact in F32).</summary>
+    static float Dot2(float s, uint a, uint b)
+    {
+        s += Interop.IntAsFloat(a << 16) * Interop.IntAsFloat(b << 16);
+        return s + Interop.IntAsFloat(a & 0xFFFF0000u) * Interop.IntAsFloat(b & 0xFFFF0000u);
+    }
+}
