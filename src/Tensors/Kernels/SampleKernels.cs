@@ -158,38 +158,7 @@ public partial class SampleOps
             Group.Barrier();
             if (state[2] != 0) break;
             ulong prefix = state[0];
-            // Each thread adds up a run of its tokens falling into the same bin and adds the run at once: in the first
-            // passes nearly every logit shares one or two bins, where one shared atomic per token queued all 256
-            // threads on the same address. The sums are integers, so the order they arrive in changes nothing.
-            int runBin = -1;
-            uint runCount = 0;
-            ulong runWeight = 0;
-            for (int i = Group.IdxX; i < vocab; i += Group.DimX)
-            {
-                float v = x[row + i] / t;
-                if (!SampleMath.Candidate(v, i, max, minP, floor)) continue;
-                ulong key = SampleMath.Key(v, i);
-                if ((key & mask) != prefix) continue;
-                int bin = (int)((key >> shift) & 255);
-                if (bin != runBin)
-                {
-                    if (runBin >= 0)
-                    {
-                        Atomic.Add(ref counts[runBin], runCount);
-                        Atomic.Add(ref weights[runBin], runWeight);
-                    }
-                    runBin = bin;
-                    runCount = 0;
-                    runWeight = 0;
-                }
-                runCount++;
-                runWeight += weighted ? SampleMath.Mass(SampleMath.Relative(v, max)) : 1ul;
-            }
-            if (runBin >= 0)
-            {
-                Atomic.Add(ref counts[runBin], runCount);
-                Atomic.Add(ref weights[runBin], runWeight);
-            }
+            AddToHistogram(x, row, 0, vocab, t, max, minP, floor, weighted, mask, prefix, shift, counts, weights);
             Group.Barrier();
             if (Group.IdxX == 0)
             {
@@ -216,6 +185,47 @@ public partial class SampleOps
         ulong result = XMath.Max(state[0], floor);
         Group.Barrier(); // everyone has read it before the shared state is used again
         return result;
+    }
+
+    /// <summary>
+    /// Adds the candidates among tokens [lo, hi) of a row whose key matches <paramref name="prefix"/> under
+    /// <paramref name="mask"/> to the byte-<paramref name="shift"/> histogram (count, and weight: mass or 1), by the whole
+    /// group. Each thread adds up a run of its tokens falling into the same bin and adds the run at once: in the first
+    /// passes nearly every logit shares one or two bins, where one shared atomic per token queued all 256 threads on the
+    /// same address. The sums are integers, so the order they arrive in changes nothing.
+    /// </summary>
+    static void AddToHistogram(ArrayView<float> x, long row, int lo, int hi, float t, float max, float minP, ulong floor, bool weighted,
+        ulong mask, ulong prefix, int shift, ArrayView<uint> counts, ArrayView<ulong> weights)
+    {
+        int runBin = -1;
+        uint runCount = 0;
+        ulong runWeight = 0;
+        for (int i = lo + Group.IdxX; i < hi; i += Group.DimX)
+        {
+            float v = x[row + i] / t;
+            if (!SampleMath.Candidate(v, i, max, minP, floor)) continue;
+            ulong key = SampleMath.Key(v, i);
+            if ((key & mask) != prefix) continue;
+            int bin = (int)((key >> shift) & 255);
+            if (bin != runBin)
+            {
+                if (runBin >= 0)
+                {
+                    Atomic.Add(ref counts[runBin], runCount);
+                    Atomic.Add(ref weights[runBin], runWeight);
+                }
+                runBin = bin;
+                runCount = 0;
+                runWeight = 0;
+            }
+            runCount++;
+            runWeight += weighted ? SampleMath.Mass(SampleMath.Relative(v, max)) : 1ul;
+        }
+        if (runBin >= 0)
+        {
+            Atomic.Add(ref counts[runBin], runCount);
+            Atomic.Add(ref weights[runBin], runWeight);
+        }
     }
 
     // Partial pick: group (part, r) scans its quarter-aligned slice of row r for the best candidate by

@@ -146,36 +146,7 @@ public partial class SampleOps
         Group.Barrier();
         PartRange(s, part, out int lo, out int hi);
         long row = (long)r * s.Vocab;
-        // Runs of tokens in one bin are added at once (as in SelectKey: early passes put nearly every token in one bin).
-        int runBin = -1;
-        uint runCount = 0;
-        ulong runWeight = 0;
-        for (int i = lo + Group.IdxX; i < hi; i += Group.DimX)
-        {
-            float v = s.Logits[row + i] / t;
-            if (!SampleMath.Candidate(v, i, max, minP, floor)) continue;
-            ulong key = SampleMath.Key(v, i);
-            if ((key & mask) != prefix) continue;
-            int bin = (int)((key >> shift) & 255);
-            if (bin != runBin)
-            {
-                if (runBin >= 0)
-                {
-                    Atomic.Add(ref counts[runBin], runCount);
-                    Atomic.Add(ref weights[runBin], runWeight);
-                }
-                runBin = bin;
-                runCount = 0;
-                runWeight = 0;
-            }
-            runCount++;
-            runWeight += weighted ? SampleMath.Mass(SampleMath.Relative(v, max)) : 1ul;
-        }
-        if (runBin >= 0)
-        {
-            Atomic.Add(ref counts[runBin], runCount);
-            Atomic.Add(ref weights[runBin], runWeight);
-        }
+        AddToHistogram(s.Logits, row, lo, hi, t, max, minP, floor, weighted, mask, prefix, shift, counts, weights);
         Group.Barrier();
         long hist = (long)r * 256;
         for (int b = Group.IdxX; b < 256; b += Group.DimX)
