@@ -162,9 +162,8 @@ public partial class SampleOps
             Group.Barrier();
             if (Group.IdxX == 0)
             {
-                ulong needed = state[1], above = 0;
-                int bin = 255;
-                while (bin >= 0 && above + weights[bin] < needed) above += weights[bin--];
+                ulong needed = state[1];
+                int bin = PickBin(weights, needed, out ulong above);
                 if (bin < 0)
                 {
                     state[0] = floor; // fewer than the target: keep them all
@@ -174,7 +173,7 @@ public partial class SampleOps
                 {
                     state[0] = prefix | ((ulong)bin << shift);
                     state[1] = needed - above;
-                    if (counts[bin] == 1 || (!weighted && weights[bin] == needed - above)) state[2] = 1;
+                    if (Settles(counts, weights, bin, needed - above, weighted)) state[2] = 1;
                 }
             }
             mask |= 255ul << shift;
@@ -186,6 +185,22 @@ public partial class SampleOps
         Group.Barrier(); // everyone has read it before the shared state is used again
         return result;
     }
+
+    /// <summary>
+    /// A radix pass's choice from its byte histogram: the highest bin at which the bins from 255 down reach
+    /// <paramref name="needed"/> (−1 when all of them together fall short), and the weight of the bins above it.
+    /// </summary>
+    static int PickBin(ArrayView<ulong> weights, ulong needed, out ulong above)
+    {
+        above = 0;
+        int bin = 255;
+        while (bin >= 0 && above + weights[bin] < needed) above += weights[bin--];
+        return bin;
+    }
+
+    /// <summary>Whether the chosen bin ends the select early: it holds one token, or (counting) exactly the weight still needed.</summary>
+    static bool Settles(ArrayView<uint> counts, ArrayView<ulong> weights, int bin, ulong remaining, bool weighted) =>
+        counts[bin] == 1 || (!weighted && weights[bin] == remaining);
 
     /// <summary>
     /// Adds the candidates among tokens [lo, hi) of a row whose key matches <paramref name="prefix"/> under

@@ -148,26 +148,26 @@ public partial class SampleOps
         long row = (long)r * s.Vocab;
         AddToHistogram(s.Logits, row, lo, hi, t, max, minP, floor, weighted, mask, prefix, shift, counts, weights);
         Group.Barrier();
-        long hist = (long)r * 256;
+        var rowCounts = s.HistogramCounts.SubView((long)r * 256, 256);
+        var rowWeights = s.HistogramWeights.SubView((long)r * 256, 256);
         for (int b = Group.IdxX; b < 256; b += Group.DimX)
         {
             if (counts[b] == 0) continue;
-            Atomic.Add(ref s.HistogramCounts[hist + b], counts[b]);
-            Atomic.Add(ref s.HistogramWeights[hist + b], weights[b]);
+            Atomic.Add(ref rowCounts[b], counts[b]);
+            Atomic.Add(ref rowWeights[b], weights[b]);
         }
         if (!LastOfRow(s, r, arrived)) return;
         if (Group.IdxX == 0)
         {
-            ulong needed = s.SelectState[at + 1], above = 0;
-            int bin = 255;
-            while (bin >= 0 && above + s.HistogramWeights[hist + bin] < needed) above += s.HistogramWeights[hist + bin--];
+            ulong needed = s.SelectState[at + 1];
+            int bin = PickBin(rowWeights, needed, out ulong above);
             bool done = true;
             ulong key = floor; // fewer than the target: keep them all
             if (bin >= 0)
             {
                 key = prefix | ((ulong)bin << shift);
                 s.SelectState[at + 1] = needed - above;
-                done = shift == 0 || s.HistogramCounts[hist + bin] == 1 || (!weighted && s.HistogramWeights[hist + bin] == needed - above);
+                done = shift == 0 || Settles(rowCounts, rowWeights, bin, needed - above, weighted);
             }
             s.SelectState[at] = key;
             if (done)
@@ -181,8 +181,8 @@ public partial class SampleOps
         Group.Barrier(); // the decision has read the histogram
         for (int b = Group.IdxX; b < 256; b += Group.DimX)
         {
-            s.HistogramCounts[hist + b] = 0;
-            s.HistogramWeights[hist + b] = 0;
+            rowCounts[b] = 0;
+            rowWeights[b] = 0;
         }
     }
 }
