@@ -5,7 +5,7 @@ namespace LoraEngine.Tensors.Kernels;
 
 /// <summary>
 /// The two instructions the tensor-core linear is built from, as a compile-time choice of the kernels' type argument:
-/// <see cref="PtxOps"/> (inline PTX, CUDA) or <see cref="EmulatedOps"/> (plain C# with warp shuffles, for ILGPU's CPU
+/// <see cref="PtxOps"/> (inline PTX, CUDA) or <see cref="EmulatedOps"/> (plain C# through shared memory, for ILGPU's CPU
 /// accelerator, so the kernels' indexing, staging and slice bookkeeping are tested without a GPU).
 /// </summary>
 internal interface ITensorCoreOps
@@ -50,13 +50,17 @@ internal readonly struct PtxOps : ITensorCoreOps
 }
 
 /// <summary>
-/// The same fragments and results in plain C#: each lane gathers its two rows of A and two columns of B from the lanes
-/// that hold them (warp shuffles) and adds the 16 exact BF16 products to d in k order. The hardware's order of additions
-/// inside an MMA is its own, so results agree with <see cref="PtxOps"/> to rounding, and bit for bit among kernels that
-/// issue the same MMAs in the same order, which is what the tests check.
+/// The same fragments and results in plain C#: the warp's lanes write their fragments to shared memory, and each lane
+/// reads its two rows of A and two columns of B from there and adds the 16 exact BF16 products to d in k order. (Warp
+/// shuffles, 32 an MMA, made the CPU accelerator's test several times slower: each is a barrier of the warp's threads; this is two.)
+/// The hardware's order of additions inside an MMA is its own, so results agree with <see cref="PtxOps"/> to rounding,
+/// and bit for bit among kernels that issue the same MMAs in the same order, which is what the tests check.
 /// </summary>
 internal readonly struct EmulatedOps : ITensorCoreOps
 {
+    const int MaxWarps = 8;        // the largest group a tensor-core kernel launches
+    const int FragmentWords = 6;   // a0..a3, b0, b1
+
     public uint PackBf16(float v0, float v1) => Bf16(v0) | Bf16(v1) << 16;
 
     static uint Bf16(float v)
@@ -68,23 +72,35 @@ internal readonly struct EmulatedOps : ITensorCoreOps
 
     public void Mma(ref float d0, ref float d1, ref float d2, ref float d3, uint a0, uint a1, uint a2, uint a3, uint b0, uint b1)
     {
+        // [warp][word][lane]: this warp's fragments, readable by all its lanes after the barrier.
+        var fragments = SharedMemory.Allocate<uint>(MaxWarps * FragmentWords * 32);
         int lane = Warp.LaneIdx, g = lane >> 2, t = lane & 3;
+        int at = Warp.WarpIdx * FragmentWords * 32;
+        fragments[at + lane] = a0;
+        fragments[at + 32 + lane] = a1;
+        fragments[at + 64 + lane] = a2;
+        fragments[at + 96 + lane] = a3;
+        fragments[at + 128 + lane] = b0;
+        fragments[at + 160 + lane] = b1;
+        Warp.Barrier();
         float s0 = d0, s1 = d1, s2 = d2, s3 = d3;
         for (int half = 0; half < 2; half++)
         {
+            int rowWord = at + half * 64, colWord = at + 128 + half * 32;
             for (int tt = 0; tt < 4; tt++)
             {
                 // k = 8·half + 2·tt, +1: rows g and g+8 from lane (g, tt), columns 2t and 2t+1 from lanes (2t, tt), (2t+1, tt).
-                uint rowG = Warp.Shuffle(half == 0 ? a0 : a2, 4 * g + tt);
-                uint rowG8 = Warp.Shuffle(half == 0 ? a1 : a3, 4 * g + tt);
-                uint col0 = Warp.Shuffle(half == 0 ? b0 : b1, 8 * t + tt);
-                uint col1 = Warp.Shuffle(half == 0 ? b0 : b1, 8 * t + 4 + tt);
+                uint rowG = fragments[rowWord + 4 * g + tt];
+                uint rowG8 = fragments[rowWord + 32 + 4 * g + tt];
+                uint col0 = fragments[colWord + 8 * t + tt];
+                uint col1 = fragments[colWord + 8 * t + 4 + tt];
                 s0 = Dot2(s0, rowG, col0);
                 s1 = Dot2(s1, rowG, col1);
                 s2 = Dot2(s2, rowG8, col0);
                 s3 = Dot2(s3, rowG8, col1);
             }
         }
+        Warp.Barrier(); // every lane has read before the next MMA overwrites
         d0 = s0;
         d1 = s1;
         d2 = s2;
