@@ -180,7 +180,7 @@ public class MatMulKernelsTests
     /// The tensor-core kernels themselves on ILGPU's CPU accelerator, the MMA emulated in plain C#: split-k, rows and
     /// slices (and the shape's own pick) give the same bits and the reference values, on shapes that cross the edges —
     /// one token, tokens past one 32-token tile, K not a multiple of the 32-wide chunk (264: slice 0 has two chunks, the
-    /// second partial), fewer chunks than slices, rows not a multiple of 16 or 64, three linears in one launch. (Small:
+    /// second partial), more than 64 chunks (2312: each warp of split-k has ten), fewer chunks than slices, rows not a multiple of 16 or 64, three linears in one launch. (Small:
     /// each emulated MMA is two warp barriers on the CPU accelerator.)
     /// </summary>
     [Fact]
@@ -189,7 +189,7 @@ public class MatMulKernelsTests
         var device = TestDevices.Cpu;
         using var tc = TensorCoreLinear.CreateEmulated(device);
         var rnd = new RandomData(17);
-        foreach (var (tokens, k, outs) in new (int, int, int[])[] { (1, 40, [16]), (3, 264, [37, 16, 24]), (40, 72, [24]) })
+        foreach (var (tokens, k, outs) in new (int, int, int[])[] { (1, 40, [16]), (1, 2312, [16]), (3, 264, [37, 16, 24]), (40, 72, [24]) })
         {
             var x = rnd.Floats(tokens * k);
             var weights = outs.Select(n => RandomData.UploadWeight(device, rnd.Floats(n * k), DType.BF16, n, k)).ToArray();
