@@ -23,13 +23,17 @@ dotnet build bench/gpu/ptxcheck -c Release -v q -nologo
 rm -rf /tmp/ptx && dotnet bench/gpu/ptxcheck/bin/Release/net10.0/ptxcheck.dll --out /tmp/ptx > /dev/null
 tar cf .carry/ptx.tar -C /tmp ptx
 # VARIANTS="NAME ...": each bench/gpu/pending/NAME.patch applied to HEAD in a worktree and built; its LoraEngine
-# assemblies go to .carry/variant-NAME.tar.xz (run.sh's `use NAME` lays them over this build).
+# assemblies go to .carry/variant-NAME.tar.xz (run.sh's `use NAME` lays them over this build), its kernels' PTX to
+# .carry/ptx-NAME.tar (run.sh's `ptxas` after `use NAME`).
 for v in ${VARIANTS:-}; do
   wt=$(mktemp -d)/wt
   git worktree add -q --detach "$wt" HEAD
   (cd "$wt" && git am -q "$OLDPWD/bench/gpu/pending/$v.patch" && dotnet build LoraEngine.sln -c Release -v q -nologo > /dev/null \
     && find bench/bin/Release/net10.0 tests/{Tensors,Models,Lora,Engine}/bin/Release/net10.0 -maxdepth 1 -name 'LoraEngine.*.dll' \
-    | tar cf - -T - | xz -T2 -6 > "$OLDPWD/.carry/variant-$v.tar.xz") || echo "variant $v failed"
+    | tar cf - -T - | xz -T2 -6 > "$OLDPWD/.carry/variant-$v.tar.xz" \
+    && rm -rf /tmp/ptx-$v && mkdir -p /tmp/ptx-$v \
+    && dotnet "$OLDPWD/bench/gpu/ptxcheck/bin/Release/net10.0/ptxcheck.dll" --asm src/Tensors/bin/Release/net10.0/LoraEngine.Tensors.dll --out /tmp/ptx-$v/ptx > /dev/null \
+    && tar cf "$OLDPWD/.carry/ptx-$v.tar" -C /tmp/ptx-$v ptx) || echo "variant $v failed"
   git worktree remove --force "$wt"
 done
 ls -la .carry

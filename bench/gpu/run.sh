@@ -50,8 +50,8 @@ while [ $# -gt 0 ]; do
         --section LaunchStats --section WarpStateStats --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis ${NCU_EXTRA:-} \
         dotnet bench/bin/Release/net10.0/LoraEngine.Bench.dll $2 --out /tmp/ncu-bench > "$out/ncusec-$1-${2// /_}.log" 2>&1
       grep -vE "^\s*$|----|^==PROF==|^    [A-Z]{3,}|Section:" "$out/ncusec-$1-${2// /_}.log" | grep -E "Kernel|Throughput|Duration|Registers|Occupancy|Stall|Issued|Warp Cycles|Eligible|Active Warps|Pipe|Hit|Busy|Block Limit|Executed Ipc" | head -70; shift 2 ;;
-    ptxas)
-      tar xf "$root/.carry/ptx.tar" -C /tmp; pt=$(python3 -c "import triton,os;print(os.path.dirname(triton.__file__))")/backends/nvidia/bin/ptxas
+    ptxas)  # registers, spills and stack of the tensor-core kernels of the build in use (ptxas 12, from triton)
+      p="$root/.carry/ptx$tag.tar"; [ -f "$p" ] || p="$root/.carry/ptx.tar"; rm -rf /tmp/ptx; tar xf "$p" -C /tmp; pt=$(python3 -c "import triton,os;print(os.path.dirname(triton.__file__))")/backends/nvidia/bin/ptxas
       for f in /tmp/ptx/*.ptx; do echo "== ptxas $f"; $pt -v -arch=sm_90 "$f" -o /tmp/x.cubin 2>&1 | grep -E "registers|spill|stack|error" | head -4; done ;;
   esac
 done
