@@ -180,8 +180,9 @@ public class MatMulKernelsTests
     /// The tensor-core kernels themselves on ILGPU's CPU accelerator, the MMA emulated in plain C#: split-k, rows and
     /// slices (and the shape's own pick) give the same bits and the reference values, on shapes that cross the edges —
     /// one token, tokens past one 32-token tile, K not a multiple of the 32-wide chunk (264: slice 0 has two chunks, the
-    /// second partial), more than 64 chunks (2312: each warp of split-k has ten), fewer chunks than slices, rows not a multiple of 16 or 64, three linears in one launch. (Small:
-    /// each emulated MMA is two warp barriers on the CPU accelerator.)
+    /// second partial), more than 64 chunks (2312: each warp of split-k has ten), fewer chunks than slices, rows not a
+    /// multiple of 16 or 64, three linears in one launch. (Small: each emulated MMA is two warp barriers on the CPU
+    /// accelerator.)
     /// </summary>
     [Fact]
     public void Tensor_core_kernels_with_the_mma_emulated_give_the_same_bits_and_the_reference_values()
