@@ -3,8 +3,8 @@
 // without swizzle, addressed through a descriptor built from the named shared allocation), and each warp computes its
 // 16 rows with mma.sync; the two must agree bit for bit (and with a double reference to rounding). A second kernel
 // chains three wgmma m64n32k16 (three B parts, as the split activations) against each warp's four 8-token tiles of
-// chained mma.sync. wgmma needs
-// .target sm_90a, which ILGPU does not emit: the kernel's PTX is compiled by ILGPU, its target edited, and loaded.
+// chained mma.sync. wgmma needs .target sm_90a, which ILGPU does not emit: the kernel's PTX is compiled by ILGPU, its
+// target edited, and loaded.
 using System.Reflection;
 using ILGPU;
 using ILGPU.Backends;
@@ -13,7 +13,7 @@ using ILGPU.Backends.PTX;
 using ILGPU.Runtime;
 using ILGPU.Runtime.Cuda;
 
-#pragma warning disable CS8321 // Kernel is reached by reflection
+#pragma warning disable CS8321 // the kernels are reached by reflection
 
 static uint SharedBase()
 {
