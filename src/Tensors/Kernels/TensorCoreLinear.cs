@@ -91,23 +91,20 @@ internal sealed class TensorCoreLinear : IDisposable
     TensorCoreLinear(ComputeDevice device, bool emulated)
     {
         _device = device;
-        var acc = device.Accelerator;
-        if (emulated)
-        {
-            _kernel = acc.LoadKernel<ArrayView<F4>, LinearSegments, int, int>(Kernel<FourTiles, EmulatedOps>);
-            _kernelOneTile = acc.LoadKernel<ArrayView<F4>, LinearSegments, int, int>(Kernel<OneTile, EmulatedOps>);
-            _rowKernel = acc.LoadKernel<ArrayView<F4>, LinearSegments, int, int, int, ArrayView<F4>, ArrayView<int>>(RowKernel<EmulatedOps>);
-        }
-        else
-        {
-            _kernel = acc.LoadKernel<ArrayView<F4>, LinearSegments, int, int>(Kernel<FourTiles, PtxOps>);
-            _kernelOneTile = acc.LoadKernel<ArrayView<F4>, LinearSegments, int, int>(Kernel<OneTile, PtxOps>);
-            _rowKernel = acc.LoadKernel<ArrayView<F4>, LinearSegments, int, int, int, ArrayView<F4>, ArrayView<int>>(RowKernel<PtxOps>);
-        }
+        (_kernel, _kernelOneTile, _rowKernel) = emulated ? Load<EmulatedOps>(device.Accelerator) : Load<PtxOps>(device.Accelerator);
         _partials = device.Accelerator.Allocate1D<F4>((long)SliceTiles * Slices * TilePartialF4s);
         _arrivals = device.Accelerator.Allocate1D<int>(SliceTiles);
         _arrivals.MemSetToZero(device.Stream); // on the stream the kernels run on: ordered before the first of them
     }
+
+    /// <summary>The kernels built on one implementation of the MMA: four tiles, one tile (split-k), rows.</summary>
+    static (Action<AcceleratorStream, KernelConfig, ArrayView<F4>, LinearSegments, int, int> FourTiles,
+        Action<AcceleratorStream, KernelConfig, ArrayView<F4>, LinearSegments, int, int> OneTile,
+        Action<AcceleratorStream, KernelConfig, ArrayView<F4>, LinearSegments, int, int, int, ArrayView<F4>, ArrayView<int>> Rows)
+        Load<TOps>(Accelerator acc) where TOps : struct, ITensorCoreOps =>
+        (acc.LoadKernel<ArrayView<F4>, LinearSegments, int, int>(Kernel<FourTiles, TOps>),
+         acc.LoadKernel<ArrayView<F4>, LinearSegments, int, int>(Kernel<OneTile, TOps>),
+         acc.LoadKernel<ArrayView<F4>, LinearSegments, int, int, int, ArrayView<F4>, ArrayView<int>>(RowKernel<TOps>));
 
     /// <summary>Frees the slice workspace (the device disposes its families).</summary>
     public void Dispose()
