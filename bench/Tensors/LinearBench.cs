@@ -93,8 +93,9 @@ public static class LinearBench
             using var w = RandomWeight(device, DType.BF16, n, n);
             using var x = device.Upload(RandomFloats(tokens * n, 1), tokens, n);
             using var y = device.Allocate(DType.F32, tokens, n);
-            double ms = MedianReplayMs(device, () => device.MatMul.Linear(y, x, w));
-            log.WriteLine($"linear 4096x4096 tokens {tokens}: {ms:F3} ms  {2.0 * n * n * tokens / (ms * 1e9):F1} TFLOP/s");
+            void Launch() => device.MatMul.Linear(y, x, w);
+            double ms = MedianReplayMs(device, Launch);
+            log.WriteLine($"linear 4096x4096 tokens {tokens}: {ms:F3} ms  {2.0 * n * n * tokens / (ms * 1e9):F1} TFLOP/s{(eachKernel ? EachKernel(device, Launch) : "")}");
             results.Add(new LinearResult(n, n, DType.BF16, tokens, ms, w.SizeInBytes / (ms * 1e6), copy));
         }
         return results;
@@ -102,7 +103,7 @@ public static class LinearBench
 
     /// <summary>
     /// One linear launched <paramref name="repeats"/> times eagerly, for a profiler to pick up (`linear OUT IN TOKENS
-    /// [split-k|split-rows|split-slices]`): the kernels of a shape without the rest of the benchmark around them.
+    /// [split-k|split-rows|split-slices|tiles]`): the kernels of a shape without the rest of the benchmark around them.
     /// </summary>
     public static void Profile(ComputeDevice device, int outF, int inF, int tokens, string kernel, int repeats, TextWriter log)
     {
@@ -115,6 +116,7 @@ public static class LinearBench
                 "split-k" => TensorCoreLinear.Kernels.SplitK,
                 "split-rows" => TensorCoreLinear.Kernels.SplitRows,
                 "split-slices" => TensorCoreLinear.Kernels.SplitSlices,
+                "tiles" => TensorCoreLinear.Kernels.Tiles,
                 _ => TensorCoreLinear.Kernels.Auto,
             };
         var clock = Stopwatch.StartNew();
@@ -135,7 +137,9 @@ public static class LinearBench
             double rows = MedianReplayMs(device, action);
             tc.Choice = TensorCoreLinear.Kernels.SplitSlices;
             double slices = MedianReplayMs(device, action);
-            return $"  (split-k {splitK * 1000:F1} µs, split-rows {rows * 1000:F1} µs, split-slices {slices * 1000:F1} µs)";
+            tc.Choice = TensorCoreLinear.Kernels.Tiles;
+            double tiles = MedianReplayMs(device, action);
+            return $"  (split-k {splitK * 1000:F1} µs, split-rows {rows * 1000:F1} µs, split-slices {slices * 1000:F1} µs, tiles {tiles * 1000:F1} µs)";
         }
         finally
         {

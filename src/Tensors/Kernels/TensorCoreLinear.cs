@@ -23,6 +23,7 @@ internal struct LinearSegments
 {
     public ArrayView<float> Y0, Y1, Y2;   // [tokens, n_s] F32
     public ArrayView<U4> W0, W1, W2;      // [n_s, k] BF16 as 16-byte units
+    public long A0, A1, A2;               // their device addresses (cp.async reads them without a view)
     public int N0, N1, N2;
     public int End0, End1;                // blockIdx.x where segment 1 and segment 2 begin
 }
@@ -42,13 +43,14 @@ internal struct LinearSegments
 /// every output column of an MMA depends only on its own token, so a token's result is bit-identical whatever batch or
 /// tile it is in. Up to 8 tokens take a build of this kernel compiled for one token tile (fewer registers, more groups
 /// per SM); more tokens take <see cref="RowKernel"/>, which computes the same sums in the same order with the work split
-/// by rows (and, for smaller linears, by slice of k), so which kernel runs never changes a result.
+/// by rows (and, for smaller linears, by slice of k), and large prefills <see cref="TileKernel"/> (128 rows × 64 tokens
+/// a group), so which kernel runs never changes a result. The kernels load through <see cref="PtxKernels"/>.
 ///
 /// Within a chunk the k index is permuted so that each thread's fragment is one 16-byte load: lane (g, t) holds
 /// physical k 8t..8t+3 for the first MMA and 8t+4..8t+7 for the second; A and B use the same map, so the dot product
 /// is unchanged.
 /// </summary>
-internal sealed class TensorCoreLinear : IDisposable
+internal sealed partial class TensorCoreLinear : IDisposable
 {
     const int Warps = 8;
     const int RowsPerGroup = 16;
@@ -59,12 +61,13 @@ internal sealed class TensorCoreLinear : IDisposable
     const int Slices = Warps;       // k chunks c ≡ s (mod 8) form slice s: its own accumulator, slices added in order
     const int TilePartialF4s = RowWarps * 32 * 4;  // one slice's partial sums of a 64-row × 32-token tile, as F4
     const int SliceTiles = 512;     // output tiles the slice workspace holds: ≥ the 3 per SM where rows take over, up to 170 SMs
+    const int RingDepth = 4;        // each thread's weight ring (cp.async): a chunk multiplied, three copying
 
     /// <summary>Device bytes of the slice workspace each CUDA device allocates (the memory plan counts them).</summary>
     public const long WorkspaceBytes = SliceTiles * (Slices * TilePartialF4s * 16L + sizeof(int));
 
     readonly ComputeDevice _device;
-    readonly Action<AcceleratorStream, KernelConfig, ArrayView<F4>, LinearSegments, int, int> _kernel, _kernelOneTile;
+    readonly Action<AcceleratorStream, KernelConfig, ArrayView<F4>, LinearSegments, int, int> _kernel, _kernelOneTile, _tileKernel;
     readonly Action<AcceleratorStream, KernelConfig, ArrayView<F4>, LinearSegments, int, int, int, ArrayView<F4>, ArrayView<int>> _rowKernel;
 
     // The slice-split row kernel's workspace: each group's partial sums (64 rows × 32 tokens per slice) and, per output
@@ -91,20 +94,22 @@ internal sealed class TensorCoreLinear : IDisposable
     TensorCoreLinear(ComputeDevice device, bool emulated)
     {
         _device = device;
-        (_kernel, _kernelOneTile, _rowKernel) = emulated ? Load<EmulatedOps>(device.Accelerator) : Load<PtxOps>(device.Accelerator);
+        (_kernel, _kernelOneTile, _rowKernel, _tileKernel) = emulated ? Load<EmulatedOps>(device.Accelerator) : Load<PtxOps>(device.Accelerator);
         _partials = device.Accelerator.Allocate1D<F4>((long)SliceTiles * Slices * TilePartialF4s);
         _arrivals = device.Accelerator.Allocate1D<int>(SliceTiles);
         _arrivals.MemSetToZero(device.Stream); // on the stream the kernels run on: ordered before the first of them
     }
 
-    /// <summary>The kernels built on one implementation of the MMA: four tiles, one tile (split-k), rows.</summary>
+    /// <summary>The kernels built on one implementation of the MMA: four tiles, one tile (split-k), rows, tiles (prefill).</summary>
     static (Action<AcceleratorStream, KernelConfig, ArrayView<F4>, LinearSegments, int, int> FourTiles,
         Action<AcceleratorStream, KernelConfig, ArrayView<F4>, LinearSegments, int, int> OneTile,
-        Action<AcceleratorStream, KernelConfig, ArrayView<F4>, LinearSegments, int, int, int, ArrayView<F4>, ArrayView<int>> Rows)
+        Action<AcceleratorStream, KernelConfig, ArrayView<F4>, LinearSegments, int, int, int, ArrayView<F4>, ArrayView<int>> Rows,
+        Action<AcceleratorStream, KernelConfig, ArrayView<F4>, LinearSegments, int, int> Tiles)
         Load<TOps>(Accelerator acc) where TOps : struct, ITensorCoreOps =>
-        (acc.LoadKernel<ArrayView<F4>, LinearSegments, int, int>(Kernel<FourTiles, TOps>),
-         acc.LoadKernel<ArrayView<F4>, LinearSegments, int, int>(Kernel<OneTile, TOps>),
-         acc.LoadKernel<ArrayView<F4>, LinearSegments, int, int, int, ArrayView<F4>, ArrayView<int>>(RowKernel<TOps>));
+        (PtxKernels.Load<Action<AcceleratorStream, KernelConfig, ArrayView<F4>, LinearSegments, int, int>>(acc, Kernel<FourTiles, TOps>),
+         PtxKernels.Load<Action<AcceleratorStream, KernelConfig, ArrayView<F4>, LinearSegments, int, int>>(acc, Kernel<OneTile, TOps>),
+         PtxKernels.Load<Action<AcceleratorStream, KernelConfig, ArrayView<F4>, LinearSegments, int, int, int, ArrayView<F4>, ArrayView<int>>>(acc, RowKernel<TOps>),
+         PtxKernels.Load<Action<AcceleratorStream, KernelConfig, ArrayView<F4>, LinearSegments, int, int>>(acc, TileKernel<TOps>, TileWarps * 32, 2));
 
     /// <summary>Frees the slice workspace (the device disposes its families).</summary>
     public void Dispose()
@@ -117,7 +122,7 @@ internal sealed class TensorCoreLinear : IDisposable
     /// Which kernel <see cref="Launch"/> takes: chosen by shape (default), or one forced (benchmarks, tests). SplitSlices
     /// is the row-split kernel with each k slice in a group of its own, the slices' partial sums added by the last to finish.
     /// </summary>
-    internal enum Kernels { Auto, SplitK, SplitRows, SplitSlices }
+    internal enum Kernels { Auto, SplitK, SplitRows, SplitSlices, Tiles }
 
     /// <summary>Forces one kernel for every launch (all give the same bits; a benchmark times each).</summary>
     internal Kernels Choice { get; set; }
@@ -128,13 +133,17 @@ internal sealed class TensorCoreLinear : IDisposable
     /// groups per SM, and with the 8 slices of k in groups of their own below that. H100, 32 tokens, split-k / rows /
     /// slices in µs: lm_head 128256×2048 545 / 396 / 396, 8B gate/up 28672×4096 270 / 197 / 201; 1B q/k/v 3072×2048
     /// 20.4 / 55.2 / 14.7, 1B gate/up 16384×2048 79.8 / 87.5 / 70.0, 1B down 2048×8192 59.2 / 290 / 45.4, 8B o 4096×4096
-    /// 39.7 / 151 / 29.9. A forced SplitSlices takes SplitRows where the output tiles exceed the workspace.
+    /// 39.7 / 151 / 29.9 (before the row kernel's weights went through a cp.async ring, which took 32-token linears 10–28 %
+    /// further: lm_head 391.8 → 351.2, 1B down 48.3 → 35.0). A forced SplitSlices takes SplitRows where the output tiles
+    /// exceed the workspace. More than 64 tokens with at least two waves of tile groups (<see cref="TileGroups"/>): the
+    /// tile kernel (H100, 4096×4096 at 2048 tokens: 0.957 ms against the row kernel's 1.305).
     /// </summary>
     Kernels Pick(int tokens, int rowGroups)
     {
         long outputTiles = (long)rowGroups * ((tokens + TokensPerGroup - 1) / TokensPerGroup);
         var pick = Choice != Kernels.Auto ? Choice
             : tokens <= 8 ? Kernels.SplitK
+            : tokens > TileTokens && TileGroups(tokens, rowGroups) >= 4L * _device.Accelerator.NumMultiprocessors ? Kernels.Tiles
             : outputTiles >= 3L * _device.Accelerator.NumMultiprocessors ? Kernels.SplitRows
             : Kernels.SplitSlices;
         return pick == Kernels.SplitSlices && outputTiles > SliceTiles ? Kernels.SplitRows : pick;
@@ -165,8 +174,8 @@ internal sealed class TensorCoreLinear : IDisposable
         int rowGroups = 0;
         foreach (var (_, w) in outputs) rowGroups += (w.Dim(0) + RowWarps * RowsPerGroup - 1) / (RowWarps * RowsPerGroup);
         var kernel = Pick(tokens, rowGroups);
-        bool rows = kernel != Kernels.SplitK;
-        int rowsPerGroup = rows ? RowWarps * RowsPerGroup : RowsPerGroup;
+        bool rows = kernel is Kernels.SplitRows or Kernels.SplitSlices;
+        int rowsPerGroup = kernel == Kernels.Tiles ? TileRows : rows ? RowWarps * RowsPerGroup : RowsPerGroup;
         var seg = new LinearSegments();
         int blocks = 0;
         for (int i = 0; i < outputs.Length; i++)
@@ -176,17 +185,17 @@ internal sealed class TensorCoreLinear : IDisposable
             var wv = w.U16.Cast<U4>();
             switch (i)
             {
-                case 0: seg.Y0 = y.F32; seg.W0 = wv; seg.N0 = n; break;
-                case 1: seg.Y1 = y.F32; seg.W1 = wv; seg.N1 = n; break;
-                default: seg.Y2 = y.F32; seg.W2 = wv; seg.N2 = n; break;
+                case 0: seg.Y0 = y.F32; seg.W0 = wv; seg.A0 = Address(wv); seg.N0 = n; break;
+                case 1: seg.Y1 = y.F32; seg.W1 = wv; seg.A1 = Address(wv); seg.N1 = n; break;
+                default: seg.Y2 = y.F32; seg.W2 = wv; seg.A2 = Address(wv); seg.N2 = n; break;
             }
             blocks += (n + rowsPerGroup - 1) / rowsPerGroup;
             if (i == 0) seg.End0 = seg.End1 = blocks;
             if (i == 1) seg.End1 = blocks;
         }
         // Unused segments alias segment 0 (never selected: their block range is empty).
-        if (outputs.Length < 2) { seg.Y1 = seg.Y0; seg.W1 = seg.W0; }
-        if (outputs.Length < 3) { seg.Y2 = seg.Y0; seg.W2 = seg.W0; }
+        if (outputs.Length < 2) { seg.Y1 = seg.Y0; seg.W1 = seg.W0; seg.A1 = seg.A0; }
+        if (outputs.Length < 3) { seg.Y2 = seg.Y0; seg.W2 = seg.W0; seg.A2 = seg.A0; }
         int tokenTiles = (tokens + TokensPerGroup - 1) / TokensPerGroup;
         if (rows)
         {
@@ -194,6 +203,9 @@ internal sealed class TensorCoreLinear : IDisposable
             _rowKernel(_device.Stream, new KernelConfig(new Index2D(blocks * slices, tokenTiles), new Index2D(RowWarps * 32, 1)),
                 x.F32.Cast<F4>(), seg, tokens, k, slices, _partials.View, _arrivals.View);
         }
+        else if (kernel == Kernels.Tiles)
+            _tileKernel(_device.Stream, new KernelConfig(new Index2D(blocks, (tokens + TileTokens - 1) / TileTokens), new Index2D(TileWarps * 32, 1)),
+                x.F32.Cast<F4>(), seg, tokens, k);
         else (tokens <= 8 ? _kernelOneTile : _kernel)(_device.Stream, new KernelConfig(new Index2D(blocks, tokenTiles), new Index2D(Warps * 32, 1)), x.F32.Cast<F4>(), seg, tokens, k);
     }
 
@@ -202,7 +214,7 @@ internal sealed class TensorCoreLinear : IDisposable
         var partial = SharedMemory.Allocate<float>(Warps * 16 * 32);
 
         // Which linear this group serves, and its 16 rows.
-        int bx = Select(seg, Grid.IdxX, out var w, out var y, out int n);
+        int bx = Select(seg, Grid.IdxX, out var w, out long _, out var y, out int n);
 
         int warp = Warp.WarpIdx, lane = Warp.LaneIdx;
         int g = lane >> 2, t = lane & 3;
@@ -220,9 +232,11 @@ internal sealed class TensorCoreLinear : IDisposable
 
         long xRow = (long)(tok0 + g) * (units * 2);
         bool tokOk = tok0 + g < tokens;
+        // Warp w multiplies chunks w, w + 8, … two at a time, both requested into registers before either is used (a
+        // cp.async ring three chunks deep made one-token linears slower: H100, 1B down 22.0 → 29.0 µs, o 8.7 → 10.2;
+        // only lm_head gained, 214.7 → 195.6).
         for (int c = warp; c < chunks; c += 2 * Warps)
         {
-            // Both chunks' weights (and the first tile's activations) are requested before either is used.
             int u0 = c * 4 + t, u1 = u0 + 4 * Warps;
             var k0 = LoadChunk(w, x, baseA, baseB, okA, okB, u0, units, xRow, tokOk);
             var k1 = LoadChunk(w, x, baseA, baseB, okA, okB, u1, units, xRow, tokOk);
@@ -276,14 +290,17 @@ internal sealed class TensorCoreLinear : IDisposable
     static void RowKernel<TOps>(ArrayView<F4> x, LinearSegments seg, int tokens, int k, int slices, ArrayView<F4> partials, ArrayView<int> arrivals)
         where TOps : struct, ITensorCoreOps
     {
+        // The weights' ring comes first: FirstSharedAddress names the kernel's first shared allocation.
+        var ring = SharedMemory.Allocate<U4>(RingDepth * 2 * RowWarps * 32); // [slot][row g, row g+8][thread]: each thread's own
         var stage = SharedMemory.Allocate<U4>(2 * 3 * 4 * 32); // [buffer][hi, mid, lo][tile][lane]
         var arrived = SharedMemory.Allocate<int>(1);
+        uint ringAddress = default(TOps).FirstSharedAddress();
 
         // The slices of one row block are neighbours in the grid, so the groups reading one stretch of each weight row run
         // together (H100, 32 tokens: 1B gate/up 70.0 µs vs 73.2 with the slice as the grid's slowest index, 1B down 45.4 vs 49.6).
         bool sliced = slices > 1;
         int block = Grid.IdxX / slices, tile = Grid.IdxY * (Grid.DimX / slices) + block;
-        int bx = Select(seg, block, out var w, out var y, out int n);
+        int bx = Select(seg, block, out var w, out long wAddress, out var y, out int n);
 
         int warp = Warp.WarpIdx, lane = Warp.LaneIdx;
         int g = lane >> 2, t = lane & 3;
@@ -305,15 +322,23 @@ internal sealed class TensorCoreLinear : IDisposable
         // The slices this group walks: all, or one alone (its partial sums to the workspace).
         int sFirst = sliced ? Grid.IdxX % slices : 0, sEnd = sliced ? sFirst + 1 : Slices;
 
-        // Chunks in slice order: (s, c) now, (s1, c1) next, (s2, c2) after. Weights are requested two chunks ahead (one
-        // chunk's MMAs do not cover a DRAM read), activations one ahead (L2 hits, staged through shared memory). A slice
-        // without chunks (k < 8 chunks) multiplies zeros once: its partial sum is 0.
+        // Chunks in slice order: (s, c) now, (s1, c1) next. Each thread copies its own weights (rows g and g+8, one
+        // 16-byte unit each) with cp.async into a ring of RingDepth slots, three chunks ahead of the one it multiplies:
+        // more bytes in flight than registers could hold (two chunks ahead in registers bounded 32-token linears to
+        // ~0.3 of copy bandwidth), and as the thread reads back only what it copied, no barrier guards the ring.
+        // Activations are staged one chunk ahead (L2 hits, shared by the group). A slice without chunks (k < 8 chunks)
+        // multiplies zeros once: its partial sum is 0.
         int s = sFirst, c = sFirst;
         Stage<TOps>(x, stage, 0, sAt, sRow, sOk, c * 4 + sUnit, units);
-        var (a, b) = Weights(w, baseA, baseB, okA, okB, c * 4 + t, units);
+        int sIssue = s, cIssue = c, slot = 0;
+        CopyWeights<TOps>(ring, 0, ringAddress, w, wAddress, baseA, baseB, okA, okB, sIssue < sEnd && cIssue < chunks, cIssue * 4 + t, units);
+        Advance(ref sIssue, ref cIssue, chunks);
+        CopyWeights<TOps>(ring, 1, ringAddress, w, wAddress, baseA, baseB, okA, okB, sIssue < sEnd && cIssue < chunks, cIssue * 4 + t, units);
+        Advance(ref sIssue, ref cIssue, chunks);
+        CopyWeights<TOps>(ring, 2, ringAddress, w, wAddress, baseA, baseB, okA, okB, sIssue < sEnd && cIssue < chunks, cIssue * 4 + t, units);
+        Advance(ref sIssue, ref cIssue, chunks);
         int s1 = s, c1 = c;
         Advance(ref s1, ref c1, chunks);
-        var (a1, b1) = s1 < sEnd && c1 < chunks ? Weights(w, baseA, baseB, okA, okB, c1 * 4 + t, units) : default;
         Group.Barrier();
 
         float c00 = 0, c01 = 0, c02 = 0, c03 = 0, c10 = 0, c11 = 0, c12 = 0, c13 = 0;
@@ -323,9 +348,9 @@ internal sealed class TensorCoreLinear : IDisposable
         int buffer = 0;
         while (true)
         {
-            int s2 = s1, c2 = c1;
-            Advance(ref s2, ref c2, chunks);
-            var (a2, b2) = s2 < sEnd && c2 < chunks ? Weights(w, baseA, baseB, okA, okB, c2 * 4 + t, units) : default;
+            CopyWeights<TOps>(ring, (slot + RingDepth - 1) % RingDepth, ringAddress, w, wAddress, baseA, baseB, okA, okB,
+                sIssue < sEnd && cIssue < chunks, cIssue * 4 + t, units);
+            Advance(ref sIssue, ref cIssue, chunks);
             bool more = s1 < sEnd && c1 < chunks;
             F4 x0 = default, x1 = default;
             int sU = c1 * 4 + sUnit;
@@ -334,6 +359,10 @@ internal sealed class TensorCoreLinear : IDisposable
                 x0 = x[sRow + sU * 2];
                 x1 = x[sRow + sU * 2 + 1];
             }
+            default(TOps).WaitCopies(); // this chunk's copies (three newer groups may still be in flight)
+            var a = ring[slot * 2 * 128 + i];
+            var b = ring[(slot * 2 + 1) * 128 + i];
+            slot = (slot + 1) % RingDepth;
 
             int at = buffer * 3 * 128 + lane;
             MmaSplit<TOps>(a, b, stage[at], stage[at + 128], stage[at + 256], ref c00, ref c01, ref c02, ref c03);
@@ -355,8 +384,8 @@ internal sealed class TensorCoreLinear : IDisposable
             buffer ^= 1;
             StageSplit<TOps>(stage, buffer, sAt, x0, x1);
             Group.Barrier();
-            (s, c, a, b) = (s1, c1, a1, b1);
-            (s1, c1, a1, b1) = (s2, c2, a2, b2);
+            (s, c) = (s1, c1);
+            Advance(ref s1, ref c1, chunks);
         }
 
         if (sliced)
@@ -410,16 +439,18 @@ internal sealed class TensorCoreLinear : IDisposable
         c = s;
     }
 
-    /// <summary>A lane's weights of one chunk: 16-byte unit <paramref name="unit"/> of rows g and g+8 (zeros past k or n).</summary>
-    static (U4 A, U4 B) Weights(ArrayView<U4> w, long baseA, long baseB, bool okA, bool okB, int unit, int units)
+    /// <summary>
+    /// A thread's weights of one chunk — 16-byte unit <paramref name="unit"/> of rows g and g+8, zeros past k or n or past
+    /// the last chunk — copied asynchronously into ring slot <paramref name="slot"/>, as one group.
+    /// </summary>
+    static void CopyWeights<TOps>(ArrayView<U4> ring, int slot, uint ringAddress, ArrayView<U4> w, long wAddress, long baseA, long baseB,
+        bool okA, bool okB, bool chunk, int unit, int units) where TOps : struct, ITensorCoreOps
     {
-        U4 a = default, b = default;
-        if (unit < units)
-        {
-            if (okA) a = w[baseA + unit];
-            if (okB) b = w[baseB + unit];
-        }
-        return (a, b);
+        int threads = Group.DimX, at = slot * 2 * threads + Group.IdxX;
+        bool ok = chunk && unit < units;
+        default(TOps).CopyAsync(ring, at, ringAddress, w, baseA + unit, wAddress, ok && okA);
+        default(TOps).CopyAsync(ring, at + threads, ringAddress, w, baseB + unit, wAddress, ok && okB);
+        default(TOps).CommitCopies();
     }
 
     /// <summary>Loads and splits the first chunk's unit of this thread into buffer 0.</summary>
@@ -437,11 +468,7 @@ internal sealed class TensorCoreLinear : IDisposable
     /// <summary>Writes 8 activations as hi, mid and lo fragments (the pairs the split-k kernel's lane forms from the same values).</summary>
     static void StageSplit<TOps>(ArrayView<U4> stage, int buffer, int sAt, F4 x0, F4 x1) where TOps : struct, ITensorCoreOps
     {
-        U4 hi, mid, lo;
-        Split<TOps>(x0.X, x0.Y, out hi.X, out mid.X, out lo.X);
-        Split<TOps>(x0.Z, x0.W, out hi.Y, out mid.Y, out lo.Y);
-        Split<TOps>(x1.X, x1.Y, out hi.Z, out mid.Z, out lo.Z);
-        Split<TOps>(x1.Z, x1.W, out hi.W, out mid.W, out lo.W);
+        SplitUnit<TOps>(x0, x1, out var hi, out var mid, out var lo);
         int at = buffer * 3 * 128 + sAt;
         stage[at] = hi;
         stage[at + 128] = mid;
@@ -456,22 +483,25 @@ internal sealed class TensorCoreLinear : IDisposable
         Store(y, n, tokens, tb, rowB, d3);
     }
 
-    /// <summary>The linear group <paramref name="block"/> serves (its weight, output and rows) and its block within that linear.</summary>
-    static int Select(LinearSegments seg, int block, out ArrayView<U4> w, out ArrayView<float> y, out int n)
+    /// <summary>The linear group <paramref name="block"/> serves (its weight and its address, output and rows) and its block within that linear.</summary>
+    static int Select(LinearSegments seg, int block, out ArrayView<U4> w, out long address, out ArrayView<float> y, out int n)
     {
         if (block >= seg.End1)
         {
-            (w, y, n) = (seg.W2, seg.Y2, seg.N2);
+            (w, address, y, n) = (seg.W2, seg.A2, seg.Y2, seg.N2);
             return block - seg.End1;
         }
         if (block >= seg.End0)
         {
-            (w, y, n) = (seg.W1, seg.Y1, seg.N1);
+            (w, address, y, n) = (seg.W1, seg.A1, seg.Y1, seg.N1);
             return block - seg.End0;
         }
-        (w, y, n) = (seg.W0, seg.Y0, seg.N0);
+        (w, address, y, n) = (seg.W0, seg.A0, seg.Y0, seg.N0);
         return block;
     }
+
+    /// <summary>The device address of a view's first element (the CPU accelerator's is a host address, which its ops never read).</summary>
+    static long Address(ArrayView<U4> view) => view.LoadEffectiveAddressAsPtr().ToInt64();
 
     /// <summary>A lane's share of one 32-wide k chunk: rows g and g+8 of the weight, and its first tile's token.</summary>
     struct ChunkData
@@ -528,11 +558,7 @@ internal sealed class TensorCoreLinear : IDisposable
     /// <summary>The six MMAs of a chunk for one tile: a, b are rows g and g+8; x0, x1 the lane's 8 activations.</summary>
     static void Mma<TOps>(U4 a, U4 b, F4 x0, F4 x1, ref float d0, ref float d1, ref float d2, ref float d3) where TOps : struct, ITensorCoreOps
     {
-        U4 hi, mid, lo;
-        Split<TOps>(x0.X, x0.Y, out hi.X, out mid.X, out lo.X);
-        Split<TOps>(x0.Z, x0.W, out hi.Y, out mid.Y, out lo.Y);
-        Split<TOps>(x1.X, x1.Y, out hi.Z, out mid.Z, out lo.Z);
-        Split<TOps>(x1.Z, x1.W, out hi.W, out mid.W, out lo.W);
+        SplitUnit<TOps>(x0, x1, out var hi, out var mid, out var lo);
         MmaSplit<TOps>(a, b, hi, mid, lo, ref d0, ref d1, ref d2, ref d3);
     }
 
@@ -549,6 +575,15 @@ internal sealed class TensorCoreLinear : IDisposable
         default(TOps).Mma(ref d0, ref d1, ref d2, ref d3, a.Z, b.Z, a.W, b.W, hi.Z, hi.W);
         default(TOps).Mma(ref d0, ref d1, ref d2, ref d3, a.Z, b.Z, a.W, b.W, mid.Z, mid.W);
         default(TOps).Mma(ref d0, ref d1, ref d2, ref d3, a.Z, b.Z, a.W, b.W, lo.Z, lo.W);
+    }
+
+    /// <summary>A lane's 8 activations (one 16-byte unit of k) as hi, mid and lo BF16 fragments.</summary>
+    static void SplitUnit<TOps>(F4 x0, F4 x1, out U4 hi, out U4 mid, out U4 lo) where TOps : struct, ITensorCoreOps
+    {
+        Split<TOps>(x0.X, x0.Y, out hi.X, out mid.X, out lo.X);
+        Split<TOps>(x0.Z, x0.W, out hi.Y, out mid.Y, out lo.Y);
+        Split<TOps>(x1.X, x1.Y, out hi.Z, out mid.Z, out lo.Z);
+        Split<TOps>(x1.Z, x1.W, out hi.W, out mid.W, out lo.W);
     }
 
     /// <summary>Two F32 values as packed BF16 pairs (low half first): hi = bf16(v), mid = bf16(v − hi), lo = bf16(v − hi − mid).</summary>

@@ -19,6 +19,29 @@ internal interface ITensorCoreOps
     /// 2t+8, 2t+9), and D rows g (d0, d1) and g+8 (d2, d3) at columns 2t, 2t+1. Low halves hold the first element.
     /// </summary>
     void Mma(ref float d0, ref float d1, ref float d2, ref float d3, uint a0, uint a1, uint a2, uint a3, uint b0, uint b1);
+
+    /// <summary>
+    /// The shared-window address of the kernel's first shared allocation (ILGPU names it <c>__shared_alloca0</c> in its
+    /// PTX; <c>ArrayView</c> exposes no address). Only <see cref="CopyAsync"/> uses it.
+    /// </summary>
+    uint FirstSharedAddress();
+
+    /// <summary>
+    /// <c>cp.async.cg</c>: 16 bytes from <paramref name="source"/>[<paramref name="index"/>] (device address
+    /// <paramref name="sourceAddress"/>) to <paramref name="shared"/>[<paramref name="at"/>] (shared address
+    /// <paramref name="sharedAddress"/>) without passing through registers; zeros where <paramref name="valid"/> is false.
+    /// Complete for this thread once <see cref="WaitCopies"/> says so.
+    /// </summary>
+    void CopyAsync(ArrayView<U4> shared, int at, uint sharedAddress, ArrayView<U4> source, long index, long sourceAddress, bool valid);
+
+    /// <summary>Closes this thread's copies issued since the last commit into one group.</summary>
+    void CommitCopies();
+
+    /// <summary>Waits until at most three of this thread's committed copy groups are pending (the ring's depth less one).</summary>
+    void WaitCopies();
+
+    /// <summary>Waits until at most one of this thread's committed copy groups is pending (the tile kernel's three-stage ring).</summary>
+    void WaitCopiesButOne();
 }
 
 /// <summary>The tensor cores through inline PTX (CUDA only).</summary>
@@ -47,6 +70,29 @@ internal readonly struct PtxOps : ITensorCoreOps
         d2 = r2.Value;
         d3 = r3.Value;
     }
+
+    public uint FirstSharedAddress()
+    {
+        uint address = 0;
+        Ref<uint> r = address;
+        CudaAsm.EmitRef("mov.u32 %0, __shared_alloca0;", ref r);
+        return r.Value;
+    }
+
+    public void CopyAsync(ArrayView<U4> shared, int at, uint sharedAddress, ArrayView<U4> source, long index, long sourceAddress, bool valid)
+    {
+        // Operands by value, so no local copies of its own. Once a cp.async is in a kernel, ptxas (11.8 and 12) leaves the
+        // local copies ILGPU makes of the MMAs' operands on the stack (1256 bytes in the row kernel, 0 without it):
+        // PtxKernels.PromoteScalarLocals makes them registers before the driver sees the PTX.
+        long from = sourceAddress + (valid ? index : 0) * 16;
+        CudaAsm.Emit("cp.async.cg.shared.global [%0], [%1], 16, %2;", sharedAddress + (uint)at * 16, from, valid ? 16u : 0u);
+    }
+
+    public void CommitCopies() => CudaAsm.Emit("cp.async.commit_group;");
+
+    public void WaitCopies() => CudaAsm.Emit("cp.async.wait_group 3;");
+
+    public void WaitCopiesButOne() => CudaAsm.Emit("cp.async.wait_group 1;");
 }
 
 /// <summary>
@@ -107,6 +153,18 @@ internal readonly struct EmulatedOps : ITensorCoreOps
         d2 = s2;
         d3 = s3;
     }
+
+    public uint FirstSharedAddress() => 0;
+
+    /// <summary>A plain copy: the CPU accelerator runs a thread's statements in order.</summary>
+    public void CopyAsync(ArrayView<U4> shared, int at, uint sharedAddress, ArrayView<U4> source, long index, long sourceAddress, bool valid) =>
+        shared[at] = valid ? source[index] : default;
+
+    public void CommitCopies() { }
+
+    public void WaitCopies() { }
+
+    public void WaitCopiesButOne() { }
 
     /// <summary>s + a.lo·b.lo + a.hi·b.hi, left to right (each product of two BF16 values is exact in F32).</summary>
     static float Dot2(float s, uint a, uint b)

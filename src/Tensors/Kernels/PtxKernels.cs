@@ -1,0 +1,114 @@
+using System.Reflection;
+using System.Text.RegularExpressions;
+using ILGPU;
+using ILGPU.Backends;
+using ILGPU.Backends.EntryPoints;
+using ILGPU.Backends.PTX;
+using ILGPU.Runtime;
+
+namespace LoraEngine.Tensors.Kernels;
+
+/// <summary>
+/// Loads a kernel through ILGPU's backend with its PTX rewritten before the driver sees it. Why: inline PTX with
+/// several outputs (<c>CudaAsm.EmitRef</c>, the MMA's four accumulators) passes each operand through a 4-byte
+/// <c>.local</c> variable of its own, which ptxas normally keeps in registers — but not in a kernel that also issues
+/// <c>cp.async</c> (ptxas 11.8: a 1256-byte stack frame in the row kernel, 0 without the copies). Each such variable is
+/// only ever loaded and stored whole through one address register, so it is a register in all but name:
+/// <see cref="PromoteScalarLocals"/> makes it one.
+/// </summary>
+internal static class PtxKernels
+{
+    /// <summary>
+    /// Compiles <paramref name="kernel"/> (a static, explicitly grouped kernel) for <paramref name="acc"/>, rewrites its
+    /// PTX with <see cref="PromoteScalarLocals"/> where the accelerator runs PTX, and returns its launcher. Elsewhere
+    /// the kernel loads unchanged.
+    /// </summary>
+    /// <param name="acc">The accelerator to load the kernel on.</param>
+    /// <param name="kernel">The kernel method.</param>
+    /// <param name="groupSize">With <paramref name="groupsPerSM"/>: the only group size it is launched with.</param>
+    /// <param name="groupsPerSM">When positive, ptxas is asked to fit this many groups of <paramref name="groupSize"/> threads on an SM (<see cref="Bound"/>).</param>
+    public static TLauncher Load<TLauncher>(Accelerator acc, Delegate kernel, int groupSize = 0, int groupsPerSM = 0) where TLauncher : Delegate
+    {
+        var compiled = acc.GetBackend().Compile(EntryPointDescription.FromExplicitlyGroupedKernel(kernel.Method), new KernelSpecialization());
+        if (compiled is PTXCompiledKernel ptx)
+        {
+            var text = PromoteScalarLocals(ptx.PTXAssembly);
+            compiled = WithPtx(acc.Context, ptx, groupsPerSM > 0 ? Bound(text, groupSize, groupsPerSM) : text);
+        }
+        return acc.LoadKernel(compiled).CreateLauncherDelegate<TLauncher>();
+    }
+
+    static readonly Regex EntryBody = new(@"(\.entry [^(]*\([^)]*\))\s*\n\{", RegexOptions.Singleline);
+
+    /// <summary>
+    /// The entry with <c>.maxntid groupSize, 1, 1</c> and <c>.minnctapersm groupsPerSM</c> (CUDA's __launch_bounds__):
+    /// ptxas then keeps its registers within what that many groups leave each thread (the tile kernel: 140 → 128, two
+    /// groups of 8 warps per SM instead of one, no spills).
+    /// </summary>
+    public static string Bound(string ptx, int groupSize, int groupsPerSM)
+    {
+        var entry = EntryBody.Match(ptx);
+        if (!entry.Success) throw new InvalidOperationException("PTX without an entry: cannot bound its launch");
+        return ptx.Remove(entry.Index, entry.Length).Insert(entry.Index, $"{entry.Groups[1].Value}\n.maxntid {groupSize}, 1, 1\n.minnctapersm {groupsPerSM}\n{{");
+    }
+
+    /// <summary>The same compiled kernel with other PTX text (ILGPU 1.5.3 keeps the constructor and entry point internal).</summary>
+    static PTXCompiledKernel WithPtx(Context context, PTXCompiledKernel compiled, string ptx)
+    {
+        const BindingFlags Any = BindingFlags.Public | BindingFlags.NonPublic | BindingFlags.Instance;
+        var entry = typeof(CompiledKernel).GetProperty("EntryPoint", Any)!.GetValue(compiled);
+        var info = typeof(CompiledKernel).GetProperty("Info", Any)!.GetValue(compiled);
+        var constructor = typeof(PTXCompiledKernel).GetConstructors(Any).Single(c => c.GetParameters().Length == 4);
+        return (PTXCompiledKernel)constructor.Invoke([context, entry, info, ptx]);
+    }
+
+    static readonly Regex Declaration = new(@"^\s*\.local \.align \d+ \.b8 (__local_depot\d+)\[4\];\s*\n", RegexOptions.Multiline);
+    static readonly Regex AddressOf = new(@"^\s*mov\.[bu]64\s+(%rd\d+), (__local_depot\d+);\s*\n", RegexOptions.Multiline);
+    static readonly Regex Load32 = new(@"^(\s*)ld\.local\.[bfsu]32\s+(%\w+), \[(%rd\d+)\];", RegexOptions.Multiline);
+    static readonly Regex Store32 = new(@"^(\s*)st\.local\.[bfsu]32\s+\[(%rd\d+)\], ([^;]+);", RegexOptions.Multiline);
+    static readonly Regex Register64 = new(@"%rd\d+\b");
+
+    /// <summary>
+    /// Replaces every 4-byte <c>.local</c> variable whose address register (set once, by <c>mov.b64 %rdN,
+    /// __local_depotK;</c>) is used by nothing but whole 32-bit <c>ld.local</c> / <c>st.local</c> through that register,
+    /// with a <c>.b32</c> register (<c>%lp0</c>, <c>%lp1</c>, …): loads and stores become <c>mov.b32</c>. Any other
+    /// use of the address (an offset, a wider access, a second definition) leaves that variable as it was. PTX with
+    /// functions besides the entry comes back unchanged (the registers are declared in the entry's body).
+    /// </summary>
+    public static string PromoteScalarLocals(string ptx)
+    {
+        if (ptx.Contains(".func")) return ptx;
+        var scalar = Declaration.Matches(ptx).Select(m => m.Groups[1].Value).ToHashSet();
+        var definitions = new Dictionary<string, List<string>>();
+        foreach (Match m in AddressOf.Matches(ptx))
+            if (scalar.Contains(m.Groups[2].Value))
+                (definitions.TryGetValue(m.Groups[1].Value, out var list) ? list : definitions[m.Groups[1].Value] = []).Add(m.Groups[2].Value);
+
+        var uses = new Dictionary<string, int>();
+        foreach (Match m in Register64.Matches(ptx)) uses[m.Value] = uses.GetValueOrDefault(m.Value) + 1;
+        var accesses = new Dictionary<string, int>();
+        foreach (Match m in Load32.Matches(ptx)) accesses[m.Groups[3].Value] = accesses.GetValueOrDefault(m.Groups[3].Value) + 1;
+        foreach (Match m in Store32.Matches(ptx)) accesses[m.Groups[2].Value] = accesses.GetValueOrDefault(m.Groups[2].Value) + 1;
+
+        // An address register qualifies when its one definition and its whole-variable accesses are all its uses.
+        var promoted = new Dictionary<string, int>();
+        var variables = new HashSet<string>();
+        foreach (var (address, depots) in definitions)
+        {
+            if (depots.Count != 1 || uses[address] != 1 + accesses.GetValueOrDefault(address)) continue;
+            promoted[address] = promoted.Count;
+            variables.Add(depots[0]);
+        }
+        if (promoted.Count == 0) return ptx;
+
+        ptx = Load32.Replace(ptx, m => promoted.TryGetValue(m.Groups[3].Value, out int r) ? $"{m.Groups[1].Value}mov.b32\t{m.Groups[2].Value}, %lp{r};" : m.Value);
+        ptx = Store32.Replace(ptx, m => promoted.TryGetValue(m.Groups[2].Value, out int r) ? $"{m.Groups[1].Value}mov.b32\t%lp{r}, {m.Groups[3].Value};" : m.Value);
+        ptx = AddressOf.Replace(ptx, m => promoted.ContainsKey(m.Groups[1].Value) ? "" : m.Value);
+        ptx = Declaration.Replace(ptx, m => variables.Contains(m.Groups[1].Value) ? "" : m.Value);
+
+        // The registers are declared at the top of the entry's body (its first line that is only "{").
+        var body = new Regex(@"^\{\s*$", RegexOptions.Multiline).Match(ptx);
+        if (!body.Success) throw new InvalidOperationException("PTX without an entry body: cannot declare the promoted registers");
+        return ptx.Insert(body.Index + body.Length, $"\n\t.reg .b32 %lp<{promoted.Count}>;");
+    }
+}
