@@ -12,9 +12,10 @@ namespace LoraEngine.Tensors.Kernels;
 /// Loads a kernel through ILGPU's backend with its PTX rewritten before the driver sees it. Why: inline PTX with
 /// several outputs (<c>CudaAsm.EmitRef</c>, the MMA's four accumulators) passes each operand through a 4-byte
 /// <c>.local</c> variable of its own, which ptxas normally keeps in registers — but not in a kernel that also issues
-/// <c>cp.async</c> (ptxas 11.8: a 1256-byte stack frame in the row kernel, 0 without the copies). Each such variable is
-/// only ever loaded and stored whole through one address register, so it is a register in all but name:
-/// <see cref="PromoteScalarLocals"/> makes it one.
+/// <c>cp.async</c> (ptxas 11.8 and 12 alike: a 1256-byte stack frame in the row kernel, 0 without the copies). Each such
+/// variable is only ever loaded and stored whole through one address register, so it is a register in all but name:
+/// <see cref="PromoteScalarLocals"/> makes it one. <see cref="Bound"/> gives an entry CUDA's launch bounds, which ILGPU
+/// has no attribute for.
 /// </summary>
 internal static class PtxKernels
 {
