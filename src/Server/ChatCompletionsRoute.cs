@@ -47,8 +47,7 @@ internal static class ChatCompletionsRoute
         {
             Interlocked.Increment(ref state.RequestsStarted);
             var body = writer.Response((await run.FinalOutputsAsync())[0]);
-            Interlocked.Increment(ref state.RequestsSucceeded);
-            return Results.Json(body, Wire.Options);
+            return new JsonAnswer<ChatCompletionResponse>(body, state);
         }
     }
 }

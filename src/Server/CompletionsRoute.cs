@@ -42,8 +42,7 @@ internal static class CompletionsRoute
         {
             Interlocked.Increment(ref state.RequestsStarted);
             var body = writer.Response(await run.FinalOutputsAsync());
-            Interlocked.Increment(ref state.RequestsSucceeded);
-            return Results.Json(body, Wire.Options);
+            return new JsonAnswer<CompletionResponse>(body, state);
         }
     }
 }
