@@ -3,9 +3,22 @@ using ILGPU.Runtime;
 
 namespace LoraEngine.Tensors.Kernels;
 
-// The fragment arithmetic the tensor-core kernels share: the hi/mid/lo split, the six MMAs of a tile-chunk, the stores.
+// The fragment arithmetic the tensor-core kernels share: the activation loads, the hi/mid/lo split, the six MMAs of a
+// tile-chunk, the stores.
 internal sealed partial class TensorCoreLinear
 {
+    /// <summary>A thread's 8 activations of one chunk unit (zeros past the tokens or k).</summary>
+    static (F4, F4) Activations(ArrayView<F4> x, long xRow, bool ok, int unit, int units)
+    {
+        F4 x0 = default, x1 = default;
+        if (ok && unit < units)
+        {
+            x0 = x[xRow + unit * 2];
+            x1 = x[xRow + unit * 2 + 1];
+        }
+        return (x0, x1);
+    }
+
     static void StoreTile(ArrayView<float> y, int n, int tokens, int ta, int tb, int rowA, int rowB, float d0, float d1, float d2, float d3)
     {
         Store(y, n, tokens, ta, rowA, d0);

@@ -64,12 +64,11 @@ internal sealed partial class TensorCoreLinear
         int s = sFirst, c = sFirst;
         Stage<TOps>(x, stage, 0, sAt, sRow, sOk, c * 4 + sUnit, units);
         int sIssue = s, cIssue = c, slot = 0;
-        CopyWeights<TOps>(ring, 0, ringAddress, w, wAddress, baseA, baseB, okA, okB, sIssue < sEnd && cIssue < chunks, cIssue * 4 + t, units);
-        Advance(ref sIssue, ref cIssue, chunks);
-        CopyWeights<TOps>(ring, 1, ringAddress, w, wAddress, baseA, baseB, okA, okB, sIssue < sEnd && cIssue < chunks, cIssue * 4 + t, units);
-        Advance(ref sIssue, ref cIssue, chunks);
-        CopyWeights<TOps>(ring, 2, ringAddress, w, wAddress, baseA, baseB, okA, okB, sIssue < sEnd && cIssue < chunks, cIssue * 4 + t, units);
-        Advance(ref sIssue, ref cIssue, chunks);
+        for (int r = 0; r < RingDepth - 1; r++)
+        {
+            CopyWeights<TOps>(ring, r, ringAddress, w, wAddress, baseA, baseB, okA, okB, sIssue < sEnd && cIssue < chunks, cIssue * 4 + t, units);
+            Advance(ref sIssue, ref cIssue, chunks);
+        }
         int s1 = s, c1 = c;
         Advance(ref s1, ref c1, chunks);
         Group.Barrier();
@@ -85,13 +84,7 @@ internal sealed partial class TensorCoreLinear
                 sIssue < sEnd && cIssue < chunks, cIssue * 4 + t, units);
             Advance(ref sIssue, ref cIssue, chunks);
             bool more = s1 < sEnd && c1 < chunks;
-            F4 x0 = default, x1 = default;
-            int sU = c1 * 4 + sUnit;
-            if (more && sOk && sU < units)
-            {
-                x0 = x[sRow + sU * 2];
-                x1 = x[sRow + sU * 2 + 1];
-            }
+            var (x0, x1) = Activations(x, sRow, more && sOk, c1 * 4 + sUnit, units);
             default(TOps).WaitCopies(); // this chunk's copies (three newer groups may still be in flight)
             var a = ring[slot * 2 * 128 + i];
             var b = ring[(slot * 2 + 1) * 128 + i];
@@ -189,12 +182,7 @@ internal sealed partial class TensorCoreLinear
     /// <summary>Loads and splits the first chunk's unit of this thread into buffer 0.</summary>
     static void Stage<TOps>(ArrayView<F4> x, ArrayView<U4> stage, int buffer, int sAt, long sRow, bool sOk, int unit, int units) where TOps : struct, ITensorCoreOps
     {
-        F4 x0 = default, x1 = default;
-        if (sOk && unit < units)
-        {
-            x0 = x[sRow + unit * 2];
-            x1 = x[sRow + unit * 2 + 1];
-        }
+        var (x0, x1) = Activations(x, sRow, sOk, unit, units);
         StageSplit<TOps>(stage, buffer, sAt, x0, x1);
     }
 

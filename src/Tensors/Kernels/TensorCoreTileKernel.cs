@@ -156,18 +156,6 @@ internal sealed partial class TensorCoreLinear
         default(TOps).CommitCopies();
     }
 
-    /// <summary>A thread's 8 activations of one chunk unit (zeros past the tokens or k).</summary>
-    static (F4, F4) Activations(ArrayView<F4> x, long xRow, bool ok, int unit, int units)
-    {
-        F4 x0 = default, x1 = default;
-        if (ok && unit < units)
-        {
-            x0 = x[xRow + unit * 2];
-            x1 = x[xRow + unit * 2 + 1];
-        }
-        return (x0, x1);
-    }
-
     /// <summary>Writes a thread's split activations into <paramref name="buffer"/>.</summary>
     static void StageTileActivations<TOps>(ArrayView<U4> stageX, int buffer, int sAt, F4 x0, F4 x1) where TOps : struct, ITensorCoreOps
     {
