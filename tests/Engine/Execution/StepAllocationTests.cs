@@ -26,7 +26,11 @@ public class StepAllocationTests
         public void Dispose() => inner.Dispose();
     }
 
-    /// <summary>The most bytes a steady decode step of 8 sequences allocates, sampled with <paramref name="p"/>, and the vocabulary.</summary>
+    /// <summary>
+    /// The bytes a steady decode step of 8 sequences allocates, sampled with <paramref name="p"/> (the median over the
+    /// steps: an allocation per step shows in every one, while a one-off — a list growing, a lazily built object, on a
+    /// loaded CI machine once 9.6 KB in one step of eleven — shows in one), and the vocabulary.
+    /// </summary>
     static (long Bytes, int Vocab) DecodeStepBytes(SamplingParams p)
     {
         using var engine = LlmEngine.FromEngineArgs(EngineFactory.Args());
@@ -36,7 +40,8 @@ public class StepAllocationTests
         EngineFactory.RunToCompletion(engine);
         var steady = meter.DecodeSteps.Where(s => s.Rows == 8).Skip(2).ToArray(); // after the first steps' one-time work
         Assert.NotEmpty(steady);
-        return (steady.Max(s => s.Bytes), engine.ModelConfig.VocabSize);
+        var bytes = steady.Select(s => s.Bytes).Order().ToArray();
+        return (bytes[bytes.Length / 2], engine.ModelConfig.VocabSize);
     }
 
     [Fact]
