@@ -23,6 +23,8 @@ public enum DeviceKind
 /// ILGPU's CPU accelerator share the ILGPU kernels; the CPU device made by <see cref="CreateCpu()"/> has its own host
 /// implementation of every family instead (vectorised, both cores), chosen when the device is created, as ggml's CPU
 /// backend fills its own table. <see cref="CreateCpuKernels"/> keeps the kernels on the CPU, for tests that compare them.
+/// An OpenCL device takes launches from one thread at a time: ILGPU sets a kernel's arguments on the shared OpenCL
+/// kernel object before each launch (CUDA passes them with the launch).
 /// </summary>
 public sealed class ComputeDevice : IDisposable
 {
@@ -42,12 +44,13 @@ public sealed class ComputeDevice : IDisposable
     SampleOps? _sample;
     bool _disposed;
 
-    ComputeDevice(Context context, Accelerator accelerator, DeviceKind kind, OpFamilies ops)
+    ComputeDevice(Context context, Accelerator accelerator, DeviceKind kind, OpFamilies ops, bool groupLanes = false)
     {
         _context = context;
         Accelerator = accelerator;
         Kind = kind;
         _ops = ops;
+        UsesGroupLanes = groupLanes || kind == DeviceKind.OpenCl;
         // CUDA work goes to a stream of our own, never the NULL stream: a CUDA graph can only be captured from an
         // explicit stream, and every launch and copy must be on the one stream the graph is captured from.
         Stream = kind == DeviceKind.Cuda ? accelerator.CreateStream() : accelerator.DefaultStream;
@@ -66,6 +69,12 @@ public sealed class ComputeDevice : IDisposable
 
     /// <summary>Device memory in bytes (for the CPU accelerator: the host's physical memory).</summary>
     public long MemorySize => Kind == DeviceKind.Cpu ? GC.GetGCMemoryInfo().TotalAvailableMemoryBytes : Accelerator.MemorySize;
+
+    /// <summary>
+    /// Whether kernels draw their warps on the group (<see cref="GroupLanes"/>) instead of the hardware's: OpenCL, where
+    /// ILGPU writes warp shuffles for Intel's devices only and sub-groups need not be 32 wide.
+    /// </summary>
+    internal bool UsesGroupLanes { get; }
 
     /// <summary>Whether this is the CPU device.</summary>
     public bool IsCpu => Kind == DeviceKind.Cpu;
@@ -173,11 +182,17 @@ public sealed class ComputeDevice : IDisposable
     /// </summary>
     public static ComputeDevice CreateCpuKernels() => CreateCpu(OpFamilies.Kernels);
 
-    static ComputeDevice CreateCpu(OpFamilies ops)
+    /// <summary>
+    /// The kernels on ILGPU's CPU accelerator with their warps drawn on the group, as on OpenCL (<see cref="GroupLanes"/>):
+    /// OpenCL's code path, tested where there is no OpenCL device.
+    /// </summary>
+    internal static ComputeDevice CreateCpuKernelsWithGroupLanes() => CreateCpu(OpFamilies.Kernels, groupLanes: true);
+
+    static ComputeDevice CreateCpu(OpFamilies ops, bool groupLanes = false)
     {
         var context = Context.Create(b => b.CPU(CPUDeviceKind.Nvidia).EnableAlgorithms().Optimize(OptimizationLevel.O1));
         var accelerator = context.CreateCPUAccelerator(0, CPUAcceleratorMode.Parallel);
-        return new ComputeDevice(context, accelerator, DeviceKind.Cpu, ops);
+        return new ComputeDevice(context, accelerator, DeviceKind.Cpu, ops, groupLanes);
     }
 
     static ComputeDevice? CreateCuda(int index = 0)
@@ -199,6 +214,7 @@ public sealed class ComputeDevice : IDisposable
         Context? context = null;
         try
         {
+            PoclSettings.PreferContinuationBasedWorkGroups();
             context = Context.Create(b => b.OpenCL(d => (!gpuOnly || d.DeviceType == CLDeviceType.CL_DEVICE_TYPE_GPU) && d.Capabilities.GenericAddressSpace)
                 .EnableAlgorithms().Optimize(OptimizationLevel.O2));
             var devices = context.GetCLDevices();
@@ -216,6 +232,28 @@ public sealed class ComputeDevice : IDisposable
             return null;
         }
     }
+
+    /// <summary>
+    /// Sets a view to zero on <see cref="Stream"/>. OpenCL takes a kernel: ILGPU 1.5.3's OpenCL memset scales a view's
+    /// byte offset by the element size again, so any view not at the start of its buffer fails (pocl: "offset(128) &gt;
+    /// buffer->size(48)").
+    /// </summary>
+    internal void Zero<T>(ArrayView<T> view) where T : unmanaged
+    {
+        if (Kind != DeviceKind.OpenCl)
+        {
+            view.MemSetToZero(Stream);
+            return;
+        }
+        // Loaded on first use; two threads racing here load it twice, harmlessly.
+        ref Delegate? zero = ref typeof(T) == typeof(float) ? ref _zeroF32 : ref typeof(T) == typeof(int) ? ref _zeroI32 : ref _zero16;
+        zero ??= Accelerator.LoadAutoGroupedKernel<Index1D, ArrayView<T>>(ZeroKernel);
+        ((Action<AcceleratorStream, Index1D, ArrayView<T>>)zero)(Stream, (int)view.Length, view);
+    }
+
+    Delegate? _zeroF32, _zeroI32, _zero16; // OpenCL's zeroing kernels for the element types tensors have (F32, I32, 16-bit)
+
+    static void ZeroKernel<T>(Index1D i, ArrayView<T> view) where T : unmanaged => view[i] = default;
 
     /// <summary>Allocates an uninitialised tensor.</summary>
     public DeviceTensor Allocate(DType dtype, params int[] shape) => DeviceTensor.Allocate(this, dtype, shape);

@@ -182,9 +182,9 @@ public sealed class DeviceTensor : IDisposable
         if (Length == 0) return;
         switch (DType)
         {
-            case DType.F32: View<float>().MemSetToZero(Device.Stream); break;
-            case DType.I32: View<int>().MemSetToZero(Device.Stream); break;
-            default: View<ushort>().MemSetToZero(Device.Stream); break;
+            case DType.F32: Device.Zero(View<float>()); break;
+            case DType.I32: Device.Zero(View<int>()); break;
+            default: Device.Zero(View<ushort>()); break;
         }
     }
 

@@ -23,6 +23,7 @@ public partial class AttentionOps : IDisposable
     readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, int, int> _writeKv;
     readonly Action<AcceleratorStream, KernelConfig, AttentionViews, AttentionShape> _attention, _attentionWide;
     readonly Action<AcceleratorStream, KernelConfig, AttentionViews, AttentionShape>? _attentionSplit, _combineSplits; // with a workspace
+    readonly int _narrowWarps; // warps a group of AttentionKernel: one where warps are drawn on the group (they diverge)
     readonly DeviceTensor? _partials; // [workspaceFloats] F32: the splits' (o, max, sum) records of the tokens of one launch
 
     /// <summary>Device bytes this family allocated for the split kernels' workspace (none on the CPU device).</summary>
@@ -41,10 +42,12 @@ public partial class AttentionOps : IDisposable
         var acc = device.Accelerator;
         _writeKv = acc.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, int, int>(WriteKvKernel);
         _rotateWriteKv = acc.LoadAutoGroupedKernel<Index1D, RotateKvViews, RopeOps.RopeShape, int>(RotateWriteKvKernel);
-        _attention = acc.LoadKernel<AttentionViews, AttentionShape>(AttentionKernel);
-        _attentionWide = acc.LoadKernel<AttentionViews, AttentionShape>(WideAttentionKernel);
+        _narrowWarps = device.UsesGroupLanes ? 1 : WarpsPerGroup;
+        (_attention, _attentionWide) = device.UsesGroupLanes ? LoadWithLanes<GroupLanes>(acc) : LoadWithLanes<WarpLanes>(acc);
         if (workspaceFloats <= 0) return;
-        _attentionSplit = acc.LoadKernel<AttentionViews, AttentionShape>(SplitAttentionKernel);
+        _attentionSplit = device.UsesGroupLanes
+            ? acc.LoadKernel<AttentionViews, AttentionShape>(SplitAttentionKernel<GroupLanes>)
+            : acc.LoadKernel<AttentionViews, AttentionShape>(SplitAttentionKernel<WarpLanes>);
         _combineSplits = acc.LoadKernel<AttentionViews, AttentionShape>(CombineSplitsKernel);
         _partials = device.Allocate(DType.F32, workspaceFloats);
     }
@@ -83,16 +86,23 @@ public partial class AttentionOps : IDisposable
         vCache[(long)slot * kvWidth + d] = v[i];
     }
 
+    /// <summary>The unsplit attention kernels (one warp a head, four warps a head) with the device's warps.</summary>
+    static (Action<AcceleratorStream, KernelConfig, AttentionViews, AttentionShape>, Action<AcceleratorStream, KernelConfig, AttentionViews, AttentionShape>)
+        LoadWithLanes<TLanes>(Accelerator acc) where TLanes : struct, ILanes => (
+        acc.LoadKernel<AttentionViews, AttentionShape>(AttentionKernel<TLanes>),
+        acc.LoadKernel<AttentionViews, AttentionShape>(WideAttentionKernel<TLanes>));
+
     // out[t,h] = Σ_{p ≤ pos[t]} softmax_p(scale · q[t,h] · K[p,kvh]) · V[p,kvh], kvh = h / (heads / kvHeads):
     // one warp per (token, head), lanes split head_dim, online softmax over the sequence's cached positions.
-    static void AttentionKernel(AttentionViews v, AttentionShape s)
+    static void AttentionKernel<TLanes>(AttentionViews v, AttentionShape s) where TLanes : struct, ILanes
     {
-        int warp = Grid.IdxX * WarpsPerGroup + Warp.WarpIdx;
+        TLanes lanes = default;
+        int warp = Grid.IdxX * (Group.DimX / 32) + lanes.WarpIdx;
         if (warp >= s.Tokens * s.Heads) return;
         int t = warp / s.Heads, h = warp % s.Heads;
         int kvh = h / (s.Heads / s.KvHeads);
         int seq = v.TokenSeq[t], pos = v.TokenPos[t];
-        int lane = Warp.LaneIdx;
+        int lane = lanes.Lane;
         long qBase = ((long)t * s.Heads + h) * s.HeadDim;
 
         float q0 = Load(v.Q, qBase, lane, s.HeadDim) * s.Scale, q1 = Load(v.Q, qBase, lane + 32, s.HeadDim) * s.Scale;
@@ -113,7 +123,7 @@ public partial class AttentionOps : IDisposable
                       + q2 * Load(v.KCache, kv, lane + 64, s.HeadDim) + q3 * Load(v.KCache, kv, lane + 96, s.HeadDim)
                       + q4 * Load(v.KCache, kv, lane + 128, s.HeadDim) + q5 * Load(v.KCache, kv, lane + 160, s.HeadDim)
                       + q6 * Load(v.KCache, kv, lane + 192, s.HeadDim) + q7 * Load(v.KCache, kv, lane + 224, s.HeadDim);
-            float score = MatMulOps.WarpSum(dot);
+            float score = MatMulOps.WarpSum<TLanes>(dot);
             float newMax = XMath.Max(max, score);
             float correction = XMath.Exp(max - newMax);
             float weight = XMath.Exp(score - newMax);
@@ -145,13 +155,14 @@ public partial class AttentionOps : IDisposable
     // per position (8 dimensions each, two 16-byte loads) and 32/L positions per warp at a time. The partial outputs and
     // sums (all relative to the same running max) are added in a fixed order: lanes by butterfly, then warps in order.
     // Nothing depends on other tokens of the step: batch-invariant.
-    static void WideAttentionKernel(AttentionViews v, AttentionShape s)
+    static void WideAttentionKernel<TLanes>(AttentionViews v, AttentionShape s) where TLanes : struct, ILanes
     {
+        TLanes lanes = default;
         var qs = SharedMemory.Allocate<float>(MaxHeadDim);
         var scores = SharedMemory.Allocate<float>(ChunkPositions);
         var outs = SharedMemory.Allocate<float>(WarpsPerGroup * MaxHeadDim);
         var red = SharedMemory.Allocate<float>(2 * WarpsPerGroup);
-        int tid = Group.IdxX, warp = Warp.WarpIdx, lane = Warp.LaneIdx;
+        int tid = Group.IdxX, warp = lanes.WarpIdx, lane = lanes.Lane;
         int threads = WarpsPerGroup * 32;
         int t = Grid.IdxX / s.Heads, h = Grid.IdxX % s.Heads;
         int kvh = h / (s.Heads / s.KvHeads);
@@ -187,7 +198,7 @@ public partial class AttentionOps : IDisposable
                 scores[i] = score;
                 localMax = XMath.Max(localMax, score);
             }
-            localMax = MatMulOps.WarpMax(localMax);
+            localMax = MatMulOps.WarpMax<TLanes>(localMax);
             if (lane == 0) red[warp] = localMax;
             Group.Barrier();
             float chunkMax = XMath.Max(XMath.Max(red[0], red[1]), XMath.Max(red[2], red[3]));
@@ -214,11 +225,11 @@ public partial class AttentionOps : IDisposable
         // Lanes holding the same dimensions for other positions: add them in butterfly order.
         for (int offset = lanesPerPos; offset < 32; offset <<= 1)
         {
-            sum += Warp.ShuffleXor(sum, offset);
-            o0 += Warp.ShuffleXor(o0, offset); o1 += Warp.ShuffleXor(o1, offset);
-            o2 += Warp.ShuffleXor(o2, offset); o3 += Warp.ShuffleXor(o3, offset);
-            o4 += Warp.ShuffleXor(o4, offset); o5 += Warp.ShuffleXor(o5, offset);
-            o6 += Warp.ShuffleXor(o6, offset); o7 += Warp.ShuffleXor(o7, offset);
+            sum += lanes.Xor(sum, offset);
+            o0 += lanes.Xor(o0, offset); o1 += lanes.Xor(o1, offset);
+            o2 += lanes.Xor(o2, offset); o3 += lanes.Xor(o3, offset);
+            o4 += lanes.Xor(o4, offset); o5 += lanes.Xor(o5, offset);
+            o6 += lanes.Xor(o6, offset); o7 += lanes.Xor(o7, offset);
         }
         if (sub == 0)
         {
@@ -373,7 +384,7 @@ public partial class AttentionOps : IDisposable
         }
         else
         {
-            _attention(_device.Stream, new KernelConfig((warps + WarpsPerGroup - 1) / WarpsPerGroup, WarpsPerGroup * 32), views, shape);
+            _attention(_device.Stream, new KernelConfig((warps + _narrowWarps - 1) / _narrowWarps, _narrowWarps * 32), views, shape);
         }
     }
 

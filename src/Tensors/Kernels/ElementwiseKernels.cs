@@ -12,7 +12,7 @@ public class ElementwiseOps
     readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>> _swiGlu;
     readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<int>, ArrayView<float>, int, int> _embedF32;
     readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<int>, ArrayView<ushort>, int, int> _embedBf16;
-    readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<int>, ArrayView<ILGPU.Half>, int, int> _embedF16;
+    readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<int>, ArrayView<ushort>, int, int> _embedF16;
 
     internal ElementwiseOps(ComputeDevice device)
     {
@@ -22,7 +22,7 @@ public class ElementwiseOps
         _swiGlu = acc.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>>(SwiGluKernel);
         _embedF32 = acc.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<int>, ArrayView<float>, int, int>(EmbeddingKernel<float, F32Decoder>);
         _embedBf16 = acc.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<int>, ArrayView<ushort>, int, int>(EmbeddingKernel<ushort, Bf16Decoder>);
-        _embedF16 = acc.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<int>, ArrayView<ILGPU.Half>, int, int>(EmbeddingKernel<ILGPU.Half, F16Decoder>);
+        _embedF16 = acc.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<int>, ArrayView<ushort>, int, int>(EmbeddingKernel<ushort, F16Decoder>);
     }
 
     // x[i] += y[i]
@@ -100,7 +100,7 @@ public class ElementwiseOps
         {
             case DType.F32: _embedF32(_device.Stream, n, output.F32, ids.I32, table.F32, dim, vocab); break;
             case DType.BF16: _embedBf16(_device.Stream, n, output.F32, ids.I32, table.U16, dim, vocab); break;
-            default: _embedF16(_device.Stream, n, output.F32, ids.I32, table.AsHalf(), dim, vocab); break;
+            default: _embedF16(_device.Stream, n, output.F32, ids.I32, table.U16, dim, vocab); break;
         }
     }
 }

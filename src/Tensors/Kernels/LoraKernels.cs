@@ -29,11 +29,11 @@ public class LoraOps
     readonly Action<AcceleratorStream, KernelConfig, ArrayView<F4>, ArrayView<int>, LoraSegments<ShrinkSegment<U4>>, int> _shrinkBf16x8;
     readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<int>, LoraSegments<ShrinkSegment<float>>, int> _shrinkF32;
     readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<int>, LoraSegments<ShrinkSegment<ushort>>, int> _shrinkBf16;
-    readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<int>, LoraSegments<ShrinkSegment<ILGPU.Half>>, int> _shrinkF16;
+    readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<int>, LoraSegments<ShrinkSegment<ushort>>, int> _shrinkF16;
     readonly Action<AcceleratorStream, Index1D, ArrayView<int>, LoraSegments<ExpandSegment<U4, F4>>> _expandBf16x8;
     readonly Action<AcceleratorStream, Index1D, ArrayView<int>, LoraSegments<ExpandSegment<float, float>>> _expandF32;
     readonly Action<AcceleratorStream, Index1D, ArrayView<int>, LoraSegments<ExpandSegment<ushort, float>>> _expandBf16;
-    readonly Action<AcceleratorStream, Index1D, ArrayView<int>, LoraSegments<ExpandSegment<ILGPU.Half, float>>> _expandF16;
+    readonly Action<AcceleratorStream, Index1D, ArrayView<int>, LoraSegments<ExpandSegment<ushort, float>>> _expandF16;
 
     /// <summary>One member's shape: tokens, and the slots, rank, in and out widths of its weights.</summary>
     internal struct LoraShape
@@ -46,14 +46,11 @@ public class LoraOps
     {
         _device = device;
         var acc = device.Accelerator;
-        _shrinkBf16x8 = acc.LoadKernel<ArrayView<F4>, ArrayView<int>, LoraSegments<ShrinkSegment<U4>>, int>(ShrinkBf16x8Kernel);
-        _shrinkF32 = acc.LoadKernel<ArrayView<float>, ArrayView<int>, LoraSegments<ShrinkSegment<float>>, int>(ShrinkKernel<float, F32Decoder>);
-        _shrinkBf16 = acc.LoadKernel<ArrayView<float>, ArrayView<int>, LoraSegments<ShrinkSegment<ushort>>, int>(ShrinkKernel<ushort, Bf16Decoder>);
-        _shrinkF16 = acc.LoadKernel<ArrayView<float>, ArrayView<int>, LoraSegments<ShrinkSegment<ILGPU.Half>>, int>(ShrinkKernel<ILGPU.Half, F16Decoder>);
+        (_shrinkBf16x8, _shrinkF32, _shrinkBf16, _shrinkF16) = device.UsesGroupLanes ? LoadShrinks<GroupLanes>(acc) : LoadShrinks<WarpLanes>(acc);
         _expandBf16x8 = acc.LoadAutoGroupedKernel<Index1D, ArrayView<int>, LoraSegments<ExpandSegment<U4, F4>>>(ExpandBf16x8Kernel);
         _expandF32 = acc.LoadAutoGroupedKernel<Index1D, ArrayView<int>, LoraSegments<ExpandSegment<float, float>>>(ExpandKernel<float, F32Decoder>);
         _expandBf16 = acc.LoadAutoGroupedKernel<Index1D, ArrayView<int>, LoraSegments<ExpandSegment<ushort, float>>>(ExpandKernel<ushort, Bf16Decoder>);
-        _expandF16 = acc.LoadAutoGroupedKernel<Index1D, ArrayView<int>, LoraSegments<ExpandSegment<ILGPU.Half, float>>>(ExpandKernel<ILGPU.Half, F16Decoder>);
+        _expandF16 = acc.LoadAutoGroupedKernel<Index1D, ArrayView<int>, LoraSegments<ExpandSegment<ushort, float>>>(ExpandKernel<ushort, F16Decoder>);
     }
 
     // ---- Shrink: buffer[t, r] = A[s, r, :] · x[t, :], s = slot[t]; s = −1 (or out of range): buffer[t, :] = 0.
@@ -61,7 +58,19 @@ public class LoraOps
     // (a unit: 8 inputs, one 16-byte load of A per row on the wide path; one input on the scalar path) and keeps the four
     // rows' sums; then warp butterflies, and the eight warps' sums added in warp order — an order fixed by (in, rank).
 
-    static void ShrinkBf16x8Kernel(ArrayView<F4> x, ArrayView<int> slots, LoraSegments<ShrinkSegment<U4>> segments, int units)
+    /// <summary>The shrink kernels (BF16 with 16-byte loads, F32, BF16, F16) with the device's warps.</summary>
+    static (Action<AcceleratorStream, KernelConfig, ArrayView<F4>, ArrayView<int>, LoraSegments<ShrinkSegment<U4>>, int>,
+        Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<int>, LoraSegments<ShrinkSegment<float>>, int>,
+        Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<int>, LoraSegments<ShrinkSegment<ushort>>, int>,
+        Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<int>, LoraSegments<ShrinkSegment<ushort>>, int>) LoadShrinks<TLanes>(Accelerator acc)
+        where TLanes : struct, ILanes => (
+        acc.LoadKernel<ArrayView<F4>, ArrayView<int>, LoraSegments<ShrinkSegment<U4>>, int>(ShrinkBf16x8Kernel<TLanes>),
+        acc.LoadKernel<ArrayView<float>, ArrayView<int>, LoraSegments<ShrinkSegment<float>>, int>(ShrinkKernel<float, F32Decoder, TLanes>),
+        acc.LoadKernel<ArrayView<float>, ArrayView<int>, LoraSegments<ShrinkSegment<ushort>>, int>(ShrinkKernel<ushort, Bf16Decoder, TLanes>),
+        acc.LoadKernel<ArrayView<float>, ArrayView<int>, LoraSegments<ShrinkSegment<ushort>>, int>(ShrinkKernel<ushort, F16Decoder, TLanes>));
+
+    static void ShrinkBf16x8Kernel<TLanes>(ArrayView<F4> x, ArrayView<int> slots, LoraSegments<ShrinkSegment<U4>> segments, int units)
+        where TLanes : struct, ILanes
     {
         var partial = SharedMemory.Allocate<float>(ShrinkWarps * RowsPerGroup);
         var s = Select(segments, Grid.IdxX, out int local);
@@ -97,11 +106,11 @@ public class LoraOps
             d2 += Dot8(av2, xv0, xv1);
             d3 += Dot8(av3, xv0, xv1);
         }
-        ReduceRows(partial, s.Buffer, outRow, rows, d0, d1, d2, d3);
+        ReduceRows<TLanes>(partial, s.Buffer, outRow, rows, d0, d1, d2, d3);
     }
 
-    static void ShrinkKernel<TW, TDec>(ArrayView<float> x, ArrayView<int> slots, LoraSegments<ShrinkSegment<TW>> segments, int inF)
-        where TW : unmanaged where TDec : struct, IWeightDecoder<TW>
+    static void ShrinkKernel<TW, TDec, TLanes>(ArrayView<float> x, ArrayView<int> slots, LoraSegments<ShrinkSegment<TW>> segments, int inF)
+        where TW : unmanaged where TDec : struct, IWeightDecoder<TW> where TLanes : struct, ILanes
     {
         var partial = SharedMemory.Allocate<float>(ShrinkWarps * RowsPerGroup);
         var s = Select(segments, Grid.IdxX, out int local);
@@ -127,23 +136,25 @@ public class LoraOps
             d2 += w2 * xi;
             d3 += w3 * xi;
         }
-        ReduceRows(partial, s.Buffer, outRow, rows, d0, d1, d2, d3);
+        ReduceRows<TLanes>(partial, s.Buffer, outRow, rows, d0, d1, d2, d3);
     }
 
     /// <summary>buffer[outRow + j] = Σ over the group's threads of d_j, j &lt; rows: warp butterflies, then the warps in order.</summary>
-    static void ReduceRows(ArrayView<float> partial, ArrayView<float> buffer, long outRow, int rows, float d0, float d1, float d2, float d3)
+    static void ReduceRows<TLanes>(ArrayView<float> partial, ArrayView<float> buffer, long outRow, int rows, float d0, float d1, float d2, float d3)
+        where TLanes : struct, ILanes
     {
+        TLanes lanes = default;
         // The four butterflies side by side (MatMulOps.WarpSum's order, offsets 16, 8, …, 1): four shuffles in flight per step.
-        for (int offset = Warp.WarpSize / 2; offset > 0; offset >>= 1)
+        for (int offset = 16; offset > 0; offset >>= 1)
         {
-            d0 += Warp.ShuffleXor(d0, offset);
-            d1 += Warp.ShuffleXor(d1, offset);
-            d2 += Warp.ShuffleXor(d2, offset);
-            d3 += Warp.ShuffleXor(d3, offset);
+            d0 += lanes.Xor(d0, offset);
+            d1 += lanes.Xor(d1, offset);
+            d2 += lanes.Xor(d2, offset);
+            d3 += lanes.Xor(d3, offset);
         }
-        if (Warp.LaneIdx == 0)
+        if (lanes.Lane == 0)
         {
-            int p = Warp.WarpIdx * RowsPerGroup;
+            int p = lanes.WarpIdx * RowsPerGroup;
             partial[p] = d0;
             partial[p + 1] = d1;
             partial[p + 2] = d2;
@@ -325,7 +336,7 @@ public class LoraOps
         else if (outputs[0].A.DType == DType.BF16)
             _shrinkBf16(stream, config, x.F32, slots, ShrinkSegments(outputs, shapes, a => a.U16), inF);
         else
-            _shrinkF16(stream, config, x.F32, slots, ShrinkSegments(outputs, shapes, a => a.AsHalf()), inF);
+            _shrinkF16(stream, config, x.F32, slots, ShrinkSegments(outputs, shapes, a => a.U16), inF);
     }
 
     /// <summary>The launch of <see cref="ExpandGroup"/> (and of the column-range Expand), arguments checked, tokens &gt; 0.</summary>
@@ -349,7 +360,7 @@ public class LoraOps
         else if (outputs[0].B.DType == DType.BF16)
             _expandBf16(stream, threads, slots, ExpandSegments(outputs, shapes, b => b.U16, u => u.F32));
         else
-            _expandF16(stream, threads, slots, ExpandSegments(outputs, shapes, b => b.AsHalf(), u => u.F32));
+            _expandF16(stream, threads, slots, ExpandSegments(outputs, shapes, b => b.U16, u => u.F32));
     }
 
     /// <summary>Whether A's rows are whole 16-byte units of BF16 and x's rows 16-byte aligned: the wide shrink.</summary>

@@ -37,7 +37,7 @@ public class MatMulOps
     internal TensorCoreLinear? TensorCores => _tensorCores;
     readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int> _gemvF32, _gemmF32;
     readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<ushort>, int, int, int> _gemvBf16, _gemmBf16;
-    readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<ILGPU.Half>, int, int, int> _gemvF16, _gemmF16;
+    readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<ushort>, int, int, int> _gemvF16, _gemmF16;
     readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<ulong>, int, int, int> _gemvBf16x4;
 
     internal MatMulOps(ComputeDevice device)
@@ -45,26 +45,36 @@ public class MatMulOps
         _device = device;
         _tensorCores = TensorCoreLinear.TryCreate(device);
         var acc = device.Accelerator;
-        _gemvF32 = acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int>(GemvKernel<float, F32Decoder>);
-        _gemvBf16 = acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<ushort>, int, int, int>(GemvKernel<ushort, Bf16Decoder>);
-        _gemvF16 = acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<ILGPU.Half>, int, int, int>(GemvKernel<ILGPU.Half, F16Decoder>);
-        _gemvBf16x4 = acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<ulong>, int, int, int>(GemvBf16x4Kernel);
+        (_gemvF32, _gemvBf16, _gemvF16, _gemvBf16x4) = device.UsesGroupLanes ? LoadGemvs<GroupLanes>(acc) : LoadGemvs<WarpLanes>(acc);
         _gemmF32 = acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int>(GemmKernel<float, F32Decoder>);
         _gemmBf16 = acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<ushort>, int, int, int>(GemmKernel<ushort, Bf16Decoder>);
-        _gemmF16 = acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<ILGPU.Half>, int, int, int>(GemmKernel<ILGPU.Half, F16Decoder>);
+        _gemmF16 = acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<ushort>, int, int, int>(GemmKernel<ushort, F16Decoder>);
     }
+
+    /// <summary>The GEMV kernels (F32, BF16, F16, BF16 with 8-byte loads) with the device's warps.</summary>
+    static (Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int>,
+        Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<ushort>, int, int, int>,
+        Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<ushort>, int, int, int>,
+        Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<ulong>, int, int, int>) LoadGemvs<TLanes>(Accelerator acc)
+        where TLanes : struct, ILanes => (
+        acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int>(GemvKernel<float, F32Decoder, TLanes>),
+        acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<ushort>, int, int, int>(GemvKernel<ushort, Bf16Decoder, TLanes>),
+        acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<ushort>, int, int, int>(GemvKernel<ushort, F16Decoder, TLanes>),
+        acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<ulong>, int, int, int>(GemvBf16x4Kernel<TLanes>));
 
     // y[t, o] = Σ_i W[o, i] · x[t, i] for t < tokens ≤ 8: one warp per output row o, lanes stride over i,
     // one accumulator per token, then a warp reduction. Each weight element is read once for all tokens.
-    static void GemvKernel<TW, TDec>(ArrayView<float> y, ArrayView<float> x, ArrayView<TW> w, int tokens, int outF, int inF)
-        where TW : unmanaged where TDec : struct, IWeightDecoder<TW>
+    // A warp past the last row reads nothing but still takes part in the reduction (uniform over the group for GroupLanes).
+    static void GemvKernel<TW, TDec, TLanes>(ArrayView<float> y, ArrayView<float> x, ArrayView<TW> w, int tokens, int outF, int inF)
+        where TW : unmanaged where TDec : struct, IWeightDecoder<TW> where TLanes : struct, ILanes
     {
-        int o = Grid.IdxX * GemvWarps + Warp.WarpIdx;
-        if (o >= outF) return;
+        TLanes lanes = default;
+        int o = Grid.IdxX * GemvWarps + lanes.WarpIdx;
+        int end = o < outF ? inF : 0;
         TDec dec = default;
         long row = (long)o * inF;
         float a0 = 0, a1 = 0, a2 = 0, a3 = 0, a4 = 0, a5 = 0, a6 = 0, a7 = 0;
-        for (int i = Warp.LaneIdx; i < inF; i += Warp.WarpSize)
+        for (int i = lanes.Lane; i < end; i += 32)
         {
             float wv = dec.Decode(w[row + i]);
             a0 += wv * x[i];
@@ -76,19 +86,20 @@ public class MatMulOps
             if (tokens > 6) a6 += wv * x[6 * inF + i];
             if (tokens > 7) a7 += wv * x[7 * inF + i];
         }
-        StoreRow(y, tokens, outF, o, a0, a1, a2, a3, a4, a5, a6, a7);
+        StoreRow<TLanes>(y, tokens, outF, o, a0, a1, a2, a3, a4, a5, a6, a7);
     }
 
     // The BF16 GEMV with 8-byte weight loads (4 values per lane per step) for in % 4 == 0: a quarter of the load
     // instructions of the scalar kernel, so more bytes in flight per warp. y[t, o] = Σ_i W[o, i] · x[t, i], t < tokens ≤ 8.
-    static void GemvBf16x4Kernel(ArrayView<float> y, ArrayView<float> x, ArrayView<ulong> w4, int tokens, int outF, int inF)
+    static void GemvBf16x4Kernel<TLanes>(ArrayView<float> y, ArrayView<float> x, ArrayView<ulong> w4, int tokens, int outF, int inF)
+        where TLanes : struct, ILanes
     {
-        int o = Grid.IdxX * GemvWarps + Warp.WarpIdx;
-        if (o >= outF) return;
-        int in4 = inF / 4;
+        TLanes lanes = default;
+        int o = Grid.IdxX * GemvWarps + lanes.WarpIdx;
+        int in4 = o < outF ? inF / 4 : 0;
         long row = (long)o * in4;
         float a0 = 0, a1 = 0, a2 = 0, a3 = 0, a4 = 0, a5 = 0, a6 = 0, a7 = 0;
-        for (int j = Warp.LaneIdx; j < in4; j += Warp.WarpSize)
+        for (int j = lanes.Lane; j < in4; j += 32)
         {
             ulong bits = w4[row + j];
             float w0 = Interop.IntAsFloat((uint)(bits << 16) & 0xFFFF0000u), w1 = Interop.IntAsFloat((uint)bits & 0xFFFF0000u);
@@ -103,21 +114,22 @@ public class MatMulOps
             if (tokens > 6) a6 += Dot4(x, 6 * inF + i, w0, w1, w2, w3);
             if (tokens > 7) a7 += Dot4(x, 7 * inF + i, w0, w1, w2, w3);
         }
-        StoreRow(y, tokens, outF, o, a0, a1, a2, a3, a4, a5, a6, a7);
+        StoreRow<TLanes>(y, tokens, outF, o, a0, a1, a2, a3, a4, a5, a6, a7);
     }
 
-    /// <summary>Reduces each token's per-lane partial sums over the warp and lane 0 writes y[t, o].</summary>
-    static void StoreRow(ArrayView<float> y, int tokens, int outF, int o, float a0, float a1, float a2, float a3, float a4, float a5, float a6, float a7)
+    /// <summary>Reduces each token's per-lane partial sums over the warp and lane 0 writes y[t, o] (o &lt; outF).</summary>
+    static void StoreRow<TLanes>(ArrayView<float> y, int tokens, int outF, int o, float a0, float a1, float a2, float a3, float a4, float a5, float a6, float a7)
+        where TLanes : struct, ILanes
     {
-        a0 = WarpSum(a0);
-        if (tokens > 1) a1 = WarpSum(a1);
-        if (tokens > 2) a2 = WarpSum(a2);
-        if (tokens > 3) a3 = WarpSum(a3);
-        if (tokens > 4) a4 = WarpSum(a4);
-        if (tokens > 5) a5 = WarpSum(a5);
-        if (tokens > 6) a6 = WarpSum(a6);
-        if (tokens > 7) a7 = WarpSum(a7);
-        if (Warp.LaneIdx != 0) return;
+        a0 = WarpSum<TLanes>(a0);
+        if (tokens > 1) a1 = WarpSum<TLanes>(a1);
+        if (tokens > 2) a2 = WarpSum<TLanes>(a2);
+        if (tokens > 3) a3 = WarpSum<TLanes>(a3);
+        if (tokens > 4) a4 = WarpSum<TLanes>(a4);
+        if (tokens > 5) a5 = WarpSum<TLanes>(a5);
+        if (tokens > 6) a6 = WarpSum<TLanes>(a6);
+        if (tokens > 7) a7 = WarpSum<TLanes>(a7);
+        if (default(TLanes).Lane != 0 || o >= outF) return;
         y[o] = a0;
         if (tokens > 1) y[outF + o] = a1;
         if (tokens > 2) y[2 * outF + o] = a2;
@@ -132,16 +144,16 @@ public class MatMulOps
         w0 * x[i] + w1 * x[i + 1] + w2 * x[i + 2] + w3 * x[i + 3];
 
     /// <summary>Sum over the warp in a fixed butterfly order (the same for every launch: batch-invariant).</summary>
-    internal static float WarpSum(float v)
+    internal static float WarpSum<TLanes>(float v) where TLanes : struct, ILanes
     {
-        for (int offset = Warp.WarpSize / 2; offset > 0; offset >>= 1) v += Warp.ShuffleXor(v, offset);
+        for (int offset = 16; offset > 0; offset >>= 1) v += default(TLanes).Xor(v, offset);
         return v;
     }
 
     /// <summary>Max over the warp (every lane gets it).</summary>
-    internal static float WarpMax(float v)
+    internal static float WarpMax<TLanes>(float v) where TLanes : struct, ILanes
     {
-        for (int offset = Warp.WarpSize / 2; offset > 0; offset >>= 1) v = ILGPU.Algorithms.XMath.Max(v, Warp.ShuffleXor(v, offset));
+        for (int offset = 16; offset > 0; offset >>= 1) v = ILGPU.Algorithms.XMath.Max(v, default(TLanes).Xor(v, offset));
         return v;
     }
 
@@ -240,7 +252,7 @@ public class MatMulOps
                     case DType.F32: _gemvF32(_device.Stream, config, ys, xs, w.F32, n, outF, inF); break;
                     case DType.BF16 when inF % 4 == 0: _gemvBf16x4(_device.Stream, config, ys, xs, w.U16.Cast<ulong>(), n, outF, inF); break;
                     case DType.BF16: _gemvBf16(_device.Stream, config, ys, xs, w.U16, n, outF, inF); break;
-                    default: _gemvF16(_device.Stream, config, ys, xs, w.AsHalf(), n, outF, inF); break;
+                    default: _gemvF16(_device.Stream, config, ys, xs, w.U16, n, outF, inF); break;
                 }
             }
         }
@@ -251,7 +263,7 @@ public class MatMulOps
             {
                 case DType.F32: _gemmF32(_device.Stream, config, y.F32, x.F32, w.F32, tokens, outF, inF); break;
                 case DType.BF16: _gemmBf16(_device.Stream, config, y.F32, x.F32, w.U16, tokens, outF, inF); break;
-                default: _gemmF16(_device.Stream, config, y.F32, x.F32, w.AsHalf(), tokens, outF, inF); break;
+                default: _gemmF16(_device.Stream, config, y.F32, x.F32, w.U16, tokens, outF, inF); break;
             }
         }
     }

@@ -12,26 +12,36 @@ public class NormOps
     readonly ComputeDevice _device;
     readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, float> _rmsF32;
     readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<ushort>, int, float> _rmsBf16;
-    readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<ILGPU.Half>, int, float> _rmsF16;
+    readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<ushort>, int, float> _rmsF16;
     readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, float> _addRmsF32;
     readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<ushort>, int, float> _addRmsBf16;
-    readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<ILGPU.Half>, int, float> _addRmsF16;
+    readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<ushort>, int, float> _addRmsF16;
 
     internal NormOps(ComputeDevice device)
     {
         _device = device;
         var acc = device.Accelerator;
-        _rmsF32 = acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, int, float>(RmsNormKernel<float, F32Decoder>);
-        _rmsBf16 = acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<ushort>, int, float>(RmsNormKernel<ushort, Bf16Decoder>);
-        _rmsF16 = acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<ILGPU.Half>, int, float>(RmsNormKernel<ILGPU.Half, F16Decoder>);
-        _addRmsF32 = acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, float>(AddRmsNormKernel<float, F32Decoder>);
-        _addRmsBf16 = acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<ushort>, int, float>(AddRmsNormKernel<ushort, Bf16Decoder>);
-        _addRmsF16 = acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<ILGPU.Half>, int, float>(AddRmsNormKernel<ILGPU.Half, F16Decoder>);
+        (_rmsF32, _rmsBf16, _rmsF16, _addRmsF32, _addRmsBf16, _addRmsF16) = device.UsesGroupLanes ? Load<GroupLanes>(acc) : Load<WarpLanes>(acc);
     }
 
+    /// <summary>The kernels (RMSNorm F32, BF16, F16 weights; then the fused residual add) with the device's warps.</summary>
+    static (Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, float>,
+        Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<ushort>, int, float>,
+        Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<ushort>, int, float>,
+        Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, float>,
+        Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<ushort>, int, float>,
+        Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<ushort>, int, float>) Load<TLanes>(Accelerator acc)
+        where TLanes : struct, ILanes => (
+        acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, int, float>(RmsNormKernel<float, F32Decoder, TLanes>),
+        acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<ushort>, int, float>(RmsNormKernel<ushort, Bf16Decoder, TLanes>),
+        acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<ushort>, int, float>(RmsNormKernel<ushort, F16Decoder, TLanes>),
+        acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, float>(AddRmsNormKernel<float, F32Decoder, TLanes>),
+        acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<ushort>, int, float>(AddRmsNormKernel<ushort, Bf16Decoder, TLanes>),
+        acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<ushort>, int, float>(AddRmsNormKernel<ushort, F16Decoder, TLanes>));
+
     // y[t,:] = x[t,:] * rsqrt(mean(x[t,:]²) + eps) * w[:]     (one group per row t)
-    static void RmsNormKernel<TW, TDec>(ArrayView<float> y, ArrayView<float> x, ArrayView<TW> w, int dim, float eps)
-        where TW : unmanaged where TDec : struct, IWeightDecoder<TW>
+    static void RmsNormKernel<TW, TDec, TLanes>(ArrayView<float> y, ArrayView<float> x, ArrayView<TW> w, int dim, float eps)
+        where TW : unmanaged where TDec : struct, IWeightDecoder<TW> where TLanes : struct, ILanes
     {
         long row = (long)Grid.IdxX * dim;
         float sum = 0f;
@@ -40,7 +50,7 @@ public class NormOps
             float v = x[row + i];
             sum += v * v;
         }
-        float scale = XMath.Rsqrt(GroupSum(sum) / dim + eps);
+        float scale = XMath.Rsqrt(GroupSum<TLanes>(sum) / dim + eps);
         TDec dec = default;
         for (int i = Group.IdxX; i < dim; i += Group.DimX)
             y[row + i] = x[row + i] * scale * dec.Decode(w[i]);
@@ -49,8 +59,8 @@ public class NormOps
     // x[t,:] += d[t,:]; y[t,:] = rmsnorm(x[t,:]) · w[:]     (the residual add fused into the norm that follows it)
     // A thread's first two elements and their weights stay in registers across the reduction (dim ≤ 2 × 1024 needs no
     // second read): in a decode step the kernel is a chain of dependent memory latencies, one fewer each way.
-    static void AddRmsNormKernel<TW, TDec>(ArrayView<float> y, ArrayView<float> x, ArrayView<float> d, ArrayView<TW> w, int dim, float eps)
-        where TW : unmanaged where TDec : struct, IWeightDecoder<TW>
+    static void AddRmsNormKernel<TW, TDec, TLanes>(ArrayView<float> y, ArrayView<float> x, ArrayView<float> d, ArrayView<TW> w, int dim, float eps)
+        where TW : unmanaged where TDec : struct, IWeightDecoder<TW> where TLanes : struct, ILanes
     {
         long row = (long)Grid.IdxX * dim;
         int i0 = Group.IdxX, i1 = i0 + Group.DimX;
@@ -67,7 +77,7 @@ public class NormOps
             w1 = dec.Decode(w[i1]);
         }
         for (int i = i1 + Group.DimX; i < dim; i += Group.DimX) AddResidual(x, d, row + i, ref sum);
-        float scale = XMath.Rsqrt(GroupSum(sum) / dim + eps);
+        float scale = XMath.Rsqrt(GroupSum<TLanes>(sum) / dim + eps);
         if (i0 < dim) y[row + i0] = v0 * scale * w0;
         if (i1 < dim) y[row + i1] = v1 * scale * w1;
         for (int i = i1 + Group.DimX; i < dim; i += Group.DimX)
@@ -84,11 +94,12 @@ public class NormOps
     }
 
     /// <summary>Sum over the group (≤ 32 warps): warp butterflies, then warp 0 adds the warps' sums in order.</summary>
-    static float GroupSum(float v)
+    static float GroupSum<TLanes>(float v) where TLanes : struct, ILanes
     {
         var partial = SharedMemory.Allocate<float>(32);
-        v = MatMulOps.WarpSum(v);
-        if (Warp.LaneIdx == 0) partial[Warp.WarpIdx] = v;
+        TLanes lanes = default;
+        v = MatMulOps.WarpSum<TLanes>(v);
+        if (lanes.Lane == 0) partial[lanes.WarpIdx] = v;
         Group.Barrier();
         int warps = (Group.DimX + 31) / 32;
         float total = 0;
@@ -120,7 +131,7 @@ public class NormOps
         {
             case DType.F32: _addRmsF32(_device.Stream, config, y.F32, x.F32, delta.F32, weight.F32, dim, eps); break;
             case DType.BF16: _addRmsBf16(_device.Stream, config, y.F32, x.F32, delta.F32, weight.U16, dim, eps); break;
-            default: _addRmsF16(_device.Stream, config, y.F32, x.F32, delta.F32, weight.AsHalf(), dim, eps); break;
+            default: _addRmsF16(_device.Stream, config, y.F32, x.F32, delta.F32, weight.U16, dim, eps); break;
         }
     }
 
@@ -158,7 +169,7 @@ public class NormOps
         {
             case DType.F32: _rmsF32(_device.Stream, config, y.F32, x.F32, weight.F32, dim, eps); break;
             case DType.BF16: _rmsBf16(_device.Stream, config, y.F32, x.F32, weight.U16, dim, eps); break;
-            default: _rmsF16(_device.Stream, config, y.F32, x.F32, weight.AsHalf(), dim, eps); break;
+            default: _rmsF16(_device.Stream, config, y.F32, x.F32, weight.U16, dim, eps); break;
         }
     }
 

@@ -38,13 +38,17 @@ public partial class SampleOps
         _device = device;
         var acc = device.Accelerator;
         _prepare = acc.LoadKernel<SampleViews>(PrepareKernel);
-        _pick = acc.LoadKernel<SampleViews>(PickKernel);
-        _pickFinal = acc.LoadKernel<SampleViews>(PickFinalKernel);
-        _max = acc.LoadKernel<SampleViews>(MaxKernel);
         _mass = acc.LoadKernel<SampleViews>(MassKernel);
         _pass = acc.LoadKernel<SampleViews, int, int>(SelectPassKernel);
-        _logprobs = acc.LoadKernel<SampleViews>(LogprobsKernel);
+        (_pick, _pickFinal, _max, _logprobs) = device.UsesGroupLanes ? LoadWithLanes<GroupLanes>(acc) : LoadWithLanes<WarpLanes>(acc);
     }
+
+    /// <summary>The kernels that exchange values within warps or groups (pick, its final pass, max, logprobs), with the device's warps.</summary>
+    static (Action<AcceleratorStream, KernelConfig, SampleViews>, Action<AcceleratorStream, KernelConfig, SampleViews>,
+        Action<AcceleratorStream, KernelConfig, SampleViews>, Action<AcceleratorStream, KernelConfig, SampleViews>) LoadWithLanes<TLanes>(Accelerator acc)
+        where TLanes : struct, ILanes => (
+        acc.LoadKernel<SampleViews>(PickKernel<TLanes>), acc.LoadKernel<SampleViews>(PickFinalKernel<TLanes>),
+        acc.LoadKernel<SampleViews>(MaxKernel<TLanes>), acc.LoadKernel<SampleViews>(LogprobsKernel<TLanes>));
 
     /// <summary>The buffers of one run (a struct keeps the kernel signatures short).</summary>
     internal struct SampleViews
@@ -246,8 +250,9 @@ public partial class SampleOps
     // Partial pick: group (part, r) scans its quarter-aligned slice of row r for the best candidate by
     // score = v − log(−log u_i) (Sample rows at T > 0; u_i from Philox, one block per 4 ids) or the value itself
     // (Argmax and Score rows, T = 0), ties to the lowest id, and counts the slice's NaN and ±∞.
-    static void PickKernel(SampleViews s)
+    static void PickKernel<TLanes>(SampleViews s) where TLanes : struct, ILanes
     {
+        TLanes lanes = default;
         var warpValues = SharedMemory.Allocate<float>(32);
         var warpIndices = SharedMemory.Allocate<int>(32);
         int r = Grid.IdxY, part = Grid.IdxX, p = r * IntParams, f = r * FloatParams;
@@ -282,12 +287,12 @@ public partial class SampleOps
                 }
             }
         }
-        nonFinite = GroupExtensions.AllReduce<int, AddInt32>(nonFinite);
-        WarpBest(ref best, ref bestIndex);
-        if (Warp.LaneIdx == 0)
+        nonFinite = lanes.GroupSum(nonFinite);
+        WarpBest<TLanes>(ref best, ref bestIndex);
+        if (lanes.Lane == 0)
         {
-            warpValues[Warp.WarpIdx] = best;
-            warpIndices[Warp.WarpIdx] = bestIndex;
+            warpValues[lanes.WarpIdx] = best;
+            warpIndices[lanes.WarpIdx] = bestIndex;
         }
         Group.Barrier();
         if (Group.IdxX != 0) return;
@@ -306,12 +311,13 @@ public partial class SampleOps
     // One warp per row: the token is the best of the parts (none: 0), a Score row's its target; a Sample row's edited
     // logits are restored. Finite: no NaN or ±∞ among the raw logits — the parts saw the edited values, so the edits'
     // own count is taken back (a ban is a legitimate −∞) and their raw values checked instead.
-    static void PickFinalKernel(SampleViews s)
+    static void PickFinalKernel<TLanes>(SampleViews s) where TLanes : struct, ILanes
     {
+        int lane = default(TLanes).Lane;
         int r = Grid.IdxX, p = r * IntParams, o = r * OutInts;
         float best = float.NegativeInfinity;
         int bestIndex = int.MaxValue, nonFinite = 0;
-        for (int part = Warp.LaneIdx; part < s.Parts; part += 32)
+        for (int part = lane; part < s.Parts; part += 32)
         {
             long at = (long)r * s.Parts + part;
             nonFinite += s.PartialNonFinite[at];
@@ -321,14 +327,14 @@ public partial class SampleOps
                 bestIndex = s.PartialIndices[at];
             }
         }
-        WarpBest(ref best, ref bestIndex);
+        WarpBest<TLanes>(ref best, ref bestIndex);
         int mode = s.RowInts[p + PMode];
         if (mode == (int)SampleMode.Sample)
         {
             long row = (long)r * s.Vocab;
             int f = r * FloatParams, start = s.RowInts[p + PEditStart], end = start + s.RowInts[p + PEditCount];
             float repetition = s.RowFloats[f + PRepetition], presence = s.RowFloats[f + PPresence], frequency = s.RowFloats[f + PFrequency];
-            for (int e = start + Warp.LaneIdx; e < end; e += 32)
+            for (int e = start + lane; e < end; e += 32)
             {
                 // The edited value is recomputed, not read back from the logits: ILGPU's PTX backend moved a read of
                 // logits[at] placed before the store below to after it (seen in its PTX), so the read saw the raw value.
@@ -339,8 +345,8 @@ public partial class SampleOps
                 s.Logits[row + s.EditInts[e * EditInts]] = raw;
             }
         }
-        nonFinite = WarpSum(nonFinite);
-        if (Warp.LaneIdx != 0) return;
+        nonFinite = WarpSum<TLanes>(nonFinite);
+        if (lane != 0) return;
         s.Out[o + OToken] = mode == (int)SampleMode.Score ? s.RowInts[p + PTarget] : bestIndex == int.MaxValue ? 0 : bestIndex;
         s.Out[o + OFinite] = nonFinite == 0 ? 1 : 0;
         s.Out[o + ORank] = 1;
@@ -349,8 +355,9 @@ public partial class SampleOps
     // Finite rows with logprobs ≥ 0, on the raw logits x = logits[r, :]: lse = log Σ exp(x) (summed in double), the
     // token's logprob x[t] − lse and rank 1 + #{i : x[i] > x[t]}, and the top n by (x desc, id asc), found by radix
     // select and ordered by counting.
-    static void LogprobsKernel(SampleViews s)
+    static void LogprobsKernel<TLanes>(SampleViews s) where TLanes : struct, ILanes
     {
+        TLanes lanes = default;
         var counts = SharedMemory.Allocate<uint>(256);
         var weights = SharedMemory.Allocate<ulong>(256);
         var state = SharedMemory.Allocate<ulong>(4);
@@ -362,16 +369,16 @@ public partial class SampleOps
         long row = (long)r * s.Vocab;
         float local = float.NegativeInfinity;
         for (int i = Group.IdxX; i < s.Vocab; i += Group.DimX) local = XMath.Max(local, s.Logits[row + i]);
-        float max = GroupExtensions.AllReduce<float, MaxFloat>(local);
+        float max = lanes.GroupMax(local);
         double sum = 0; // in double, as the host's log-softmax: a vocabulary of 10⁵ terms loses digits in float
         for (int i = Group.IdxX; i < s.Vocab; i += Group.DimX) sum += XMath.Exp(s.Logits[row + i] - max);
-        float lse = max + XMath.Log((float)GroupExtensions.AllReduce<double, AddDouble>(sum));
+        float lse = max + XMath.Log((float)lanes.GroupSum(sum));
         int token = s.Out[o + OToken];
         float xt = s.Logits[row + token];
         int higher = 0;
         for (int i = Group.IdxX; i < s.Vocab; i += Group.DimX)
             if (s.Logits[row + i] > xt) higher++;
-        higher = GroupExtensions.AllReduce<int, AddInt32>(higher);
+        higher = lanes.GroupSum(higher);
         if (Group.IdxX == 0)
         {
             s.Out[o + ORank] = higher + 1;
@@ -401,18 +408,19 @@ public partial class SampleOps
         }
     }
 
-    static int WarpSum(int v)
+    static int WarpSum<TLanes>(int v) where TLanes : struct, ILanes
     {
-        for (int offset = 16; offset > 0; offset >>= 1) v += Warp.ShuffleXor(v, offset);
+        for (int offset = 16; offset > 0; offset >>= 1) v += default(TLanes).Xor(v, offset);
         return v;
     }
 
-    static void WarpBest(ref float best, ref int bestIndex)
+    static void WarpBest<TLanes>(ref float best, ref int bestIndex) where TLanes : struct, ILanes
     {
+        TLanes lanes = default;
         for (int offset = 16; offset > 0; offset >>= 1)
         {
-            float v = Warp.ShuffleXor(best, offset);
-            int i = Warp.ShuffleXor(bestIndex, offset);
+            float v = lanes.Xor(best, offset);
+            int i = lanes.Xor(bestIndex, offset);
             if (SampleMath.Better(v, i, best, bestIndex))
             {
                 best = v;

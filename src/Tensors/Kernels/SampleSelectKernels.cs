@@ -60,7 +60,7 @@ public partial class SampleOps
 
     // Maxima[r] = max_i logits[r, i] / T (each part its slice, the last the parts'); then the row's first select phase:
     // top-k (phase 1) when it has one, else none yet (Thresholds[r] = 0: every candidate above min-p).
-    static void MaxKernel(SampleViews s)
+    static void MaxKernel<TLanes>(SampleViews s) where TLanes : struct, ILanes
     {
         var arrived = SharedMemory.Allocate<int>(1);
         int r = Grid.IdxY, part = Grid.IdxX;
@@ -74,7 +74,7 @@ public partial class SampleOps
             float v = s.Logits[row + i] / t;
             if (v > local) local = v; // NaN never
         }
-        float max = GroupExtensions.AllReduce<float, MaxFloat>(local);
+        float max = default(TLanes).GroupMax(local);
         if (Group.IdxX == 0) s.PartialValues[(long)r * s.Parts + part] = max;
         if (!LastOfRow(s, r, arrived) || Group.IdxX != 0) return;
         float rowMax = float.NegativeInfinity;

@@ -28,10 +28,8 @@ public class SamplingOps
     {
         _device = device;
         var acc = device.Accelerator;
-        _softmax = acc.LoadKernel<ArrayView<float>, ArrayView<float>, int, int>(SoftmaxKernel);
         _topK = acc.LoadKernel<ArrayView<float>, ArrayView<int>, ArrayView<float>, int, int>(TopKKernel);
-        _argmaxPartial = acc.LoadKernel<ArrayView<float>, ArrayView<int>, ArrayView<float>, int, int>(ArgmaxPartialKernel);
-        _argmaxFinal = acc.LoadKernel<ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<int>, int>(ArgmaxFinalKernel);
+        (_softmax, _argmaxPartial, _argmaxFinal) = device.UsesGroupLanes ? LoadWithLanes<GroupLanes>(acc) : LoadWithLanes<WarpLanes>(acc);
         if (!device.IsCpu)
         {
             // Allocated once: a CUDA graph that captured an argmax keeps these addresses.
@@ -45,8 +43,19 @@ public class SamplingOps
     // Pass 1 of argmax: group (part p, row r) finds the best (value desc, index asc) of its slice of row r (NaN ranks
     // last) and writes it to partial[r·parts + p]. Pass 2 reduces a row's parts. The answer is the row's argmax whatever
     // the split, so it is the same for a row alone or in any batch.
-    static void ArgmaxPartialKernel(ArrayView<float> partialValues, ArrayView<int> partialIndices, ArrayView<float> x, int vocab, int parts)
+    /// <summary>Softmax, argmax pass 1 and pass 2 with the device's warps.</summary>
+    static (Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, int, int>,
+        Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<int>, ArrayView<float>, int, int>,
+        Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<int>, int>) LoadWithLanes<TLanes>(Accelerator acc)
+        where TLanes : struct, ILanes => (
+        acc.LoadKernel<ArrayView<float>, ArrayView<float>, int, int>(SoftmaxKernel<TLanes>),
+        acc.LoadKernel<ArrayView<float>, ArrayView<int>, ArrayView<float>, int, int>(ArgmaxPartialKernel<TLanes>),
+        acc.LoadKernel<ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<int>, int>(ArgmaxFinalKernel<TLanes>));
+
+    static void ArgmaxPartialKernel<TLanes>(ArrayView<float> partialValues, ArrayView<int> partialIndices, ArrayView<float> x, int vocab, int parts)
+        where TLanes : struct, ILanes
     {
+        TLanes lanes = default;
         var warpValues = SharedMemory.Allocate<float>(32);
         var warpIndices = SharedMemory.Allocate<int>(32);
         int r = Grid.IdxY, p = Grid.IdxX;
@@ -64,11 +73,11 @@ public class SamplingOps
                 bestIndex = i;
             }
         }
-        WarpBest(ref best, ref bestIndex);
-        if (Warp.LaneIdx == 0)
+        WarpBest<TLanes>(ref best, ref bestIndex);
+        if (lanes.Lane == 0)
         {
-            warpValues[Warp.WarpIdx] = best;
-            warpIndices[Warp.WarpIdx] = bestIndex;
+            warpValues[lanes.WarpIdx] = best;
+            warpIndices[lanes.WarpIdx] = bestIndex;
         }
         Group.Barrier();
         if (Group.IdxX != 0) return;
@@ -83,29 +92,32 @@ public class SamplingOps
     }
 
     // Pass 2: one warp per row reduces its parts; a row whose values are all −∞/NaN gets index 0.
-    static void ArgmaxFinalKernel(ArrayView<float> values, ArrayView<int> indices, ArrayView<float> partialValues, ArrayView<int> partialIndices, int parts)
+    static void ArgmaxFinalKernel<TLanes>(ArrayView<float> values, ArrayView<int> indices, ArrayView<float> partialValues, ArrayView<int> partialIndices, int parts)
+        where TLanes : struct, ILanes
     {
+        int lane = default(TLanes).Lane;
         int r = Grid.IdxX;
         float best = float.NegativeInfinity;
         int bestIndex = int.MaxValue;
-        for (int p = Warp.LaneIdx; p < parts; p += 32)
+        for (int p = lane; p < parts; p += 32)
             if (Better(partialValues[(long)r * parts + p], partialIndices[(long)r * parts + p], best, bestIndex))
             {
                 best = partialValues[(long)r * parts + p];
                 bestIndex = partialIndices[(long)r * parts + p];
             }
-        WarpBest(ref best, ref bestIndex);
-        if (Warp.LaneIdx != 0) return;
+        WarpBest<TLanes>(ref best, ref bestIndex);
+        if (lane != 0) return;
         values[r] = best;
         indices[r] = bestIndex == int.MaxValue ? 0 : bestIndex;
     }
 
-    static void WarpBest(ref float best, ref int bestIndex)
+    static void WarpBest<TLanes>(ref float best, ref int bestIndex) where TLanes : struct, ILanes
     {
+        TLanes lanes = default;
         for (int offset = 16; offset > 0; offset >>= 1)
         {
-            float v = Warp.ShuffleXor(best, offset);
-            int i = Warp.ShuffleXor(bestIndex, offset);
+            float v = lanes.Xor(best, offset);
+            int i = lanes.Xor(bestIndex, offset);
             if (Better(v, i, best, bestIndex))
             {
                 best = v;
@@ -115,15 +127,16 @@ public class SamplingOps
     }
 
     // y[r,i] = exp(x[r,i] − m) / Σ_j exp(x[r,j] − m)   (log: y = x − m − log Σ exp(x − m)), m = max_j x[r,j]
-    static void SoftmaxKernel(ArrayView<float> y, ArrayView<float> x, int vocab, int log)
+    static void SoftmaxKernel<TLanes>(ArrayView<float> y, ArrayView<float> x, int vocab, int log) where TLanes : struct, ILanes
     {
+        TLanes lanes = default;
         long row = (long)Grid.IdxX * vocab;
         float localMax = float.NegativeInfinity;
         for (int i = Group.IdxX; i < vocab; i += Group.DimX) localMax = XMath.Max(localMax, x[row + i]);
-        float max = GroupExtensions.AllReduce<float, MaxFloat>(localMax);
+        float max = lanes.GroupMax(localMax);
         float localSum = 0;
         for (int i = Group.IdxX; i < vocab; i += Group.DimX) localSum += XMath.Exp(x[row + i] - max);
-        float sum = GroupExtensions.AllReduce<float, AddFloat>(localSum);
+        float sum = lanes.GroupSum(localSum);
         float logSum = XMath.Log(sum);
         for (int i = Group.IdxX; i < vocab; i += Group.DimX)
         {

@@ -67,8 +67,11 @@ public partial class AttentionOps
     //   issued before the softmax (it needs only the chunk's rows) so its latency hides behind it; each head's sum is
     //   reduced by butterfly;
     // - between them one warp per head does the chunk's softmax bookkeeping.
-    static void SplitAttentionKernel(AttentionViews v, AttentionShape s)
+    // With GroupLanes every warp takes part in each round of the softmax bookkeeping (the exchanges are group-wide);
+    // a warp past the last head computes nothing it keeps.
+    static void SplitAttentionKernel<TLanes>(AttentionViews v, AttentionShape s) where TLanes : struct, ILanes
     {
+        TLanes lanes = default;
         var qs = SharedMemory.Allocate<float>(MaxGroupHeads * MaxHeadDim);      // [rc, qDim] scaled queries, zero past headDim
         var acc = SharedMemory.Allocate<float>(MaxGroupHeads * MaxHeadDim);     // [rc, headDim] o relative to runMax
         var weights = SharedMemory.Allocate<float>(MaxGroupHeads * SplitChunk); // [rc, chunk] scores, then weights
@@ -76,7 +79,7 @@ public partial class AttentionOps
         var runMax = SharedMemory.Allocate<float>(MaxGroupHeads);
         var runSum = SharedMemory.Allocate<float>(MaxGroupHeads);
         var rescale = SharedMemory.Allocate<float>(MaxGroupHeads);
-        int tid = Group.IdxX, warp = Warp.WarpIdx, lane = Warp.LaneIdx;
+        int tid = Group.IdxX, warp = lanes.WarpIdx, lane = lanes.Lane;
         int g = Grid.IdxX;
         int split = g % s.GridSplits;
         g /= s.GridSplits;
@@ -123,7 +126,7 @@ public partial class AttentionOps
                 for (int r = 0; r < rc; r++)
                 {
                     float dot = RoundDot(qs, r * qDim + q, k);
-                    dot += Warp.ShuffleXor(dot, 1);
+                    dot += lanes.Xor(dot, 1);
                     int w = r * SplitChunk + pos;
                     if (half == 0) weights[w] = j0 == 0 ? dot : weights[w] + dot;
                 }
@@ -131,18 +134,21 @@ public partial class AttentionOps
             Group.Barrier();
 
             var values = ValueRound(v.VCache4, rows, posLane, stride, count, col);
-            for (int r = warp; r < rc; r += SplitWarps)
+            int headsEnd = lanes.GroupWide ? (rc + SplitWarps - 1) / SplitWarps * SplitWarps : rc;
+            for (int r = warp; r < headsEnd; r += SplitWarps)
             {
                 // Unmapped positions and those past the chunk's end (rows −1) get weight 0.
+                bool head = r < rc;
                 int w0 = r * SplitChunk + lane, w1 = w0 + 32;
-                float a = rows[lane] >= 0 ? weights[w0] : float.NegativeInfinity;
-                float b = rows[lane + 32] >= 0 ? weights[w1] : float.NegativeInfinity;
-                float old = runMax[r], max = XMath.Max(old, MatMulOps.WarpMax(XMath.Max(a, b)));
+                float a = head && rows[lane] >= 0 ? weights[w0] : float.NegativeInfinity;
+                float b = head && rows[lane + 32] >= 0 ? weights[w1] : float.NegativeInfinity;
+                float old = head ? runMax[r] : 0f, max = XMath.Max(old, MatMulOps.WarpMax<TLanes>(XMath.Max(a, b)));
                 float wa = a == float.NegativeInfinity ? 0f : XMath.Exp(a - max);
                 float wb = b == float.NegativeInfinity ? 0f : XMath.Exp(b - max);
+                float sum = MatMulOps.WarpSum<TLanes>(wa + wb);
+                if (!head) continue;
                 weights[w0] = wa;
                 weights[w1] = wb;
-                float sum = MatMulOps.WarpSum(wa + wb);
                 if (lane == 0)
                 {
                     float c = old == float.NegativeInfinity ? 0f : XMath.Exp(old - max);
@@ -162,10 +168,10 @@ public partial class AttentionOps
                     F4 o = Weighted(weights, r * SplitChunk, i0 + posLane, stride, count, values);
                     for (int offset = cw; offset < 32; offset <<= 1)
                     {
-                        o.X += Warp.ShuffleXor(o.X, offset);
-                        o.Y += Warp.ShuffleXor(o.Y, offset);
-                        o.Z += Warp.ShuffleXor(o.Z, offset);
-                        o.W += Warp.ShuffleXor(o.W, offset);
+                        o.X += lanes.Xor(o.X, offset);
+                        o.Y += lanes.Xor(o.Y, offset);
+                        o.Z += lanes.Xor(o.Z, offset);
+                        o.W += lanes.Xor(o.W, offset);
                     }
                     if (posLane == 0)
                     {

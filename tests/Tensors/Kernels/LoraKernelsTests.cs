@@ -7,9 +7,9 @@ namespace LoraEngine.Tensors.Tests.Kernels;
 
 public class LoraKernelsTests
 {
-    sealed record Case(int Tokens, int In, int Out, int Slots, int Rank, DType WType, float[] X, float[] Y, float[] A, float[] B, int[] TokenSlots);
+    internal sealed record Case(int Tokens, int In, int Out, int Slots, int Rank, DType WType, float[] X, float[] Y, float[] A, float[] B, int[] TokenSlots);
 
-    static Case NewCase(int seed)
+    internal static Case NewCase(int seed)
     {
         var rnd = new RandomData(seed);
         int tokens = rnd.Int(1, 12), inF = rnd.Int(1, 50), outF = rnd.Int(1, 50), slots = rnd.Int(1, 3), rank = rnd.Int(1, 9);
@@ -19,7 +19,7 @@ public class LoraKernelsTests
             rnd.Floats(slots * rank * inF), rnd.Floats(slots * outF * rank), tokenSlots);
     }
 
-    static (float[] Buffer, float[] Y) Run(ComputeDevice device, Case c)
+    internal static (float[] Buffer, float[] Y) Run(ComputeDevice device, Case c)
     {
         using var x = device.Upload(c.X, c.Tokens, c.In);
         using var y = device.Upload(c.Y, c.Tokens, c.Out);

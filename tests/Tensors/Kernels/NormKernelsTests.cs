@@ -8,7 +8,7 @@ namespace LoraEngine.Tensors.Tests.Kernels;
 
 public class NormKernelsTests
 {
-    static float[] Run(ComputeDevice device, float[] x, float[] w, DType wType, int tokens, int dim, float eps)
+    internal static float[] Run(ComputeDevice device, float[] x, float[] w, DType wType, int tokens, int dim, float eps)
     {
         using var xt = device.Upload(x, tokens, dim);
         using var yt = device.Allocate(DType.F32, tokens, dim);

@@ -15,7 +15,7 @@ public class SampleKernelsTests
 {
     internal sealed record Case(int Vocab, float[] Logits, SampleRow[] Rows, TokenEdit[] Edits);
 
-    static Case NewCase(int seed, int maxRows = 5, int maxVocab = 700, int minVocab = 1)
+    internal static Case NewCase(int seed, int maxRows = 5, int maxVocab = 700, int minVocab = 1)
     {
         var rnd = new RandomData(seed);
         int rows = rnd.Int(1, maxRows), vocab = rnd.Int(minVocab, maxVocab);
@@ -57,10 +57,10 @@ public class SampleKernelsTests
         return new Case(vocab, logits, sampleRows, edits.ToArray());
     }
 
-    sealed record Outcome(int Token, bool Finite, float Logprob, int Rank, int[] TopIds, float[] TopLogprobs);
+    internal sealed record Outcome(int Token, bool Finite, float Logprob, int Rank, int[] TopIds, float[] TopLogprobs);
 
     /// <summary>Runs <paramref name="rows"/> (with their edits) and returns each row's outcome and the logits afterwards.</summary>
-    static (Outcome[] Rows, float[] After) Run(ComputeDevice device, int vocab, float[] logits, SampleRow[] rows, TokenEdit[] edits, int editCapacity = 4)
+    internal static (Outcome[] Rows, float[] After) Run(ComputeDevice device, int vocab, float[] logits, SampleRow[] rows, TokenEdit[] edits, int editCapacity = 4)
     {
         using var batch = new SampleBatch(device, rows.Length, vocab, editCapacity);
         batch.Write(rows, edits);
