@@ -1,3 +1,4 @@
+using System.Linq.Expressions;
 using ILGPU;
 using ILGPU.Runtime;
 using ILGPU.Runtime.CPU;
@@ -23,8 +24,6 @@ public enum DeviceKind
 /// ILGPU's CPU accelerator share the ILGPU kernels; the CPU device made by <see cref="CreateCpu()"/> has its own host
 /// implementation of every family instead (vectorised, both cores), chosen when the device is created, as ggml's CPU
 /// backend fills its own table. <see cref="CreateCpuKernels"/> keeps the kernels on the CPU, for tests that compare them.
-/// An OpenCL device takes launches from one thread at a time: ILGPU sets a kernel's arguments on the shared OpenCL
-/// kernel object before each launch (CUDA passes them with the launch).
 /// </summary>
 public sealed class ComputeDevice : IDisposable
 {
@@ -247,13 +246,37 @@ public sealed class ComputeDevice : IDisposable
         }
         // Loaded on first use; two threads racing here load it twice, harmlessly.
         ref Delegate? zero = ref typeof(T) == typeof(float) ? ref _zeroF32 : ref typeof(T) == typeof(int) ? ref _zeroI32 : ref _zero16;
-        zero ??= Accelerator.LoadAutoGroupedKernel<Index1D, ArrayView<T>>(ZeroKernel);
+        zero ??= Serialized(Accelerator.LoadAutoGroupedKernel<Index1D, ArrayView<T>>(ZeroKernel));
         ((Action<AcceleratorStream, Index1D, ArrayView<T>>)zero)(Stream, (int)view.Length, view);
     }
 
     Delegate? _zeroF32, _zeroI32, _zero16; // OpenCL's zeroing kernels for the element types tensors have (F32, I32, 16-bit)
 
     static void ZeroKernel<T>(Index1D i, ArrayView<T> view) where T : unmanaged => view[i] = default;
+
+    /// <summary>
+    /// The kernel launcher as this device runs it: on OpenCL under the device's launch lock, since ILGPU sets a kernel's
+    /// arguments on the shared OpenCL kernel object and then enqueues it, so two threads launching the same kernel could
+    /// run it with each other's arguments (seen: the Lora and Models tests, which share a device across test threads,
+    /// failed now and then on pocl); elsewhere the launcher itself (CUDA passes the arguments with the launch).
+    /// </summary>
+    internal TLauncher Serialized<TLauncher>(TLauncher launcher) where TLauncher : Delegate =>
+        Kind == DeviceKind.OpenCl ? UnderLock(launcher, _launchLock) : launcher;
+
+    readonly object _launchLock = new();
+
+    /// <summary>A delegate of the same type that calls <paramref name="launcher"/> holding <paramref name="gate"/>.</summary>
+    internal static TLauncher UnderLock<TLauncher>(TLauncher launcher, object gate) where TLauncher : Delegate
+    {
+        var parameters = typeof(TLauncher).GetMethod("Invoke")!.GetParameters().Select(p => Expression.Parameter(p.ParameterType, p.Name)).ToArray();
+        var lockObject = Expression.Constant(gate);
+        var body = Expression.Block(
+            Expression.Call(typeof(Monitor).GetMethod(nameof(Monitor.Enter), [typeof(object)])!, lockObject),
+            Expression.TryFinally(
+                Expression.Invoke(Expression.Constant(launcher), parameters),
+                Expression.Call(typeof(Monitor).GetMethod(nameof(Monitor.Exit), [typeof(object)])!, lockObject)));
+        return Expression.Lambda<TLauncher>(body, parameters).Compile();
+    }
 
     /// <summary>Allocates an uninitialised tensor.</summary>
     public DeviceTensor Allocate(DType dtype, params int[] shape) => DeviceTensor.Allocate(this, dtype, shape);

@@ -17,9 +17,16 @@ internal static partial class PoclSettings
     /// </summary>
     public static void PreferContinuationBasedWorkGroups()
     {
-        if (!OperatingSystem.IsLinux() && !OperatingSystem.IsMacOS()) return;
+        if (!OperatingSystem.IsLinux()) return;
         if (Environment.GetEnvironmentVariable(WorkGroupMethod) is { Length: > 0 }) return;
-        SetEnvironment(WorkGroupMethod, "cbs", overwrite: 0);
+        try
+        {
+            SetEnvironment(WorkGroupMethod, "cbs", overwrite: 0);
+        }
+        catch (Exception e) when (e is DllNotFoundException or EntryPointNotFoundException)
+        {
+            // No C runtime to ask: pocl keeps its default.
+        }
     }
 
     const string WorkGroupMethod = "POCL_WORK_GROUP_METHOD";

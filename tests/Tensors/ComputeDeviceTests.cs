@@ -30,4 +30,26 @@ public class ComputeDeviceTests
         Assert.Equal(4L * AttentionOps.DefaultWorkspaceFloats, TestDevices.Cpu.Attention.AllocatedWorkspaceBytes);
         Assert.Equal(0, TestDevices.Cpu.MatMul.AllocatedWorkspaceBytes); // tensor cores are CUDA's
     }
+
+    /// <summary>OpenCL's launchers run under the device's lock (ILGPU sets arguments on a shared kernel object): the wrapper passes every argument, holds the lock for the call and releases it when the launch throws.</summary>
+    [Fact]
+    public void A_launcher_under_lock_passes_its_arguments_and_holds_the_lock_only_while_it_runs()
+    {
+        var gate = new object();
+        var seen = new List<(int, string, bool)>();
+        var locked = ComputeDevice.UnderLock<Action<int, string>>((n, s) =>
+        {
+            seen.Add((n, s, Monitor.IsEntered(gate)));
+            if (n < 0) throw new InvalidOperationException("launch failed");
+        }, gate);
+        locked(3, "x");
+        Assert.Equal([(3, "x", true)], seen);
+        Assert.False(Monitor.IsEntered(gate));
+        Assert.Throws<InvalidOperationException>(() => locked(-1, "y"));
+        Assert.False(Monitor.IsEntered(gate));
+        Assert.Equal((-1, "y", true), seen[1]);
+
+        Action<int> plain = _ => { };
+        Assert.Same(plain, TestDevices.Cpu.Serialized(plain)); // CUDA and the CPU pass arguments with each launch
+    }
 }

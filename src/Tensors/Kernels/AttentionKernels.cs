@@ -40,15 +40,15 @@ public partial class AttentionOps : IDisposable
     {
         _device = device;
         var acc = device.Accelerator;
-        _writeKv = acc.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, int, int>(WriteKvKernel);
-        _rotateWriteKv = acc.LoadAutoGroupedKernel<Index1D, RotateKvViews, RopeOps.RopeShape, int>(RotateWriteKvKernel);
+        _writeKv = device.Serialized(acc.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, int, int>(WriteKvKernel));
+        _rotateWriteKv = device.Serialized(acc.LoadAutoGroupedKernel<Index1D, RotateKvViews, RopeOps.RopeShape, int>(RotateWriteKvKernel));
         _narrowWarps = device.UsesGroupLanes ? 1 : WarpsPerGroup;
-        (_attention, _attentionWide) = device.UsesGroupLanes ? LoadWithLanes<GroupLanes>(acc) : LoadWithLanes<WarpLanes>(acc);
+        (_attention, _attentionWide) = device.UsesGroupLanes ? LoadWithLanes<GroupLanes>(device) : LoadWithLanes<WarpLanes>(device);
         if (workspaceFloats <= 0) return;
         _attentionSplit = device.UsesGroupLanes
-            ? acc.LoadKernel<AttentionViews, AttentionShape>(SplitAttentionKernel<GroupLanes>)
-            : acc.LoadKernel<AttentionViews, AttentionShape>(SplitAttentionKernel<WarpLanes>);
-        _combineSplits = acc.LoadKernel<AttentionViews, AttentionShape>(CombineSplitsKernel);
+            ? device.Serialized(acc.LoadKernel<AttentionViews, AttentionShape>(SplitAttentionKernel<GroupLanes>))
+            : device.Serialized(acc.LoadKernel<AttentionViews, AttentionShape>(SplitAttentionKernel<WarpLanes>));
+        _combineSplits = device.Serialized(acc.LoadKernel<AttentionViews, AttentionShape>(CombineSplitsKernel));
         _partials = device.Allocate(DType.F32, workspaceFloats);
     }
 
@@ -88,9 +88,13 @@ public partial class AttentionOps : IDisposable
 
     /// <summary>The unsplit attention kernels (one warp a head, four warps a head) with the device's warps.</summary>
     static (Action<AcceleratorStream, KernelConfig, AttentionViews, AttentionShape>, Action<AcceleratorStream, KernelConfig, AttentionViews, AttentionShape>)
-        LoadWithLanes<TLanes>(Accelerator acc) where TLanes : struct, ILanes => (
-        acc.LoadKernel<AttentionViews, AttentionShape>(AttentionKernel<TLanes>),
-        acc.LoadKernel<AttentionViews, AttentionShape>(WideAttentionKernel<TLanes>));
+        LoadWithLanes<TLanes>(ComputeDevice device) where TLanes : struct, ILanes
+    {
+        var acc = device.Accelerator;
+        return (
+            device.Serialized(acc.LoadKernel<AttentionViews, AttentionShape>(AttentionKernel<TLanes>)),
+            device.Serialized(acc.LoadKernel<AttentionViews, AttentionShape>(WideAttentionKernel<TLanes>)));
+    }
 
     // out[t,h] = Σ_{p ≤ pos[t]} softmax_p(scale · q[t,h] · K[p,kvh]) · V[p,kvh], kvh = h / (heads / kvHeads):
     // one warp per (token, head), lanes split head_dim, online softmax over the sequence's cached positions.

@@ -18,11 +18,11 @@ public class ElementwiseOps
     {
         _device = device;
         var acc = device.Accelerator;
-        _addInPlace = acc.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<float>>(AddInPlaceKernel);
-        _swiGlu = acc.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>>(SwiGluKernel);
-        _embedF32 = acc.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<int>, ArrayView<float>, int, int>(EmbeddingKernel<float, F32Decoder>);
-        _embedBf16 = acc.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<int>, ArrayView<ushort>, int, int>(EmbeddingKernel<ushort, Bf16Decoder>);
-        _embedF16 = acc.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<int>, ArrayView<ushort>, int, int>(EmbeddingKernel<ushort, F16Decoder>);
+        _addInPlace = device.Serialized(acc.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<float>>(AddInPlaceKernel));
+        _swiGlu = device.Serialized(acc.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>>(SwiGluKernel));
+        _embedF32 = device.Serialized(acc.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<int>, ArrayView<float>, int, int>(EmbeddingKernel<float, F32Decoder>));
+        _embedBf16 = device.Serialized(acc.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<int>, ArrayView<ushort>, int, int>(EmbeddingKernel<ushort, Bf16Decoder>));
+        _embedF16 = device.Serialized(acc.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<int>, ArrayView<ushort>, int, int>(EmbeddingKernel<ushort, F16Decoder>));
     }
 
     // x[i] += y[i]

@@ -45,22 +45,26 @@ public class MatMulOps
         _device = device;
         _tensorCores = TensorCoreLinear.TryCreate(device);
         var acc = device.Accelerator;
-        (_gemvF32, _gemvBf16, _gemvF16, _gemvBf16x4) = device.UsesGroupLanes ? LoadGemvs<GroupLanes>(acc) : LoadGemvs<WarpLanes>(acc);
-        _gemmF32 = acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int>(GemmKernel<float, F32Decoder>);
-        _gemmBf16 = acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<ushort>, int, int, int>(GemmKernel<ushort, Bf16Decoder>);
-        _gemmF16 = acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<ushort>, int, int, int>(GemmKernel<ushort, F16Decoder>);
+        (_gemvF32, _gemvBf16, _gemvF16, _gemvBf16x4) = device.UsesGroupLanes ? LoadGemvs<GroupLanes>(device) : LoadGemvs<WarpLanes>(device);
+        _gemmF32 = device.Serialized(acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int>(GemmKernel<float, F32Decoder>));
+        _gemmBf16 = device.Serialized(acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<ushort>, int, int, int>(GemmKernel<ushort, Bf16Decoder>));
+        _gemmF16 = device.Serialized(acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<ushort>, int, int, int>(GemmKernel<ushort, F16Decoder>));
     }
 
     /// <summary>The GEMV kernels (F32, BF16, F16, BF16 with 8-byte loads) with the device's warps.</summary>
     static (Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int>,
         Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<ushort>, int, int, int>,
         Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<ushort>, int, int, int>,
-        Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<ulong>, int, int, int>) LoadGemvs<TLanes>(Accelerator acc)
-        where TLanes : struct, ILanes => (
-        acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int>(GemvKernel<float, F32Decoder, TLanes>),
-        acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<ushort>, int, int, int>(GemvKernel<ushort, Bf16Decoder, TLanes>),
-        acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<ushort>, int, int, int>(GemvKernel<ushort, F16Decoder, TLanes>),
-        acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<ulong>, int, int, int>(GemvBf16x4Kernel<TLanes>));
+        Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<ulong>, int, int, int>) LoadGemvs<TLanes>(ComputeDevice device)
+        where TLanes : struct, ILanes
+    {
+        var acc = device.Accelerator;
+        return (
+            device.Serialized(acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int>(GemvKernel<float, F32Decoder, TLanes>)),
+            device.Serialized(acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<ushort>, int, int, int>(GemvKernel<ushort, Bf16Decoder, TLanes>)),
+            device.Serialized(acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<ushort>, int, int, int>(GemvKernel<ushort, F16Decoder, TLanes>)),
+            device.Serialized(acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<ulong>, int, int, int>(GemvBf16x4Kernel<TLanes>)));
+    }
 
     // y[t, o] = Σ_i W[o, i] · x[t, i] for t < tokens ≤ 8: one warp per output row o, lanes stride over i,
     // one accumulator per token, then a warp reduction. Each weight element is read once for all tokens.

@@ -20,8 +20,7 @@ public class NormOps
     internal NormOps(ComputeDevice device)
     {
         _device = device;
-        var acc = device.Accelerator;
-        (_rmsF32, _rmsBf16, _rmsF16, _addRmsF32, _addRmsBf16, _addRmsF16) = device.UsesGroupLanes ? Load<GroupLanes>(acc) : Load<WarpLanes>(acc);
+        (_rmsF32, _rmsBf16, _rmsF16, _addRmsF32, _addRmsBf16, _addRmsF16) = device.UsesGroupLanes ? Load<GroupLanes>(device) : Load<WarpLanes>(device);
     }
 
     /// <summary>The kernels (RMSNorm F32, BF16, F16 weights; then the fused residual add) with the device's warps.</summary>
@@ -30,14 +29,18 @@ public class NormOps
         Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<ushort>, int, float>,
         Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, float>,
         Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<ushort>, int, float>,
-        Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<ushort>, int, float>) Load<TLanes>(Accelerator acc)
-        where TLanes : struct, ILanes => (
-        acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, int, float>(RmsNormKernel<float, F32Decoder, TLanes>),
-        acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<ushort>, int, float>(RmsNormKernel<ushort, Bf16Decoder, TLanes>),
-        acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<ushort>, int, float>(RmsNormKernel<ushort, F16Decoder, TLanes>),
-        acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, float>(AddRmsNormKernel<float, F32Decoder, TLanes>),
-        acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<ushort>, int, float>(AddRmsNormKernel<ushort, Bf16Decoder, TLanes>),
-        acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<ushort>, int, float>(AddRmsNormKernel<ushort, F16Decoder, TLanes>));
+        Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<ushort>, int, float>) Load<TLanes>(ComputeDevice device)
+        where TLanes : struct, ILanes
+    {
+        var acc = device.Accelerator;
+        return (
+            device.Serialized(acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, int, float>(RmsNormKernel<float, F32Decoder, TLanes>)),
+            device.Serialized(acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<ushort>, int, float>(RmsNormKernel<ushort, Bf16Decoder, TLanes>)),
+            device.Serialized(acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<ushort>, int, float>(RmsNormKernel<ushort, F16Decoder, TLanes>)),
+            device.Serialized(acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, float>(AddRmsNormKernel<float, F32Decoder, TLanes>)),
+            device.Serialized(acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<ushort>, int, float>(AddRmsNormKernel<ushort, Bf16Decoder, TLanes>)),
+            device.Serialized(acc.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<ushort>, int, float>(AddRmsNormKernel<ushort, F16Decoder, TLanes>)));
+    }
 
     // y[t,:] = x[t,:] * rsqrt(mean(x[t,:]²) + eps) * w[:]     (one group per row t)
     static void RmsNormKernel<TW, TDec, TLanes>(ArrayView<float> y, ArrayView<float> x, ArrayView<TW> w, int dim, float eps)

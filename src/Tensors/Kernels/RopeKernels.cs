@@ -19,8 +19,8 @@ public class RopeOps
     internal RopeOps(ComputeDevice device)
     {
         _device = device;
-        _apply = device.Accelerator.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<int>, ArrayView<float>, int, int>(RopeKernel);
-        _applyCached = device.Accelerator.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<float>, RopeShape>(RopeCachedKernel);
+        _apply = device.Serialized(device.Accelerator.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<int>, ArrayView<float>, int, int>(RopeKernel));
+        _applyCached = device.Serialized(device.Accelerator.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<float>, RopeShape>(RopeCachedKernel));
     }
 
     // The same rotation of q and k in one launch, with (cos, sin) of pos·invFreq[j] read from a table made once:

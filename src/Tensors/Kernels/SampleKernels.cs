@@ -37,18 +37,22 @@ public partial class SampleOps
     {
         _device = device;
         var acc = device.Accelerator;
-        _prepare = acc.LoadKernel<SampleViews>(PrepareKernel);
-        _mass = acc.LoadKernel<SampleViews>(MassKernel);
-        _pass = acc.LoadKernel<SampleViews, int, int>(SelectPassKernel);
-        (_pick, _pickFinal, _max, _logprobs) = device.UsesGroupLanes ? LoadWithLanes<GroupLanes>(acc) : LoadWithLanes<WarpLanes>(acc);
+        _prepare = device.Serialized(acc.LoadKernel<SampleViews>(PrepareKernel));
+        _mass = device.Serialized(acc.LoadKernel<SampleViews>(MassKernel));
+        _pass = device.Serialized(acc.LoadKernel<SampleViews, int, int>(SelectPassKernel));
+        (_pick, _pickFinal, _max, _logprobs) = device.UsesGroupLanes ? LoadWithLanes<GroupLanes>(device) : LoadWithLanes<WarpLanes>(device);
     }
 
     /// <summary>The kernels that exchange values within warps or groups (pick, its final pass, max, logprobs), with the device's warps.</summary>
     static (Action<AcceleratorStream, KernelConfig, SampleViews>, Action<AcceleratorStream, KernelConfig, SampleViews>,
-        Action<AcceleratorStream, KernelConfig, SampleViews>, Action<AcceleratorStream, KernelConfig, SampleViews>) LoadWithLanes<TLanes>(Accelerator acc)
-        where TLanes : struct, ILanes => (
-        acc.LoadKernel<SampleViews>(PickKernel<TLanes>), acc.LoadKernel<SampleViews>(PickFinalKernel<TLanes>),
-        acc.LoadKernel<SampleViews>(MaxKernel<TLanes>), acc.LoadKernel<SampleViews>(LogprobsKernel<TLanes>));
+        Action<AcceleratorStream, KernelConfig, SampleViews>, Action<AcceleratorStream, KernelConfig, SampleViews>) LoadWithLanes<TLanes>(ComputeDevice device)
+        where TLanes : struct, ILanes
+    {
+        var acc = device.Accelerator;
+        return (
+            device.Serialized(acc.LoadKernel<SampleViews>(PickKernel<TLanes>)), device.Serialized(acc.LoadKernel<SampleViews>(PickFinalKernel<TLanes>)),
+            device.Serialized(acc.LoadKernel<SampleViews>(MaxKernel<TLanes>)), device.Serialized(acc.LoadKernel<SampleViews>(LogprobsKernel<TLanes>)));
+    }
 
     /// <summary>The buffers of one run (a struct keeps the kernel signatures short).</summary>
     internal struct SampleViews
@@ -288,7 +292,7 @@ public partial class SampleOps
             }
         }
         nonFinite = lanes.GroupSum(nonFinite);
-        WarpBest<TLanes>(ref best, ref bestIndex);
+        SampleMath.WarpBest<TLanes>(ref best, ref bestIndex);
         if (lanes.Lane == 0)
         {
             warpValues[lanes.WarpIdx] = best;
@@ -327,7 +331,7 @@ public partial class SampleOps
                 bestIndex = s.PartialIndices[at];
             }
         }
-        WarpBest<TLanes>(ref best, ref bestIndex);
+        SampleMath.WarpBest<TLanes>(ref best, ref bestIndex);
         int mode = s.RowInts[p + PMode];
         if (mode == (int)SampleMode.Sample)
         {
@@ -412,20 +416,5 @@ public partial class SampleOps
     {
         for (int offset = 16; offset > 0; offset >>= 1) v += default(TLanes).Xor(v, offset);
         return v;
-    }
-
-    static void WarpBest<TLanes>(ref float best, ref int bestIndex) where TLanes : struct, ILanes
-    {
-        TLanes lanes = default;
-        for (int offset = 16; offset > 0; offset >>= 1)
-        {
-            float v = lanes.Xor(best, offset);
-            int i = lanes.Xor(bestIndex, offset);
-            if (SampleMath.Better(v, i, best, bestIndex))
-            {
-                best = v;
-                bestIndex = i;
-            }
-        }
     }
 }

@@ -80,4 +80,20 @@ internal static class SampleMath
 
     /// <summary>(value desc, index asc) ordering of a candidate against the best so far; NaN never wins.</summary>
     public static bool Better(float v, int i, float bestV, int bestI) => v > bestV || (v == bestV && i < bestI);
+
+    /// <summary>The best (value, index) over the warp by <see cref="Better"/>, in a fixed butterfly order (every lane gets it).</summary>
+    public static void WarpBest<TLanes>(ref float best, ref int bestIndex) where TLanes : struct, ILanes
+    {
+        TLanes lanes = default;
+        for (int offset = 16; offset > 0; offset >>= 1)
+        {
+            float v = lanes.Xor(best, offset);
+            int i = lanes.Xor(bestIndex, offset);
+            if (Better(v, i, best, bestIndex))
+            {
+                best = v;
+                bestIndex = i;
+            }
+        }
+    }
 }

@@ -28,8 +28,8 @@ public class SamplingOps
     {
         _device = device;
         var acc = device.Accelerator;
-        _topK = acc.LoadKernel<ArrayView<float>, ArrayView<int>, ArrayView<float>, int, int>(TopKKernel);
-        (_softmax, _argmaxPartial, _argmaxFinal) = device.UsesGroupLanes ? LoadWithLanes<GroupLanes>(acc) : LoadWithLanes<WarpLanes>(acc);
+        _topK = device.Serialized(acc.LoadKernel<ArrayView<float>, ArrayView<int>, ArrayView<float>, int, int>(TopKKernel));
+        (_softmax, _argmaxPartial, _argmaxFinal) = device.UsesGroupLanes ? LoadWithLanes<GroupLanes>(device) : LoadWithLanes<WarpLanes>(device);
         if (!device.IsCpu)
         {
             // Allocated once: a CUDA graph that captured an argmax keeps these addresses.
@@ -38,20 +38,22 @@ public class SamplingOps
         }
     }
 
-    static bool Better(float v, int i, float bestV, int bestI) => v > bestV || (v == bestV && i < bestI);
+    /// <summary>Softmax, argmax pass 1 and pass 2 with the device's warps.</summary>
+    static (Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, int, int>,
+        Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<int>, ArrayView<float>, int, int>,
+        Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<int>, int>) LoadWithLanes<TLanes>(ComputeDevice device)
+        where TLanes : struct, ILanes
+    {
+        var acc = device.Accelerator;
+        return (
+            device.Serialized(acc.LoadKernel<ArrayView<float>, ArrayView<float>, int, int>(SoftmaxKernel<TLanes>)),
+            device.Serialized(acc.LoadKernel<ArrayView<float>, ArrayView<int>, ArrayView<float>, int, int>(ArgmaxPartialKernel<TLanes>)),
+            device.Serialized(acc.LoadKernel<ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<int>, int>(ArgmaxFinalKernel<TLanes>)));
+    }
 
     // Pass 1 of argmax: group (part p, row r) finds the best (value desc, index asc) of its slice of row r (NaN ranks
     // last) and writes it to partial[r·parts + p]. Pass 2 reduces a row's parts. The answer is the row's argmax whatever
     // the split, so it is the same for a row alone or in any batch.
-    /// <summary>Softmax, argmax pass 1 and pass 2 with the device's warps.</summary>
-    static (Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, int, int>,
-        Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<int>, ArrayView<float>, int, int>,
-        Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<int>, int>) LoadWithLanes<TLanes>(Accelerator acc)
-        where TLanes : struct, ILanes => (
-        acc.LoadKernel<ArrayView<float>, ArrayView<float>, int, int>(SoftmaxKernel<TLanes>),
-        acc.LoadKernel<ArrayView<float>, ArrayView<int>, ArrayView<float>, int, int>(ArgmaxPartialKernel<TLanes>),
-        acc.LoadKernel<ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<int>, int>(ArgmaxFinalKernel<TLanes>));
-
     static void ArgmaxPartialKernel<TLanes>(ArrayView<float> partialValues, ArrayView<int> partialIndices, ArrayView<float> x, int vocab, int parts)
         where TLanes : struct, ILanes
     {
@@ -67,13 +69,13 @@ public class SamplingOps
         {
             float v = x[row + i];
             if (float.IsNaN(v)) v = float.NegativeInfinity;
-            if (Better(v, i, best, bestIndex))
+            if (SampleMath.Better(v, i, best, bestIndex))
             {
                 best = v;
                 bestIndex = i;
             }
         }
-        WarpBest<TLanes>(ref best, ref bestIndex);
+        SampleMath.WarpBest<TLanes>(ref best, ref bestIndex);
         if (lanes.Lane == 0)
         {
             warpValues[lanes.WarpIdx] = best;
@@ -82,7 +84,7 @@ public class SamplingOps
         Group.Barrier();
         if (Group.IdxX != 0) return;
         for (int w = 1; w < Group.DimX / 32; w++)
-            if (Better(warpValues[w], warpIndices[w], best, bestIndex))
+            if (SampleMath.Better(warpValues[w], warpIndices[w], best, bestIndex))
             {
                 best = warpValues[w];
                 bestIndex = warpIndices[w];
@@ -100,30 +102,15 @@ public class SamplingOps
         float best = float.NegativeInfinity;
         int bestIndex = int.MaxValue;
         for (int p = lane; p < parts; p += 32)
-            if (Better(partialValues[(long)r * parts + p], partialIndices[(long)r * parts + p], best, bestIndex))
+            if (SampleMath.Better(partialValues[(long)r * parts + p], partialIndices[(long)r * parts + p], best, bestIndex))
             {
                 best = partialValues[(long)r * parts + p];
                 bestIndex = partialIndices[(long)r * parts + p];
             }
-        WarpBest<TLanes>(ref best, ref bestIndex);
+        SampleMath.WarpBest<TLanes>(ref best, ref bestIndex);
         if (lane != 0) return;
         values[r] = best;
         indices[r] = bestIndex == int.MaxValue ? 0 : bestIndex;
-    }
-
-    static void WarpBest<TLanes>(ref float best, ref int bestIndex) where TLanes : struct, ILanes
-    {
-        TLanes lanes = default;
-        for (int offset = 16; offset > 0; offset >>= 1)
-        {
-            float v = lanes.Xor(best, offset);
-            int i = lanes.Xor(bestIndex, offset);
-            if (Better(v, i, best, bestIndex))
-            {
-                best = v;
-                bestIndex = i;
-            }
-        }
     }
 
     // y[r,i] = exp(x[r,i] − m) / Σ_j exp(x[r,j] − m)   (log: y = x − m − log Σ exp(x − m)), m = max_j x[r,j]
