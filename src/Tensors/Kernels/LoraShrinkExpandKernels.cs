@@ -31,15 +31,7 @@ public partial class LoraOps
         where TLanes : struct, ILanes
     {
         var partial = SharedMemory.Allocate<float>(ShrinkWarps * RowsPerGroup);
-        var s = Select(segments, Grid.IdxX, out int local);
-        int t = local / s.Blocks, r0 = local % s.Blocks * RowsPerGroup, rows = XMath.Min(RowsPerGroup, s.Rank - r0);
-        int slot = slots[t];
-        long outRow = (long)t * s.Rank + r0;
-        if (slot < 0 || slot >= s.Slots)
-        {
-            if (Group.IdxX < rows) s.Buffer[outRow + Group.IdxX] = 0;
-            return;
-        }
+        if (!ShrinkItem(segments, slots, out var s, out int t, out int r0, out int rows, out int slot, out long outRow)) return;
         // Rows past the rank read the last row again (every load unconditional, so all are in flight at once) and are dropped.
         long a0 = ((long)slot * s.Rank + r0) * units;
         long a1 = a0 + XMath.Min(1, rows - 1) * units, a2 = a0 + XMath.Min(2, rows - 1) * units, a3 = a0 + (rows - 1) * units;
@@ -71,15 +63,7 @@ public partial class LoraOps
         where TW : unmanaged where TDec : struct, IWeightDecoder<TW> where TLanes : struct, ILanes
     {
         var partial = SharedMemory.Allocate<float>(ShrinkWarps * RowsPerGroup);
-        var s = Select(segments, Grid.IdxX, out int local);
-        int t = local / s.Blocks, r0 = local % s.Blocks * RowsPerGroup, rows = XMath.Min(RowsPerGroup, s.Rank - r0);
-        int slot = slots[t];
-        long outRow = (long)t * s.Rank + r0;
-        if (slot < 0 || slot >= s.Slots)
-        {
-            if (Group.IdxX < rows) s.Buffer[outRow + Group.IdxX] = 0;
-            return;
-        }
+        if (!ShrinkItem(segments, slots, out var s, out int t, out int r0, out int rows, out int slot, out long outRow)) return;
         TDec dec = default;
         long a0 = ((long)slot * s.Rank + r0) * inF;
         long a1 = a0 + XMath.Min(1, rows - 1) * inF, a2 = a0 + XMath.Min(2, rows - 1) * inF, a3 = a0 + (rows - 1) * inF;
@@ -95,6 +79,24 @@ public partial class LoraOps
             d3 += w3 * xi;
         }
         ReduceRows<TLanes>(partial, s.Buffer, outRow, rows, d0, d1, d2, d3);
+    }
+
+    /// <summary>
+    /// The group's work item: its member <paramref name="s"/>, token, first rank row, rows (≤ four) and slot; false for a
+    /// token without an adapter (slot −1 or out of range), whose rows the group has then zeroed.
+    /// </summary>
+    static bool ShrinkItem<TW>(LoraSegments<ShrinkSegment<TW>> segments, ArrayView<int> slots, out ShrinkSegment<TW> s, out int t, out int r0,
+        out int rows, out int slot, out long outRow) where TW : unmanaged
+    {
+        s = Select(segments, Grid.IdxX, out int local);
+        t = local / s.Blocks;
+        r0 = local % s.Blocks * RowsPerGroup;
+        rows = XMath.Min(RowsPerGroup, s.Rank - r0);
+        slot = slots[t];
+        outRow = (long)t * s.Rank + r0;
+        if (slot >= 0 && slot < s.Slots) return true;
+        if (Group.IdxX < rows) s.Buffer[outRow + Group.IdxX] = 0;
+        return false;
     }
 
     /// <summary>buffer[outRow + j] = Σ over the group's threads of d_j, j &lt; rows: warp butterflies, then the warps in order.</summary>
