@@ -1,6 +1,5 @@
 using ILGPU;
 using ILGPU.Algorithms;
-using ILGPU.Algorithms.ScanReduceOperations;
 using ILGPU.Runtime;
 using static LoraEngine.Tensors.Kernels.SampleBatch;
 
