@@ -71,7 +71,8 @@ public sealed class ComputeDevice : IDisposable
 
     /// <summary>
     /// Whether kernels draw their warps on the group (<see cref="GroupLanes"/>) instead of the hardware's: OpenCL, where
-    /// ILGPU writes warp shuffles for Intel's devices only and sub-groups need not be 32 wide.
+    /// ILGPU writes warp shuffles for Intel's devices only and sub-groups need not be 32 wide, and the CPU accelerator
+    /// device that tests that path (<see cref="CreateCpuKernelsWithGroupLanes"/>).
     /// </summary>
     internal bool UsesGroupLanes { get; }
 
