@@ -103,7 +103,7 @@ public static class LinearBench
 
     /// <summary>
     /// One linear launched <paramref name="repeats"/> times eagerly, for a profiler to pick up (`linear OUT IN TOKENS
-    /// [split-k|split-rows|split-slices|tiles]`): the kernels of a shape without the rest of the benchmark around them.
+    /// [split-k|split-k-ahead|split-rows|split-slices|tiles]`): the kernels of a shape without the rest of the benchmark around them.
     /// </summary>
     public static void Profile(ComputeDevice device, int outF, int inF, int tokens, string kernel, int repeats, TextWriter log)
     {
@@ -114,6 +114,7 @@ public static class LinearBench
             tc.Choice = kernel switch
             {
                 "split-k" => TensorCoreLinear.Kernels.SplitK,
+                "split-k-ahead" => TensorCoreLinear.Kernels.SplitKAhead,
                 "split-rows" => TensorCoreLinear.Kernels.SplitRows,
                 "split-slices" => TensorCoreLinear.Kernels.SplitSlices,
                 "tiles" => TensorCoreLinear.Kernels.Tiles,
@@ -133,13 +134,15 @@ public static class LinearBench
         {
             tc.Choice = TensorCoreLinear.Kernels.SplitK;
             double splitK = MedianReplayMs(device, action);
+            tc.Choice = TensorCoreLinear.Kernels.SplitKAhead;
+            double ahead = MedianReplayMs(device, action);
             tc.Choice = TensorCoreLinear.Kernels.SplitRows;
             double rows = MedianReplayMs(device, action);
             tc.Choice = TensorCoreLinear.Kernels.SplitSlices;
             double slices = MedianReplayMs(device, action);
             tc.Choice = TensorCoreLinear.Kernels.Tiles;
             double tiles = MedianReplayMs(device, action);
-            return $"  (split-k {splitK * 1000:F1} µs, split-rows {rows * 1000:F1} µs, split-slices {slices * 1000:F1} µs, tiles {tiles * 1000:F1} µs)";
+            return $"  (split-k {splitK * 1000:F1} µs, split-k-ahead {ahead * 1000:F1} µs, split-rows {rows * 1000:F1} µs, split-slices {slices * 1000:F1} µs, tiles {tiles * 1000:F1} µs)";
         }
         finally
         {

@@ -67,7 +67,7 @@ internal sealed partial class TensorCoreLinear : IDisposable
     public const long WorkspaceBytes = SliceTiles * (Slices * TilePartialF4s * 16L + sizeof(int));
 
     readonly ComputeDevice _device;
-    readonly Action<AcceleratorStream, KernelConfig, ArrayView<F4>, LinearSegments, int, int> _kernel, _kernelOneTile, _tileKernel;
+    readonly Action<AcceleratorStream, KernelConfig, ArrayView<F4>, LinearSegments, int, int> _kernel, _kernelOneTile, _kernelOneTileAhead, _tileKernel;
     readonly Action<AcceleratorStream, KernelConfig, ArrayView<F4>, LinearSegments, int, int, int, ArrayView<F4>, ArrayView<int>> _rowKernel;
 
     // The slice-split row kernel's workspace: each group's partial sums (64 rows × 32 tokens per slice) and, per output
@@ -78,20 +78,22 @@ internal sealed partial class TensorCoreLinear : IDisposable
     TensorCoreLinear(ComputeDevice device, bool emulated)
     {
         _device = device;
-        (_kernel, _kernelOneTile, _rowKernel, _tileKernel) = emulated ? Load<EmulatedOps>(device.Accelerator) : Load<PtxOps>(device.Accelerator);
+        (_kernel, _kernelOneTile, _kernelOneTileAhead, _rowKernel, _tileKernel) = emulated ? Load<EmulatedOps>(device.Accelerator) : Load<PtxOps>(device.Accelerator);
         _partials = device.Accelerator.Allocate1D<F4>((long)SliceTiles * Slices * TilePartialF4s);
         _arrivals = device.Accelerator.Allocate1D<int>(SliceTiles);
         _arrivals.MemSetToZero(device.Stream); // on the stream the kernels run on: ordered before the first of them
     }
 
-    /// <summary>The kernels built on one implementation of the MMA: four tiles, one tile (split-k), rows, tiles (prefill).</summary>
+    /// <summary>The kernels built on one implementation of the MMA: four tiles, one tile (split-k, and a round ahead), rows, tiles (prefill).</summary>
     static (Action<AcceleratorStream, KernelConfig, ArrayView<F4>, LinearSegments, int, int> FourTiles,
         Action<AcceleratorStream, KernelConfig, ArrayView<F4>, LinearSegments, int, int> OneTile,
+        Action<AcceleratorStream, KernelConfig, ArrayView<F4>, LinearSegments, int, int> OneTileAhead,
         Action<AcceleratorStream, KernelConfig, ArrayView<F4>, LinearSegments, int, int, int, ArrayView<F4>, ArrayView<int>> Rows,
         Action<AcceleratorStream, KernelConfig, ArrayView<F4>, LinearSegments, int, int> Tiles)
         Load<TOps>(Accelerator acc) where TOps : struct, ITensorCoreOps =>
         (PtxKernels.Load<Action<AcceleratorStream, KernelConfig, ArrayView<F4>, LinearSegments, int, int>>(acc, Kernel<FourTiles, TOps>),
          PtxKernels.Load<Action<AcceleratorStream, KernelConfig, ArrayView<F4>, LinearSegments, int, int>>(acc, Kernel<OneTile, TOps>),
+         PtxKernels.Load<Action<AcceleratorStream, KernelConfig, ArrayView<F4>, LinearSegments, int, int>>(acc, Kernel<OneTileAhead, TOps>),
          PtxKernels.Load<Action<AcceleratorStream, KernelConfig, ArrayView<F4>, LinearSegments, int, int, int, ArrayView<F4>, ArrayView<int>>>(acc, RowKernel<TOps>),
          PtxKernels.Load<Action<AcceleratorStream, KernelConfig, ArrayView<F4>, LinearSegments, int, int>>(acc, TileKernel<TOps>, TileWarps * 32, 2));
 
@@ -103,10 +105,12 @@ internal sealed partial class TensorCoreLinear : IDisposable
     }
 
     /// <summary>
-    /// Which kernel <see cref="Launch"/> takes: chosen by shape (default), or one forced (benchmarks, tests). SplitSlices
-    /// is the row-split kernel with each k slice in a group of its own, the slices' partial sums added by the last to finish.
+    /// Which kernel <see cref="Launch"/> takes: chosen by shape (default), or one forced (benchmarks, tests). SplitKAhead
+    /// is split-k requesting a round's chunks one round ahead (<see cref="OneTileAhead"/>; up to 8 tokens, SplitK above).
+    /// SplitSlices is the row-split kernel with each k slice in a group of its own, the slices' partial sums added by the
+    /// last to finish.
     /// </summary>
-    internal enum Kernels { Auto, SplitK, SplitRows, SplitSlices, Tiles }
+    internal enum Kernels { Auto, SplitK, SplitKAhead, SplitRows, SplitSlices, Tiles }
 
     /// <summary>Forces one kernel for every launch (all give the same bits; a benchmark times each).</summary>
     internal Kernels Choice { get; set; }
@@ -121,15 +125,19 @@ internal sealed partial class TensorCoreLinear : IDisposable
     /// further: lm_head 391.8 → 351.2, 1B down 48.3 → 35.0). A forced SplitSlices takes SplitRows where the output tiles
     /// exceed the workspace. More than 64 tokens with at least two waves of tile groups (<see cref="TileGroups"/>): the
     /// tile kernel (H100, 4096×4096 at 2048 tokens: 0.957 ms against the row kernel's 1.305).
+    ///
+    /// Up to 8 tokens, split-k requests a round ahead where it has at most two groups per SM (<see cref="OneTileAhead"/>).
     /// </summary>
-    Kernels Pick(int tokens, int rowGroups)
+    Kernels Pick(int tokens, int rowGroups, int splitGroups)
     {
+        int sms = _device.Accelerator.NumMultiprocessors;
         long outputTiles = (long)rowGroups * ((tokens + TokensPerGroup - 1) / TokensPerGroup);
         var pick = Choice != Kernels.Auto ? Choice
-            : tokens <= 8 ? Kernels.SplitK
-            : tokens > TileTokens && TileGroups(tokens, rowGroups) >= 4L * _device.Accelerator.NumMultiprocessors ? Kernels.Tiles
-            : outputTiles >= 3L * _device.Accelerator.NumMultiprocessors ? Kernels.SplitRows
+            : tokens <= 8 ? (splitGroups <= 2 * sms ? Kernels.SplitKAhead : Kernels.SplitK)
+            : tokens > TileTokens && TileGroups(tokens, rowGroups) >= 4L * sms ? Kernels.Tiles
+            : outputTiles >= 3L * sms ? Kernels.SplitRows
             : Kernels.SplitSlices;
+        if (pick == Kernels.SplitKAhead && tokens > 8) return Kernels.SplitK;
         return pick == Kernels.SplitSlices && outputTiles > SliceTiles ? Kernels.SplitRows : pick;
     }
 
@@ -155,9 +163,13 @@ internal sealed partial class TensorCoreLinear : IDisposable
     public void Launch(DeviceTensor x, ReadOnlySpan<(DeviceTensor Y, DeviceTensor W)> outputs)
     {
         int tokens = x.Dim(0), k = x.Dim(1);
-        int rowGroups = 0;
-        foreach (var (_, w) in outputs) rowGroups += (w.Dim(0) + RowWarps * RowsPerGroup - 1) / (RowWarps * RowsPerGroup);
-        var kernel = Pick(tokens, rowGroups);
+        int rowGroups = 0, splitGroups = 0;
+        foreach (var (_, w) in outputs)
+        {
+            rowGroups += (w.Dim(0) + RowWarps * RowsPerGroup - 1) / (RowWarps * RowsPerGroup);
+            splitGroups += (w.Dim(0) + RowsPerGroup - 1) / RowsPerGroup;
+        }
+        var kernel = Pick(tokens, rowGroups, splitGroups);
         bool rows = kernel is Kernels.SplitRows or Kernels.SplitSlices;
         int rowsPerGroup = kernel == Kernels.Tiles ? TileRows : rows ? RowWarps * RowsPerGroup : RowsPerGroup;
         var seg = new LinearSegments();
@@ -190,7 +202,7 @@ internal sealed partial class TensorCoreLinear : IDisposable
         else if (kernel == Kernels.Tiles)
             _tileKernel(_device.Stream, new KernelConfig(new Index2D(blocks, (tokens + TileTokens - 1) / TileTokens), new Index2D(TileWarps * 32, 1)),
                 x.F32.Cast<F4>(), seg, tokens, k);
-        else (tokens <= 8 ? _kernelOneTile : _kernel)(_device.Stream, new KernelConfig(new Index2D(blocks, tokenTiles), new Index2D(Warps * 32, 1)), x.F32.Cast<F4>(), seg, tokens, k);
+        else (tokens > 8 ? _kernel : kernel == Kernels.SplitKAhead ? _kernelOneTileAhead : _kernelOneTile)(_device.Stream, new KernelConfig(new Index2D(blocks, tokenTiles), new Index2D(Warps * 32, 1)), x.F32.Cast<F4>(), seg, tokens, k);
     }
 
     /// <summary>The linear group <paramref name="block"/> serves (its weight and its address, output and rows) and its block within that linear.</summary>

@@ -7,20 +7,38 @@ namespace LoraEngine.Tensors.Kernels;
 // chunks w, w + 8, …, and the warps' sums are added in warp order.
 internal sealed partial class TensorCoreLinear
 {
-    /// <summary>The token tiles (of 8) a split-k group computes: a compile-time bound, so a decode kernel keeps no registers for tiles it never has.</summary>
+    /// <summary>
+    /// The token tiles (of 8) a split-k group computes — a compile-time bound, so a decode kernel keeps no registers for
+    /// tiles it never has — and whether it requests the next round's chunks ahead.
+    /// </summary>
     interface ITiles
     {
         int Max { get; }
+        bool Ahead { get; }
     }
 
     struct OneTile : ITiles
     {
         public readonly int Max => 1;
+        public readonly bool Ahead => false;
+    }
+
+    /// <summary>
+    /// One tile, four chunks in flight (96 registers where OneTile has 54). H100, one token, µs OneTile / this: 1B q/k/v
+    /// 11.0 / 10.1, o 8.7 / 8.1, down 22.0 / 19.2, 8B o 17.9 / 16.8, down 48.9 / 45.9 (at most two groups per SM: the DRAM
+    /// latency was not covered); but 8B q/k/v 23.3 / 27.1, 1B gate/up 35.0 / 37.5, lm_head 214.7 / 235.2 (more groups
+    /// per SM, which the registers cost).
+    /// </summary>
+    struct OneTileAhead : ITiles
+    {
+        public readonly int Max => 1;
+        public readonly bool Ahead => true;
     }
 
     struct FourTiles : ITiles
     {
         public readonly int Max => 4;
+        public readonly bool Ahead => false;
     }
 
     static void Kernel<TTiles, TOps>(ArrayView<F4> x, LinearSegments seg, int tokens, int k) where TTiles : struct, ITiles where TOps : struct, ITensorCoreOps
@@ -46,14 +64,29 @@ internal sealed partial class TensorCoreLinear
 
         long xRow = (long)(tok0 + g) * (units * 2);
         bool tokOk = tok0 + g < tokens;
-        // Warp w multiplies chunks w, w + 8, … two at a time, both requested into registers before either is used (a
-        // cp.async ring three chunks deep made one-token linears slower: H100, 1B down 22.0 → 29.0 µs, o 8.7 → 10.2;
-        // only lm_head gained, 214.7 → 195.6).
+        // Two chunks a round, both requested into registers before either is used (a cp.async ring three chunks deep
+        // made one-token linears slower: H100, 1B down 22.0 → 29.0 µs, o 8.7 → 10.2; only lm_head gained, 214.7 → 195.6);
+        // with TTiles.Ahead the next round's two are requested before this round's MMAs as well (four in flight, for
+        // linears with at most two groups per SM).
+        int step = 4 * Warps;
+        bool ahead = default(TTiles).Ahead;
+        var n0 = ahead ? LoadChunk(w, x, baseA, baseB, okA, okB, warp * 4 + t, units, xRow, tokOk) : default;
+        var n1 = ahead ? LoadChunk(w, x, baseA, baseB, okA, okB, warp * 4 + t + step, units, xRow, tokOk) : default;
         for (int c = warp; c < chunks; c += 2 * Warps)
         {
-            int u0 = c * 4 + t, u1 = u0 + 4 * Warps;
-            var k0 = LoadChunk(w, x, baseA, baseB, okA, okB, u0, units, xRow, tokOk);
-            var k1 = LoadChunk(w, x, baseA, baseB, okA, okB, u1, units, xRow, tokOk);
+            int u0 = c * 4 + t, u1 = u0 + step;
+            ChunkData k0, k1;
+            if (ahead)
+            {
+                (k0, k1) = (n0, n1);
+                n0 = LoadChunk(w, x, baseA, baseB, okA, okB, u0 + 2 * step, units, xRow, tokOk);
+                n1 = LoadChunk(w, x, baseA, baseB, okA, okB, u0 + 3 * step, units, xRow, tokOk);
+            }
+            else
+            {
+                k0 = LoadChunk(w, x, baseA, baseB, okA, okB, u0, units, xRow, tokOk);
+                k1 = LoadChunk(w, x, baseA, baseB, okA, okB, u1, units, xRow, tokOk);
+            }
             Chunk<TTiles, TOps>(x, k0, u0, units, tok0 + g, tokens, tiles, ref c00, ref c01, ref c02, ref c03, ref c10, ref c11, ref c12, ref c13,
                 ref c20, ref c21, ref c22, ref c23, ref c30, ref c31, ref c32, ref c33);
             if (u1 - t >= units) continue;

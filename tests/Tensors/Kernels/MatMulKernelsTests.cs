@@ -158,11 +158,13 @@ public class MatMulKernelsTests
                 var splitK = Run(TensorCoreLinear.Kernels.SplitK);
                 if (tc != null)
                 {
+                    var splitKAhead = Run(TensorCoreLinear.Kernels.SplitKAhead);
                     var splitRows = Run(TensorCoreLinear.Kernels.SplitRows);
                     var splitSlices = Run(TensorCoreLinear.Kernels.SplitSlices);
                     var tiles = Run(TensorCoreLinear.Kernels.Tiles);
                     for (int i = 0; i < outs.Length; i++)
                     {
+                        Assert.Equal(splitK[i], splitKAhead[i]);
                         Assert.Equal(splitK[i], splitRows[i]);
                         Assert.Equal(splitK[i], splitSlices[i]);
                         Assert.Equal(splitK[i], tiles[i]);
@@ -179,12 +181,12 @@ public class MatMulKernelsTests
     }
 
     /// <summary>
-    /// The tensor-core kernels themselves on ILGPU's CPU accelerator, the MMA emulated in plain C#: split-k, rows,
-    /// slices and tiles (and the shape's own pick) give the same bits and the reference values, on shapes that cross the
-    /// edges — one token, tokens past one 32-token tile and past one 64-token tile of the tile kernel, K not a multiple of
-    /// the 32-wide chunk (264: slice 0 has two chunks, the second partial), more than 64 chunks (2312: each warp of
-    /// split-k has ten), fewer chunks than slices, rows not a multiple of 16 or 64, three linears in one launch. (Small:
-    /// each emulated MMA is two warp barriers on the CPU accelerator.)
+    /// The tensor-core kernels themselves on ILGPU's CPU accelerator, the MMA emulated in plain C#: split-k (both
+    /// builds), rows, slices and tiles (and the shape's own pick) give the same bits and the reference values, on shapes
+    /// that cross the edges — one token, tokens past one 32-token tile and past one 64-token tile of the tile kernel, K
+    /// not a multiple of the 32-wide chunk (264: slice 0 has two chunks, the second partial), more than 64 chunks (2312:
+    /// each warp of split-k has ten), fewer chunks than slices, rows not a multiple of 16 or 64, three linears in one
+    /// launch. (Small: each emulated MMA is two warp barriers on the CPU accelerator.)
     /// </summary>
     [Fact]
     public void Tensor_core_kernels_with_the_mma_emulated_give_the_same_bits_and_the_reference_values()
@@ -214,7 +216,7 @@ public class MatMulKernelsTests
             try
             {
                 var splitK = Run(TensorCoreLinear.Kernels.SplitK);
-                var others = new[] { TensorCoreLinear.Kernels.SplitRows, TensorCoreLinear.Kernels.SplitSlices, TensorCoreLinear.Kernels.Tiles, TensorCoreLinear.Kernels.Auto }
+                var others = new[] { TensorCoreLinear.Kernels.SplitKAhead, TensorCoreLinear.Kernels.SplitRows, TensorCoreLinear.Kernels.SplitSlices, TensorCoreLinear.Kernels.Tiles, TensorCoreLinear.Kernels.Auto }
                     .Select(c => (c, Run(c))).ToArray();
                 for (int i = 0; i < outs.Length; i++)
                 {
