@@ -28,15 +28,24 @@ internal static class PtxKernels
     /// <param name="kernel">The kernel method.</param>
     /// <param name="groupSize">With <paramref name="groupsPerSM"/>: the only group size it is launched with.</param>
     /// <param name="groupsPerSM">When positive, ptxas is asked to fit this many groups of <paramref name="groupSize"/> threads on an SM (<see cref="Bound"/>).</param>
-    public static TLauncher Load<TLauncher>(Accelerator acc, Delegate kernel, int groupSize = 0, int groupsPerSM = 0) where TLauncher : Delegate
+    /// <param name="sm90a">Retarget the PTX to <c>sm_90a</c> (PTX ISA 8.0), which <c>wgmma</c> needs and ILGPU does not write.</param>
+    public static TLauncher Load<TLauncher>(Accelerator acc, Delegate kernel, int groupSize = 0, int groupsPerSM = 0, bool sm90a = false) where TLauncher : Delegate
     {
         var compiled = acc.GetBackend().Compile(EntryPointDescription.FromExplicitlyGroupedKernel(kernel.Method), new KernelSpecialization());
         if (compiled is PTXCompiledKernel ptx)
         {
             var text = PromoteScalarLocals(ptx.PTXAssembly);
+            if (sm90a) text = ToSm90a(text);
             compiled = WithPtx(acc.Context, ptx, groupsPerSM > 0 ? Bound(text, groupSize, groupsPerSM) : text);
         }
         return acc.LoadKernel(compiled).CreateLauncherDelegate<TLauncher>();
+    }
+
+    /// <summary>The PTX with <c>.target sm_90a</c> and at least <c>.version 8.0</c>.</summary>
+    static string ToSm90a(string ptx)
+    {
+        ptx = Regex.Replace(ptx, @"\.target sm_\d+a?", ".target sm_90a");
+        return Regex.Replace(ptx, @"\.version (\d+)\.(\d+)", m => int.Parse(m.Groups[1].Value) >= 8 ? m.Value : ".version 8.0");
     }
 
     static readonly Regex EntryBody = new(@"(\.entry [^(]*\([^)]*\))\s*\n\{", RegexOptions.Singleline);

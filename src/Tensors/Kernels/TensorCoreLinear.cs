@@ -69,6 +69,7 @@ internal sealed partial class TensorCoreLinear : IDisposable
     readonly ComputeDevice _device;
     readonly Action<AcceleratorStream, KernelConfig, ArrayView<F4>, LinearSegments, int, int> _kernel, _kernelOneTile, _kernelOneTileAhead, _tileKernel;
     readonly Action<AcceleratorStream, KernelConfig, ArrayView<F4>, LinearSegments, int, int, int, ArrayView<F4>, ArrayView<int>> _rowKernel;
+    readonly Action<AcceleratorStream, KernelConfig, ArrayView<F4>, LinearSegments, int, int, int, ArrayView<F4>, ArrayView<int>>? _warpGroupRowKernel;
 
     // The slice-split row kernel's workspace: each group's partial sums (64 rows × 32 tokens per slice) and, per output
     // tile, how many of its slices have arrived (the last one adds them and sets the count back to 0).
@@ -79,6 +80,12 @@ internal sealed partial class TensorCoreLinear : IDisposable
     {
         _device = device;
         (_kernel, _kernelOneTile, _kernelOneTileAhead, _rowKernel, _tileKernel) = emulated ? Load<EmulatedOps>(device.Accelerator) : Load<PtxOps>(device.Accelerator);
+        // wgmma needs sm_90a: Hopper only (the emulated kernels run it anywhere).
+        if (emulated) _warpGroupRowKernel = PtxKernels.Load<Action<AcceleratorStream, KernelConfig, ArrayView<F4>, LinearSegments, int, int, int, ArrayView<F4>, ArrayView<int>>>(
+            device.Accelerator, RowKernel<EmulatedOps, WarpGroupChunks>);
+        else if (device.Accelerator is ILGPU.Runtime.Cuda.CudaAccelerator { Architecture: { Major: 9, Minor: 0 } })
+            _warpGroupRowKernel = PtxKernels.Load<Action<AcceleratorStream, KernelConfig, ArrayView<F4>, LinearSegments, int, int, int, ArrayView<F4>, ArrayView<int>>>(
+                device.Accelerator, RowKernel<PtxOps, WarpGroupChunks>, sm90a: true);
         _partials = device.Accelerator.Allocate1D<F4>((long)SliceTiles * Slices * TilePartialF4s);
         _arrivals = device.Accelerator.Allocate1D<int>(SliceTiles);
         _arrivals.MemSetToZero(device.Stream); // on the stream the kernels run on: ordered before the first of them
@@ -94,7 +101,7 @@ internal sealed partial class TensorCoreLinear : IDisposable
         (PtxKernels.Load<Action<AcceleratorStream, KernelConfig, ArrayView<F4>, LinearSegments, int, int>>(acc, Kernel<FourTiles, TOps>),
          PtxKernels.Load<Action<AcceleratorStream, KernelConfig, ArrayView<F4>, LinearSegments, int, int>>(acc, Kernel<OneTile, TOps>),
          PtxKernels.Load<Action<AcceleratorStream, KernelConfig, ArrayView<F4>, LinearSegments, int, int>>(acc, Kernel<OneTileAhead, TOps>),
-         PtxKernels.Load<Action<AcceleratorStream, KernelConfig, ArrayView<F4>, LinearSegments, int, int, int, ArrayView<F4>, ArrayView<int>>>(acc, RowKernel<TOps>),
+         PtxKernels.Load<Action<AcceleratorStream, KernelConfig, ArrayView<F4>, LinearSegments, int, int, int, ArrayView<F4>, ArrayView<int>>>(acc, RowKernel<TOps, WarpChunks>),
          PtxKernels.Load<Action<AcceleratorStream, KernelConfig, ArrayView<F4>, LinearSegments, int, int>>(acc, TileKernel<TOps>, TileWarps * 32, 2));
 
     /// <summary>Frees the slice workspace (the device disposes its families).</summary>
@@ -110,7 +117,10 @@ internal sealed partial class TensorCoreLinear : IDisposable
     /// SplitSlices is the row-split kernel with each k slice in a group of its own, the slices' partial sums added by the
     /// last to finish.
     /// </summary>
-    internal enum Kernels { Auto, SplitK, SplitKAhead, SplitRows, SplitSlices, Tiles }
+    internal enum Kernels { Auto, SplitK, SplitKAhead, SplitRows, SplitSlices, Tiles, WarpGroupRows, WarpGroupSlices }
+
+    /// <summary>Whether this device has the wgmma row kernel (Hopper, or emulated).</summary>
+    internal bool HasWarpGroup => _warpGroupRowKernel != null;
 
     /// <summary>Forces one kernel for every launch (all give the same bits; a benchmark times each).</summary>
     internal Kernels Choice { get; set; }
@@ -138,7 +148,13 @@ internal sealed partial class TensorCoreLinear : IDisposable
             : outputTiles >= 3L * sms ? Kernels.SplitRows
             : Kernels.SplitSlices;
         if (pick == Kernels.SplitKAhead && tokens > 8) return Kernels.SplitK;
-        return pick == Kernels.SplitSlices && outputTiles > SliceTiles ? Kernels.SplitRows : pick;
+        if (Choice == Kernels.Auto && HasWarpGroup)
+            pick = pick switch { Kernels.SplitRows => Kernels.WarpGroupRows, Kernels.SplitSlices => Kernels.WarpGroupSlices, _ => pick };
+        if (pick is Kernels.WarpGroupRows or Kernels.WarpGroupSlices && !HasWarpGroup)
+            throw new InvalidOperationException("the wgmma row kernel needs an sm_90 GPU");
+        if (outputTiles > SliceTiles)
+            pick = pick switch { Kernels.SplitSlices => Kernels.SplitRows, Kernels.WarpGroupSlices => Kernels.WarpGroupRows, _ => pick };
+        return pick;
     }
 
     /// <summary>The tensor-core linear of a CUDA device; null elsewhere (no inline PTX there).</summary>
@@ -170,7 +186,7 @@ internal sealed partial class TensorCoreLinear : IDisposable
             splitGroups += (w.Dim(0) + RowsPerGroup - 1) / RowsPerGroup;
         }
         var kernel = Pick(tokens, rowGroups, splitGroups);
-        bool rows = kernel is Kernels.SplitRows or Kernels.SplitSlices;
+        bool rows = kernel is Kernels.SplitRows or Kernels.SplitSlices or Kernels.WarpGroupRows or Kernels.WarpGroupSlices;
         int rowsPerGroup = kernel == Kernels.Tiles ? TileRows : rows ? RowWarps * RowsPerGroup : RowsPerGroup;
         var seg = new LinearSegments();
         int blocks = 0;
@@ -195,8 +211,8 @@ internal sealed partial class TensorCoreLinear : IDisposable
         int tokenTiles = (tokens + TokensPerGroup - 1) / TokensPerGroup;
         if (rows)
         {
-            int slices = kernel == Kernels.SplitSlices ? Slices : 1;
-            _rowKernel(_device.Stream, new KernelConfig(new Index2D(blocks * slices, tokenTiles), new Index2D(RowWarps * 32, 1)),
+            int slices = kernel is Kernels.SplitSlices or Kernels.WarpGroupSlices ? Slices : 1;
+            (kernel is Kernels.WarpGroupRows or Kernels.WarpGroupSlices ? _warpGroupRowKernel! : _rowKernel)(_device.Stream, new KernelConfig(new Index2D(blocks * slices, tokenTiles), new Index2D(RowWarps * 32, 1)),
                 x.F32.Cast<F4>(), seg, tokens, k, slices, _partials.View, _arrivals.View);
         }
         else if (kernel == Kernels.Tiles)

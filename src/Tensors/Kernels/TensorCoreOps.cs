@@ -42,6 +42,25 @@ internal interface ITensorCoreOps
 
     /// <summary>Waits until at most one of this thread's committed copy groups is pending (the tile kernel's three-stage ring).</summary>
     void WaitCopiesButOne();
+
+    /// <summary>
+    /// The six MMAs of a 32-wide chunk for a warpgroup (4 warps: 64 rows × 32 tokens), in <c>MmaSplit</c>'s order —
+    /// k16 half 0 against hi, mid, lo, then half 1 — as chained <c>wgmma.mma_async m64n32k16</c> (sm_90a), which give
+    /// the bits of the same <c>mma.sync</c> chains (H100: 2048/2048). A (this warp's 16 rows) comes from registers:
+    /// a, b are rows g and g+8 as the ring holds them. B comes from <paramref name="stage"/> (uint index
+    /// <paramref name="at"/>, shared address <paramref name="address"/>): six 1 KB blocks, block 2·part + half, each
+    /// K-major core matrices without swizzle (TensorCoreLinear.WarpGroupChunks). c: the warp's four token tiles, as mma.sync's D.
+    /// Returns with the MMAs complete.
+    /// </summary>
+    void WarpGroupChunk(ref float c00, ref float c01, ref float c02, ref float c03, ref float c10, ref float c11, ref float c12, ref float c13,
+        ref float c20, ref float c21, ref float c22, ref float c23, ref float c30, ref float c31, ref float c32, ref float c33,
+        U4 a, U4 b, ArrayView<uint> stage, int at, uint address);
+
+    /// <summary>Makes this thread's shared-memory writes visible to the tensor cores' reads (wgmma's async proxy); a barrier follows.</summary>
+    void FenceProxyAsync();
+
+    /// <summary>The shared-window address of the kernel's second shared allocation (<c>__shared_alloca1</c>).</summary>
+    uint SecondSharedAddress();
 }
 
 /// <summary>The tensor cores through inline PTX (CUDA only).</summary>
@@ -93,6 +112,46 @@ internal readonly struct PtxOps : ITensorCoreOps
     public void WaitCopies() => CudaAsm.Emit("cp.async.wait_group 3;");
 
     public void WaitCopiesButOne() => CudaAsm.Emit("cp.async.wait_group 1;");
+
+    const string Wg = "wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 {%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15}, ";
+    const string WarpGroupPtx = "{ .reg .pred p; .reg .b32 one; .reg .b64 q0, q1, q2, q3, q4, q5; mov.b32 one, 1; setp.ne.b32 p, one, 0; mov.b64 q0, {%24, %25}; " +
+        "add.s64 q1, q0, 64; add.s64 q2, q0, 128; add.s64 q3, q0, 192; add.s64 q4, q0, 256; add.s64 q5, q0, 320; " +
+        "wgmma.fence.sync.aligned; " +
+        Wg + "{%16,%17,%18,%19}, q0, p, 1, 1, 0; " +
+        Wg + "{%16,%17,%18,%19}, q2, p, 1, 1, 0; " +
+        Wg + "{%16,%17,%18,%19}, q4, p, 1, 1, 0; " +
+        Wg + "{%20,%21,%22,%23}, q1, p, 1, 1, 0; " +
+        Wg + "{%20,%21,%22,%23}, q3, p, 1, 1, 0; " +
+        Wg + "{%20,%21,%22,%23}, q5, p, 1, 1, 0; " +
+        "wgmma.commit_group.sync.aligned; wgmma.wait_group.sync.aligned 0; }";
+
+    public void WarpGroupChunk(ref float c00, ref float c01, ref float c02, ref float c03, ref float c10, ref float c11, ref float c12, ref float c13,
+        ref float c20, ref float c21, ref float c22, ref float c23, ref float c30, ref float c31, ref float c32, ref float c33,
+        U4 a, U4 b, ArrayView<uint> stage, int at, uint address)
+    {
+        // Descriptor of block 0 (low word, high word): start address / 16 and the leading byte offset (the k-adjacent core
+        // matrix) 128 / 16; the stride byte offset (the next 8 tokens) 256 / 16; no swizzle. Block q starts q KB later, q · 64
+        // in the descriptor. (Two words: a 64-bit operand went through a local variable.)
+        uint descLow = (((address + (uint)at * 4) >> 4) & 0x3FFF) | (128u >> 4) << 16, descHigh = 256u >> 4;
+        Ref<float> r0 = c00, r1 = c01, r2 = c02, r3 = c03, r4 = c10, r5 = c11, r6 = c12, r7 = c13;
+        Ref<float> r8 = c20, r9 = c21, r10 = c22, r11 = c23, r12 = c30, r13 = c31, r14 = c32, r15 = c33;
+        Input<uint> i0 = a.X, i1 = b.X, i2 = a.Y, i3 = b.Y, i4 = a.Z, i5 = b.Z, i6 = a.W, i7 = b.W;
+        Input<uint> dl = descLow, dh = descHigh;
+        CudaAsm.EmitRef(WarpGroupPtx, ref r0, ref r1, ref r2, ref r3, ref r4, ref r5, ref r6, ref r7, ref r8, ref r9, ref r10, ref r11,
+            ref r12, ref r13, ref r14, ref r15, ref i0, ref i1, ref i2, ref i3, ref i4, ref i5, ref i6, ref i7, ref dl, ref dh);
+        c00 = r0.Value; c01 = r1.Value; c02 = r2.Value; c03 = r3.Value; c10 = r4.Value; c11 = r5.Value; c12 = r6.Value; c13 = r7.Value;
+        c20 = r8.Value; c21 = r9.Value; c22 = r10.Value; c23 = r11.Value; c30 = r12.Value; c31 = r13.Value; c32 = r14.Value; c33 = r15.Value;
+    }
+
+    public void FenceProxyAsync() => CudaAsm.Emit("fence.proxy.async.shared::cta;");
+
+    public uint SecondSharedAddress()
+    {
+        uint address = 0;
+        Ref<uint> r = address;
+        CudaAsm.EmitRef("mov.u32 %0, __shared_alloca1;", ref r);
+        return r.Value;
+    }
 }
 
 /// <summary>
@@ -165,6 +224,31 @@ internal readonly struct EmulatedOps : ITensorCoreOps
     public void WaitCopies() { }
 
     public void WaitCopiesButOne() { }
+
+    /// <summary>Each warp's share of the warpgroup's MMAs as emulated mma.sync chains, its B fragments read from the stage's core matrices.</summary>
+    public void WarpGroupChunk(ref float c00, ref float c01, ref float c02, ref float c03, ref float c10, ref float c11, ref float c12, ref float c13,
+        ref float c20, ref float c21, ref float c22, ref float c23, ref float c30, ref float c31, ref float c32, ref float c33,
+        U4 a, U4 b, ArrayView<uint> stage, int at, uint address)
+    {
+        int lane = Warp.LaneIdx, g = lane >> 2, t = lane & 3;
+        for (int half = 0; half < 2; half++)
+        {
+            uint a0 = half == 0 ? a.X : a.Z, a1 = half == 0 ? b.X : b.Z, a2 = half == 0 ? a.Y : a.W, a3 = half == 0 ? b.Y : b.W;
+            for (int part = 0; part < 3; part++)
+            {
+                // Token 8j + g of block (part, half): b0 = k pair t, b1 = k pair t + 4.
+                int q = at + (2 * part + half) * 256 + g * 4 + t;
+                Mma(ref c00, ref c01, ref c02, ref c03, a0, a1, a2, a3, stage[q], stage[q + 32]);
+                Mma(ref c10, ref c11, ref c12, ref c13, a0, a1, a2, a3, stage[q + 64], stage[q + 96]);
+                Mma(ref c20, ref c21, ref c22, ref c23, a0, a1, a2, a3, stage[q + 128], stage[q + 160]);
+                Mma(ref c30, ref c31, ref c32, ref c33, a0, a1, a2, a3, stage[q + 192], stage[q + 224]);
+            }
+        }
+    }
+
+    public void FenceProxyAsync() { }
+
+    public uint SecondSharedAddress() => 0;
 
     /// <summary>s + a.lo·b.lo + a.hi·b.hi, left to right (each product of two BF16 values is exact in F32).</summary>
     static float Dot2(float s, uint a, uint b)

@@ -20,14 +20,14 @@ internal sealed partial class TensorCoreLinear
     /// with few row groups still fills the GPU; each slice's sums go to <paramref name="partials"/> and the last of a tile's 8 groups to
     /// arrive (counted in <paramref name="arrivals"/>) adds them in slice order, the same additions as the running total.
     /// </summary>
-    static void RowKernel<TOps>(ArrayView<F4> x, LinearSegments seg, int tokens, int k, int slices, ArrayView<F4> partials, ArrayView<int> arrivals)
-        where TOps : struct, ITensorCoreOps
+    static void RowKernel<TOps, TChunk>(ArrayView<F4> x, LinearSegments seg, int tokens, int k, int slices, ArrayView<F4> partials, ArrayView<int> arrivals)
+        where TOps : struct, ITensorCoreOps where TChunk : struct, IRowChunk
     {
         // The weights' ring comes first: FirstSharedAddress names the kernel's first shared allocation.
         var ring = SharedMemory.Allocate<U4>(RingDepth * 2 * RowWarps * 32); // [slot][row g, row g+8][thread]: each thread's own
-        var stage = SharedMemory.Allocate<U4>(2 * 3 * 4 * 32); // [buffer][hi, mid, lo][tile][lane]
+        var stage = SharedMemory.Allocate<U4>(2 * 3 * 4 * 32); // [buffer][a chunk's split activations, as TChunk lays them out]
         var arrived = SharedMemory.Allocate<int>(1);
-        uint ringAddress = default(TOps).FirstSharedAddress();
+        uint ringAddress = default(TOps).FirstSharedAddress(), stageAddress = default(TOps).SecondSharedAddress();
 
         // The slices of one row block are neighbours in the grid, so the groups reading one stretch of each weight row run
         // together (H100, 32 tokens: 1B gate/up 70.0 µs vs 73.2 with the slice as the grid's slowest index, 1B down 45.4 vs 49.6).
@@ -46,9 +46,9 @@ internal sealed partial class TensorCoreLinear
         long baseA = (long)rowA * units, baseB = (long)rowB * units;
         bool okA = rowA < n, okB = rowB < n;
 
-        // Thread i stages unit (i & 3) of the chunk for token i >> 2 of the group: it becomes tile (i >> 5), lane ((i >> 2) & 7) * 4 + (i & 3).
+        // Thread i stages unit (i & 3) of the chunk for token i >> 2 of the group.
         int i = Group.IdxX;
-        int sToken = tok0 + (i >> 2), sUnit = i & 3, sAt = (i >> 5) * 32 + ((i >> 2) & 7) * 4 + sUnit;
+        int sToken = tok0 + (i >> 2), sUnit = i & 3, sAt = default(TChunk).StageAt(i);
         long sRow = (long)sToken * (units * 2);
         bool sOk = sToken < tokens;
 
@@ -62,7 +62,8 @@ internal sealed partial class TensorCoreLinear
         // Activations are staged one chunk ahead (L2 hits, shared by the group). A slice without chunks (k < 8 chunks)
         // multiplies zeros once: its partial sum is 0.
         int s = sFirst, c = sFirst;
-        Stage<TOps>(x, stage, 0, sAt, sRow, sOk, c * 4 + sUnit, units);
+        var (f0, f1) = Activations(x, sRow, sOk, c * 4 + sUnit, units);
+        default(TChunk).Stage<TOps>(stage, 0, sAt, f0, f1);
         int sIssue = s, cIssue = c, slot = 0;
         for (int r = 0; r < RingDepth - 1; r++)
         {
@@ -90,11 +91,8 @@ internal sealed partial class TensorCoreLinear
             var b = ring[(slot * 2 + 1) * 128 + i];
             slot = (slot + 1) % RingDepth;
 
-            int at = buffer * 3 * 128 + lane;
-            MmaSplit<TOps>(a, b, stage[at], stage[at + 128], stage[at + 256], ref c00, ref c01, ref c02, ref c03);
-            if (tiles > 1) MmaSplit<TOps>(a, b, stage[at + 32], stage[at + 160], stage[at + 288], ref c10, ref c11, ref c12, ref c13);
-            if (tiles > 2) MmaSplit<TOps>(a, b, stage[at + 64], stage[at + 192], stage[at + 320], ref c20, ref c21, ref c22, ref c23);
-            if (tiles > 3) MmaSplit<TOps>(a, b, stage[at + 96], stage[at + 224], stage[at + 352], ref c30, ref c31, ref c32, ref c33);
+            default(TChunk).Multiply<TOps>(a, b, stage, buffer, stageAddress, lane, tiles, ref c00, ref c01, ref c02, ref c03, ref c10, ref c11, ref c12, ref c13,
+                ref c20, ref c21, ref c22, ref c23, ref c30, ref c31, ref c32, ref c33);
 
             if (s1 != s)
             {
@@ -108,52 +106,63 @@ internal sealed partial class TensorCoreLinear
 
             // Everyone finished reading the other buffer a chunk ago (the barrier below), so it can take the next chunk.
             buffer ^= 1;
-            StageSplit<TOps>(stage, buffer, sAt, x0, x1);
+            default(TChunk).Stage<TOps>(stage, buffer, sAt, x0, x1);
             Group.Barrier();
             (s, c) = (s1, c1);
             Advance(ref s1, ref c1, chunks);
         }
 
-        if (sliced)
-        {
-            // This slice's sums go to the workspace; the tile's last slice to arrive adds all eight in slice order
-            // (0 + p0 + p1 + … + p7, as the split-k kernel adds its warps' partials) and stores them.
-            long at = ((long)tile * Slices + sFirst) * TilePartialF4s + i;
-            partials[at] = new F4 { X = d00, Y = d01, Z = d02, W = d03 };
-            partials[at + 128] = new F4 { X = d10, Y = d11, Z = d12, W = d13 };
-            partials[at + 256] = new F4 { X = d20, Y = d21, Z = d22, W = d23 };
-            partials[at + 384] = new F4 { X = d30, Y = d31, Z = d32, W = d33 };
-            MemoryFence.DeviceLevel(); // each thread's partials are visible before the group counts itself in
-            Group.Barrier();
-            if (i == 0)
-            {
-                arrived[0] = Atomic.Add(ref arrivals[tile], 1);
-                MemoryFence.DeviceLevel(); // the others' partials, seen through the count, before the group reads them
-            }
-            Group.Barrier();
-            if (arrived[0] != Slices - 1) return;
-            if (i == 0) arrivals[tile] = 0; // ready for the next launch
-            d00 = d01 = d02 = d03 = d10 = d11 = d12 = d13 = 0;
-            d20 = d21 = d22 = d23 = d30 = d31 = d32 = d33 = 0;
-            for (int v = 0; v < Slices; v++)
-            {
-                long from = ((long)tile * Slices + v) * TilePartialF4s + i;
-                var p0 = partials[from];
-                var p1 = partials[from + 128];
-                var p2 = partials[from + 256];
-                var p3 = partials[from + 384];
-                d00 += p0.X; d01 += p0.Y; d02 += p0.Z; d03 += p0.W;
-                d10 += p1.X; d11 += p1.Y; d12 += p1.Z; d13 += p1.W;
-                d20 += p2.X; d21 += p2.Y; d22 += p2.Z; d23 += p2.W;
-                d30 += p3.X; d31 += p3.Y; d32 += p3.Z; d33 += p3.W;
-            }
-        }
+        if (sliced && !ArriveLast(partials, arrivals, arrived, tile, sFirst, i,
+                ref d00, ref d01, ref d02, ref d03, ref d10, ref d11, ref d12, ref d13,
+                ref d20, ref d21, ref d22, ref d23, ref d30, ref d31, ref d32, ref d33))
+            return;
 
         int ta = tok0 + 2 * t, tb = ta + 1;
         StoreTile(y, n, tokens, ta, tb, rowA, rowB, d00, d01, d02, d03);
         StoreTile(y, n, tokens, ta + 8, tb + 8, rowA, rowB, d10, d11, d12, d13);
         StoreTile(y, n, tokens, ta + 16, tb + 16, rowA, rowB, d20, d21, d22, d23);
         StoreTile(y, n, tokens, ta + 24, tb + 24, rowA, rowB, d30, d31, d32, d33);
+    }
+
+    /// <summary>
+    /// A sliced group's end: its slice's sums go to the workspace; the tile's last slice to arrive adds all eight in slice
+    /// order (0 + p0 + p1 + … + p7, as the split-k kernel adds its warps' partials) into d and returns true; the others
+    /// return false (they store nothing).
+    /// </summary>
+    static bool ArriveLast(ArrayView<F4> partials, ArrayView<int> arrivals, ArrayView<int> arrived, int tile, int slice, int i,
+        ref float d00, ref float d01, ref float d02, ref float d03, ref float d10, ref float d11, ref float d12, ref float d13,
+        ref float d20, ref float d21, ref float d22, ref float d23, ref float d30, ref float d31, ref float d32, ref float d33)
+    {
+        long at = ((long)tile * Slices + slice) * TilePartialF4s + i;
+        partials[at] = new F4 { X = d00, Y = d01, Z = d02, W = d03 };
+        partials[at + 128] = new F4 { X = d10, Y = d11, Z = d12, W = d13 };
+        partials[at + 256] = new F4 { X = d20, Y = d21, Z = d22, W = d23 };
+        partials[at + 384] = new F4 { X = d30, Y = d31, Z = d32, W = d33 };
+        MemoryFence.DeviceLevel(); // each thread's partials are visible before the group counts itself in
+        Group.Barrier();
+        if (i == 0)
+        {
+            arrived[0] = Atomic.Add(ref arrivals[tile], 1);
+            MemoryFence.DeviceLevel(); // the others' partials, seen through the count, before the group reads them
+        }
+        Group.Barrier();
+        if (arrived[0] != Slices - 1) return false;
+        if (i == 0) arrivals[tile] = 0; // ready for the next launch
+        d00 = d01 = d02 = d03 = d10 = d11 = d12 = d13 = 0;
+        d20 = d21 = d22 = d23 = d30 = d31 = d32 = d33 = 0;
+        for (int v = 0; v < Slices; v++)
+        {
+            long from = ((long)tile * Slices + v) * TilePartialF4s + i;
+            var p0 = partials[from];
+            var p1 = partials[from + 128];
+            var p2 = partials[from + 256];
+            var p3 = partials[from + 384];
+            d00 += p0.X; d01 += p0.Y; d02 += p0.Z; d03 += p0.W;
+            d10 += p1.X; d11 += p1.Y; d12 += p1.Z; d13 += p1.W;
+            d20 += p2.X; d21 += p2.Y; d22 += p2.Z; d23 += p2.W;
+            d30 += p3.X; d31 += p3.Y; d32 += p3.Z; d33 += p3.W;
+        }
+        return true;
     }
 
     /// <summary>The chunk after (s, c) in slice order: c + 8 in the same slice, else the first chunk of the next slice.</summary>
@@ -177,22 +186,5 @@ internal sealed partial class TensorCoreLinear
         default(TOps).CopyAsync(ring, at, ringAddress, w, baseA + unit, wAddress, ok && okA);
         default(TOps).CopyAsync(ring, at + threads, ringAddress, w, baseB + unit, wAddress, ok && okB);
         default(TOps).CommitCopies();
-    }
-
-    /// <summary>Loads and splits the first chunk's unit of this thread into buffer 0.</summary>
-    static void Stage<TOps>(ArrayView<F4> x, ArrayView<U4> stage, int buffer, int sAt, long sRow, bool sOk, int unit, int units) where TOps : struct, ITensorCoreOps
-    {
-        var (x0, x1) = Activations(x, sRow, sOk, unit, units);
-        StageSplit<TOps>(stage, buffer, sAt, x0, x1);
-    }
-
-    /// <summary>Writes 8 activations as hi, mid and lo fragments (the pairs the split-k kernel's lane forms from the same values).</summary>
-    static void StageSplit<TOps>(ArrayView<U4> stage, int buffer, int sAt, F4 x0, F4 x1) where TOps : struct, ITensorCoreOps
-    {
-        SplitUnit<TOps>(x0, x1, out var hi, out var mid, out var lo);
-        int at = buffer * 3 * 128 + sAt;
-        stage[at] = hi;
-        stage[at + 128] = mid;
-        stage[at + 256] = lo;
     }
 }

@@ -19,7 +19,7 @@ internal sealed partial class TensorCoreLinear
     static long TileGroups(int tokens, int rowGroups) => (rowGroups + 1L) / 2 * ((tokens + TileTokens - 1) / TileTokens);
 
     /// <summary>
-    /// The same products as <see cref="Kernel{TTiles, TOps}"/> and <see cref="RowKernel{TOps}"/>, bit for bit, for many
+    /// The same products as <see cref="Kernel{TTiles, TOps}"/> and <see cref="RowKernel{TOps, TChunk}"/>, bit for bit, for many
     /// tokens (prefill): a group of 8 warps owns 128 output rows × 64 tokens and walks every chunk of k in slice order
     /// (slice s = the chunks c ≡ s mod 8, ascending, into one accumulator per output; the slice's sum added to a running
     /// total after it, as the split-k kernel adds its warps' sums in warp order). Each chunk's weights (128 rows × 32 k,

@@ -162,12 +162,14 @@ public class MatMulKernelsTests
                     var splitRows = Run(TensorCoreLinear.Kernels.SplitRows);
                     var splitSlices = Run(TensorCoreLinear.Kernels.SplitSlices);
                     var tiles = Run(TensorCoreLinear.Kernels.Tiles);
+                    var warpGroups = tc.HasWarpGroup ? new[] { Run(TensorCoreLinear.Kernels.WarpGroupRows), Run(TensorCoreLinear.Kernels.WarpGroupSlices) } : [];
                     for (int i = 0; i < outs.Length; i++)
                     {
                         Assert.Equal(splitK[i], splitKAhead[i]);
                         Assert.Equal(splitK[i], splitRows[i]);
                         Assert.Equal(splitK[i], splitSlices[i]);
                         Assert.Equal(splitK[i], tiles[i]);
+                        foreach (var wg in warpGroups) Assert.Equal(splitK[i], wg[i]);
                     }
                 }
                 for (int i = 0; i < outs.Length; i++)
@@ -216,7 +218,8 @@ public class MatMulKernelsTests
             try
             {
                 var splitK = Run(TensorCoreLinear.Kernels.SplitK);
-                var others = new[] { TensorCoreLinear.Kernels.SplitKAhead, TensorCoreLinear.Kernels.SplitRows, TensorCoreLinear.Kernels.SplitSlices, TensorCoreLinear.Kernels.Tiles, TensorCoreLinear.Kernels.Auto }
+                var others = new[] { TensorCoreLinear.Kernels.SplitKAhead, TensorCoreLinear.Kernels.SplitRows, TensorCoreLinear.Kernels.SplitSlices, TensorCoreLinear.Kernels.Tiles,
+                        TensorCoreLinear.Kernels.WarpGroupRows, TensorCoreLinear.Kernels.WarpGroupSlices, TensorCoreLinear.Kernels.Auto }
                     .Select(c => (c, Run(c))).ToArray();
                 for (int i = 0; i < outs.Length; i++)
                 {
