@@ -103,7 +103,8 @@ public static class LinearBench
 
     /// <summary>
     /// One linear launched <paramref name="repeats"/> times eagerly, for a profiler to pick up (`linear OUT IN TOKENS
-    /// [split-k|split-k-ahead|split-rows|split-slices|tiles]`): the kernels of a shape without the rest of the benchmark around them.
+    /// [split-k|split-k-ahead|split-rows|split-slices|tiles|wgmma-rows|wgmma-slices]`): the kernels of a shape without the rest of
+    /// the benchmark around them (the wgmma kernels on Hopper only).
     /// </summary>
     public static void Profile(ComputeDevice device, int outF, int inF, int tokens, string kernel, int repeats, TextWriter log)
     {
@@ -118,6 +119,8 @@ public static class LinearBench
                 "split-rows" => TensorCoreLinear.Kernels.SplitRows,
                 "split-slices" => TensorCoreLinear.Kernels.SplitSlices,
                 "tiles" => TensorCoreLinear.Kernels.Tiles,
+                "wgmma-rows" => TensorCoreLinear.Kernels.WarpGroupRows,
+                "wgmma-slices" => TensorCoreLinear.Kernels.WarpGroupSlices,
                 _ => TensorCoreLinear.Kernels.Auto,
             };
         var clock = Stopwatch.StartNew();
@@ -142,7 +145,15 @@ public static class LinearBench
             double slices = MedianReplayMs(device, action);
             tc.Choice = TensorCoreLinear.Kernels.Tiles;
             double tiles = MedianReplayMs(device, action);
-            return $"  (split-k {splitK * 1000:F1} µs, split-k-ahead {ahead * 1000:F1} µs, split-rows {rows * 1000:F1} µs, split-slices {slices * 1000:F1} µs, tiles {tiles * 1000:F1} µs)";
+            string warpGroups = "";
+            if (tc.HasWarpGroup)
+            {
+                tc.Choice = TensorCoreLinear.Kernels.WarpGroupRows;
+                double wgRows = MedianReplayMs(device, action);
+                tc.Choice = TensorCoreLinear.Kernels.WarpGroupSlices;
+                warpGroups = $", wgmma-rows {wgRows * 1000:F1} µs, wgmma-slices {MedianReplayMs(device, action) * 1000:F1} µs";
+            }
+            return $"  (split-k {splitK * 1000:F1} µs, split-k-ahead {ahead * 1000:F1} µs, split-rows {rows * 1000:F1} µs, split-slices {slices * 1000:F1} µs, tiles {tiles * 1000:F1} µs{warpGroups})";
         }
         finally
         {
