@@ -35,6 +35,8 @@ while [ $# -gt 0 ]; do
       done ;;
     test)  # test PROJECT FILTER...
       p=$1; shift; echo "== test $p $1"; (cd tests/$p/bin/Release/net10.0 && timeout ${TESTS_TIMEOUT:-400} dotnet LoraEngine.$p.Tests.dll -class "$1" 2>&1 | tail -60) | tee -a "$out/test-$p$tag.log"; shift ;;
+    testm)  # testm PROJECT METHOD-FILTER: one test method (xunit's -method)
+      p=$1; shift; echo "== testm $p $1"; (cd tests/$p/bin/Release/net10.0 && timeout ${TESTS_TIMEOUT:-400} dotnet LoraEngine.$p.Tests.dll -method "$1" 2>&1 | tail -30) | tee -a "$out/test-$p$tag.log"; shift ;;
     bench)  # bench "ARGS"
       echo "== bench $1"; (eval timeout 500 dotnet bench/bin/Release/net10.0/LoraEngine.Bench.dll $1 --out "$out/bench$tag" 2>&1) | tee -a "$out/bench.log" | tail -40; shift ;;
     peer)  # peer "ARGS"
@@ -52,6 +54,6 @@ while [ $# -gt 0 ]; do
       grep -vE "^\s*$|----|^==PROF==|^    [A-Z]{3,}|Section:" "$out/ncusec-$1-${2// /_}.log" | grep -E "Kernel|Throughput|Duration|Registers|Occupancy|Stall|Issued|Warp Cycles|Eligible|Active Warps|Pipe|Hit|Busy|Block Limit|Executed Ipc" | head -70; shift 2 ;;
     ptxas)  # registers, spills and stack of the tensor-core kernels of the build in use (ptxas 12, from triton)
       p="$root/.carry/ptx$tag.tar"; [ -f "$p" ] || p="$root/.carry/ptx.tar"; rm -rf /tmp/ptx; tar xf "$p" -C /tmp; pt=$(python3 -c "import triton,os;print(os.path.dirname(triton.__file__))")/backends/nvidia/bin/ptxas
-      for f in /tmp/ptx/*.ptx; do echo "== ptxas $f"; $pt -v -arch=sm_90 "$f" -o /tmp/x.cubin 2>&1 | grep -E "registers|spill|stack|error" | head -4; done ;;
+      for f in /tmp/ptx/*.ptx; do a=sm_90; grep -q wgmma "$f" && { sed -i "s/\.target sm_[0-9]*/.target sm_90a/" "$f"; a=sm_90a; }; echo "== ptxas $f"; $pt -v -arch=$a "$f" -o /tmp/x.cubin 2>&1 | grep -E "registers|spill|stack|error" | head -4; done ;;
   esac
 done
