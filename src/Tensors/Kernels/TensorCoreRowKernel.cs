@@ -12,9 +12,11 @@ internal sealed partial class TensorCoreLinear
     /// owns 64 output rows × 32 tokens, and every warp walks all k chunks in the split-k kernel's order — slice s (the chunks
     /// c ≡ s mod 8, the split-k kernel's warp s) in ascending c into one accumulator, added to a running total after each
     /// slice, as the split-k kernel adds its warps' sums in warp order. Each chunk's 32 × 32 activations are split into
-    /// hi/mid/lo once per group, into shared memory in fragment order (double-buffered, one barrier a chunk), and read by the
-    /// 4 warps: a group's activation traffic is a quarter of the split-k kernel's per row, which bounded 32-token linears by
-    /// L2 bandwidth (lm_head at 32 tokens re-read ~2 GB of activations for 0.5 GB of weights).
+    /// hi/mid/lo once per group, into shared memory (double-buffered, one barrier a chunk), and multiplied by the 4 warps: a
+    /// group's activation traffic is a quarter of the split-k kernel's per row, which bounded 32-token linears by L2
+    /// bandwidth (lm_head at 32 tokens re-read ~2 GB of activations for 0.5 GB of weights). <typeparamref name="TChunk"/>
+    /// lays the stage out and issues the MMAs: each warp's mma.sync against fragments (<see cref="WarpChunks"/>), or the
+    /// group's wgmma reading the stage itself (<see cref="WarpGroupChunks"/>, Hopper).
     ///
     /// With <paramref name="slices"/> = 8 (<see cref="Kernels.SplitSlices"/>) each group walks one slice only, so a linear
     /// with few row groups still fills the GPU; each slice's sums go to <paramref name="partials"/> and the last of a tile's 8 groups to
