@@ -42,6 +42,15 @@ internal sealed partial class TensorCoreLinear
         default(TOps).Mma(ref d0, ref d1, ref d2, ref d3, a.Z, b.Z, a.W, b.W, lo.Z, lo.W);
     }
 
+    /// <summary>A thread's 8 activations split and staged as fragments: hi at <paramref name="at"/>, mid and lo one and two <paramref name="partStride"/> further.</summary>
+    static void StageFragments<TOps>(ArrayView<U4> stage, int at, int partStride, F4 x0, F4 x1) where TOps : struct, ITensorCoreOps
+    {
+        SplitUnit<TOps>(x0, x1, out var hi, out var mid, out var lo);
+        stage[at] = hi;
+        stage[at + partStride] = mid;
+        stage[at + 2 * partStride] = lo;
+    }
+
     /// <summary>A lane's 8 activations (one 16-byte unit of k) as hi, mid and lo BF16 fragments.</summary>
     static void SplitUnit<TOps>(F4 x0, F4 x1, out U4 hi, out U4 mid, out U4 lo) where TOps : struct, ITensorCoreOps
     {

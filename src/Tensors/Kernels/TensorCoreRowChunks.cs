@@ -33,14 +33,8 @@ internal sealed partial class TensorCoreLinear
     {
         public int StageAt(int i) => (i >> 5) * 32 + ((i >> 2) & 7) * 4 + (i & 3);
 
-        public void Stage<TOps>(ArrayView<U4> stage, int buffer, int sAt, F4 x0, F4 x1) where TOps : struct, ITensorCoreOps
-        {
-            SplitUnit<TOps>(x0, x1, out var hi, out var mid, out var lo);
-            int at = buffer * 3 * 128 + sAt;
-            stage[at] = hi;
-            stage[at + 128] = mid;
-            stage[at + 256] = lo;
-        }
+        public void Stage<TOps>(ArrayView<U4> stage, int buffer, int sAt, F4 x0, F4 x1) where TOps : struct, ITensorCoreOps =>
+            StageFragments<TOps>(stage, buffer * 3 * 128 + sAt, 128, x0, x1);
 
         public void Multiply<TOps>(U4 a, U4 b, ArrayView<U4> stage, int buffer, uint stageAddress, int lane, int tiles,
             ref float c00, ref float c01, ref float c02, ref float c03, ref float c10, ref float c11, ref float c12, ref float c13,

@@ -63,7 +63,7 @@ internal sealed partial class TensorCoreLinear
             Advance(ref sIssue, ref cIssue, chunks);
         }
         var (x0, x1) = Activations(x, xRow, xOk, c * 4 + sUnit, units);
-        StageTileActivations<TOps>(stageX, 0, sAt, x0, x1);
+        StageFragments<TOps>(stageX, sAt, 256, x0, x1);
         int s1 = s, c1 = c;
         Advance(ref s1, ref c1, chunks);
         default(TOps).WaitCopiesButOne(); // chunk 0's copies (chunk 1's may still be in flight)
@@ -101,7 +101,7 @@ internal sealed partial class TensorCoreLinear
 
             // Everyone finished reading the other buffer a chunk ago (the barrier below), so it can take the next chunk.
             buffer ^= 1;
-            StageTileActivations<TOps>(stageX, buffer, sAt, x0, x1);
+            StageFragments<TOps>(stageX, buffer * 3 * 256 + sAt, 256, x0, x1);
             default(TOps).WaitCopiesButOne(); // this thread's copies of the next chunk (the newest group may pend)
             Group.Barrier();                  // … and everyone's, with the staged activations
             slot = (slot + 1) % TileRing;
@@ -154,15 +154,5 @@ internal sealed partial class TensorCoreLinear
         default(TOps).CopyAsync(ring, at, ringAddress, w, wRow0 + unit, wAddress, ok && wOk0);
         default(TOps).CopyAsync(ring, at + 64 * 4, ringAddress, w, wRow1 + unit, wAddress, ok && wOk1);
         default(TOps).CommitCopies();
-    }
-
-    /// <summary>Writes a thread's split activations into <paramref name="buffer"/>.</summary>
-    static void StageTileActivations<TOps>(ArrayView<U4> stageX, int buffer, int sAt, F4 x0, F4 x1) where TOps : struct, ITensorCoreOps
-    {
-        SplitUnit<TOps>(x0, x1, out var hi, out var mid, out var lo);
-        int at = buffer * 3 * 256 + sAt;
-        stageX[at] = hi;
-        stageX[at + 256] = mid;
-        stageX[at + 512] = lo;
     }
 }
