@@ -122,8 +122,9 @@ public class MatMulKernelsTests
     }
 
     /// <summary>
-    /// The tensor cores' kernels (k split over a group's warps; rows split, activations shared in shared memory; rows and
-    /// slices of k split, partial sums added by the last group) give the same bits for every shape, so choosing one by
+    /// The tensor cores' kernels (k split over a group's warps, with and without a round requested ahead; rows split,
+    /// activations shared in shared memory; rows and slices of k split, partial sums added by the last group; the tile
+    /// kernel; on Hopper the row kernels' wgmma build) give the same bits for every shape, so choosing one by
     /// shape keeps a token's result independent of its batch; on devices without tensor cores the same shapes are checked
     /// against the double reference.
     /// </summary>
@@ -184,7 +185,8 @@ public class MatMulKernelsTests
 
     /// <summary>
     /// The tensor-core kernels themselves on ILGPU's CPU accelerator, the MMA emulated in plain C#: split-k (both
-    /// builds), rows, slices and tiles (and the shape's own pick) give the same bits and the reference values, on shapes
+    /// builds), rows, slices, tiles, and rows and slices through the wgmma build's stage layout (its six wgmma emulated as
+    /// each warp's mma.sync chains, which the hardware matches bit for bit), and the shape's own pick, give the same bits and the reference values, on shapes
     /// that cross the edges — one token, tokens past one 32-token tile and past one 64-token tile of the tile kernel, K
     /// not a multiple of the 32-wide chunk (264: slice 0 has two chunks, the second partial), more than 64 chunks (2312:
     /// each warp of split-k has ten), fewer chunks than slices, rows not a multiple of 16 or 64, three linears in one
