@@ -19,7 +19,7 @@ internal sealed partial class TensorCoreLinear
         void Stage<TOps>(ArrayView<U4> stage, int buffer, int sAt, F4 x0, F4 x1) where TOps : struct, ITensorCoreOps;
 
         /// <summary>The chunk's MMAs for this warp's rows (a, b: rows g and g+8) against the staged tokens of <paramref name="buffer"/>.</summary>
-        void Multiply<TOps>(U4 a, U4 b, ArrayView<U4> stage, int buffer, uint stageAddress, int lane, int tiles,
+        void Multiply<TOps>(U4 a, U4 b, ArrayView<U4> stage, int buffer, int lane, int tiles,
             ref float c00, ref float c01, ref float c02, ref float c03, ref float c10, ref float c11, ref float c12, ref float c13,
             ref float c20, ref float c21, ref float c22, ref float c23, ref float c30, ref float c31, ref float c32, ref float c33)
             where TOps : struct, ITensorCoreOps;
@@ -36,7 +36,7 @@ internal sealed partial class TensorCoreLinear
         public void Stage<TOps>(ArrayView<U4> stage, int buffer, int sAt, F4 x0, F4 x1) where TOps : struct, ITensorCoreOps =>
             StageFragments<TOps>(stage, buffer * 3 * 128 + sAt, 128, x0, x1);
 
-        public void Multiply<TOps>(U4 a, U4 b, ArrayView<U4> stage, int buffer, uint stageAddress, int lane, int tiles,
+        public void Multiply<TOps>(U4 a, U4 b, ArrayView<U4> stage, int buffer, int lane, int tiles,
             ref float c00, ref float c01, ref float c02, ref float c03, ref float c10, ref float c11, ref float c12, ref float c13,
             ref float c20, ref float c21, ref float c22, ref float c23, ref float c30, ref float c31, ref float c32, ref float c33)
             where TOps : struct, ITensorCoreOps
@@ -83,12 +83,12 @@ internal sealed partial class TensorCoreLinear
             words[at + 288] = u.W;
         }
 
-        public void Multiply<TOps>(U4 a, U4 b, ArrayView<U4> stage, int buffer, uint stageAddress, int lane, int tiles,
+        public void Multiply<TOps>(U4 a, U4 b, ArrayView<U4> stage, int buffer, int lane, int tiles,
             ref float c00, ref float c01, ref float c02, ref float c03, ref float c10, ref float c11, ref float c12, ref float c13,
             ref float c20, ref float c21, ref float c22, ref float c23, ref float c30, ref float c31, ref float c32, ref float c33)
             where TOps : struct, ITensorCoreOps =>
             default(TOps).WarpGroupChunk(ref c00, ref c01, ref c02, ref c03, ref c10, ref c11, ref c12, ref c13,
-                ref c20, ref c21, ref c22, ref c23, ref c30, ref c31, ref c32, ref c33, a, b, stage.Cast<uint>(), buffer * 1536, stageAddress);
+                ref c20, ref c21, ref c22, ref c23, ref c30, ref c31, ref c32, ref c33, a, b, stage.Cast<uint>(), buffer * 1536, default(TOps).SecondSharedAddress());
     }
 
     /// <summary>

@@ -29,7 +29,7 @@ internal sealed partial class TensorCoreLinear
         var ring = SharedMemory.Allocate<U4>(RingDepth * 2 * RowWarps * 32); // [slot][row g, row g+8][thread]: each thread's own
         var stage = SharedMemory.Allocate<U4>(2 * 3 * 4 * 32); // [buffer][a chunk's split activations, as TChunk lays them out]
         var arrived = SharedMemory.Allocate<int>(1);
-        uint ringAddress = default(TOps).FirstSharedAddress(), stageAddress = default(TOps).SecondSharedAddress();
+        uint ringAddress = default(TOps).FirstSharedAddress();
 
         // The slices of one row block are neighbours in the grid, so the groups reading one stretch of each weight row run
         // together (H100, 32 tokens: 1B gate/up 70.0 µs vs 73.2 with the slice as the grid's slowest index, 1B down 45.4 vs 49.6).
@@ -93,7 +93,7 @@ internal sealed partial class TensorCoreLinear
             var b = ring[(slot * 2 + 1) * 128 + i];
             slot = (slot + 1) % RingDepth;
 
-            default(TChunk).Multiply<TOps>(a, b, stage, buffer, stageAddress, lane, tiles, ref c00, ref c01, ref c02, ref c03, ref c10, ref c11, ref c12, ref c13,
+            default(TChunk).Multiply<TOps>(a, b, stage, buffer, lane, tiles, ref c00, ref c01, ref c02, ref c03, ref c10, ref c11, ref c12, ref c13,
                 ref c20, ref c21, ref c22, ref c23, ref c30, ref c31, ref c32, ref c33);
 
             if (s1 != s)
