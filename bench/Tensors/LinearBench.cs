@@ -103,7 +103,7 @@ public static class LinearBench
 
     /// <summary>
     /// One linear launched <paramref name="repeats"/> times eagerly, for a profiler to pick up (`linear OUT IN TOKENS
-    /// [split-k|split-k-ahead|split-rows|split-slices|tiles|wgmma-rows|wgmma-slices]`): the kernels of a shape without the rest of
+    /// [split-k|split-k-ahead|split-rows|split-slices|tiles|wgmma-rows|wgmma-slices|wide-rows|wide-slices]`): the kernels of a shape without the rest of
     /// the benchmark around them (the wgmma kernels on Hopper only).
     /// </summary>
     public static void Profile(ComputeDevice device, int outF, int inF, int tokens, string kernel, int repeats, TextWriter log)
@@ -121,6 +121,8 @@ public static class LinearBench
                 "tiles" => TensorCoreLinear.Kernels.Tiles,
                 "wgmma-rows" => TensorCoreLinear.Kernels.WarpGroupRows,
                 "wgmma-slices" => TensorCoreLinear.Kernels.WarpGroupSlices,
+                "wide-rows" => TensorCoreLinear.Kernels.WideRows,
+                "wide-slices" => TensorCoreLinear.Kernels.WideSlices,
                 _ => TensorCoreLinear.Kernels.Auto,
             };
         var clock = Stopwatch.StartNew();
@@ -151,7 +153,11 @@ public static class LinearBench
                 tc.Choice = TensorCoreLinear.Kernels.WarpGroupRows;
                 double wgRows = MedianReplayMs(device, action);
                 tc.Choice = TensorCoreLinear.Kernels.WarpGroupSlices;
-                warpGroups = $", wgmma-rows {wgRows * 1000:F1} µs, wgmma-slices {MedianReplayMs(device, action) * 1000:F1} µs";
+                double wgSlices = MedianReplayMs(device, action);
+                tc.Choice = TensorCoreLinear.Kernels.WideRows;
+                double wideRows = MedianReplayMs(device, action);
+                tc.Choice = TensorCoreLinear.Kernels.WideSlices;
+                warpGroups = $", wgmma-rows {wgRows * 1000:F1} µs, wgmma-slices {wgSlices * 1000:F1} µs, wide-rows {wideRows * 1000:F1} µs, wide-slices {MedianReplayMs(device, action) * 1000:F1} µs";
             }
             return $"  (split-k {splitK * 1000:F1} µs, split-k-ahead {ahead * 1000:F1} µs, split-rows {rows * 1000:F1} µs, split-slices {slices * 1000:F1} µs, tiles {tiles * 1000:F1} µs{warpGroups})";
         }

@@ -44,7 +44,7 @@ if (specs.Count == 0)
 {
     const string T = "LoraEngine.Tensors.Kernels.TensorCoreLinear";
     const string Ptx = "LoraEngine.Tensors.Kernels.PtxOps";
-    specs.AddRange([$"{T}:RowKernel<{Ptx},WarpChunks>", $"{T}:RowKernel<{Ptx},WarpGroupChunks>", $"{T}:Kernel<OneTile,{Ptx}>", $"{T}:Kernel<OneTileAhead,{Ptx}>", $"{T}:Kernel<FourTiles,{Ptx}>", $"{T}:TileKernel<{Ptx}>"]);
+    specs.AddRange([$"{T}:RowKernel<{Ptx},WarpChunks>", $"{T}:RowKernel<{Ptx},WarpGroupChunks>", $"{T}:RowKernel<{Ptx},WideWarpGroupChunks>", $"{T}:Kernel<OneTile,{Ptx}>", $"{T}:Kernel<OneTileAhead,{Ptx}>", $"{T}:Kernel<FourTiles,{Ptx}>", $"{T}:TileKernel<{Ptx}>"]);
 }
 
 var asm = Assembly.LoadFrom(Path.GetFullPath(asmPath));

@@ -58,6 +58,7 @@ internal sealed partial class TensorCoreLinear : IDisposable
     const int ChunkK = 32;
 
     const int RowWarps = 4;         // the row-split kernel: a group of 4 warps, one 16-row block each
+    const int WideWarps = 8;        // its wide build: two warpgroups, 128 rows
     const int Slices = Warps;       // k chunks c ≡ s (mod 8) form slice s: its own accumulator, slices added in order
     const int TilePartialF4s = RowWarps * 32 * 4;  // one slice's partial sums of a 64-row × 32-token tile, as F4
     const int SliceTiles = 512;     // output tiles the slice workspace holds: ≥ the 3 per SM where rows take over, up to 170 SMs
@@ -69,7 +70,7 @@ internal sealed partial class TensorCoreLinear : IDisposable
     readonly ComputeDevice _device;
     readonly Action<AcceleratorStream, KernelConfig, ArrayView<F4>, LinearSegments, int, int> _kernel, _kernelOneTile, _kernelOneTileAhead, _tileKernel;
     readonly Action<AcceleratorStream, KernelConfig, ArrayView<F4>, LinearSegments, int, int, int, ArrayView<F4>, ArrayView<int>> _rowKernel;
-    readonly Action<AcceleratorStream, KernelConfig, ArrayView<F4>, LinearSegments, int, int, int, ArrayView<F4>, ArrayView<int>>? _warpGroupRowKernel;
+    readonly Action<AcceleratorStream, KernelConfig, ArrayView<F4>, LinearSegments, int, int, int, ArrayView<F4>, ArrayView<int>>? _warpGroupRowKernel, _wideRowKernel;
 
     // The slice-split row kernel's workspace: each group's partial sums (64 rows × 32 tokens per slice) and, per output
     // tile, how many of its slices have arrived (the last one adds them and sets the count back to 0).
@@ -81,11 +82,21 @@ internal sealed partial class TensorCoreLinear : IDisposable
         _device = device;
         (_kernel, _kernelOneTile, _kernelOneTileAhead, _rowKernel, _tileKernel) = emulated ? Load<EmulatedOps>(device.Accelerator) : Load<PtxOps>(device.Accelerator);
         // wgmma needs sm_90a: Hopper only (the emulated kernels run it anywhere).
-        if (emulated) _warpGroupRowKernel = PtxKernels.Load<Action<AcceleratorStream, KernelConfig, ArrayView<F4>, LinearSegments, int, int, int, ArrayView<F4>, ArrayView<int>>>(
-            device.Accelerator, RowKernel<EmulatedOps, WarpGroupChunks>);
+        if (emulated)
+        {
+            _warpGroupRowKernel = PtxKernels.Load<Action<AcceleratorStream, KernelConfig, ArrayView<F4>, LinearSegments, int, int, int, ArrayView<F4>, ArrayView<int>>>(
+                device.Accelerator, RowKernel<EmulatedOps, WarpGroupChunks>);
+            _wideRowKernel = PtxKernels.Load<Action<AcceleratorStream, KernelConfig, ArrayView<F4>, LinearSegments, int, int, int, ArrayView<F4>, ArrayView<int>>>(
+                device.Accelerator, RowKernel<EmulatedOps, WideWarpGroupChunks>);
+        }
         else if (device.Accelerator is ILGPU.Runtime.Cuda.CudaAccelerator { Architecture: { Major: 9, Minor: 0 } })
+        {
             _warpGroupRowKernel = PtxKernels.Load<Action<AcceleratorStream, KernelConfig, ArrayView<F4>, LinearSegments, int, int, int, ArrayView<F4>, ArrayView<int>>>(
                 device.Accelerator, RowKernel<PtxOps, WarpGroupChunks>, sm90a: true);
+            // Three groups of 8 warps an SM (≤ 85 registers a thread), as many warps as five 4-warp groups nearly.
+            _wideRowKernel = PtxKernels.Load<Action<AcceleratorStream, KernelConfig, ArrayView<F4>, LinearSegments, int, int, int, ArrayView<F4>, ArrayView<int>>>(
+                device.Accelerator, RowKernel<PtxOps, WideWarpGroupChunks>, WideWarps * 32, 3, sm90a: true);
+        }
         _partials = device.Accelerator.Allocate1D<F4>((long)SliceTiles * Slices * TilePartialF4s);
         _arrivals = device.Accelerator.Allocate1D<int>(SliceTiles);
         _arrivals.MemSetToZero(device.Stream); // on the stream the kernels run on: ordered before the first of them
@@ -116,9 +127,10 @@ internal sealed partial class TensorCoreLinear : IDisposable
     /// is split-k requesting a round's chunks one round ahead (<see cref="OneTileAhead"/>; up to 8 tokens, SplitK above).
     /// SplitSlices is the row-split kernel with each k slice in a group of its own, the slices' partial sums added by the
     /// last to finish. WarpGroupRows and WarpGroupSlices are the same two with a chunk's MMAs issued as the group's wgmma
-    /// (<see cref="WarpGroupChunks"/>; Hopper only).
+    /// (<see cref="WarpGroupChunks"/>; Hopper only), WideRows and WideSlices those with two warpgroups a group, 128 rows
+    /// sharing a chunk's staged activations (<see cref="WideWarpGroupChunks"/>).
     /// </summary>
-    internal enum Kernels { Auto, SplitK, SplitKAhead, SplitRows, SplitSlices, Tiles, WarpGroupRows, WarpGroupSlices }
+    internal enum Kernels { Auto, SplitK, SplitKAhead, SplitRows, SplitSlices, Tiles, WarpGroupRows, WarpGroupSlices, WideRows, WideSlices }
 
     /// <summary>Whether this device has the wgmma row kernel (Hopper, or emulated).</summary>
     internal bool HasWarpGroup => _warpGroupRowKernel != null;
@@ -153,10 +165,15 @@ internal sealed partial class TensorCoreLinear : IDisposable
         if (pick == Kernels.SplitKAhead && tokens > 8) return Kernels.SplitK;
         if (Choice == Kernels.Auto && HasWarpGroup)
             pick = pick switch { Kernels.SplitRows => Kernels.WarpGroupRows, Kernels.SplitSlices => Kernels.WarpGroupSlices, _ => pick };
-        if (pick is Kernels.WarpGroupRows or Kernels.WarpGroupSlices && !HasWarpGroup)
-            throw new InvalidOperationException("the wgmma row kernel needs an sm_90 GPU");
-        if (outputTiles > SliceTiles)
-            pick = pick switch { Kernels.SplitSlices => Kernels.SplitRows, Kernels.WarpGroupSlices => Kernels.WarpGroupRows, _ => pick };
+        if (pick is Kernels.WarpGroupRows or Kernels.WarpGroupSlices or Kernels.WideRows or Kernels.WideSlices && !HasWarpGroup)
+            throw new InvalidOperationException("the wgmma row kernels need an sm_90 GPU");
+        // A wide tile takes two 64-row tiles' room; each linear of the launch may round up by one.
+        long wideTiles = outputTiles + 3L * ((tokens + TokensPerGroup - 1) / TokensPerGroup);
+        if (outputTiles > SliceTiles || pick == Kernels.WideSlices && wideTiles > SliceTiles)
+            pick = pick switch
+            {
+                Kernels.SplitSlices => Kernels.SplitRows, Kernels.WarpGroupSlices => Kernels.WarpGroupRows, Kernels.WideSlices => Kernels.WideRows, _ => pick,
+            };
         return pick;
     }
 
@@ -189,8 +206,10 @@ internal sealed partial class TensorCoreLinear : IDisposable
             splitGroups += (w.Dim(0) + RowsPerGroup - 1) / RowsPerGroup;
         }
         var kernel = Pick(tokens, rowGroups, splitGroups);
-        bool rows = kernel is Kernels.SplitRows or Kernels.SplitSlices or Kernels.WarpGroupRows or Kernels.WarpGroupSlices;
-        int rowsPerGroup = kernel == Kernels.Tiles ? TileRows : rows ? RowWarps * RowsPerGroup : RowsPerGroup;
+        bool wide = kernel is Kernels.WideRows or Kernels.WideSlices;
+        bool rows = wide || kernel is Kernels.SplitRows or Kernels.SplitSlices or Kernels.WarpGroupRows or Kernels.WarpGroupSlices;
+        int rowWarps = wide ? WideWarps : RowWarps;
+        int rowsPerGroup = kernel == Kernels.Tiles ? TileRows : rows ? rowWarps * RowsPerGroup : RowsPerGroup;
         var seg = new LinearSegments();
         int blocks = 0;
         for (int i = 0; i < outputs.Length; i++)
@@ -214,8 +233,9 @@ internal sealed partial class TensorCoreLinear : IDisposable
         int tokenTiles = (tokens + TokensPerGroup - 1) / TokensPerGroup;
         if (rows)
         {
-            int slices = kernel is Kernels.SplitSlices or Kernels.WarpGroupSlices ? Slices : 1;
-            (kernel is Kernels.WarpGroupRows or Kernels.WarpGroupSlices ? _warpGroupRowKernel! : _rowKernel)(_device.Stream, new KernelConfig(new Index2D(blocks * slices, tokenTiles), new Index2D(RowWarps * 32, 1)),
+            int slices = kernel is Kernels.SplitSlices or Kernels.WarpGroupSlices or Kernels.WideSlices ? Slices : 1;
+            var rowKernel = wide ? _wideRowKernel! : kernel is Kernels.WarpGroupRows or Kernels.WarpGroupSlices ? _warpGroupRowKernel! : _rowKernel;
+            rowKernel(_device.Stream, new KernelConfig(new Index2D(blocks * slices, tokenTiles), new Index2D(rowWarps * 32, 1)),
                 x.F32.Cast<F4>(), seg, tokens, k, slices, _partials.View, _arrivals.View);
         }
         else if (kernel == Kernels.Tiles)

@@ -12,6 +12,9 @@ internal sealed partial class TensorCoreLinear
     /// </summary>
     internal interface IRowChunk
     {
+        /// <summary>The group's warps: 4 (one warpgroup, 64 rows), or 8 (two warpgroups sharing one stage, 128 rows).</summary>
+        int Warps { get; }
+
         /// <summary>Where thread <paramref name="i"/> (token i / 4, unit i % 4 of the chunk) writes its activations.</summary>
         int StageAt(int i);
 
@@ -31,6 +34,8 @@ internal sealed partial class TensorCoreLinear
     /// </summary>
     internal readonly struct WarpChunks : IRowChunk
     {
+        public int Warps => 4;
+
         public int StageAt(int i) => (i >> 5) * 32 + ((i >> 2) & 7) * 4 + (i & 3);
 
         public void Stage<TOps>(ArrayView<U4> stage, int buffer, int sAt, F4 x0, F4 x1) where TOps : struct, ITensorCoreOps =>
@@ -58,6 +63,8 @@ internal sealed partial class TensorCoreLinear
     /// </summary>
     internal readonly struct WarpGroupChunks : IRowChunk
     {
+        public int Warps => 4;
+
         public int StageAt(int i) => StageIndex(i >> 2, i & 3);
 
         /// <summary>
@@ -96,4 +103,26 @@ internal sealed partial class TensorCoreLinear
     /// token n: 8-token groups 256 bytes apart, the two 8-wide k halves 128 bytes apart, a token's 8 k values 16 bytes.
     /// </summary>
     static int StageIndex(int n, int kp) => (n >> 3) * 64 + (kp >> 2) * 32 + (n & 7) * 4 + (kp & 3);
+
+    /// <summary>
+    /// <see cref="WarpGroupChunks"/> for a group of two warpgroups (8 warps, 128 rows) sharing one stage: a chunk's
+    /// activations are loaded and split once for twice the rows (the 64-row group spent about as many instructions on
+    /// them as on its weights), and each warpgroup issues its own six wgmma against the same stage.
+    /// </summary>
+    internal readonly struct WideWarpGroupChunks : IRowChunk
+    {
+        public int Warps => 8;
+
+        public int StageAt(int i) => default(WarpGroupChunks).StageAt(i);
+
+        public void Stage<TOps>(ArrayView<U4> stage, int buffer, int sAt, F4 x0, F4 x1) where TOps : struct, ITensorCoreOps =>
+            default(WarpGroupChunks).Stage<TOps>(stage, buffer, sAt, x0, x1);
+
+        public void Multiply<TOps>(U4 a, U4 b, ArrayView<U4> stage, int buffer, int lane, int tiles,
+            ref float c00, ref float c01, ref float c02, ref float c03, ref float c10, ref float c11, ref float c12, ref float c13,
+            ref float c20, ref float c21, ref float c22, ref float c23, ref float c30, ref float c31, ref float c32, ref float c33)
+            where TOps : struct, ITensorCoreOps =>
+            default(WarpGroupChunks).Multiply<TOps>(a, b, stage, buffer, lane, tiles, ref c00, ref c01, ref c02, ref c03, ref c10, ref c11, ref c12, ref c13,
+                ref c20, ref c21, ref c22, ref c23, ref c30, ref c31, ref c32, ref c33);
+    }
 }

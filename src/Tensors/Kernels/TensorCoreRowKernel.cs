@@ -3,8 +3,8 @@ using ILGPU.Runtime;
 
 namespace LoraEngine.Tensors.Kernels;
 
-// The row kernel (9+ tokens): a group of 4 warps owns 64 rows × 32 tokens and walks k in slice order, its weights
-// through a per-thread cp.async ring.
+// The row kernel (9+ tokens): a group of 4 warps (or 8) owns 64 rows (128) × 32 tokens and walks k in slice order, its
+// weights through a per-thread cp.async ring.
 internal sealed partial class TensorCoreLinear
 {
     /// <summary>
@@ -16,7 +16,8 @@ internal sealed partial class TensorCoreLinear
     /// group's activation traffic is a quarter of the split-k kernel's per row, which bounded 32-token linears by L2
     /// bandwidth (lm_head at 32 tokens re-read ~2 GB of activations for 0.5 GB of weights). <typeparamref name="TChunk"/>
     /// lays the stage out and issues the MMAs: each warp's mma.sync against fragments (<see cref="WarpChunks"/>), or the
-    /// group's wgmma reading the stage itself (<see cref="WarpGroupChunks"/>, Hopper).
+    /// group's wgmma reading the stage itself (<see cref="WarpGroupChunks"/>, Hopper); it also sets the group's warps:
+    /// <see cref="WideWarpGroupChunks"/> is two warpgroups, 128 rows, whose first four warps load and stage the activations.
     ///
     /// With <paramref name="slices"/> = 8 (<see cref="Kernels.SplitSlices"/>) each group walks one slice only, so a linear
     /// with few row groups still fills the GPU; each slice's sums go to <paramref name="partials"/> and the last of a tile's 8 groups to
@@ -26,7 +27,7 @@ internal sealed partial class TensorCoreLinear
         where TOps : struct, ITensorCoreOps where TChunk : struct, IRowChunk
     {
         // The weights' ring comes first: FirstSharedAddress names the kernel's first shared allocation.
-        var ring = SharedMemory.Allocate<U4>(RingDepth * 2 * RowWarps * 32); // [slot][row g, row g+8][thread]: each thread's own
+        var ring = SharedMemory.Allocate<U4>(RingDepth * 2 * default(TChunk).Warps * 32); // [slot][row g, row g+8][thread]: each thread's own
         var stage = SharedMemory.Allocate<U4>(2 * 3 * 4 * 32); // [buffer][a chunk's split activations, as TChunk lays them out]
         var arrived = SharedMemory.Allocate<int>(1);
         uint ringAddress = default(TOps).FirstSharedAddress();
@@ -37,9 +38,10 @@ internal sealed partial class TensorCoreLinear
         int block = Grid.IdxX / slices, tile = Grid.IdxY * (Grid.DimX / slices) + block;
         int bx = Select(seg, block, out var w, out long wAddress, out var y, out int n);
 
+        int warps = default(TChunk).Warps, threads = warps * 32;
         int warp = Warp.WarpIdx, lane = Warp.LaneIdx;
         int g = lane >> 2, t = lane & 3;
-        int rowA = (bx * RowWarps + warp) * RowsPerGroup + g, rowB = rowA + 8;
+        int rowA = (bx * warps + warp) * RowsPerGroup + g, rowB = rowA + 8;
         int tok0 = Grid.IdxY * TokensPerGroup;
         int tiles = (tokens - tok0 + 7) / 8;
         if (tiles > 4) tiles = 4;
@@ -48,11 +50,13 @@ internal sealed partial class TensorCoreLinear
         long baseA = (long)rowA * units, baseB = (long)rowB * units;
         bool okA = rowA < n, okB = rowB < n;
 
-        // Thread i stages unit (i & 3) of the chunk for token i >> 2 of the group.
+        // Thread i stages unit (i & 3) of the chunk for token i >> 2 of the group: the first 128 threads (in a group of
+        // two warpgroups, the second only copies and multiplies).
         int i = Group.IdxX;
+        bool stages = i < TokensPerGroup * 4;
         int sToken = tok0 + (i >> 2), sUnit = i & 3, sAt = default(TChunk).StageAt(i);
         long sRow = (long)sToken * (units * 2);
-        bool sOk = sToken < tokens;
+        bool sOk = stages && sToken < tokens;
 
         // The slices this group walks: all, or one alone (its partial sums to the workspace).
         int sFirst = sliced ? Grid.IdxX % slices : 0, sEnd = sliced ? sFirst + 1 : Slices;
@@ -65,7 +69,7 @@ internal sealed partial class TensorCoreLinear
         // multiplies zeros once: its partial sum is 0.
         int s = sFirst, c = sFirst;
         var (f0, f1) = Activations(x, sRow, sOk, c * 4 + sUnit, units);
-        default(TChunk).Stage<TOps>(stage, 0, sAt, f0, f1);
+        if (stages) default(TChunk).Stage<TOps>(stage, 0, sAt, f0, f1);
         int sIssue = s, cIssue = c, slot = 0;
         for (int r = 0; r < RingDepth - 1; r++)
         {
@@ -89,8 +93,8 @@ internal sealed partial class TensorCoreLinear
             bool more = s1 < sEnd && c1 < chunks;
             var (x0, x1) = Activations(x, sRow, more && sOk, c1 * 4 + sUnit, units);
             default(TOps).WaitCopies(); // this chunk's copies (three newer groups may still be in flight)
-            var a = ring[slot * 2 * 128 + i];
-            var b = ring[(slot * 2 + 1) * 128 + i];
+            var a = ring[slot * 2 * threads + i];
+            var b = ring[(slot * 2 + 1) * threads + i];
             slot = (slot + 1) % RingDepth;
 
             default(TChunk).Multiply<TOps>(a, b, stage, buffer, lane, tiles, ref c00, ref c01, ref c02, ref c03, ref c10, ref c11, ref c12, ref c13,
@@ -108,7 +112,7 @@ internal sealed partial class TensorCoreLinear
 
             // Everyone finished reading the other buffer a chunk ago (the barrier below), so it can take the next chunk.
             buffer ^= 1;
-            default(TChunk).Stage<TOps>(stage, buffer, sAt, x0, x1);
+            if (stages) default(TChunk).Stage<TOps>(stage, buffer, sAt, x0, x1);
             Group.Barrier();
             (s, c) = (s1, c1);
             Advance(ref s1, ref c1, chunks);
@@ -135,11 +139,12 @@ internal sealed partial class TensorCoreLinear
         ref float d00, ref float d01, ref float d02, ref float d03, ref float d10, ref float d11, ref float d12, ref float d13,
         ref float d20, ref float d21, ref float d22, ref float d23, ref float d30, ref float d31, ref float d32, ref float d33)
     {
-        long at = ((long)tile * Slices + slice) * TilePartialF4s + i;
+        int threads = Group.DimX;
+        long at = ((long)tile * Slices + slice) * 4 * threads + i;
         partials[at] = new F4 { X = d00, Y = d01, Z = d02, W = d03 };
-        partials[at + 128] = new F4 { X = d10, Y = d11, Z = d12, W = d13 };
-        partials[at + 256] = new F4 { X = d20, Y = d21, Z = d22, W = d23 };
-        partials[at + 384] = new F4 { X = d30, Y = d31, Z = d32, W = d33 };
+        partials[at + threads] = new F4 { X = d10, Y = d11, Z = d12, W = d13 };
+        partials[at + 2 * threads] = new F4 { X = d20, Y = d21, Z = d22, W = d23 };
+        partials[at + 3 * threads] = new F4 { X = d30, Y = d31, Z = d32, W = d33 };
         MemoryFence.DeviceLevel(); // each thread's partials are visible before the group counts itself in
         Group.Barrier();
         if (i == 0)
@@ -154,11 +159,11 @@ internal sealed partial class TensorCoreLinear
         d20 = d21 = d22 = d23 = d30 = d31 = d32 = d33 = 0;
         for (int v = 0; v < Slices; v++)
         {
-            long from = ((long)tile * Slices + v) * TilePartialF4s + i;
+            long from = ((long)tile * Slices + v) * 4 * threads + i;
             var p0 = partials[from];
-            var p1 = partials[from + 128];
-            var p2 = partials[from + 256];
-            var p3 = partials[from + 384];
+            var p1 = partials[from + threads];
+            var p2 = partials[from + 2 * threads];
+            var p3 = partials[from + 3 * threads];
             d00 += p0.X; d01 += p0.Y; d02 += p0.Z; d03 += p0.W;
             d10 += p1.X; d11 += p1.Y; d12 += p1.Z; d13 += p1.W;
             d20 += p2.X; d21 += p2.Y; d22 += p2.Z; d23 += p2.W;
