@@ -21,7 +21,7 @@ namespace LoraEngine.Bench;
 ///   sample [--quick]                                           device sampling alone (the sample rows of tensors)
 ///   attention [--quick]                                        decode attention alone: 1B and 8B heads, batch 1 and 32,
 ///                                                              contexts 128/512/2048; the wide and split kernels side by side
-///   linear OUT IN TOKENS [auto|split-k|split-k-ahead|split-rows|split-slices|tiles|wgmma-rows|wgmma-slices|wide-rows|wide-slices] one BF16 linear launched 5 times eagerly (for a profiler;
+///   linear OUT IN TOKENS [auto|split-k|split-k-ahead|split-rows|split-slices|tiles|wgmma-rows|wgmma-slices|wide-rows|wide-slices|wgmma-tiles] one BF16 linear launched 5 times eagerly (for a profiler;
 ///                                                              on CUDA the tensor-core kernel can be forced)
 ///   serving [--shape 1b|8b|cpu-peer|small|shipped] [--quick] [--out DIR] [--only NAME,...] [--system-prompt N] [--own-prompt M]
 ///           [--tensor-parallel-size N] [--fully-sharded-loras]
@@ -78,7 +78,7 @@ public static class BenchRunner
                 var attentionOnly = AttentionBench.Run(device, quick, Console.Out);
                 File.WriteAllText(Path.Combine(outDir, "attention.json"), JsonSerializer.Serialize(new { device = device.ToString(), results = attentionOnly }, json));
                 break;
-            case "linear": // linear OUT IN TOKENS [auto|split-k|split-k-ahead|split-rows|split-slices|tiles|wgmma-rows|wgmma-slices|wide-rows|wide-slices]: one shape's launches, for ncu
+            case "linear": // linear OUT IN TOKENS [auto|split-k|split-k-ahead|split-rows|split-slices|tiles|wgmma-rows|wgmma-slices|wide-rows|wide-slices|wgmma-tiles]: one shape's launches, for ncu
                 LinearBench.Profile(device, int.Parse(argv[1]), int.Parse(argv[2]), int.Parse(argv[3]), argv.Count > 4 && !argv[4].StartsWith("--") ? argv[4] : "auto", 5, Console.Out);
                 break;
             case "serving":

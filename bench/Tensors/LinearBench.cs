@@ -103,7 +103,7 @@ public static class LinearBench
 
     /// <summary>
     /// One linear launched <paramref name="repeats"/> times eagerly, for a profiler to pick up (`linear OUT IN TOKENS
-    /// [split-k|split-k-ahead|split-rows|split-slices|tiles|wgmma-rows|wgmma-slices|wide-rows|wide-slices]`): the kernels of a shape without the rest of
+    /// [split-k|split-k-ahead|split-rows|split-slices|tiles|wgmma-rows|wgmma-slices|wide-rows|wide-slices|wgmma-tiles]`): the kernels of a shape without the rest of
     /// the benchmark around them (the wgmma kernels on Hopper only).
     /// </summary>
     public static void Profile(ComputeDevice device, int outF, int inF, int tokens, string kernel, int repeats, TextWriter log)
@@ -123,6 +123,7 @@ public static class LinearBench
                 "wgmma-slices" => TensorCoreLinear.Kernels.WarpGroupSlices,
                 "wide-rows" => TensorCoreLinear.Kernels.WideRows,
                 "wide-slices" => TensorCoreLinear.Kernels.WideSlices,
+                "wgmma-tiles" => TensorCoreLinear.Kernels.WarpGroupTiles,
                 _ => TensorCoreLinear.Kernels.Auto,
             };
         var clock = Stopwatch.StartNew();
@@ -157,7 +158,9 @@ public static class LinearBench
                 tc.Choice = TensorCoreLinear.Kernels.WideRows;
                 double wideRows = MedianReplayMs(device, action);
                 tc.Choice = TensorCoreLinear.Kernels.WideSlices;
-                warpGroups = $", wgmma-rows {wgRows * 1000:F1} µs, wgmma-slices {wgSlices * 1000:F1} µs, wide-rows {wideRows * 1000:F1} µs, wide-slices {MedianReplayMs(device, action) * 1000:F1} µs";
+                double wideSlices = MedianReplayMs(device, action);
+                tc.Choice = TensorCoreLinear.Kernels.WarpGroupTiles;
+                warpGroups = $", wgmma-rows {wgRows * 1000:F1} µs, wgmma-slices {wgSlices * 1000:F1} µs, wide-rows {wideRows * 1000:F1} µs, wide-slices {wideSlices * 1000:F1} µs, wgmma-tiles {MedianReplayMs(device, action) * 1000:F1} µs";
             }
             return $"  (split-k {splitK * 1000:F1} µs, split-k-ahead {ahead * 1000:F1} µs, split-rows {rows * 1000:F1} µs, split-slices {slices * 1000:F1} µs, tiles {tiles * 1000:F1} µs{warpGroups})";
         }

@@ -44,7 +44,8 @@ internal struct LinearSegments
 /// tile it is in. Up to 8 tokens take a build of this kernel compiled for one token tile (fewer registers, more groups
 /// per SM); more tokens take <see cref="RowKernel"/>, which computes the same sums in the same order with the work split
 /// by rows (and, for smaller linears, by slice of k), and large prefills <see cref="TileKernel"/> (128 rows × 64 tokens
-/// a group), so which kernel runs never changes a result. The kernels load through <see cref="PtxKernels"/>.
+/// a group; on Hopper its wgmma build, <see cref="WarpGroupTileKernel"/>), so which kernel runs never changes a result.
+/// The kernels load through <see cref="PtxKernels"/>.
 ///
 /// Within a chunk the k index is permuted so that each thread's fragment is one 16-byte load: lane (g, t) holds
 /// physical k 8t..8t+3 for the first MMA and 8t+4..8t+7 for the second; A and B use the same map, so the dot product
@@ -71,6 +72,7 @@ internal sealed partial class TensorCoreLinear : IDisposable
     readonly Action<AcceleratorStream, KernelConfig, ArrayView<F4>, LinearSegments, int, int> _kernel, _kernelOneTile, _kernelOneTileAhead, _tileKernel;
     readonly Action<AcceleratorStream, KernelConfig, ArrayView<F4>, LinearSegments, int, int, int, ArrayView<F4>, ArrayView<int>> _rowKernel;
     readonly Action<AcceleratorStream, KernelConfig, ArrayView<F4>, LinearSegments, int, int, int, ArrayView<F4>, ArrayView<int>>? _warpGroupRowKernel, _wideRowKernel;
+    readonly Action<AcceleratorStream, KernelConfig, ArrayView<F4>, LinearSegments, int, int>? _warpGroupTileKernel;
 
     // The slice-split row kernel's workspace: each group's partial sums (64 rows × 32 tokens per slice) and, per output
     // tile, how many of its slices have arrived (the last one adds them and sets the count back to 0).
@@ -88,6 +90,8 @@ internal sealed partial class TensorCoreLinear : IDisposable
                 device.Accelerator, RowKernel<EmulatedOps, WarpGroupChunks>);
             _wideRowKernel = PtxKernels.Load<Action<AcceleratorStream, KernelConfig, ArrayView<F4>, LinearSegments, int, int, int, ArrayView<F4>, ArrayView<int>>>(
                 device.Accelerator, RowKernel<EmulatedOps, WideWarpGroupChunks>);
+            _warpGroupTileKernel = PtxKernels.Load<Action<AcceleratorStream, KernelConfig, ArrayView<F4>, LinearSegments, int, int>>(
+                device.Accelerator, WarpGroupTileKernel<EmulatedOps>);
         }
         else if (device.Accelerator is ILGPU.Runtime.Cuda.CudaAccelerator { Architecture: { Major: 9, Minor: 0 } })
         {
@@ -96,6 +100,8 @@ internal sealed partial class TensorCoreLinear : IDisposable
             // Three groups of 8 warps an SM (≤ 85 registers a thread), as many warps as five 4-warp groups nearly.
             _wideRowKernel = PtxKernels.Load<Action<AcceleratorStream, KernelConfig, ArrayView<F4>, LinearSegments, int, int, int, ArrayView<F4>, ArrayView<int>>>(
                 device.Accelerator, RowKernel<PtxOps, WideWarpGroupChunks>, WideWarps * 32, 3, sm90a: true);
+            _warpGroupTileKernel = PtxKernels.Load<Action<AcceleratorStream, KernelConfig, ArrayView<F4>, LinearSegments, int, int>>(
+                device.Accelerator, WarpGroupTileKernel<PtxOps>, TileWarps * 32, 2, sm90a: true);
         }
         _partials = device.Accelerator.Allocate1D<F4>((long)SliceTiles * Slices * TilePartialF4s);
         _arrivals = device.Accelerator.Allocate1D<int>(SliceTiles);
@@ -128,11 +134,12 @@ internal sealed partial class TensorCoreLinear : IDisposable
     /// SplitSlices is the row-split kernel with each k slice in a group of its own, the slices' partial sums added by the
     /// last to finish. WarpGroupRows and WarpGroupSlices are the same two with a chunk's MMAs issued as the group's wgmma
     /// (<see cref="WarpGroupChunks"/>; Hopper only), WideRows and WideSlices those with two warpgroups a group, 128 rows
-    /// sharing a chunk's staged activations (<see cref="WideWarpGroupChunks"/>).
+    /// sharing a chunk's staged activations (<see cref="WideWarpGroupChunks"/>), WarpGroupTiles the tile kernel with its
+    /// warpgroups' wgmma (<see cref="WarpGroupTileKernel"/>; Hopper only).
     /// </summary>
-    internal enum Kernels { Auto, SplitK, SplitKAhead, SplitRows, SplitSlices, Tiles, WarpGroupRows, WarpGroupSlices, WideRows, WideSlices }
+    internal enum Kernels { Auto, SplitK, SplitKAhead, SplitRows, SplitSlices, Tiles, WarpGroupRows, WarpGroupSlices, WideRows, WideSlices, WarpGroupTiles }
 
-    /// <summary>Whether this device has the wgmma row kernel (Hopper, or emulated).</summary>
+    /// <summary>Whether this device has the wgmma row and tile kernels (Hopper, or emulated).</summary>
     internal bool HasWarpGroup => _warpGroupRowKernel != null;
 
     /// <summary>Forces one kernel for every launch (all give the same bits; a benchmark times each).</summary>
@@ -151,7 +158,7 @@ internal sealed partial class TensorCoreLinear : IDisposable
     ///
     /// Up to 8 tokens, split-k requests a round ahead where it has at most two groups per SM (<see cref="OneTileAhead"/>;
     /// H100 bs1 step 1.84 → 1.81 ms). On Hopper the row kernels take their wgmma build (H100 bs32 step 3.13 → 3.03 ms; 8B
-    /// gate/up at 32 tokens 135.9 µs against the mma.sync build's 170.7).
+    /// gate/up at 32 tokens 135.9 µs against the mma.sync build's 170.7), and the tile kernel its wgmma build (not yet timed).
     /// </summary>
     Kernels Pick(int tokens, int rowGroups, int splitGroups)
     {
@@ -164,9 +171,12 @@ internal sealed partial class TensorCoreLinear : IDisposable
             : Kernels.SplitSlices;
         if (pick == Kernels.SplitKAhead && tokens > 8) return Kernels.SplitK;
         if (Choice == Kernels.Auto && HasWarpGroup)
-            pick = pick switch { Kernels.SplitRows => Kernels.WarpGroupRows, Kernels.SplitSlices => Kernels.WarpGroupSlices, _ => pick };
-        if (pick is Kernels.WarpGroupRows or Kernels.WarpGroupSlices or Kernels.WideRows or Kernels.WideSlices && !HasWarpGroup)
-            throw new InvalidOperationException("the wgmma row kernels need an sm_90 GPU");
+            pick = pick switch
+            {
+                Kernels.SplitRows => Kernels.WarpGroupRows, Kernels.SplitSlices => Kernels.WarpGroupSlices, Kernels.Tiles => Kernels.WarpGroupTiles, _ => pick,
+            };
+        if (pick is Kernels.WarpGroupRows or Kernels.WarpGroupSlices or Kernels.WideRows or Kernels.WideSlices or Kernels.WarpGroupTiles && !HasWarpGroup)
+            throw new InvalidOperationException("the wgmma row and tile kernels need an sm_90 GPU");
         // A wide tile takes two 64-row tiles' room; each linear of the launch may round up by one.
         long wideTiles = outputTiles + 3L * ((tokens + TokensPerGroup - 1) / TokensPerGroup);
         if (outputTiles > SliceTiles || pick == Kernels.WideSlices && wideTiles > SliceTiles)
@@ -209,7 +219,8 @@ internal sealed partial class TensorCoreLinear : IDisposable
         bool wide = kernel is Kernels.WideRows or Kernels.WideSlices;
         bool rows = wide || kernel is Kernels.SplitRows or Kernels.SplitSlices or Kernels.WarpGroupRows or Kernels.WarpGroupSlices;
         int rowWarps = wide ? WideWarps : RowWarps;
-        int rowsPerGroup = kernel == Kernels.Tiles ? TileRows : rows ? rowWarps * RowsPerGroup : RowsPerGroup;
+        bool tiles = kernel is Kernels.Tiles or Kernels.WarpGroupTiles;
+        int rowsPerGroup = tiles ? TileRows : rows ? rowWarps * RowsPerGroup : RowsPerGroup;
         var seg = new LinearSegments();
         int blocks = 0;
         for (int i = 0; i < outputs.Length; i++)
@@ -238,8 +249,8 @@ internal sealed partial class TensorCoreLinear : IDisposable
             rowKernel(_device.Stream, new KernelConfig(new Index2D(blocks * slices, tokenTiles), new Index2D(rowWarps * 32, 1)),
                 x.F32.Cast<F4>(), seg, tokens, k, slices, _partials.View, _arrivals.View);
         }
-        else if (kernel == Kernels.Tiles)
-            _tileKernel(_device.Stream, new KernelConfig(new Index2D(blocks, (tokens + TileTokens - 1) / TileTokens), new Index2D(TileWarps * 32, 1)),
+        else if (tiles)
+            (kernel == Kernels.WarpGroupTiles ? _warpGroupTileKernel! : _tileKernel)(_device.Stream, new KernelConfig(new Index2D(blocks, (tokens + TileTokens - 1) / TileTokens), new Index2D(TileWarps * 32, 1)),
                 x.F32.Cast<F4>(), seg, tokens, k);
         else (tokens > 8 ? _kernel : kernel == Kernels.SplitKAhead ? _kernelOneTileAhead : _kernelOneTile)(_device.Stream, new KernelConfig(new Index2D(blocks, tokenTiles), new Index2D(Warps * 32, 1)), x.F32.Cast<F4>(), seg, tokens, k);
     }

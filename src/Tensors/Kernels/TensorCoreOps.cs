@@ -61,6 +61,16 @@ internal interface ITensorCoreOps
 
     /// <summary>The shared-window address of the kernel's second shared allocation (<c>__shared_alloca1</c>).</summary>
     uint SecondSharedAddress();
+
+    /// <summary>
+    /// <see cref="WarpGroupChunk"/> for 64 tokens: the six MMAs of a 32-wide chunk for a warpgroup (64 rows × 64
+    /// tokens) as chained <c>wgmma.mma_async m64n64k16</c> (sm_90a), in <c>MmaSplit</c>'s order. A from registers (a, b:
+    /// rows g and g+8), B from <paramref name="stage"/>: six 2 KB blocks, block 2·part + half, each eight 8-token groups
+    /// of K-major core matrices without swizzle (TensorCoreLinear.WarpGroupTileKernel). c0 … c7: the warp's eight token
+    /// tiles, as mma.sync's D (X, Y: row g, tokens 2t, 2t+1; Z, W: row g+8). Returns with the MMAs complete.
+    /// </summary>
+    void WarpGroupTileChunk(ref F4 c0, ref F4 c1, ref F4 c2, ref F4 c3, ref F4 c4, ref F4 c5, ref F4 c6, ref F4 c7,
+        U4 a, U4 b, ArrayView<uint> stage, int at, uint address);
 }
 
 /// <summary>The tensor cores through inline PTX (CUDA only).</summary>
@@ -151,6 +161,44 @@ internal readonly struct PtxOps : ITensorCoreOps
         Ref<uint> r = address;
         CudaAsm.EmitRef("mov.u32 %0, __shared_alloca1;", ref r);
         return r.Value;
+    }
+
+    const string WgTile = "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31}, ";
+    const string WarpGroupTilePtx = "{ .reg .pred p; .reg .b32 one; .reg .b64 q0, q1, q2, q3, q4, q5; mov.b32 one, 1; setp.ne.b32 p, one, 0; mov.b64 q0, {%40, %41}; " +
+        "add.s64 q1, q0, 128; add.s64 q2, q0, 256; add.s64 q3, q0, 384; add.s64 q4, q0, 512; add.s64 q5, q0, 640; " +
+        "wgmma.fence.sync.aligned; " +
+        WgTile + "{%32,%33,%34,%35}, q0, p, 1, 1, 0; " +
+        WgTile + "{%32,%33,%34,%35}, q2, p, 1, 1, 0; " +
+        WgTile + "{%32,%33,%34,%35}, q4, p, 1, 1, 0; " +
+        WgTile + "{%36,%37,%38,%39}, q1, p, 1, 1, 0; " +
+        WgTile + "{%36,%37,%38,%39}, q3, p, 1, 1, 0; " +
+        WgTile + "{%36,%37,%38,%39}, q5, p, 1, 1, 0; " +
+        "wgmma.commit_group.sync.aligned; wgmma.wait_group.sync.aligned 0; }";
+
+    public void WarpGroupTileChunk(ref F4 c0, ref F4 c1, ref F4 c2, ref F4 c3, ref F4 c4, ref F4 c5, ref F4 c6, ref F4 c7,
+        U4 a, U4 b, ArrayView<uint> stage, int at, uint address)
+    {
+        // The descriptor of WarpGroupChunk (LBO 128 B: the k-adjacent core matrix; SBO 256 B: the next 8 tokens), its
+        // blocks now 2 KB apart: block q at q · 128 in the descriptor.
+        uint descLow = (((address + (uint)at * 4) >> 4) & 0x3FFF) | (128u >> 4) << 16, descHigh = 256u >> 4;
+        Ref<float> r0 = c0.X, r1 = c0.Y, r2 = c0.Z, r3 = c0.W, r4 = c1.X, r5 = c1.Y, r6 = c1.Z, r7 = c1.W;
+        Ref<float> r8 = c2.X, r9 = c2.Y, r10 = c2.Z, r11 = c2.W, r12 = c3.X, r13 = c3.Y, r14 = c3.Z, r15 = c3.W;
+        Ref<float> r16 = c4.X, r17 = c4.Y, r18 = c4.Z, r19 = c4.W, r20 = c5.X, r21 = c5.Y, r22 = c5.Z, r23 = c5.W;
+        Ref<float> r24 = c6.X, r25 = c6.Y, r26 = c6.Z, r27 = c6.W, r28 = c7.X, r29 = c7.Y, r30 = c7.Z, r31 = c7.W;
+        Input<uint> i0 = a.X, i1 = b.X, i2 = a.Y, i3 = b.Y, i4 = a.Z, i5 = b.Z, i6 = a.W, i7 = b.W;
+        Input<uint> dl = descLow, dh = descHigh;
+        CudaAsm.EmitRef(WarpGroupTilePtx, ref r0, ref r1, ref r2, ref r3, ref r4, ref r5, ref r6, ref r7, ref r8, ref r9, ref r10, ref r11,
+            ref r12, ref r13, ref r14, ref r15, ref r16, ref r17, ref r18, ref r19, ref r20, ref r21, ref r22, ref r23,
+            ref r24, ref r25, ref r26, ref r27, ref r28, ref r29, ref r30, ref r31, ref i0, ref i1, ref i2, ref i3, ref i4, ref i5, ref i6, ref i7,
+            ref dl, ref dh);
+        c0 = new F4 { X = r0.Value, Y = r1.Value, Z = r2.Value, W = r3.Value };
+        c1 = new F4 { X = r4.Value, Y = r5.Value, Z = r6.Value, W = r7.Value };
+        c2 = new F4 { X = r8.Value, Y = r9.Value, Z = r10.Value, W = r11.Value };
+        c3 = new F4 { X = r12.Value, Y = r13.Value, Z = r14.Value, W = r15.Value };
+        c4 = new F4 { X = r16.Value, Y = r17.Value, Z = r18.Value, W = r19.Value };
+        c5 = new F4 { X = r20.Value, Y = r21.Value, Z = r22.Value, W = r23.Value };
+        c6 = new F4 { X = r24.Value, Y = r25.Value, Z = r26.Value, W = r27.Value };
+        c7 = new F4 { X = r28.Value, Y = r29.Value, Z = r30.Value, W = r31.Value };
     }
 }
 
@@ -249,6 +297,39 @@ internal readonly struct EmulatedOps : ITensorCoreOps
     public void FenceProxyAsync() { }
 
     public uint SecondSharedAddress() => 0;
+
+    /// <summary>
+    /// Each warp's share of the warpgroup's m64n64k16 MMAs as emulated mma.sync chains, its B fragments read from the
+    /// stage where the descriptor puts them (not through the kernel's own indexing, so a wrong layout fails the tests).
+    /// </summary>
+    public void WarpGroupTileChunk(ref F4 c0, ref F4 c1, ref F4 c2, ref F4 c3, ref F4 c4, ref F4 c5, ref F4 c6, ref F4 c7,
+        U4 a, U4 b, ArrayView<uint> stage, int at, uint address)
+    {
+        // In uint words: blocks 2 KB apart, the k-adjacent core matrix LBO = 128 B on, the next 8 tokens SBO = 256 B on,
+        // a core matrix's token n at 16 n bytes, k pair p at 4 p.
+        const int Block = 512, Lbo = 32, Sbo = 64;
+        int lane = Warp.LaneIdx, g = lane >> 2, t = lane & 3;
+        for (int half = 0; half < 2; half++)
+        {
+            uint a0 = half == 0 ? a.X : a.Z, a1 = half == 0 ? b.X : b.Z, a2 = half == 0 ? a.Y : a.W, a3 = half == 0 ? b.Y : b.W;
+            for (int part = 0; part < 3; part++)
+            {
+                // Token 8j + g of block (part, half): b0 = k pair t (k 2t, 2t+1), b1 = k pair t + 4 (the next core matrix along k).
+                int q = at + (2 * part + half) * Block + g * 4 + t;
+                TileMma(ref c0, a0, a1, a2, a3, stage[q], stage[q + Lbo]);
+                TileMma(ref c1, a0, a1, a2, a3, stage[q + Sbo], stage[q + Sbo + Lbo]);
+                TileMma(ref c2, a0, a1, a2, a3, stage[q + 2 * Sbo], stage[q + 2 * Sbo + Lbo]);
+                TileMma(ref c3, a0, a1, a2, a3, stage[q + 3 * Sbo], stage[q + 3 * Sbo + Lbo]);
+                TileMma(ref c4, a0, a1, a2, a3, stage[q + 4 * Sbo], stage[q + 4 * Sbo + Lbo]);
+                TileMma(ref c5, a0, a1, a2, a3, stage[q + 5 * Sbo], stage[q + 5 * Sbo + Lbo]);
+                TileMma(ref c6, a0, a1, a2, a3, stage[q + 6 * Sbo], stage[q + 6 * Sbo + Lbo]);
+                TileMma(ref c7, a0, a1, a2, a3, stage[q + 7 * Sbo], stage[q + 7 * Sbo + Lbo]);
+            }
+        }
+    }
+
+    /// <summary>One emulated mma.sync into a token tile's D.</summary>
+    void TileMma(ref F4 d, uint a0, uint a1, uint a2, uint a3, uint b0, uint b1) => Mma(ref d.X, ref d.Y, ref d.Z, ref d.W, a0, a1, a2, a3, b0, b1);
 
     /// <summary>s + a.lo·b.lo + a.hi·b.hi, left to right (each product of two BF16 values is exact in F32).</summary>
     static float Dot2(float s, uint a, uint b)

@@ -99,8 +99,9 @@ internal sealed partial class TensorCoreLinear
     }
 
     /// <summary>
-    /// The uint index, within a 1 KB block of the wgmma stage, of k pair <c>kp</c> (k 2·kp, 2·kp + 1 of the MMA's 16) of
-    /// token n: 8-token groups 256 bytes apart, the two 8-wide k halves 128 bytes apart, a token's 8 k values 16 bytes.
+    /// The uint index, within a 1 KB block of the wgmma stage (2 KB for the tile kernel's 64 tokens), of k pair <c>kp</c>
+    /// (k 2·kp, 2·kp + 1 of the MMA's 16) of token n: 8-token groups 256 bytes apart, the two 8-wide k halves 128 bytes
+    /// apart, a token's 8 k values 16 bytes.
     /// </summary>
     static int StageIndex(int n, int kp) => (n >> 3) * 64 + (kp >> 2) * 32 + (n & 7) * 4 + (kp & 3);
 

@@ -124,8 +124,8 @@ public class MatMulKernelsTests
     /// <summary>
     /// The tensor cores' kernels (k split over a group's warps, with and without a round requested ahead; rows split,
     /// activations shared in shared memory; rows and slices of k split, partial sums added by the last group; the tile
-    /// kernel; on Hopper the row kernels' wgmma builds, one and two warpgroups a group) give the same bits for every shape, so choosing one by
-    /// shape keeps a token's result independent of its batch; on devices without tensor cores the same shapes are checked
+    /// kernel; on Hopper the row kernels' wgmma builds, one and two warpgroups a group, and the tile kernel's) give the
+    /// same bits for every shape, so choosing one by shape keeps a token's result independent of its batch; on devices without tensor cores the same shapes are checked
     /// against the double reference.
     /// </summary>
     [Fact]
@@ -164,7 +164,8 @@ public class MatMulKernelsTests
                     var splitSlices = Run(TensorCoreLinear.Kernels.SplitSlices);
                     var tiles = Run(TensorCoreLinear.Kernels.Tiles);
                     var warpGroups = tc.HasWarpGroup
-                        ? new[] { TensorCoreLinear.Kernels.WarpGroupRows, TensorCoreLinear.Kernels.WarpGroupSlices, TensorCoreLinear.Kernels.WideRows, TensorCoreLinear.Kernels.WideSlices }.Select(Run).ToArray()
+                        ? new[] { TensorCoreLinear.Kernels.WarpGroupRows, TensorCoreLinear.Kernels.WarpGroupSlices, TensorCoreLinear.Kernels.WideRows, TensorCoreLinear.Kernels.WideSlices,
+                                TensorCoreLinear.Kernels.WarpGroupTiles }.Select(Run).ToArray()
                         : [];
                     for (int i = 0; i < outs.Length; i++)
                     {
@@ -188,8 +189,8 @@ public class MatMulKernelsTests
     /// <summary>
     /// The tensor-core kernels themselves on ILGPU's CPU accelerator, the MMA emulated in plain C#: split-k (both
     /// builds), rows, slices, tiles, and rows and slices through the wgmma build's stage layout in groups of one and of two
-    /// warpgroups (its six wgmma emulated as each warp's mma.sync chains, which the hardware matches bit for bit), and the
-    /// shape's own pick, give the same bits and the reference values, on shapes that cross the edges — one token, tokens
+    /// warpgroups, and tiles through its 64-token layout (the wgmma emulated as each warp's mma.sync chains, which the
+    /// hardware matches bit for bit), and the shape's own pick, give the same bits and the reference values, on shapes that cross the edges — one token, tokens
     /// past one 32-token tile and past one 64-token tile of the tile kernel, K not a multiple of the 32-wide chunk (264:
     /// slice 0 has two chunks, the second partial), more than 64 chunks (2312: each warp of split-k has ten), fewer chunks
     /// than slices, rows not a multiple of 16, 64 or 128 and past one 128-row group, three linears in one launch. (Small:
@@ -225,7 +226,7 @@ public class MatMulKernelsTests
                 var splitK = Run(TensorCoreLinear.Kernels.SplitK);
                 var others = new[] { TensorCoreLinear.Kernels.SplitKAhead, TensorCoreLinear.Kernels.SplitRows, TensorCoreLinear.Kernels.SplitSlices, TensorCoreLinear.Kernels.Tiles,
                         TensorCoreLinear.Kernels.WarpGroupRows, TensorCoreLinear.Kernels.WarpGroupSlices, TensorCoreLinear.Kernels.WideRows,
-                        TensorCoreLinear.Kernels.WideSlices, TensorCoreLinear.Kernels.Auto }
+                        TensorCoreLinear.Kernels.WideSlices, TensorCoreLinear.Kernels.WarpGroupTiles, TensorCoreLinear.Kernels.Auto }
                     .Select(c => (c, Run(c))).ToArray();
                 for (int i = 0; i < outs.Length; i++)
                 {
