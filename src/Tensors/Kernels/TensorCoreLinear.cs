@@ -158,7 +158,8 @@ internal sealed partial class TensorCoreLinear : IDisposable
     ///
     /// Up to 8 tokens, split-k requests a round ahead where it has at most two groups per SM (<see cref="OneTileAhead"/>;
     /// H100 bs1 step 1.84 → 1.81 ms). On Hopper the row kernels take their wgmma build (H100 bs32 step 3.13 → 3.03 ms; 8B
-    /// gate/up at 32 tokens 135.9 µs against the mma.sync build's 170.7), and the tile kernel its wgmma build (not yet timed).
+    /// gate/up at 32 tokens 135.9 µs against the mma.sync build's 170.7), with two warpgroups a group where it has groups
+    /// enough (bs32 step 2.96 → 2.86 ms), and the tile kernel its wgmma build (bs32 TTFT p50 134.6 → 103.8 ms).
     /// </summary>
     Kernels Pick(int tokens, int rowGroups, int splitGroups)
     {
@@ -173,7 +174,16 @@ internal sealed partial class TensorCoreLinear : IDisposable
         if (Choice == Kernels.Auto && HasWarpGroup)
             pick = pick switch
             {
-                Kernels.SplitRows => Kernels.WarpGroupRows, Kernels.SplitSlices => Kernels.WarpGroupSlices, Kernels.Tiles => Kernels.WarpGroupTiles, _ => pick,
+                // Two warpgroups a group share each chunk's split activations among 128 rows: faster wherever there are
+                // groups enough (H100, 32 tokens, µs, one warpgroup a group → two: lm_head 320.9 → 286.3 as rows, 1B
+                // gate/up 55.3 → 49.7 and 8B q/k/v 47.4 → 33.1 as slices; with fewer than 2 groups of slices per SM,
+                // 1B q/k/v, o and down, ±0.7). Prefill tiles: the tile kernel's wgmma build (4096 × 4096 at 2048
+                // tokens: mma.sync tiles 955, wide rows 806, wgmma tiles 695).
+                Kernels.SplitRows => Kernels.WideRows,
+                Kernels.SplitSlices => (rowGroups + 1L) / 2 * Slices * ((tokens + TokensPerGroup - 1) / TokensPerGroup) >= 2L * sms
+                    ? Kernels.WideSlices : Kernels.WarpGroupSlices,
+                Kernels.Tiles => Kernels.WarpGroupTiles,
+                _ => pick,
             };
         if (pick is Kernels.WarpGroupRows or Kernels.WarpGroupSlices or Kernels.WideRows or Kernels.WideSlices or Kernels.WarpGroupTiles && !HasWarpGroup)
             throw new InvalidOperationException("the wgmma row and tile kernels need an sm_90 GPU");
