@@ -125,8 +125,8 @@ public class MatMulKernelsTests
     /// The tensor cores' kernels (k split over a group's warps, with and without a round requested ahead; rows split,
     /// activations shared in shared memory; rows and slices of k split, partial sums added by the last group; the tile
     /// kernel; on Hopper the row kernels' wgmma builds, one and two warpgroups a group, and the tile kernel's) give the
-    /// same bits for every shape, so choosing one by shape keeps a token's result independent of its batch; on devices without tensor cores the same shapes are checked
-    /// against the double reference.
+    /// same bits for every shape, so choosing one by shape keeps a token's result independent of its batch; on devices
+    /// without tensor cores the same shapes are checked against the double reference.
     /// </summary>
     [Fact]
     public void Tensor_core_kernels_give_the_same_bits_and_the_reference_values()
@@ -190,11 +190,11 @@ public class MatMulKernelsTests
     /// The tensor-core kernels themselves on ILGPU's CPU accelerator, the MMA emulated in plain C#: split-k (both
     /// builds), rows, slices, tiles, and rows and slices through the wgmma build's stage layout in groups of one and of two
     /// warpgroups, and tiles through its 64-token layout (the wgmma emulated as each warp's mma.sync chains, which the
-    /// hardware matches bit for bit), and the shape's own pick, give the same bits and the reference values, on shapes that cross the edges — one token, tokens
-    /// past one 32-token tile and past one 64-token tile of the tile kernel, K not a multiple of the 32-wide chunk (264:
-    /// slice 0 has two chunks, the second partial), more than 64 chunks (2312: each warp of split-k has ten), fewer chunks
-    /// than slices, rows not a multiple of 16, 64 or 128 and past one 128-row group, three linears in one launch. (Small:
-    /// each emulated MMA is two warp barriers on the CPU accelerator.)
+    /// hardware matches bit for bit), and the shape's own pick, give the same bits and the reference values, on shapes
+    /// that cross the edges — one token, tokens past one 32-token tile and past one 64-token tile of the tile kernel, K
+    /// not a multiple of the 32-wide chunk (264: slice 0 has two chunks, the second partial), more than 64 chunks (2312:
+    /// each warp of split-k has ten), fewer chunks than slices, rows not a multiple of 16, 64 or 128 and past one 128-row
+    /// group, three linears in one launch. (Small: each emulated MMA is two warp barriers on the CPU accelerator.)
     /// </summary>
     [Fact]
     public void Tensor_core_kernels_with_the_mma_emulated_give_the_same_bits_and_the_reference_values()
