@@ -10,7 +10,7 @@ const string Usage = """
 usage: ptxcheck [--asm PATH] [--out DIR] [--arch SM_90] [--isa ISA_80] [--opt O2] [--implicit] [--list TYPE]
                 [KERNEL ...]
   KERNEL   Namespace.Type:Method or Namespace.Type:Method<Nested1,Nested2>  (generic args: nested types of
-           Type, or full type names). Default: the TensorCoreLinear RowKernel, Kernel<OneTile>, Kernel<OneTileAhead>, Kernel<FourTiles>, TileKernel, WarpGroupTileKernel with PtxOps.
+           Type, or full type names). Default: the TensorCoreLinear RowKernel, Kernel<OneTile>, Kernel<OneTileAhead>, Kernel<FourTiles>, TileKernel (mma.sync and wgmma builds) with PtxOps.
   --asm    kernel assembly (default src/Tensors/bin/Release/net10.0/LoraEngine.Tensors.dll, from the repository root)
   --out    output folder for NAME.ptx (default ./out)
   --implicit  implicitly grouped entry point (default: explicitly grouped, as LoadKernel)
@@ -44,7 +44,7 @@ if (specs.Count == 0)
 {
     const string T = "LoraEngine.Tensors.Kernels.TensorCoreLinear";
     const string Ptx = "LoraEngine.Tensors.Kernels.PtxOps";
-    specs.AddRange([$"{T}:RowKernel<{Ptx},WarpChunks>", $"{T}:RowKernel<{Ptx},WarpGroupChunks>", $"{T}:RowKernel<{Ptx},WideWarpGroupChunks>", $"{T}:Kernel<OneTile,{Ptx}>", $"{T}:Kernel<OneTileAhead,{Ptx}>", $"{T}:Kernel<FourTiles,{Ptx}>", $"{T}:TileKernel<{Ptx}>", $"{T}:WarpGroupTileKernel<{Ptx}>"]);
+    specs.AddRange([$"{T}:RowKernel<{Ptx},WarpChunks>", $"{T}:RowKernel<{Ptx},WarpGroupChunks>", $"{T}:RowKernel<{Ptx},WideWarpGroupChunks>", $"{T}:Kernel<OneTile,{Ptx}>", $"{T}:Kernel<OneTileAhead,{Ptx}>", $"{T}:Kernel<FourTiles,{Ptx}>", $"{T}:TileKernel<{Ptx},WarpTileChunks>", $"{T}:TileKernel<{Ptx},WarpGroupTileChunks>"]);
 }
 
 var asm = Assembly.LoadFrom(Path.GetFullPath(asmPath));

@@ -44,7 +44,7 @@ internal struct LinearSegments
 /// tile it is in. Up to 8 tokens take a build of this kernel compiled for one token tile (fewer registers, more groups
 /// per SM); more tokens take <see cref="RowKernel"/>, which computes the same sums in the same order with the work split
 /// by rows (and, for smaller linears, by slice of k), and large prefills <see cref="TileKernel"/> (128 rows × 64 tokens
-/// a group; on Hopper its wgmma build, <see cref="WarpGroupTileKernel"/>), so which kernel runs never changes a result.
+/// a group; on Hopper its wgmma build), so which kernel runs never changes a result.
 /// The kernels load through <see cref="PtxKernels"/>.
 ///
 /// Within a chunk the k index is permuted so that each thread's fragment is one 16-byte load: lane (g, t) holds
@@ -91,7 +91,7 @@ internal sealed partial class TensorCoreLinear : IDisposable
             _wideRowKernel = PtxKernels.Load<Action<AcceleratorStream, KernelConfig, ArrayView<F4>, LinearSegments, int, int, int, ArrayView<F4>, ArrayView<int>>>(
                 device.Accelerator, RowKernel<EmulatedOps, WideWarpGroupChunks>);
             _warpGroupTileKernel = PtxKernels.Load<Action<AcceleratorStream, KernelConfig, ArrayView<F4>, LinearSegments, int, int>>(
-                device.Accelerator, WarpGroupTileKernel<EmulatedOps>);
+                device.Accelerator, TileKernel<EmulatedOps, WarpGroupTileChunks>);
         }
         else if (device.Accelerator is ILGPU.Runtime.Cuda.CudaAccelerator { Architecture: { Major: 9, Minor: 0 } })
         {
@@ -102,7 +102,7 @@ internal sealed partial class TensorCoreLinear : IDisposable
             _wideRowKernel = PtxKernels.Load<Action<AcceleratorStream, KernelConfig, ArrayView<F4>, LinearSegments, int, int, int, ArrayView<F4>, ArrayView<int>>>(
                 device.Accelerator, RowKernel<PtxOps, WideWarpGroupChunks>, WideWarps * 32, 3, sm90a: true);
             _warpGroupTileKernel = PtxKernels.Load<Action<AcceleratorStream, KernelConfig, ArrayView<F4>, LinearSegments, int, int>>(
-                device.Accelerator, WarpGroupTileKernel<PtxOps>, TileWarps * 32, 2, sm90a: true);
+                device.Accelerator, TileKernel<PtxOps, WarpGroupTileChunks>, TileWarps * 32, 2, sm90a: true);
         }
         _partials = device.Accelerator.Allocate1D<F4>((long)SliceTiles * Slices * TilePartialF4s);
         _arrivals = device.Accelerator.Allocate1D<int>(SliceTiles);
@@ -120,7 +120,7 @@ internal sealed partial class TensorCoreLinear : IDisposable
          PtxKernels.Load<Action<AcceleratorStream, KernelConfig, ArrayView<F4>, LinearSegments, int, int>>(acc, Kernel<OneTile, TOps>),
          PtxKernels.Load<Action<AcceleratorStream, KernelConfig, ArrayView<F4>, LinearSegments, int, int>>(acc, Kernel<OneTileAhead, TOps>),
          PtxKernels.Load<Action<AcceleratorStream, KernelConfig, ArrayView<F4>, LinearSegments, int, int, int, ArrayView<F4>, ArrayView<int>>>(acc, RowKernel<TOps, WarpChunks>),
-         PtxKernels.Load<Action<AcceleratorStream, KernelConfig, ArrayView<F4>, LinearSegments, int, int>>(acc, TileKernel<TOps>, TileWarps * 32, 2));
+         PtxKernels.Load<Action<AcceleratorStream, KernelConfig, ArrayView<F4>, LinearSegments, int, int>>(acc, TileKernel<TOps, WarpTileChunks>, TileWarps * 32, 2));
 
     /// <summary>Frees the slice workspace (the device disposes its families).</summary>
     public void Dispose()
@@ -136,7 +136,7 @@ internal sealed partial class TensorCoreLinear : IDisposable
     /// last to finish. WarpGroupRows and WarpGroupSlices are the same two with a chunk's MMAs issued as the group's wgmma
     /// (<see cref="WarpGroupChunks"/>; Hopper only), WideRows and WideSlices those with two warpgroups a group, 128 rows
     /// sharing a chunk's staged activations (<see cref="WideWarpGroupChunks"/>), WarpGroupTiles the tile kernel with its
-    /// warpgroups' wgmma (<see cref="WarpGroupTileKernel"/>; Hopper only).
+    /// warpgroups' wgmma (<see cref="WarpGroupTileChunks"/>; Hopper only).
     /// </summary>
     internal enum Kernels { Auto, SplitK, SplitKAhead, SplitRows, SplitSlices, Tiles, WarpGroupRows, WarpGroupSlices, WideRows, WideSlices, WarpGroupTiles }
 

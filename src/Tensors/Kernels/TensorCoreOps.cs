@@ -66,7 +66,7 @@ internal interface ITensorCoreOps
     /// <see cref="WarpGroupChunk"/> for 64 tokens: the six MMAs of a 32-wide chunk for a warpgroup (64 rows × 64
     /// tokens) as chained <c>wgmma.mma_async m64n64k16</c> (sm_90a), in <c>MmaSplit</c>'s order. A from registers (a, b:
     /// rows g and g+8), B from <paramref name="stage"/>: six 2 KB blocks, block 2·part + half, each eight 8-token groups
-    /// of K-major core matrices without swizzle (TensorCoreLinear.WarpGroupTileKernel). c0 … c7: the warp's eight token
+    /// of K-major core matrices without swizzle (TensorCoreLinear.WarpGroupTileChunks). c0 … c7: the warp's eight token
     /// tiles, as mma.sync's D (X, Y: row g, tokens 2t, 2t+1; Z, W: row g+8). Returns with the MMAs complete.
     /// </summary>
     void WarpGroupTileChunk(ref F4 c0, ref F4 c1, ref F4 c2, ref F4 c3, ref F4 c4, ref F4 c5, ref F4 c6, ref F4 c7,

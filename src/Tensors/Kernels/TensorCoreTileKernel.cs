@@ -26,31 +26,31 @@ internal sealed partial class TensorCoreLinear
     /// row-major: a lane's two 16-byte units are its A fragments, as split-k loads them from global memory) are copied with
     /// cp.async into a ring of three stages, two chunks ahead of the one multiplied; its activations (64 tokens × 32 k) are
     /// loaded a chunk ahead, split into hi/mid/lo once per group and double-buffered. One barrier a chunk: after it, every
-    /// thread's copies of the next chunk have landed and its activations are staged. Warp (wr, wt) multiplies its two
-    /// 16-row weight tiles against its four token tiles: 48 MMAs a chunk from 4 + 12 shared loads.
+    /// thread's copies of the next chunk have landed and its activations are staged. <typeparamref name="TChunk"/> lays the
+    /// stage out and issues the MMAs: each warp's mma.sync against fragments (<see cref="WarpTileChunks"/>), or each
+    /// warpgroup's wgmma reading the stage itself (<see cref="WarpGroupTileChunks"/>, Hopper).
     /// </summary>
-    static void TileKernel<TOps>(ArrayView<F4> x, LinearSegments seg, int tokens, int k) where TOps : struct, ITensorCoreOps
+    static void TileKernel<TOps, TChunk>(ArrayView<F4> x, LinearSegments seg, int tokens, int k)
+        where TOps : struct, ITensorCoreOps where TChunk : struct, ITileChunk
     {
-        // The weights' ring comes first: FirstSharedAddress names the kernel's first shared allocation.
-        var ring = SharedMemory.Allocate<U4>(TileRing * TileRows * 4);           // [stage][row][unit]
-        var stageX = SharedMemory.Allocate<U4>(2 * 3 * (TileTokens / 8) * 32);   // [buffer][hi, mid, lo][tile][lane]
+        // The weights' ring first, the stage second: FirstSharedAddress and SecondSharedAddress name them.
+        var ring = SharedMemory.Allocate<U4>(TileRing * TileRows * 4);         // [stage][row][unit]
+        var stage = SharedMemory.Allocate<U4>(2 * 3 * (TileTokens / 8) * 32);  // [buffer][a chunk's split activations, as TChunk lays them out]
         uint ringAddress = default(TOps).FirstSharedAddress();
 
         int bx = Select(seg, Grid.IdxX, out var w, out long wAddress, out var y, out int n);
         int warp = Warp.WarpIdx, lane = Warp.LaneIdx;
-        int g = lane >> 2, t = lane & 3;
-        int wr = warp & 3, wt = warp >> 2;
         int row0 = bx * TileRows, tok0 = Grid.IdxY * TileTokens;
         int units = k / 8;
         int chunks = (k + ChunkK - 1) / ChunkK;
 
         // Thread i copies unit (i & 3) of rows i >> 2 and 64 + (i >> 2) of each chunk's weights, and stages the same unit
-        // of token i >> 2's activations: the token's tile (i >> 5), lane ((i >> 2) & 7) * 4 + (i & 3), as the row kernel.
+        // of token i >> 2's activations.
         int i = Group.IdxX;
         int sUnit = i & 3, sRow = i >> 2;
         long wRow0 = (long)(row0 + sRow) * units, wRow1 = (long)(row0 + sRow + 64) * units;
         bool wOk0 = row0 + sRow < n, wOk1 = row0 + sRow + 64 < n;
-        int sToken = tok0 + (i >> 2), sAt = (i >> 5) * 32 + ((i >> 2) & 7) * 4 + sUnit;
+        int sToken = tok0 + (i >> 2), sAt = default(TChunk).StageAt(i);
         long xRow = (long)sToken * (units * 2);
         bool xOk = sToken < tokens;
 
@@ -63,17 +63,15 @@ internal sealed partial class TensorCoreLinear
             Advance(ref sIssue, ref cIssue, chunks);
         }
         var (x0, x1) = Activations(x, xRow, xOk, c * 4 + sUnit, units);
-        StageFragments<TOps>(stageX, sAt, 256, x0, x1);
+        default(TChunk).Stage<TOps>(stage, 0, sAt, x0, x1);
         int s1 = s, c1 = c;
         Advance(ref s1, ref c1, chunks);
         default(TOps).WaitCopiesButOne(); // chunk 0's copies (chunk 1's may still be in flight)
         Group.Barrier();
 
-        // Accumulators [m-tile][n-tile] (this slice) and the running totals, four floats of an MMA's D each.
-        F4 c00 = default, c01 = default, c02 = default, c03 = default, c10 = default, c11 = default, c12 = default, c13 = default;
-        F4 d00 = default, d01 = default, d02 = default, d03 = default, d10 = default, d11 = default, d12 = default, d13 = default;
-        int aAt = (wr * 32 + g) * 4 + t;     // the lane's unit of its first weight row in a stage
-        int bAt = wt * 4 * 32 + lane;        // the lane's fragment of the warp's first token tile
+        // The warp's eight accumulators (this slice) and their running totals, four floats of an MMA's D each.
+        F4 p0 = default, p1 = default, p2 = default, p3 = default, p4 = default, p5 = default, p6 = default, p7 = default;
+        F4 d0 = default, d1 = default, d2 = default, d3 = default, d4 = default, d5 = default, d6 = default, d7 = default;
         int buffer = 0;
         while (true)
         {
@@ -84,24 +82,19 @@ internal sealed partial class TensorCoreLinear
             bool more = s1 < Slices && c1 < chunks;
             if (more) (x0, x1) = Activations(x, xRow, xOk, c1 * 4 + sUnit, units);
 
-            int wb = slot * TileRows * 4 + aAt, xb = buffer * 3 * 256 + bAt;
-            U4 a0 = ring[wb], b0 = ring[wb + 32], a1 = ring[wb + 64], b1 = ring[wb + 96];
-            TileMmas<TOps>(a0, b0, a1, b1, stageX, xb, ref c00, ref c10);
-            TileMmas<TOps>(a0, b0, a1, b1, stageX, xb + 32, ref c01, ref c11);
-            TileMmas<TOps>(a0, b0, a1, b1, stageX, xb + 64, ref c02, ref c12);
-            TileMmas<TOps>(a0, b0, a1, b1, stageX, xb + 96, ref c03, ref c13);
+            default(TChunk).Multiply<TOps>(ring, slot, stage, buffer, warp, lane, ref p0, ref p1, ref p2, ref p3, ref p4, ref p5, ref p6, ref p7);
 
             if (s1 != s)
             {
                 // Slice s is complete: the totals take its sums, as the split-k kernel adds warp s's partials.
-                Fold(ref d00, ref c00); Fold(ref d01, ref c01); Fold(ref d02, ref c02); Fold(ref d03, ref c03);
-                Fold(ref d10, ref c10); Fold(ref d11, ref c11); Fold(ref d12, ref c12); Fold(ref d13, ref c13);
+                Fold(ref d0, ref p0); Fold(ref d1, ref p1); Fold(ref d2, ref p2); Fold(ref d3, ref p3);
+                Fold(ref d4, ref p4); Fold(ref d5, ref p5); Fold(ref d6, ref p6); Fold(ref d7, ref p7);
             }
             if (!more) break;
 
             // Everyone finished reading the other buffer a chunk ago (the barrier below), so it can take the next chunk.
             buffer ^= 1;
-            StageFragments<TOps>(stageX, buffer * 3 * 256 + sAt, 256, x0, x1);
+            default(TChunk).Stage<TOps>(stage, buffer, sAt, x0, x1);
             default(TOps).WaitCopiesButOne(); // this thread's copies of the next chunk (the newest group may pend)
             Group.Barrier();                  // … and everyone's, with the staged activations
             slot = (slot + 1) % TileRing;
@@ -109,27 +102,23 @@ internal sealed partial class TensorCoreLinear
             Advance(ref s1, ref c1, chunks);
         }
 
-        int rA = row0 + wr * 32 + g, ta = tok0 + wt * 32 + 2 * t;
-        StoreTile(y, n, tokens, ta, ta + 1, rA, rA + 8, d00.X, d00.Y, d00.Z, d00.W);
-        StoreTile(y, n, tokens, ta + 8, ta + 9, rA, rA + 8, d01.X, d01.Y, d01.Z, d01.W);
-        StoreTile(y, n, tokens, ta + 16, ta + 17, rA, rA + 8, d02.X, d02.Y, d02.Z, d02.W);
-        StoreTile(y, n, tokens, ta + 24, ta + 25, rA, rA + 8, d03.X, d03.Y, d03.Z, d03.W);
-        StoreTile(y, n, tokens, ta, ta + 1, rA + 16, rA + 24, d10.X, d10.Y, d10.Z, d10.W);
-        StoreTile(y, n, tokens, ta + 8, ta + 9, rA + 16, rA + 24, d11.X, d11.Y, d11.Z, d11.W);
-        StoreTile(y, n, tokens, ta + 16, ta + 17, rA + 16, rA + 24, d12.X, d12.Y, d12.Z, d12.W);
-        StoreTile(y, n, tokens, ta + 24, ta + 25, rA + 16, rA + 24, d13.X, d13.Y, d13.Z, d13.W);
+        var (wRow, wToken) = default(TChunk).Origin(warp);
+        int rA = row0 + wRow + (lane >> 2), ta = tok0 + wToken + 2 * (lane & 3);
+        StoreAccumulator<TChunk>(y, n, tokens, rA, ta, 0, d0);
+        StoreAccumulator<TChunk>(y, n, tokens, rA, ta, 1, d1);
+        StoreAccumulator<TChunk>(y, n, tokens, rA, ta, 2, d2);
+        StoreAccumulator<TChunk>(y, n, tokens, rA, ta, 3, d3);
+        StoreAccumulator<TChunk>(y, n, tokens, rA, ta, 4, d4);
+        StoreAccumulator<TChunk>(y, n, tokens, rA, ta, 5, d5);
+        StoreAccumulator<TChunk>(y, n, tokens, rA, ta, 6, d6);
+        StoreAccumulator<TChunk>(y, n, tokens, rA, ta, 7, d7);
     }
 
-    /// <summary>
-    /// One token tile's staged hi/mid/lo fragments against both 16-row weight tiles (a0, b0: rows g and g+8 of the first,
-    /// a1, b1 of the second): two accumulators, six MMAs each, in <see cref="MmaSplit{TOps}"/>'s order.
-    /// </summary>
-    static void TileMmas<TOps>(U4 a0, U4 b0, U4 a1, U4 b1, ArrayView<U4> stageX, int at, ref F4 top, ref F4 bottom)
-        where TOps : struct, ITensorCoreOps
+    /// <summary>Accumulator <paramref name="j"/> (rows rA, rA + 8 and tokens ta, ta + 1 of its tile) into y.</summary>
+    static void StoreAccumulator<TChunk>(ArrayView<float> y, int n, int tokens, int rA, int ta, int j, F4 d) where TChunk : struct, ITileChunk
     {
-        U4 hi = stageX[at], mid = stageX[at + 256], lo = stageX[at + 512];
-        MmaSplit<TOps>(a0, b0, hi, mid, lo, ref top.X, ref top.Y, ref top.Z, ref top.W);
-        MmaSplit<TOps>(a1, b1, hi, mid, lo, ref bottom.X, ref bottom.Y, ref bottom.Z, ref bottom.W);
+        var (dr, dt) = default(TChunk).Offset(j);
+        StoreTile(y, n, tokens, ta + dt, ta + dt + 1, rA + dr, rA + dr + 8, d.X, d.Y, d.Z, d.W);
     }
 
     /// <summary>total += slice; slice = 0 (the order the split-k kernel adds its warps' sums in).</summary>
