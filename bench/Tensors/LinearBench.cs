@@ -103,8 +103,8 @@ public static class LinearBench
 
     /// <summary>
     /// One linear launched <paramref name="repeats"/> times eagerly, for a profiler to pick up (`linear OUT IN TOKENS
-    /// [split-k|split-k-ahead|split-rows|split-slices|tiles|wgmma-rows|wgmma-slices|wide-rows|wide-slices|wgmma-tiles]`): the kernels of a shape without the rest of
-    /// the benchmark around them (the wgmma kernels on Hopper only).
+    /// [KERNEL]`, a name of <see cref="TensorCoreKernels"/>, default auto): the kernels of a shape without the rest of the
+    /// benchmark around them (the wgmma kernels on Hopper only).
     /// </summary>
     public static void Profile(ComputeDevice device, int outF, int inF, int tokens, string kernel, int repeats, TextWriter log)
     {
@@ -112,20 +112,7 @@ public static class LinearBench
         using var x = device.Upload(RandomFloats(tokens * inF, 1), tokens, inF);
         using var y = device.Allocate(DType.F32, tokens, outF);
         if (device.MatMul.TensorCores is { } tc)
-            tc.Choice = kernel switch
-            {
-                "split-k" => TensorCoreLinear.Kernels.SplitK,
-                "split-k-ahead" => TensorCoreLinear.Kernels.SplitKAhead,
-                "split-rows" => TensorCoreLinear.Kernels.SplitRows,
-                "split-slices" => TensorCoreLinear.Kernels.SplitSlices,
-                "tiles" => TensorCoreLinear.Kernels.Tiles,
-                "wgmma-rows" => TensorCoreLinear.Kernels.WarpGroupRows,
-                "wgmma-slices" => TensorCoreLinear.Kernels.WarpGroupSlices,
-                "wide-rows" => TensorCoreLinear.Kernels.WideRows,
-                "wide-slices" => TensorCoreLinear.Kernels.WideSlices,
-                "wgmma-tiles" => TensorCoreLinear.Kernels.WarpGroupTiles,
-                _ => TensorCoreLinear.Kernels.Auto,
-            };
+            tc.Choice = Array.Find(TensorCoreKernels, k => k.Name == kernel) is { Name: not null } named ? named.Kernel : TensorCoreLinear.Kernels.Auto;
         var clock = Stopwatch.StartNew();
         for (int i = 0; i < repeats; i++) device.MatMul.Linear(y, x, w);
         device.Synchronize();
@@ -138,37 +125,30 @@ public static class LinearBench
         if (device.MatMul.TensorCores is not { } tc) return "";
         try
         {
-            tc.Choice = TensorCoreLinear.Kernels.SplitK;
-            double splitK = MedianReplayMs(device, action);
-            tc.Choice = TensorCoreLinear.Kernels.SplitKAhead;
-            double ahead = MedianReplayMs(device, action);
-            tc.Choice = TensorCoreLinear.Kernels.SplitRows;
-            double rows = MedianReplayMs(device, action);
-            tc.Choice = TensorCoreLinear.Kernels.SplitSlices;
-            double slices = MedianReplayMs(device, action);
-            tc.Choice = TensorCoreLinear.Kernels.Tiles;
-            double tiles = MedianReplayMs(device, action);
-            string warpGroups = "";
-            if (tc.HasWarpGroup)
+            var times = new List<string>();
+            foreach (var (name, kernel, warpGroup) in TensorCoreKernels)
             {
-                tc.Choice = TensorCoreLinear.Kernels.WarpGroupRows;
-                double wgRows = MedianReplayMs(device, action);
-                tc.Choice = TensorCoreLinear.Kernels.WarpGroupSlices;
-                double wgSlices = MedianReplayMs(device, action);
-                tc.Choice = TensorCoreLinear.Kernels.WideRows;
-                double wideRows = MedianReplayMs(device, action);
-                tc.Choice = TensorCoreLinear.Kernels.WideSlices;
-                double wideSlices = MedianReplayMs(device, action);
-                tc.Choice = TensorCoreLinear.Kernels.WarpGroupTiles;
-                warpGroups = $", wgmma-rows {wgRows * 1000:F1} µs, wgmma-slices {wgSlices * 1000:F1} µs, wide-rows {wideRows * 1000:F1} µs, wide-slices {wideSlices * 1000:F1} µs, wgmma-tiles {MedianReplayMs(device, action) * 1000:F1} µs";
+                if (warpGroup && !tc.HasWarpGroup) continue;
+                tc.Choice = kernel;
+                times.Add($"{name} {MedianReplayMs(device, action) * 1000:F1} µs");
             }
-            return $"  (split-k {splitK * 1000:F1} µs, split-k-ahead {ahead * 1000:F1} µs, split-rows {rows * 1000:F1} µs, split-slices {slices * 1000:F1} µs, tiles {tiles * 1000:F1} µs{warpGroups})";
+            return $"  ({string.Join(", ", times)})";
         }
         finally
         {
             tc.Choice = TensorCoreLinear.Kernels.Auto;
         }
     }
+
+    /// <summary>The tensor-core kernels by their command-line names; the wgmma ones need Hopper.</summary>
+    static readonly (string Name, TensorCoreLinear.Kernels Kernel, bool WarpGroup)[] TensorCoreKernels =
+    [
+        ("split-k", TensorCoreLinear.Kernels.SplitK, false), ("split-k-ahead", TensorCoreLinear.Kernels.SplitKAhead, false),
+        ("split-rows", TensorCoreLinear.Kernels.SplitRows, false), ("split-slices", TensorCoreLinear.Kernels.SplitSlices, false),
+        ("tiles", TensorCoreLinear.Kernels.Tiles, false), ("wgmma-rows", TensorCoreLinear.Kernels.WarpGroupRows, true),
+        ("wgmma-slices", TensorCoreLinear.Kernels.WarpGroupSlices, true), ("wide-rows", TensorCoreLinear.Kernels.WideRows, true),
+        ("wide-slices", TensorCoreLinear.Kernels.WideSlices, true), ("wgmma-tiles", TensorCoreLinear.Kernels.WarpGroupTiles, true),
+    ];
 
     /// <summary>Median time of one call: 20 calls captured in a CUDA graph and replayed (eager elsewhere).</summary>
     static double MedianReplayMs(ComputeDevice device, Action action)

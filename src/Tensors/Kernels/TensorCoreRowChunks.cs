@@ -67,28 +67,8 @@ internal sealed partial class TensorCoreLinear
 
         public int StageAt(int i) => StageIndex(i >> 2, i & 3);
 
-        /// <summary>
-        /// Unit t holds physical k 8t … 8t+7 of the chunk; as in the split-k kernel's lane t, pairs (8t, 8t+1) and
-        /// (8t+2, 8t+3) are k pairs t and t + 4 of the first MMA, (8t+4, 8t+5) and (8t+6, 8t+7) of the second.
-        /// </summary>
-        public void Stage<TOps>(ArrayView<U4> stage, int buffer, int sAt, F4 x0, F4 x1) where TOps : struct, ITensorCoreOps
-        {
-            SplitUnit<TOps>(x0, x1, out var hi, out var mid, out var lo);
-            var words = stage.Cast<uint>();
-            int at = buffer * 1536 + sAt;
-            Part(words, at, hi);
-            Part(words, at + 512, mid);
-            Part(words, at + 1024, lo);
-            default(TOps).FenceProxyAsync();
-        }
-
-        static void Part(ArrayView<uint> words, int at, U4 u)
-        {
-            words[at] = u.X;
-            words[at + 32] = u.Y;
-            words[at + 256] = u.Z;
-            words[at + 288] = u.W;
-        }
+        public void Stage<TOps>(ArrayView<U4> stage, int buffer, int sAt, F4 x0, F4 x1) where TOps : struct, ITensorCoreOps =>
+            StageCoreMatrices<TOps>(stage.Cast<uint>(), buffer * 1536 + sAt, 256, x0, x1);
 
         public void Multiply<TOps>(U4 a, U4 b, ArrayView<U4> stage, int buffer, int lane, int tiles,
             ref float c00, ref float c01, ref float c02, ref float c03, ref float c10, ref float c11, ref float c12, ref float c13,
@@ -104,6 +84,31 @@ internal sealed partial class TensorCoreLinear
     /// apart, a token's 8 k values 16 bytes.
     /// </summary>
     static int StageIndex(int n, int kp) => (n >> 3) * 64 + (kp >> 2) * 32 + (n & 7) * 4 + (kp & 3);
+
+    /// <summary>
+    /// A thread's 8 activations split into hi, mid and lo and written where wgmma's B reads them (<paramref name="at"/>:
+    /// its word in block 0; blocks of <paramref name="blockWords"/>, 2 · part + k16 half). Unit t holds physical k 8t …
+    /// 8t+7 of the chunk; as in the split-k kernel's lane t, pairs (8t, 8t+1) and (8t+2, 8t+3) are k pairs t and t + 4
+    /// (128 bytes on) of the first MMA, (8t+4, 8t+5) and (8t+6, 8t+7) of the second (the next block). Then the fence that
+    /// lets the tensor cores see the writes.
+    /// </summary>
+    static void StageCoreMatrices<TOps>(ArrayView<uint> words, int at, int blockWords, F4 x0, F4 x1) where TOps : struct, ITensorCoreOps
+    {
+        SplitUnit<TOps>(x0, x1, out var hi, out var mid, out var lo);
+        CoreMatrixPart(words, at, blockWords, hi);
+        CoreMatrixPart(words, at + 2 * blockWords, blockWords, mid);
+        CoreMatrixPart(words, at + 4 * blockWords, blockWords, lo);
+        default(TOps).FenceProxyAsync();
+    }
+
+    /// <summary>One part's four words: k pairs t and t + 4 of both k16 halves.</summary>
+    static void CoreMatrixPart(ArrayView<uint> words, int at, int blockWords, U4 u)
+    {
+        words[at] = u.X;
+        words[at + 32] = u.Y;
+        words[at + blockWords] = u.Z;
+        words[at + blockWords + 32] = u.W;
+    }
 
     /// <summary>
     /// <see cref="WarpGroupChunks"/> for a group of two warpgroups (8 warps, 128 rows) sharing one stage: a chunk's

@@ -72,26 +72,8 @@ internal sealed partial class TensorCoreLinear
 
         public int StageAt(int i) => StageIndex(i >> 2, i & 3);
 
-        /// <summary>As <see cref="WarpGroupChunks"/>: unit t's k pairs (8t, 8t+1) and (8t+2, 8t+3) are pairs t and t + 4 of the first k16 half, the other two of the second (the next block); mid and lo two and four blocks on.</summary>
-        public void Stage<TOps>(ArrayView<U4> stage, int buffer, int sAt, F4 x0, F4 x1) where TOps : struct, ITensorCoreOps
-        {
-            SplitUnit<TOps>(x0, x1, out var hi, out var mid, out var lo);
-            var words = stage.Cast<uint>();
-            int at = buffer * BufferWords + sAt;
-            Part(words, at, hi);
-            Part(words, at + 1024, mid);
-            Part(words, at + 2048, lo);
-            default(TOps).FenceProxyAsync();
-        }
-
-        /// <summary>One part's four words: k pairs t and t + 4 (128 bytes on) of both k16 halves (2 KB blocks).</summary>
-        static void Part(ArrayView<uint> words, int at, U4 u)
-        {
-            words[at] = u.X;
-            words[at + 32] = u.Y;
-            words[at + 512] = u.Z;
-            words[at + 544] = u.W;
-        }
+        public void Stage<TOps>(ArrayView<U4> stage, int buffer, int sAt, F4 x0, F4 x1) where TOps : struct, ITensorCoreOps =>
+            StageCoreMatrices<TOps>(stage.Cast<uint>(), buffer * BufferWords + sAt, 512, x0, x1);
 
         public void Multiply<TOps>(ArrayView<U4> ring, int slot, ArrayView<U4> stage, int buffer, int warp, int lane,
             ref F4 c0, ref F4 c1, ref F4 c2, ref F4 c3, ref F4 c4, ref F4 c5, ref F4 c6, ref F4 c7) where TOps : struct, ITensorCoreOps
