@@ -5,9 +5,9 @@ namespace LoraEngine.Tensors.Kernels;
 
 internal sealed partial class TensorCoreLinear
 {
-    const int TileWarps = 8;        // the tile kernel: 8 warps, 4 along rows × 2 along tokens
-    const int TileRows = 128;       // a group's rows: each warp 32 (two 16-row MMA tiles)
-    const int TileTokens = 64;      // a group's tokens: each warp 32 (four 8-token MMA tiles)
+    const int TileWarps = 8;        // the tile kernel: 8 warps (mma.sync: 4 along rows × 2 along tokens; wgmma: 2 warpgroups)
+    const int TileRows = 128;       // a group's rows (mma.sync: 32 a warp; wgmma: 64 a warpgroup)
+    const int TileTokens = 64;      // a group's tokens (mma.sync: 32 a warp; wgmma: all 64 in each warpgroup)
     const int TileRing = 3;         // the tile kernel's weight stages: one multiplied, two copying (3 × 8 KB)
 
     /// <summary>
