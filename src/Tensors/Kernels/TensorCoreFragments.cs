@@ -42,6 +42,12 @@ internal sealed partial class TensorCoreLinear
         default(TOps).Mma(ref d0, ref d1, ref d2, ref d3, a.Z, b.Z, a.W, b.W, lo.Z, lo.W);
     }
 
+    /// <summary>
+    /// Where thread <paramref name="i"/>'s unit (token i / 4, unit i % 4) goes in a fragment stage: tile i / 32, lane
+    /// ((i / 4) % 8) · 4 + i % 4, the lane that holds it in the split-k kernel.
+    /// </summary>
+    static int FragmentIndex(int i) => (i >> 5) * 32 + ((i >> 2) & 7) * 4 + (i & 3);
+
     /// <summary>A thread's 8 activations split and staged as fragments: hi at <paramref name="at"/>, mid and lo one and two <paramref name="partStride"/> further.</summary>
     static void StageFragments<TOps>(ArrayView<U4> stage, int at, int partStride, F4 x0, F4 x1) where TOps : struct, ITensorCoreOps
     {

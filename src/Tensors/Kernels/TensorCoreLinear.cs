@@ -165,7 +165,8 @@ internal sealed partial class TensorCoreLinear : IDisposable
     Kernels Pick(int tokens, int rowGroups, int splitGroups)
     {
         int sms = _device.Accelerator.NumMultiprocessors;
-        long outputTiles = (long)rowGroups * ((tokens + TokensPerGroup - 1) / TokensPerGroup);
+        int tokenTiles = (tokens + TokensPerGroup - 1) / TokensPerGroup;
+        long outputTiles = (long)rowGroups * tokenTiles;
         var pick = Choice != Kernels.Auto ? Choice
             : tokens <= 8 ? (splitGroups <= 2 * sms ? Kernels.SplitKAhead : Kernels.SplitK)
             : tokens > TileTokens && TileGroups(tokens, rowGroups) >= 4L * sms ? Kernels.Tiles
@@ -181,7 +182,7 @@ internal sealed partial class TensorCoreLinear : IDisposable
                 // 1B q/k/v, o and down, ±0.7). Prefill tiles: the tile kernel's wgmma build (4096 × 4096 at 2048
                 // tokens: mma.sync tiles 955, wide rows 806, wgmma tiles 695).
                 Kernels.SplitRows => Kernels.WideRows,
-                Kernels.SplitSlices => (rowGroups + 1L) / 2 * Slices * ((tokens + TokensPerGroup - 1) / TokensPerGroup) >= 2L * sms
+                Kernels.SplitSlices => (rowGroups + 1L) / 2 * Slices * tokenTiles >= 2L * sms
                     ? Kernels.WideSlices : Kernels.WarpGroupSlices,
                 Kernels.Tiles => Kernels.WarpGroupTiles,
                 _ => pick,
@@ -189,7 +190,7 @@ internal sealed partial class TensorCoreLinear : IDisposable
         if (pick is Kernels.WarpGroupRows or Kernels.WarpGroupSlices or Kernels.WideRows or Kernels.WideSlices or Kernels.WarpGroupTiles && !HasWarpGroup)
             throw new InvalidOperationException("the wgmma row and tile kernels need an sm_90 GPU");
         // A wide tile takes two 64-row tiles' room; each linear of the launch may round up by one.
-        long wideTiles = outputTiles + 3L * ((tokens + TokensPerGroup - 1) / TokensPerGroup);
+        long wideTiles = outputTiles + 3L * tokenTiles;
         if (outputTiles > SliceTiles || pick == Kernels.WideSlices && wideTiles > SliceTiles)
             pick = pick switch
             {

@@ -139,10 +139,8 @@ internal readonly struct PtxOps : ITensorCoreOps
         ref float c20, ref float c21, ref float c22, ref float c23, ref float c30, ref float c31, ref float c32, ref float c33,
         U4 a, U4 b, ArrayView<uint> stage, int at, uint address)
     {
-        // Descriptor of block 0 (low word, high word): start address / 16 and the leading byte offset (the k-adjacent core
-        // matrix) 128 / 16; the stride byte offset (the next 8 tokens) 256 / 16; no swizzle. Block q starts q KB later, q · 64
-        // in the descriptor. (Two words: a 64-bit operand went through a local variable.)
-        uint descLow = (((address + (uint)at * 4) >> 4) & 0x3FFF) | (128u >> 4) << 16, descHigh = 256u >> 4;
+        // Block q starts q KB later: q · 64 in the descriptor.
+        StageDescriptor(address, at, out uint descLow, out uint descHigh);
         Ref<float> r0 = c00, r1 = c01, r2 = c02, r3 = c03, r4 = c10, r5 = c11, r6 = c12, r7 = c13;
         Ref<float> r8 = c20, r9 = c21, r10 = c22, r11 = c23, r12 = c30, r13 = c31, r14 = c32, r15 = c33;
         Input<uint> i0 = a.X, i1 = b.X, i2 = a.Y, i3 = b.Y, i4 = a.Z, i5 = b.Z, i6 = a.W, i7 = b.W;
@@ -151,6 +149,17 @@ internal readonly struct PtxOps : ITensorCoreOps
             ref r12, ref r13, ref r14, ref r15, ref i0, ref i1, ref i2, ref i3, ref i4, ref i5, ref i6, ref i7, ref dl, ref dh);
         c00 = r0.Value; c01 = r1.Value; c02 = r2.Value; c03 = r3.Value; c10 = r4.Value; c11 = r5.Value; c12 = r6.Value; c13 = r7.Value;
         c20 = r8.Value; c21 = r9.Value; c22 = r10.Value; c23 = r11.Value; c30 = r12.Value; c31 = r13.Value; c32 = r14.Value; c33 = r15.Value;
+    }
+
+    /// <summary>
+    /// The wgmma descriptor of a stage's block 0 at uint <paramref name="at"/> past shared address <paramref name="address"/>
+    /// (low word, high word): start address / 16 and the leading byte offset (the k-adjacent core matrix) 128 / 16; the
+    /// stride byte offset (the next 8 tokens) 256 / 16; no swizzle. (Two words: a 64-bit operand went through a local variable.)
+    /// </summary>
+    static void StageDescriptor(uint address, int at, out uint low, out uint high)
+    {
+        low = (((address + (uint)at * 4) >> 4) & 0x3FFF) | (128u >> 4) << 16;
+        high = 256u >> 4;
     }
 
     public void FenceProxyAsync() => CudaAsm.Emit("fence.proxy.async.shared::cta;");
@@ -178,9 +187,8 @@ internal readonly struct PtxOps : ITensorCoreOps
     public void WarpGroupTileChunk(ref F4 c0, ref F4 c1, ref F4 c2, ref F4 c3, ref F4 c4, ref F4 c5, ref F4 c6, ref F4 c7,
         U4 a, U4 b, ArrayView<uint> stage, int at, uint address)
     {
-        // The descriptor of WarpGroupChunk (LBO 128 B: the k-adjacent core matrix; SBO 256 B: the next 8 tokens), its
-        // blocks now 2 KB apart: block q at q · 128 in the descriptor.
-        uint descLow = (((address + (uint)at * 4) >> 4) & 0x3FFF) | (128u >> 4) << 16, descHigh = 256u >> 4;
+        // Blocks 2 KB apart: block q at q · 128 in the descriptor.
+        StageDescriptor(address, at, out uint descLow, out uint descHigh);
         Ref<float> r0 = c0.X, r1 = c0.Y, r2 = c0.Z, r3 = c0.W, r4 = c1.X, r5 = c1.Y, r6 = c1.Z, r7 = c1.W;
         Ref<float> r8 = c2.X, r9 = c2.Y, r10 = c2.Z, r11 = c2.W, r12 = c3.X, r13 = c3.Y, r14 = c3.Z, r15 = c3.W;
         Ref<float> r16 = c4.X, r17 = c4.Y, r18 = c4.Z, r19 = c4.W, r20 = c5.X, r21 = c5.Y, r22 = c5.Z, r23 = c5.W;
@@ -273,41 +281,39 @@ internal readonly struct EmulatedOps : ITensorCoreOps
 
     public void WaitCopiesButOne() { }
 
-    /// <summary>Each warp's share of the warpgroup's MMAs as emulated mma.sync chains, its B fragments read from the stage's core matrices.</summary>
+    /// <summary>Each warp's share of the warpgroup's m64n32k16 MMAs: <see cref="WarpGroupMmas"/> over four token tiles, 1 KB blocks.</summary>
     public void WarpGroupChunk(ref float c00, ref float c01, ref float c02, ref float c03, ref float c10, ref float c11, ref float c12, ref float c13,
         ref float c20, ref float c21, ref float c22, ref float c23, ref float c30, ref float c31, ref float c32, ref float c33,
         U4 a, U4 b, ArrayView<uint> stage, int at, uint address)
     {
-        int lane = Warp.LaneIdx, g = lane >> 2, t = lane & 3;
-        for (int half = 0; half < 2; half++)
-        {
-            uint a0 = half == 0 ? a.X : a.Z, a1 = half == 0 ? b.X : b.Z, a2 = half == 0 ? a.Y : a.W, a3 = half == 0 ? b.Y : b.W;
-            for (int part = 0; part < 3; part++)
-            {
-                // Token 8j + g of block (part, half): b0 = k pair t, b1 = k pair t + 4.
-                int q = at + (2 * part + half) * 256 + g * 4 + t;
-                Mma(ref c00, ref c01, ref c02, ref c03, a0, a1, a2, a3, stage[q], stage[q + 32]);
-                Mma(ref c10, ref c11, ref c12, ref c13, a0, a1, a2, a3, stage[q + 64], stage[q + 96]);
-                Mma(ref c20, ref c21, ref c22, ref c23, a0, a1, a2, a3, stage[q + 128], stage[q + 160]);
-                Mma(ref c30, ref c31, ref c32, ref c33, a0, a1, a2, a3, stage[q + 192], stage[q + 224]);
-            }
-        }
+        F4 d0 = new() { X = c00, Y = c01, Z = c02, W = c03 }, d1 = new() { X = c10, Y = c11, Z = c12, W = c13 };
+        F4 d2 = new() { X = c20, Y = c21, Z = c22, W = c23 }, d3 = new() { X = c30, Y = c31, Z = c32, W = c33 };
+        F4 unused = default;
+        WarpGroupMmas(ref d0, ref d1, ref d2, ref d3, ref unused, ref unused, ref unused, ref unused, 4, 256, a, b, stage, at);
+        (c00, c01, c02, c03, c10, c11, c12, c13) = (d0.X, d0.Y, d0.Z, d0.W, d1.X, d1.Y, d1.Z, d1.W);
+        (c20, c21, c22, c23, c30, c31, c32, c33) = (d2.X, d2.Y, d2.Z, d2.W, d3.X, d3.Y, d3.Z, d3.W);
     }
 
     public void FenceProxyAsync() { }
 
     public uint SecondSharedAddress() => 0;
 
-    /// <summary>
-    /// Each warp's share of the warpgroup's m64n64k16 MMAs as emulated mma.sync chains, its B fragments read from the
-    /// stage where the descriptor puts them (not through the kernel's own indexing, so a wrong layout fails the tests).
-    /// </summary>
+    /// <summary>Each warp's share of the warpgroup's m64n64k16 MMAs: <see cref="WarpGroupMmas"/> over eight token tiles, 2 KB blocks.</summary>
     public void WarpGroupTileChunk(ref F4 c0, ref F4 c1, ref F4 c2, ref F4 c3, ref F4 c4, ref F4 c5, ref F4 c6, ref F4 c7,
-        U4 a, U4 b, ArrayView<uint> stage, int at, uint address)
+        U4 a, U4 b, ArrayView<uint> stage, int at, uint address) =>
+        WarpGroupMmas(ref c0, ref c1, ref c2, ref c3, ref c4, ref c5, ref c6, ref c7, 8, 512, a, b, stage, at);
+
+    /// <summary>
+    /// A warp's share of a warpgroup's six chained wgmma as emulated mma.sync chains over its first <paramref name="tiles"/>
+    /// token tiles, its B fragments read from the stage where the descriptor puts them (not through the kernel's own
+    /// indexing, so a wrong layout fails the tests): blocks of <paramref name="blockWords"/> (2 · part + half), in uint
+    /// words the k-adjacent core matrix LBO = 128 B on, the next 8 tokens SBO = 256 B on, a core matrix's token n at 16 n
+    /// bytes, k pair p at 4 p.
+    /// </summary>
+    void WarpGroupMmas(ref F4 c0, ref F4 c1, ref F4 c2, ref F4 c3, ref F4 c4, ref F4 c5, ref F4 c6, ref F4 c7, int tiles, int blockWords,
+        U4 a, U4 b, ArrayView<uint> stage, int at)
     {
-        // In uint words: blocks 2 KB apart, the k-adjacent core matrix LBO = 128 B on, the next 8 tokens SBO = 256 B on,
-        // a core matrix's token n at 16 n bytes, k pair p at 4 p.
-        const int Block = 512, Lbo = 32, Sbo = 64;
+        const int Lbo = 32, Sbo = 64;
         int lane = Warp.LaneIdx, g = lane >> 2, t = lane & 3;
         for (int half = 0; half < 2; half++)
         {
@@ -315,11 +321,12 @@ internal readonly struct EmulatedOps : ITensorCoreOps
             for (int part = 0; part < 3; part++)
             {
                 // Token 8j + g of block (part, half): b0 = k pair t (k 2t, 2t+1), b1 = k pair t + 4 (the next core matrix along k).
-                int q = at + (2 * part + half) * Block + g * 4 + t;
+                int q = at + (2 * part + half) * blockWords + g * 4 + t;
                 TileMma(ref c0, a0, a1, a2, a3, stage[q], stage[q + Lbo]);
                 TileMma(ref c1, a0, a1, a2, a3, stage[q + Sbo], stage[q + Sbo + Lbo]);
                 TileMma(ref c2, a0, a1, a2, a3, stage[q + 2 * Sbo], stage[q + 2 * Sbo + Lbo]);
                 TileMma(ref c3, a0, a1, a2, a3, stage[q + 3 * Sbo], stage[q + 3 * Sbo + Lbo]);
+                if (tiles == 4) continue;
                 TileMma(ref c4, a0, a1, a2, a3, stage[q + 4 * Sbo], stage[q + 4 * Sbo + Lbo]);
                 TileMma(ref c5, a0, a1, a2, a3, stage[q + 5 * Sbo], stage[q + 5 * Sbo + Lbo]);
                 TileMma(ref c6, a0, a1, a2, a3, stage[q + 6 * Sbo], stage[q + 6 * Sbo + Lbo]);

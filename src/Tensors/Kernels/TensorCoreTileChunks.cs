@@ -37,7 +37,7 @@ internal sealed partial class TensorCoreLinear
     /// </summary>
     internal readonly struct WarpTileChunks : ITileChunk
     {
-        public int StageAt(int i) => (i >> 5) * 32 + ((i >> 2) & 7) * 4 + (i & 3);
+        public int StageAt(int i) => FragmentIndex(i);
 
         public void Stage<TOps>(ArrayView<U4> stage, int buffer, int sAt, F4 x0, F4 x1) where TOps : struct, ITensorCoreOps =>
             StageFragments<TOps>(stage, buffer * 3 * 256 + sAt, 256, x0, x1);
