@@ -65,8 +65,8 @@ internal sealed partial class TensorCoreLinear
         // 16-byte unit each) with cp.async into a ring of RingDepth slots, three chunks ahead of the one it multiplies:
         // more bytes in flight than registers could hold (two chunks ahead in registers bounded 32-token linears to
         // ~0.3 of copy bandwidth), and as the thread reads back only what it copied, no barrier guards the ring.
-        // Activations are staged one chunk ahead (L2 hits, shared by the group). A slice without chunks (k < 8 chunks)
-        // multiplies zeros once: its partial sum is 0.
+        // Activations are loaded two chunks ahead and staged one ahead (L2 hits, shared by the group). A slice without
+        // chunks (k < 8 chunks) multiplies zeros once: its partial sum is 0.
         int s = sFirst, c = sFirst;
         var (f0, f1) = Activations(x, sRow, sOk, c * 4 + sUnit, units);
         if (stages) default(TChunk).Stage<TOps>(stage, 0, sAt, f0, f1);
@@ -76,8 +76,11 @@ internal sealed partial class TensorCoreLinear
             CopyWeights<TOps>(ring, r, ringAddress, w, wAddress, baseA, baseB, okA, okB, sIssue < sEnd && cIssue < chunks, cIssue * 4 + t, units);
             Advance(ref sIssue, ref cIssue, chunks);
         }
+        // The next chunk's activations are in registers before the loop; each iteration asks for the one after it, so
+        // an L2 round trip has a whole chunk to land before its staging needs it.
         int s1 = s, c1 = c;
         Advance(ref s1, ref c1, chunks);
+        var (x0, x1) = Activations(x, sRow, s1 < sEnd && c1 < chunks && sOk, c1 * 4 + sUnit, units);
         Group.Barrier();
 
         float c00 = 0, c01 = 0, c02 = 0, c03 = 0, c10 = 0, c11 = 0, c12 = 0, c13 = 0;
@@ -91,7 +94,9 @@ internal sealed partial class TensorCoreLinear
                 sIssue < sEnd && cIssue < chunks, cIssue * 4 + t, units);
             Advance(ref sIssue, ref cIssue, chunks);
             bool more = s1 < sEnd && c1 < chunks;
-            var (x0, x1) = Activations(x, sRow, more && sOk, c1 * 4 + sUnit, units);
+            int s2 = s1, c2 = c1;
+            Advance(ref s2, ref c2, chunks);
+            var (n0, n1) = Activations(x, sRow, more && s2 < sEnd && c2 < chunks && sOk, c2 * 4 + sUnit, units);
             default(TOps).WaitCopies(); // this chunk's copies (three newer groups may still be in flight)
             var a = ring[slot * 2 * threads + i];
             var b = ring[(slot * 2 + 1) * threads + i];
@@ -113,9 +118,10 @@ internal sealed partial class TensorCoreLinear
             // Everyone finished reading the other buffer a chunk ago (the barrier below), so it can take the next chunk.
             buffer ^= 1;
             if (stages) default(TChunk).Stage<TOps>(stage, buffer, sAt, x0, x1);
+            (x0, x1) = (n0, n1);
             Group.Barrier();
             (s, c) = (s1, c1);
-            Advance(ref s1, ref c1, chunks);
+            (s1, c1) = (s2, c2);
         }
 
         if (sliced && !ArriveLast(partials, arrivals, arrived, tile, sFirst, i,
