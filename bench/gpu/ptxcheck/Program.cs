@@ -10,7 +10,9 @@ const string Usage = """
 usage: ptxcheck [--asm PATH] [--out DIR] [--arch SM_90] [--isa ISA_80] [--opt O2] [--implicit] [--list TYPE]
                 [KERNEL ...]
   KERNEL   Namespace.Type:Method or Namespace.Type:Method<Nested1,Nested2>  (generic args: nested types of
-           Type, or full type names). Default: the TensorCoreLinear RowKernel, Kernel<OneTile>, Kernel<OneTileAhead>, Kernel<FourTiles>, TileKernel (mma.sync and wgmma builds) with PtxOps.
+           Type, or full type names), optionally @THREADSxGROUPS: the launch bounds its CUDA loader gives it
+           (PtxKernels.Bound). Default: the TensorCoreLinear RowKernel, Kernel<OneTile>, Kernel<OneTileAhead>,
+           Kernel<FourTiles>, TileKernel (mma.sync and wgmma builds) with PtxOps, bounded as TensorCoreLinear loads them.
   --asm    kernel assembly (default src/Tensors/bin/Release/net10.0/LoraEngine.Tensors.dll, from the repository root)
   --out    output folder for NAME.ptx (default ./out)
   --implicit  implicitly grouped entry point (default: explicitly grouped, as LoadKernel)
@@ -44,7 +46,7 @@ if (specs.Count == 0)
 {
     const string T = "LoraEngine.Tensors.Kernels.TensorCoreLinear";
     const string Ptx = "LoraEngine.Tensors.Kernels.PtxOps";
-    specs.AddRange([$"{T}:RowKernel<{Ptx},WarpChunks>", $"{T}:RowKernel<{Ptx},WarpGroupChunks>", $"{T}:RowKernel<{Ptx},WideWarpGroupChunks>", $"{T}:Kernel<OneTile,{Ptx}>", $"{T}:Kernel<OneTileAhead,{Ptx}>", $"{T}:Kernel<FourTiles,{Ptx}>", $"{T}:TileKernel<{Ptx},WarpTileChunks>", $"{T}:TileKernel<{Ptx},WarpGroupTileChunks>"]);
+    specs.AddRange([$"{T}:RowKernel<{Ptx},WarpChunks>", $"{T}:RowKernel<{Ptx},WarpGroupChunks>", $"{T}:RowKernel<{Ptx},WideWarpGroupChunks>@256x3", $"{T}:Kernel<OneTile,{Ptx}>", $"{T}:Kernel<OneTileAhead,{Ptx}>", $"{T}:Kernel<FourTiles,{Ptx}>", $"{T}:TileKernel<{Ptx},WarpTileChunks>@256x2", $"{T}:TileKernel<{Ptx},WarpGroupTileChunks>@256x2"]);
 }
 
 var asm = Assembly.LoadFrom(Path.GetFullPath(asmPath));
@@ -65,7 +67,10 @@ foreach (var spec in specs)
 {
     try
     {
-        var (typeName, rest) = (spec[..spec.IndexOf(':')], spec[(spec.IndexOf(':') + 1)..]);
+        int at = spec.IndexOf('@');
+        string kernel = at < 0 ? spec : spec[..at];
+        int[]? bounds = at < 0 ? null : spec[(at + 1)..].Split('x').Select(int.Parse).ToArray();
+        var (typeName, rest) = (kernel[..kernel.IndexOf(':')], kernel[(kernel.IndexOf(':') + 1)..]);
         var type = asm.GetType(typeName, true)!;
         string methodName = rest;
         Type[] targs = [];
@@ -85,9 +90,14 @@ foreach (var spec in specs)
         var sw = System.Diagnostics.Stopwatch.StartNew();
         var compiled = (PTXCompiledKernel)backend.Compile(entry, KernelSpecialization.Empty);
         string file = Path.Combine(outDir, SafeName(type.Name + "." + rest) + ".ptx");
-        // The assembly's own PTX rewrite, where it has one (what its CUDA loader hands the driver).
-        var rewrite = asm.GetType("LoraEngine.Tensors.Kernels.PtxKernels")?.GetMethod("PromoteScalarLocals", All);
-        File.WriteAllText(file, rewrite is null ? compiled.PTXAssembly : (string)rewrite.Invoke(null, [compiled.PTXAssembly])!);
+        // The assembly's own PTX rewrite and launch bounds, where it has them (what its CUDA loader hands the driver).
+        var loader = asm.GetType("LoraEngine.Tensors.Kernels.PtxKernels");
+        var rewrite = loader?.GetMethod("PromoteScalarLocals", All);
+        string text = rewrite is null ? compiled.PTXAssembly : (string)rewrite.Invoke(null, [compiled.PTXAssembly])!;
+        if (bounds != null)
+            text = (string)(loader?.GetMethod("Bound", All) ?? throw new InvalidOperationException("the assembly has no PtxKernels.Bound"))
+                .Invoke(null, [text, bounds[0], bounds[1]])!;
+        File.WriteAllText(file, text);
         Console.WriteLine($"{spec} -> {file} ({compiled.PTXAssembly.Length} chars, {sw.ElapsedMilliseconds} ms)");
     }
     catch (Exception e)
