@@ -124,7 +124,13 @@ internal readonly struct PtxOps : ITensorCoreOps
     public void WaitCopiesButOne() => CudaAsm.Emit("cp.async.wait_group 1;");
 
     const string Wg = "wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 {%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15}, ";
-    const string WarpGroupPtx = "{ .reg .pred p; .reg .b32 one; .reg .b64 q0, q1, q2, q3, q4, q5; mov.b32 one, 1; setp.ne.b32 p, one, 0; mov.b64 q0, {%24, %25}; " +
+    // The asm text must be a constant for ILGPU (a string built at run time is refused: "Class type 'System.String' is
+    // not supported"), so the two chains share their constant parts: six chained wgmma between these, the predicate p
+    // (scale-d = 1) and q0 … q5 the stage's six block descriptors.
+    const string WgChainStart = "{ .reg .pred p; .reg .b32 one; .reg .b64 q0, q1, q2, q3, q4, q5; mov.b32 one, 1; setp.ne.b32 p, one, 0; ";
+    const string WgChainEnd = "wgmma.commit_group.sync.aligned; wgmma.wait_group.sync.aligned 0; }";
+
+    const string WarpGroupPtx = WgChainStart + "mov.b64 q0, {%24, %25}; " +
         "add.s64 q1, q0, 64; add.s64 q2, q0, 128; add.s64 q3, q0, 192; add.s64 q4, q0, 256; add.s64 q5, q0, 320; " +
         "wgmma.fence.sync.aligned; " +
         Wg + "{%16,%17,%18,%19}, q0, p, 1, 1, 0; " +
@@ -133,7 +139,7 @@ internal readonly struct PtxOps : ITensorCoreOps
         Wg + "{%20,%21,%22,%23}, q1, p, 1, 1, 0; " +
         Wg + "{%20,%21,%22,%23}, q3, p, 1, 1, 0; " +
         Wg + "{%20,%21,%22,%23}, q5, p, 1, 1, 0; " +
-        "wgmma.commit_group.sync.aligned; wgmma.wait_group.sync.aligned 0; }";
+        WgChainEnd;
 
     public void WarpGroupChunk(ref float c00, ref float c01, ref float c02, ref float c03, ref float c10, ref float c11, ref float c12, ref float c13,
         ref float c20, ref float c21, ref float c22, ref float c23, ref float c30, ref float c31, ref float c32, ref float c33,
@@ -173,7 +179,7 @@ internal readonly struct PtxOps : ITensorCoreOps
     }
 
     const string WgTile = "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31}, ";
-    const string WarpGroupTilePtx = "{ .reg .pred p; .reg .b32 one; .reg .b64 q0, q1, q2, q3, q4, q5; mov.b32 one, 1; setp.ne.b32 p, one, 0; mov.b64 q0, {%40, %41}; " +
+    const string WarpGroupTilePtx = WgChainStart + "mov.b64 q0, {%40, %41}; " +
         "add.s64 q1, q0, 128; add.s64 q2, q0, 256; add.s64 q3, q0, 384; add.s64 q4, q0, 512; add.s64 q5, q0, 640; " +
         "wgmma.fence.sync.aligned; " +
         WgTile + "{%32,%33,%34,%35}, q0, p, 1, 1, 0; " +
@@ -182,7 +188,7 @@ internal readonly struct PtxOps : ITensorCoreOps
         WgTile + "{%36,%37,%38,%39}, q1, p, 1, 1, 0; " +
         WgTile + "{%36,%37,%38,%39}, q3, p, 1, 1, 0; " +
         WgTile + "{%36,%37,%38,%39}, q5, p, 1, 1, 0; " +
-        "wgmma.commit_group.sync.aligned; wgmma.wait_group.sync.aligned 0; }";
+        WgChainEnd;
 
     public void WarpGroupTileChunk(ref F4 c0, ref F4 c1, ref F4 c2, ref F4 c3, ref F4 c4, ref F4 c5, ref F4 c6, ref F4 c7,
         U4 a, U4 b, ArrayView<uint> stage, int at, uint address)
