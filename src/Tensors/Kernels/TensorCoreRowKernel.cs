@@ -90,7 +90,7 @@ internal sealed partial class TensorCoreLinear
         int buffer = 0;
         while (true)
         {
-            CopyWeights<TOps>(ring, (slot + RingDepth - 1) % RingDepth, ringAddress, w, wAddress, baseA, baseB, okA, okB,
+            CopyWeights<TOps>(ring, PreviousSlot(slot, RingDepth), ringAddress, w, wAddress, baseA, baseB, okA, okB,
                 sIssue < sEnd && cIssue < chunks, cIssue * 4 + t, units);
             Advance(ref sIssue, ref cIssue, chunks);
             bool more = s1 < sEnd && c1 < chunks;
@@ -100,7 +100,7 @@ internal sealed partial class TensorCoreLinear
             default(TOps).WaitCopies(); // this chunk's copies (three newer groups may still be in flight)
             var a = ring[slot * 2 * threads + i];
             var b = ring[(slot * 2 + 1) * threads + i];
-            slot = (slot + 1) % RingDepth;
+            slot = NextSlot(slot, RingDepth);
 
             default(TChunk).Multiply<TOps>(a, b, stage, buffer, lane, tiles, ref c00, ref c01, ref c02, ref c03, ref c10, ref c11, ref c12, ref c13,
                 ref c20, ref c21, ref c22, ref c23, ref c30, ref c31, ref c32, ref c33);
@@ -177,6 +177,15 @@ internal sealed partial class TensorCoreLinear
         }
         return true;
     }
+
+    /// <summary>
+    /// The ring slot after <paramref name="slot"/>, as a select: a `%` here became a full integer division in the loop
+    /// (I2F, MUFU.RCP, F2I and a dozen IMADs an iteration, ptxas 11.8).
+    /// </summary>
+    static int NextSlot(int slot, int depth) => slot + 1 == depth ? 0 : slot + 1;
+
+    /// <summary>The ring slot before <paramref name="slot"/> (the one a chunk's copies go to, depth − 1 ahead).</summary>
+    static int PreviousSlot(int slot, int depth) => slot == 0 ? depth - 1 : slot - 1;
 
     /// <summary>The chunk after (s, c) in slice order: c + 8 in the same slice, else the first chunk of the next slice.</summary>
     static void Advance(ref int s, ref int c, int chunks)

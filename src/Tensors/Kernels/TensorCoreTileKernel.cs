@@ -76,7 +76,7 @@ internal sealed partial class TensorCoreLinear
         while (true)
         {
             // The stage two chunks ahead was last read before the previous barrier: copy into it.
-            CopyTileWeights<TOps>(ring, (slot + TileRing - 1) % TileRing, ringAddress, w, wAddress, wRow0, wRow1, wOk0, wOk1,
+            CopyTileWeights<TOps>(ring, PreviousSlot(slot, TileRing), ringAddress, w, wAddress, wRow0, wRow1, wOk0, wOk1,
                 sIssue < Slices && cIssue < chunks, cIssue * 4 + sUnit, units);
             Advance(ref sIssue, ref cIssue, chunks);
             bool more = s1 < Slices && c1 < chunks;
@@ -97,7 +97,7 @@ internal sealed partial class TensorCoreLinear
             default(TChunk).Stage<TOps>(stage, buffer, sAt, x0, x1);
             default(TOps).WaitCopiesButOne(); // this thread's copies of the next chunk (the newest group may pend)
             Group.Barrier();                  // … and everyone's, with the staged activations
-            slot = (slot + 1) % TileRing;
+            slot = NextSlot(slot, TileRing);
             (s, c) = (s1, c1);
             Advance(ref s1, ref c1, chunks);
         }
