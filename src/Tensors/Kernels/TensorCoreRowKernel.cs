@@ -88,40 +88,45 @@ internal sealed partial class TensorCoreLinear
         float d00 = 0, d01 = 0, d02 = 0, d03 = 0, d10 = 0, d11 = 0, d12 = 0, d13 = 0;
         float d20 = 0, d21 = 0, d22 = 0, d23 = 0, d30 = 0, d31 = 0, d32 = 0, d33 = 0;
         int buffer = 0;
-        while (true)
+        bool more = true;
+        while (more)
         {
-            CopyWeights<TOps>(ring, PreviousSlot(slot, RingDepth), ringAddress, w, wAddress, baseA, baseB, okA, okB,
-                sIssue < sEnd && cIssue < chunks, cIssue * 4 + t, units);
-            Advance(ref sIssue, ref cIssue, chunks);
-            bool more = s1 < sEnd && c1 < chunks;
-            int s2 = s1, c2 = c1;
-            Advance(ref s2, ref c2, chunks);
-            var (n0, n1) = Activations(x, sRow, more && s2 < sEnd && c2 < chunks && sOk, c2 * 4 + sUnit, units);
-            default(TOps).WaitCopies(); // this chunk's copies (three newer groups may still be in flight)
-            var a = ring[slot * 2 * threads + i];
-            var b = ring[(slot * 2 + 1) * threads + i];
-            slot = NextSlot(slot, RingDepth);
-
-            default(TChunk).Multiply<TOps>(a, b, stage, buffer, lane, tiles, ref c00, ref c01, ref c02, ref c03, ref c10, ref c11, ref c12, ref c13,
-                ref c20, ref c21, ref c22, ref c23, ref c30, ref c31, ref c32, ref c33);
-
-            if (s1 != s)
+            // The chunks of slice s, then the total takes its sum, as the split-k kernel adds warp s's partial. (One loop
+            // over all chunks with the fold inside it: 54 more register moves in the loop, ptxas 11.8's SASS of the
+            // mma.sync build, 154 against 100.)
+            bool sliceDone = false;
+            while (!sliceDone)
             {
-                // Slice s is complete: the total takes its sum, as the split-k kernel adds warp s's partial.
-                d00 += c00; d01 += c01; d02 += c02; d03 += c03; d10 += c10; d11 += c11; d12 += c12; d13 += c13;
-                d20 += c20; d21 += c21; d22 += c22; d23 += c23; d30 += c30; d31 += c31; d32 += c32; d33 += c33;
-                c00 = c01 = c02 = c03 = c10 = c11 = c12 = c13 = 0;
-                c20 = c21 = c22 = c23 = c30 = c31 = c32 = c33 = 0;
-            }
-            if (!more) break;
+                CopyWeights<TOps>(ring, PreviousSlot(slot, RingDepth), ringAddress, w, wAddress, baseA, baseB, okA, okB,
+                    sIssue < sEnd && cIssue < chunks, cIssue * 4 + t, units);
+                Advance(ref sIssue, ref cIssue, chunks);
+                more = s1 < sEnd && c1 < chunks;
+                int s2 = s1, c2 = c1;
+                Advance(ref s2, ref c2, chunks);
+                var (n0, n1) = Activations(x, sRow, more && s2 < sEnd && c2 < chunks && sOk, c2 * 4 + sUnit, units);
+                default(TOps).WaitCopies(); // this chunk's copies (three newer groups may still be in flight)
+                var a = ring[slot * 2 * threads + i];
+                var b = ring[(slot * 2 + 1) * threads + i];
+                slot = NextSlot(slot, RingDepth);
 
-            // Everyone finished reading the other buffer a chunk ago (the barrier below), so it can take the next chunk.
-            buffer ^= 1;
-            if (stages) default(TChunk).Stage<TOps>(stage, buffer, sAt, x0, x1);
-            (x0, x1) = (n0, n1);
-            Group.Barrier();
-            (s, c) = (s1, c1);
-            (s1, c1) = (s2, c2);
+                default(TChunk).Multiply<TOps>(a, b, stage, buffer, lane, tiles, ref c00, ref c01, ref c02, ref c03, ref c10, ref c11, ref c12, ref c13,
+                    ref c20, ref c21, ref c22, ref c23, ref c30, ref c31, ref c32, ref c33);
+                sliceDone = s1 != s;
+                if (more)
+                {
+                    // Everyone finished reading the other buffer a chunk ago (the barrier below), so it can take the next chunk.
+                    buffer ^= 1;
+                    if (stages) default(TChunk).Stage<TOps>(stage, buffer, sAt, x0, x1);
+                    (x0, x1) = (n0, n1);
+                    Group.Barrier();
+                }
+                (s, c) = (s1, c1);
+                (s1, c1) = (s2, c2);
+            }
+            d00 += c00; d01 += c01; d02 += c02; d03 += c03; d10 += c10; d11 += c11; d12 += c12; d13 += c13;
+            d20 += c20; d21 += c21; d22 += c22; d23 += c23; d30 += c30; d31 += c31; d32 += c32; d33 += c33;
+            c00 = c01 = c02 = c03 = c10 = c11 = c12 = c13 = 0;
+            c20 = c21 = c22 = c23 = c30 = c31 = c32 = c33 = 0;
         }
 
         if (sliced && !ArriveLast(partials, arrivals, arrived, tile, sFirst, i,
