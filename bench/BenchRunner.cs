@@ -85,10 +85,11 @@ public static class BenchRunner
                 var shape = BenchShape.Parse(Option("--shape", device.IsCpu ? "small" : "1b"));
                 string work = Path.Combine(Path.GetTempPath(), $"loraengine-bench-{shape.Name}");
                 string tokenizer = Option("--tokenizer", Path.Combine(AppContext.BaseDirectory, "tokenizer.json"));
+                bool written = File.Exists(Path.Combine(work, "model", "model.safetensors"));
                 Console.WriteLine(shape == BenchShape.Shipped ? $"the shipped model ({shape.Parameters / 1e6:F1} M parameters), random adapters in {work}"
-                    : $"writing a random {shape.Name} model ({shape.Parameters / 1e9:F2} B parameters) to {work}");
+                    : $"{(written ? "reusing the" : "writing a")} random {shape.Name} model ({shape.Parameters / 1e9:F2} B parameters) {(written ? "in" : "to")} {work}");
                 string model = shape == BenchShape.Shipped ? ShippedModel()
-                    : File.Exists(Path.Combine(work, "model", "model.safetensors")) ? Path.Combine(work, "model") : RandomCheckpoint.WriteModel(Path.Combine(work, "model"), shape, tokenizer);
+                    : written ? Path.Combine(work, "model") : RandomCheckpoint.WriteModel(Path.Combine(work, "model"), shape, tokenizer);
                 string AdapterDir(int i)
                 {
                     string dir = Path.Combine(work, "adapters", $"a{i}");
