@@ -25,7 +25,7 @@ internal sealed partial class TensorCoreLinear
     /// total after it, as the split-k kernel adds its warps' sums in warp order). Each chunk's weights (128 rows × 32 k,
     /// row-major: a lane's two 16-byte units are its A fragments, as split-k loads them from global memory) are copied with
     /// cp.async into a ring of three stages, two chunks ahead of the one multiplied; its activations (64 tokens × 32 k) are
-    /// loaded a chunk ahead, split into hi/mid/lo once per group and double-buffered. One barrier a chunk: after it, every
+    /// loaded two chunks ahead, split into hi/mid/lo once per group and staged a chunk ahead, double-buffered. One barrier a chunk: after it, every
     /// thread's copies of the next chunk have landed and its activations are staged. <typeparamref name="TChunk"/> lays the
     /// stage out and issues the MMAs: each warp's mma.sync against fragments (<see cref="WarpTileChunks"/>), or each
     /// warpgroup's wgmma reading the stage itself (<see cref="WarpGroupTileChunks"/>, Hopper).
@@ -62,10 +62,13 @@ internal sealed partial class TensorCoreLinear
             CopyTileWeights<TOps>(ring, r, ringAddress, w, wAddress, wRow0, wRow1, wOk0, wOk1, sIssue < Slices && cIssue < chunks, cIssue * 4 + sUnit, units);
             Advance(ref sIssue, ref cIssue, chunks);
         }
-        var (x0, x1) = Activations(x, xRow, xOk, c * 4 + sUnit, units);
-        default(TChunk).Stage<TOps>(stage, 0, sAt, x0, x1);
+        var (f0, f1) = Activations(x, xRow, xOk, c * 4 + sUnit, units);
+        default(TChunk).Stage<TOps>(stage, 0, sAt, f0, f1);
+        // The next chunk's activations are in registers before the loop; each iteration asks for the one after it, so an
+        // L2 round trip has a whole chunk to land before its staging needs it (the row kernel's order).
         int s1 = s, c1 = c;
         Advance(ref s1, ref c1, chunks);
+        var (x0, x1) = Activations(x, xRow, s1 < Slices && c1 < chunks && xOk, c1 * 4 + sUnit, units);
         default(TOps).WaitCopiesButOne(); // chunk 0's copies (chunk 1's may still be in flight)
         Group.Barrier();
 
@@ -80,7 +83,9 @@ internal sealed partial class TensorCoreLinear
                 sIssue < Slices && cIssue < chunks, cIssue * 4 + sUnit, units);
             Advance(ref sIssue, ref cIssue, chunks);
             bool more = s1 < Slices && c1 < chunks;
-            if (more) (x0, x1) = Activations(x, xRow, xOk, c1 * 4 + sUnit, units);
+            int s2 = s1, c2 = c1;
+            Advance(ref s2, ref c2, chunks);
+            var (n0, n1) = Activations(x, xRow, more && s2 < Slices && c2 < chunks && xOk, c2 * 4 + sUnit, units);
 
             default(TChunk).Multiply<TOps>(ring, slot, stage, buffer, warp, lane, ref p0, ref p1, ref p2, ref p3, ref p4, ref p5, ref p6, ref p7);
 
@@ -95,11 +100,12 @@ internal sealed partial class TensorCoreLinear
             // Everyone finished reading the other buffer a chunk ago (the barrier below), so it can take the next chunk.
             buffer ^= 1;
             default(TChunk).Stage<TOps>(stage, buffer, sAt, x0, x1);
+            (x0, x1) = (n0, n1);
             default(TOps).WaitCopiesButOne(); // this thread's copies of the next chunk (the newest group may pend)
             Group.Barrier();                  // … and everyone's, with the staged activations
             slot = NextSlot(slot, TileRing);
             (s, c) = (s1, c1);
-            Advance(ref s1, ref c1, chunks);
+            (s1, c1) = (s2, c2);
         }
 
         var (wRow, wToken) = default(TChunk).Origin(warp);
