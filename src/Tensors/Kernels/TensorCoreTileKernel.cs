@@ -76,36 +76,40 @@ internal sealed partial class TensorCoreLinear
         F4 p0 = default, p1 = default, p2 = default, p3 = default, p4 = default, p5 = default, p6 = default, p7 = default;
         F4 d0 = default, d1 = default, d2 = default, d3 = default, d4 = default, d5 = default, d6 = default, d7 = default;
         int buffer = 0;
-        while (true)
+        bool more = true;
+        while (more)
         {
-            // The stage two chunks ahead was last read before the previous barrier: copy into it.
-            CopyTileWeights<TOps>(ring, PreviousSlot(slot, TileRing), ringAddress, w, wAddress, wRow0, wRow1, wOk0, wOk1,
-                sIssue < Slices && cIssue < chunks, cIssue * 4 + sUnit, units);
-            Advance(ref sIssue, ref cIssue, chunks);
-            bool more = s1 < Slices && c1 < chunks;
-            int s2 = s1, c2 = c1;
-            Advance(ref s2, ref c2, chunks);
-            var (n0, n1) = Activations(x, xRow, more && s2 < Slices && c2 < chunks && xOk, c2 * 4 + sUnit, units);
-
-            default(TChunk).Multiply<TOps>(ring, slot, stage, buffer, warp, lane, ref p0, ref p1, ref p2, ref p3, ref p4, ref p5, ref p6, ref p7);
-
-            if (s1 != s)
+            // The chunks of slice s, then the totals take its sums, as the split-k kernel adds warp s's partials (the
+            // row kernel's loop; the last chunk always ends a slice).
+            bool sliceDone = false;
+            while (!sliceDone)
             {
-                // Slice s is complete: the totals take its sums, as the split-k kernel adds warp s's partials.
-                Fold(ref d0, ref p0); Fold(ref d1, ref p1); Fold(ref d2, ref p2); Fold(ref d3, ref p3);
-                Fold(ref d4, ref p4); Fold(ref d5, ref p5); Fold(ref d6, ref p6); Fold(ref d7, ref p7);
-            }
-            if (!more) break;
+                // The stage two chunks ahead was last read before the previous barrier: copy into it.
+                CopyTileWeights<TOps>(ring, PreviousSlot(slot, TileRing), ringAddress, w, wAddress, wRow0, wRow1, wOk0, wOk1,
+                    sIssue < Slices && cIssue < chunks, cIssue * 4 + sUnit, units);
+                Advance(ref sIssue, ref cIssue, chunks);
+                more = s1 < Slices && c1 < chunks;
+                int s2 = s1, c2 = c1;
+                Advance(ref s2, ref c2, chunks);
+                var (n0, n1) = Activations(x, xRow, more && s2 < Slices && c2 < chunks && xOk, c2 * 4 + sUnit, units);
 
-            // Everyone finished reading the other buffer a chunk ago (the barrier below), so it can take the next chunk.
-            buffer ^= 1;
-            default(TChunk).Stage<TOps>(stage, buffer, sAt, x0, x1);
-            (x0, x1) = (n0, n1);
-            default(TOps).WaitCopiesButOne(); // this thread's copies of the next chunk (the newest group may pend)
-            Group.Barrier();                  // … and everyone's, with the staged activations
-            slot = NextSlot(slot, TileRing);
-            (s, c) = (s1, c1);
-            (s1, c1) = (s2, c2);
+                default(TChunk).Multiply<TOps>(ring, slot, stage, buffer, warp, lane, ref p0, ref p1, ref p2, ref p3, ref p4, ref p5, ref p6, ref p7);
+                sliceDone = s1 != s;
+                if (more)
+                {
+                    // Everyone finished reading the other buffer a chunk ago (the barrier below), so it can take the next chunk.
+                    buffer ^= 1;
+                    default(TChunk).Stage<TOps>(stage, buffer, sAt, x0, x1);
+                    (x0, x1) = (n0, n1);
+                    default(TOps).WaitCopiesButOne(); // this thread's copies of the next chunk (the newest group may pend)
+                    Group.Barrier();                  // … and everyone's, with the staged activations
+                    slot = NextSlot(slot, TileRing);
+                }
+                (s, c) = (s1, c1);
+                (s1, c1) = (s2, c2);
+            }
+            Fold(ref d0, ref p0); Fold(ref d1, ref p1); Fold(ref d2, ref p2); Fold(ref d3, ref p3);
+            Fold(ref d4, ref p4); Fold(ref d5, ref p5); Fold(ref d6, ref p6); Fold(ref d7, ref p7);
         }
 
         var (wRow, wToken) = default(TChunk).Origin(warp);
