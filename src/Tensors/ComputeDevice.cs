@@ -63,6 +63,13 @@ public sealed class ComputeDevice : IDisposable
     /// <summary>The kind of accelerator.</summary>
     public DeviceKind Kind { get; }
 
+    /// <summary>
+    /// The CUDA functions (<c>CUfunction</c>) that read nothing an earlier kernel writes before their
+    /// <c>griddepcontrol.wait</c> (<see cref="PtxKernels"/> adds them as it loads them): a graph's edges into them can be
+    /// programmatic (<see cref="DeviceGraph"/>).
+    /// </summary>
+    internal System.Collections.Concurrent.ConcurrentDictionary<IntPtr, bool> ProgrammaticFunctions { get; } = new();
+
     /// <summary>The accelerator's name as ILGPU reports it (e.g. the GPU's model).</summary>
     public string Name => Accelerator.Name;
 

@@ -255,8 +255,8 @@ internal sealed class ModelExecutor : IModelRunner
             DecodeForward(batch, bucket);
             var captured = DeviceGraph.Capture(Model.Device, () => DecodeForward(batch, bucket));
             _graphs[key] = captured;
-            _logger.LogInformation("Captured the CUDA graph of decode bucket {Bucket}{Lora}{Filtered}: {Nodes} kernels and copies",
-                bucket, anyLora ? " with LoRA" : "", key.Item3 ? " with top-k/top-p/min-p" : "", captured.Nodes);
+            _logger.LogInformation("Captured the CUDA graph of decode bucket {Bucket}{Lora}{Filtered}: {Nodes} kernels and copies, {Programmatic} launched programmatically",
+                bucket, anyLora ? " with LoRA" : "", key.Item3 ? " with top-k/top-p/min-p" : "", captured.Nodes, captured.ProgrammaticEdges);
         }
         var outcomes = new RowOutcome?[bucket];
         ReadOutcomes(samples, 0, items.Count, outcomes);

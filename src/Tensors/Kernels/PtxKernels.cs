@@ -5,6 +5,7 @@ using ILGPU.Backends;
 using ILGPU.Backends.EntryPoints;
 using ILGPU.Backends.PTX;
 using ILGPU.Runtime;
+using ILGPU.Runtime.Cuda;
 
 namespace LoraEngine.Tensors.Kernels;
 
@@ -20,25 +21,50 @@ namespace LoraEngine.Tensors.Kernels;
 internal static class PtxKernels
 {
     /// <summary>
-    /// Compiles <paramref name="kernel"/> (a static, explicitly grouped kernel) for <paramref name="acc"/>, rewrites its
-    /// PTX with <see cref="PromoteScalarLocals"/> where the accelerator runs PTX, and returns its launcher. Elsewhere
-    /// the kernel loads unchanged.
+    /// Compiles <paramref name="kernel"/> (a static, explicitly grouped kernel) for <paramref name="device"/>'s accelerator,
+    /// rewrites its PTX with <see cref="PromoteScalarLocals"/> where the accelerator runs PTX (and, on Hopper, its
+    /// <see cref="GridDependencyWaitMarker"/> as the instruction, the kernel then counted in
+    /// <see cref="ComputeDevice.ProgrammaticFunctions"/>), and returns its launcher. Elsewhere the kernel loads unchanged.
     /// </summary>
-    /// <param name="acc">The accelerator to load the kernel on.</param>
+    /// <param name="device">The device to load the kernel on.</param>
     /// <param name="kernel">The kernel method.</param>
     /// <param name="groupSize">With <paramref name="groupsPerSM"/>: the only group size it is launched with.</param>
     /// <param name="groupsPerSM">When positive, ptxas is asked to fit this many groups of <paramref name="groupSize"/> threads on an SM (<see cref="Bound"/>).</param>
     /// <param name="sm90a">Retarget the PTX to <c>sm_90a</c> (PTX ISA 8.0), which <c>wgmma</c> needs and ILGPU does not write.</param>
-    public static TLauncher Load<TLauncher>(Accelerator acc, Delegate kernel, int groupSize = 0, int groupsPerSM = 0, bool sm90a = false) where TLauncher : Delegate
+    public static TLauncher Load<TLauncher>(ComputeDevice device, Delegate kernel, int groupSize = 0, int groupsPerSM = 0, bool sm90a = false) where TLauncher : Delegate
     {
+        var acc = device.Accelerator;
         var compiled = acc.GetBackend().Compile(EntryPointDescription.FromExplicitlyGroupedKernel(kernel.Method), new KernelSpecialization());
+        bool programmatic = false;
         if (compiled is PTXCompiledKernel ptx)
         {
             var text = PromoteScalarLocals(ptx.PTXAssembly);
             if (sm90a) text = ToSm90a(text);
+            if (acc is CudaAccelerator { Architecture.Major: >= 9 } && text.Contains(GridDependencyWaitMarker))
+            {
+                text = WithGridDependencyWait(text);
+                programmatic = true;
+            }
             compiled = WithPtx(acc.Context, ptx, groupsPerSM > 0 ? Bound(text, groupSize, groupsPerSM) : text);
         }
-        return acc.LoadKernel(compiled).CreateLauncherDelegate<TLauncher>();
+        var loaded = acc.LoadKernel(compiled);
+        if (programmatic && loaded is CudaKernel cuda) device.ProgrammaticFunctions[cuda.FunctionPtr] = true;
+        return loaded.CreateLauncherDelegate<TLauncher>();
+    }
+
+    /// <summary>
+    /// What a kernel emits where it waits for the kernels its launch depends on (<see cref="ITensorCoreOps.WaitForPrerequisites"/>):
+    /// a PTX comment, which <see cref="Load"/> makes <c>griddepcontrol.wait</c> on Hopper and later and leaves a comment
+    /// elsewhere (the instruction needs sm_90).
+    /// </summary>
+    public const string GridDependencyWaitMarker = "// loraengine: griddepcontrol.wait";
+
+    /// <summary>The PTX with its marker as <c>griddepcontrol.wait</c>, for at least sm_90 and PTX ISA 7.8.</summary>
+    public static string WithGridDependencyWait(string ptx)
+    {
+        ptx = ptx.Replace(GridDependencyWaitMarker, "griddepcontrol.wait;");
+        ptx = Regex.Replace(ptx, @"\.target sm_(\d+)(a?)", m => int.Parse(m.Groups[1].Value) >= 90 ? m.Value : ".target sm_90");
+        return Regex.Replace(ptx, @"\.version (\d+)\.(\d+)", m => int.Parse(m.Groups[1].Value) * 10 + int.Parse(m.Groups[2].Value) >= 78 ? m.Value : ".version 7.8");
     }
 
     /// <summary>The PTX with <c>.target sm_90a</c> and at least <c>.version 8.0</c>.</summary>

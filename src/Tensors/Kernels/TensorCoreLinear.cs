@@ -82,28 +82,28 @@ internal sealed partial class TensorCoreLinear : IDisposable
     TensorCoreLinear(ComputeDevice device, bool emulated)
     {
         _device = device;
-        (_kernel, _kernelOneTile, _kernelOneTileAhead, _rowKernel, _tileKernel) = emulated ? Load<EmulatedOps>(device.Accelerator) : Load<PtxOps>(device.Accelerator);
+        (_kernel, _kernelOneTile, _kernelOneTileAhead, _rowKernel, _tileKernel) = emulated ? Load<EmulatedOps>(device) : Load<PtxOps>(device);
         // wgmma needs sm_90a: Hopper only (the emulated kernels run it anywhere).
         if (emulated)
         {
             _warpGroupRowKernel = PtxKernels.Load<Action<AcceleratorStream, KernelConfig, ArrayView<F4>, LinearSegments, int, int, int, ArrayView<F4>, ArrayView<int>>>(
-                device.Accelerator, RowKernel<EmulatedOps, WarpGroupChunks>);
+                device, RowKernel<EmulatedOps, WarpGroupChunks>);
             _wideRowKernel = PtxKernels.Load<Action<AcceleratorStream, KernelConfig, ArrayView<F4>, LinearSegments, int, int, int, ArrayView<F4>, ArrayView<int>>>(
-                device.Accelerator, RowKernel<EmulatedOps, WideWarpGroupChunks>);
+                device, RowKernel<EmulatedOps, WideWarpGroupChunks>);
             _warpGroupTileKernel = PtxKernels.Load<Action<AcceleratorStream, KernelConfig, ArrayView<F4>, LinearSegments, int, int>>(
-                device.Accelerator, TileKernel<EmulatedOps, WarpGroupTileChunks>);
+                device, TileKernel<EmulatedOps, WarpGroupTileChunks>);
         }
         else if (device.Accelerator is ILGPU.Runtime.Cuda.CudaAccelerator { Architecture: { Major: 9, Minor: 0 } })
         {
             _warpGroupRowKernel = PtxKernels.Load<Action<AcceleratorStream, KernelConfig, ArrayView<F4>, LinearSegments, int, int, int, ArrayView<F4>, ArrayView<int>>>(
-                device.Accelerator, RowKernel<PtxOps, WarpGroupChunks>, sm90a: true);
+                device, RowKernel<PtxOps, WarpGroupChunks>, sm90a: true);
             // Three groups of 8 warps an SM (≤ 85 registers a thread; ptxas gave 75 and no spills before the activations
             // were loaded a chunk earlier, which holds 8 more; not re-checked): 24 warps, where five groups of the 4-warp
             // build fit (20).
             _wideRowKernel = PtxKernels.Load<Action<AcceleratorStream, KernelConfig, ArrayView<F4>, LinearSegments, int, int, int, ArrayView<F4>, ArrayView<int>>>(
-                device.Accelerator, RowKernel<PtxOps, WideWarpGroupChunks>, WideWarps * 32, 3, sm90a: true);
+                device, RowKernel<PtxOps, WideWarpGroupChunks>, WideWarps * 32, 3, sm90a: true);
             _warpGroupTileKernel = PtxKernels.Load<Action<AcceleratorStream, KernelConfig, ArrayView<F4>, LinearSegments, int, int>>(
-                device.Accelerator, TileKernel<PtxOps, WarpGroupTileChunks>, TileWarps * 32, 2, sm90a: true);
+                device, TileKernel<PtxOps, WarpGroupTileChunks>, TileWarps * 32, 2, sm90a: true);
         }
         _partials = device.Accelerator.Allocate1D<F4>((long)SliceTiles * Slices * TilePartialF4s);
         _arrivals = device.Accelerator.Allocate1D<int>(SliceTiles);
@@ -116,12 +116,12 @@ internal sealed partial class TensorCoreLinear : IDisposable
         Action<AcceleratorStream, KernelConfig, ArrayView<F4>, LinearSegments, int, int> OneTileAhead,
         Action<AcceleratorStream, KernelConfig, ArrayView<F4>, LinearSegments, int, int, int, ArrayView<F4>, ArrayView<int>> Rows,
         Action<AcceleratorStream, KernelConfig, ArrayView<F4>, LinearSegments, int, int> Tiles)
-        Load<TOps>(Accelerator acc) where TOps : struct, ITensorCoreOps =>
-        (PtxKernels.Load<Action<AcceleratorStream, KernelConfig, ArrayView<F4>, LinearSegments, int, int>>(acc, Kernel<FourTiles, TOps>),
-         PtxKernels.Load<Action<AcceleratorStream, KernelConfig, ArrayView<F4>, LinearSegments, int, int>>(acc, Kernel<OneTile, TOps>),
-         PtxKernels.Load<Action<AcceleratorStream, KernelConfig, ArrayView<F4>, LinearSegments, int, int>>(acc, Kernel<OneTileAhead, TOps>),
-         PtxKernels.Load<Action<AcceleratorStream, KernelConfig, ArrayView<F4>, LinearSegments, int, int, int, ArrayView<F4>, ArrayView<int>>>(acc, RowKernel<TOps, WarpChunks>),
-         PtxKernels.Load<Action<AcceleratorStream, KernelConfig, ArrayView<F4>, LinearSegments, int, int>>(acc, TileKernel<TOps, WarpTileChunks>, TileWarps * 32, 2));
+        Load<TOps>(ComputeDevice device) where TOps : struct, ITensorCoreOps =>
+        (PtxKernels.Load<Action<AcceleratorStream, KernelConfig, ArrayView<F4>, LinearSegments, int, int>>(device, Kernel<FourTiles, TOps>),
+         PtxKernels.Load<Action<AcceleratorStream, KernelConfig, ArrayView<F4>, LinearSegments, int, int>>(device, Kernel<OneTile, TOps>),
+         PtxKernels.Load<Action<AcceleratorStream, KernelConfig, ArrayView<F4>, LinearSegments, int, int>>(device, Kernel<OneTileAhead, TOps>),
+         PtxKernels.Load<Action<AcceleratorStream, KernelConfig, ArrayView<F4>, LinearSegments, int, int, int, ArrayView<F4>, ArrayView<int>>>(device, RowKernel<TOps, WarpChunks>),
+         PtxKernels.Load<Action<AcceleratorStream, KernelConfig, ArrayView<F4>, LinearSegments, int, int>>(device, TileKernel<TOps, WarpTileChunks>, TileWarps * 32, 2));
 
     /// <summary>Frees the slice workspace (the device disposes its families).</summary>
     public void Dispose()

@@ -44,6 +44,21 @@ internal interface ITensorCoreOps
     void WaitCopiesButOne();
 
     /// <summary>
+    /// Asks L2 for the 128-byte line at device address <paramref name="address"/> (<c>prefetch.global.L2</c>): what a
+    /// kernel reads before <see cref="WaitForPrerequisites"/> without a register to hold it.
+    /// </summary>
+    void PrefetchL2(long address);
+
+    /// <summary>
+    /// Waits until the kernels this launch depends on have finished and their writes are visible
+    /// (<c>griddepcontrol.wait</c> on Hopper, where <see cref="PtxKernels"/> makes it one). Launched eagerly it returns at
+    /// once; in a CUDA graph whose edge into this kernel is programmatic (<see cref="DeviceGraph"/>) the kernel may
+    /// start before they finish, so everything before this call may read the weights only — never the activations,
+    /// never a write.
+    /// </summary>
+    void WaitForPrerequisites();
+
+    /// <summary>
     /// The six MMAs of a 32-wide chunk for a warpgroup (4 warps: 64 rows × 32 tokens), in <c>MmaSplit</c>'s order —
     /// k16 half 0 against hi, mid, lo, then half 1 — as chained <c>wgmma.mma_async m64n32k16</c> (sm_90a), which give
     /// the bits of the same <c>mma.sync</c> chains (H100: 2048/2048). A (this warp's 16 rows) comes from registers:
@@ -122,6 +137,11 @@ internal readonly struct PtxOps : ITensorCoreOps
     public void WaitCopies() => CudaAsm.Emit("cp.async.wait_group 3;");
 
     public void WaitCopiesButOne() => CudaAsm.Emit("cp.async.wait_group 1;");
+
+    public void PrefetchL2(long address) => CudaAsm.Emit("prefetch.global.L2 [%0];", address);
+
+    // A marker, not an instruction: griddepcontrol needs sm_90, and these kernels also load on older GPUs.
+    public void WaitForPrerequisites() => CudaAsm.Emit(PtxKernels.GridDependencyWaitMarker);
 
     const string Wg = "wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 {%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15}, ";
     // The asm text must be a constant for ILGPU (a string built at run time is refused: "Class type 'System.String' is
@@ -286,6 +306,11 @@ internal readonly struct EmulatedOps : ITensorCoreOps
     public void WaitCopies() { }
 
     public void WaitCopiesButOne() { }
+
+    public void PrefetchL2(long address) { }
+
+    /// <summary>Nothing to wait for: the CPU accelerator runs one launch after another.</summary>
+    public void WaitForPrerequisites() { }
 
     /// <summary>Each warp's share of the warpgroup's m64n32k16 MMAs: <see cref="WarpGroupMmas"/> over four token tiles, 1 KB blocks.</summary>
     public void WarpGroupChunk(ref float c00, ref float c01, ref float c02, ref float c03, ref float c10, ref float c11, ref float c12, ref float c13,

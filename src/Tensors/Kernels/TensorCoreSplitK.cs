@@ -46,7 +46,7 @@ internal sealed partial class TensorCoreLinear
         var partial = SharedMemory.Allocate<float>(Warps * 16 * 32);
 
         // Which linear this group serves, and its 16 rows.
-        int bx = Select(seg, Grid.IdxX, out var w, out long _, out var y, out int n);
+        int bx = Select(seg, Grid.IdxX, out var w, out long wAddress, out var y, out int n);
 
         int warp = Warp.WarpIdx, lane = Warp.LaneIdx;
         int g = lane >> 2, t = lane & 3;
@@ -70,6 +70,11 @@ internal sealed partial class TensorCoreLinear
         // linears with at most two groups per SM).
         int step = 4 * Warps;
         bool ahead = default(TTiles).Ahead;
+        // A programmatic launch starts before the kernels it depends on have finished: until it has waited for them it asks
+        // L2 for its first chunks' weights (two a thread, four with TTiles.Ahead), which no kernel writes.
+        for (int r = 0; r < (ahead ? 4 : 2); r++)
+            PrefetchWeights<TOps>(wAddress, baseA, baseB, okA, okB, warp * 4 + t + r * step, units);
+        default(TOps).WaitForPrerequisites();
         var n0 = ahead ? LoadChunk(w, x, baseA, baseB, okA, okB, warp * 4 + t, units, xRow, tokOk) : default;
         var n1 = ahead ? LoadChunk(w, x, baseA, baseB, okA, okB, warp * 4 + t + step, units, xRow, tokOk) : default;
         for (int c = warp; c < chunks; c += 2 * Warps)
@@ -119,6 +124,14 @@ internal sealed partial class TensorCoreLinear
             Store(y, n, tokens, ta, rowB, d2);
             Store(y, n, tokens, tb, rowB, d3);
         }
+    }
+
+    /// <summary>Asks L2 for unit <paramref name="unit"/> of rows g and g+8 (nothing past k or n).</summary>
+    static void PrefetchWeights<TOps>(long wAddress, long baseA, long baseB, bool okA, bool okB, int unit, int units) where TOps : struct, ITensorCoreOps
+    {
+        if (unit >= units) return;
+        if (okA) default(TOps).PrefetchL2(wAddress + (baseA + unit) * 16);
+        if (okB) default(TOps).PrefetchL2(wAddress + (baseB + unit) * 16);
     }
 
     /// <summary>A lane's share of one 32-wide k chunk: rows g and g+8 of the weight, and its first tile's token.</summary>
