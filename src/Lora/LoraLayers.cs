@@ -15,6 +15,7 @@ public sealed class LoraLayers : IDisposable
     readonly Dictionary<(int Layer, LoraModule Module), LoraLinear> _layers = new();
     readonly DeviceTensor _shrinkBuffer;
     readonly DeviceTensor? _localShrinkBuffer;
+    readonly List<StackedLoraA> _stacks = [];
 
     LoraLayers(DeviceTensor shrinkBuffer, DeviceTensor? localShrinkBuffer, int maxSlots, int maxRank, DType dtype)
     {
@@ -34,12 +35,28 @@ public sealed class LoraLayers : IDisposable
     /// <summary>The dtype the slots store A and B in.</summary>
     public DType DType { get; }
 
+    /// <summary>
+    /// Whether the projections' A are stacked (<see cref="StackedLoraA"/>): each shrink is one more product of the base
+    /// linears' launch, computed for every slot.
+    /// </summary>
+    public bool StacksShrinks => _stacks.Count > 0;
+
+    /// <summary>
+    /// Whether a model's LoRA A are stacked: on one device (no tensor parallelism), A in the base weights' dtype (one
+    /// launch computes both), and every slot's rank rows at most an eighth of the narrowest input — the rows a token does
+    /// not need stay a small part of the linear it rides with (4 slots of rank 16 on the 1B shape's hidden 2048: 64 of
+    /// 256 allowed). A step with no adapter computes none of them.
+    /// </summary>
+    public static bool Stacks(LlamaConfig config, int maxSlots, int maxRank, DType loraDType, DType weightDType, int worldSize) =>
+        worldSize == 1 && loraDType == weightDType && (long)maxSlots * maxRank * 8 <= Math.Min(config.HiddenSize, Math.Min(config.QSize, config.IntermediateSize));
+
     /// <summary>Every wrapped projection, by (layer, module).</summary>
     public IReadOnlyDictionary<(int Layer, LoraModule Module), LoraLinear> Layers => _layers;
 
     /// <summary>
     /// Bytes reserved for LoRA slots: Σ over layers and wrapped modules of maxSlots × maxRank × (in + out) × dtype size,
-    /// plus the shared shrink buffer 3 × maxTokens × maxRank × 4 (<see cref="LoraOps.MaxGroup"/> projections' shrinks at once).
+    /// plus the shared shrink buffer 3 × maxTokens × maxRank × 4 (<see cref="LoraOps.MaxGroup"/> projections' shrinks at
+    /// once), maxSlots times that where the shrinks may be stacked (<see cref="Stacks"/>, counted whatever the weights' dtype).
     /// </summary>
     public static long MemoryBytes(LlamaConfig config, int maxSlots, int maxRank, DType dtype, int maxTokens) =>
         MemoryBytes(config, maxSlots, maxRank, dtype, maxTokens, worldSize: 1, fullySharded: false);
@@ -58,7 +75,9 @@ public sealed class LoraLayers : IDisposable
             perLayer += LoraShard.SlotBytes(module, worldSize, fullySharded, maxSlots, maxRank, inF, outF, dtype);
         }
         bool localShrink = fullySharded && worldSize > 1;
-        return perLayer * config.NumHiddenLayers + 4L * LoraOps.MaxGroup * maxTokens * maxRank + (localShrink ? 4L * maxTokens * (maxRank / worldSize) : 0);
+        int shrinkSlots = Stacks(config, maxSlots, maxRank, DType.F32, DType.F32, worldSize) ? maxSlots : 1;
+        return perLayer * config.NumHiddenLayers + 4L * LoraOps.MaxGroup * maxTokens * shrinkSlots * maxRank
+            + (localShrink ? 4L * maxTokens * (maxRank / worldSize) : 0);
     }
 
     /// <summary>Wraps all seven projections of every layer of <paramref name="model"/> in LoRA layers.</summary>
@@ -82,16 +101,32 @@ public sealed class LoraLayers : IDisposable
             throw new ArgumentException(
                 $"fully sharded LoRA splits the output rows of o_proj's and down_proj's B over the {ranks} tensor-parallel ranks: hidden_size ({model.Config.HiddenSize}) must be a multiple of {ranks}",
                 nameof(model));
-        var shrink = model.Device.Zeros(DType.F32, LoraOps.MaxGroup * maxTokens, maxRank);
+        bool stacks = Stacks(model.Config, maxSlots, maxRank, dtype, model.Layers[0].QProj.BaseWeight.DType, ranks);
+        // Stacked shrinks take a row of every slot's columns a token: room for MaxGroup linears of maxTokens.
+        var shrink = model.Device.Zeros(DType.F32, checked(LoraOps.MaxGroup * maxTokens * (stacks ? maxSlots : 1)), maxRank);
         var localShrink = parallel && fullyShardedLoras ? model.Device.Zeros(DType.F32, maxTokens, maxRank / ranks) : null;
         var layers = new LoraLayers(shrink, localShrink, maxSlots, maxRank, dtype);
+        StackedLoraA? stack = null;
         try
         {
             model.WrapProjections((layer, name, linear) =>
             {
                 var module = LoraModules.FromHfName(name);
                 var shard = parallel ? LoraShard.For(module, communicator, fullyShardedLoras) : null;
-                var wrapped = new LoraLinear(linear, maxSlots, maxRank, dtype, model.Device, shrink, shard, localShrink);
+                LoraLinear wrapped;
+                if (stacks)
+                {
+                    // q/k/v share one stack, gate/up another; o and down each their own (the projections come in that order).
+                    int member = module switch { LoraModule.KProj or LoraModule.UpProj => 1, LoraModule.VProj => 2, _ => 0 };
+                    if (member == 0)
+                    {
+                        int members = module switch { LoraModule.QProj => 3, LoraModule.GateProj => 2, _ => 1 };
+                        stack = StackedLoraA.Allocate(model.Device, dtype, members, maxSlots, maxRank, linear.InFeatures);
+                        layers._stacks.Add(stack);
+                    }
+                    wrapped = new LoraLinear(linear, maxSlots, maxRank, dtype, model.Device, shrink, stack!, member);
+                }
+                else wrapped = new LoraLinear(linear, maxSlots, maxRank, dtype, model.Device, shrink, shard, localShrink);
                 layers._layers[(layer, module)] = wrapped;
                 return wrapped;
             });
@@ -126,9 +161,10 @@ public sealed class LoraLayers : IDisposable
     {
         foreach (var layer in _layers.Values)
         {
-            layer.A.Dispose();
+            layer.A.Dispose(); // a stacked A is a view: its stack frees it
             layer.B.Dispose();
         }
+        foreach (var stack in _stacks) stack.Dispose();
         _shrinkBuffer.Dispose();
         _localShrinkBuffer?.Dispose();
     }

@@ -11,11 +11,15 @@ namespace LoraEngine.Lora;
 /// Under tensor parallelism the base is one rank's share of the projection and the slots hold that rank's share of
 /// every adapter (<see cref="LoraShard"/>); <see cref="SetSlot"/> takes the whole adapter and keeps its share.
 /// Linears sharing an input (q/k/v, gate/up) add their deltas together (<see cref="AddDeltas"/>), as vLLM's merged
-/// LoRA layers hand punica all their slices at once.
+/// LoRA layers hand punica all their slices at once. Slots whose A is a member of a <see cref="StackedLoraA"/> (the
+/// engine's, <see cref="LoraLayers"/>) shrink as one more product of the base linears' launch — every slot's A·x for every
+/// token, no launch of its own — and expand from each token's own slot's columns.
 /// </summary>
-public sealed class LoraLinear : ILinear, ISharedInputDeltas, IDisposable
+public sealed class LoraLinear : ILinear, ISharedInputGroup, IDisposable
 {
     readonly DeviceTensor _shrinkBuffer; // [rows ≥ maxTokens, maxRank] F32, shared by all LoRA layers of a model
+    readonly StackedLoraA? _stack;       // the stacked A this linear's A is member _member of; null: the shrink kernels
+    readonly int _member;
     readonly DeviceTensor? _localShrink; // [maxTokens, maxRank / ranks] F32: this rank's shrink before the all-gather (fully sharded)
     readonly int _aRowStart, _inStart, _outStart; // where this rank's share starts in the adapter's A rows, A columns, B rows
     readonly bool _reduces; // row-parallel, fully sharded: the partial shrinks are all-reduced, B's rows expand into y's columns from _outStart
@@ -47,6 +51,22 @@ public sealed class LoraLinear : ILinear, ISharedInputDeltas, IDisposable
     /// <param name="localShrinkBuffer">[maxTokens, maxRank / ranks] F32 scratch of this rank's shrink, when <see cref="LoraShard.GathersShrink"/></param>
     public LoraLinear(ILinear baseLayer, int maxSlots, int maxRank, DType loraDType, ComputeDevice device, DeviceTensor shrinkBuffer,
         LoraShard? shard, DeviceTensor? localShrinkBuffer)
+        : this(baseLayer, maxSlots, maxRank, loraDType, device, shrinkBuffer, shard, localShrinkBuffer, stack: null, member: 0)
+    {
+    }
+
+    /// <summary>
+    /// Wraps <paramref name="baseLayer"/> on one device with its A member <paramref name="member"/> of
+    /// <paramref name="stack"/> (which owns it; its slots, rank and dtype must be these).
+    /// </summary>
+    internal LoraLinear(ILinear baseLayer, int maxSlots, int maxRank, DType loraDType, ComputeDevice device, DeviceTensor shrinkBuffer,
+        StackedLoraA stack, int member)
+        : this(baseLayer, maxSlots, maxRank, loraDType, device, shrinkBuffer, shard: null, localShrinkBuffer: null, stack, member)
+    {
+    }
+
+    LoraLinear(ILinear baseLayer, int maxSlots, int maxRank, DType loraDType, ComputeDevice device, DeviceTensor shrinkBuffer,
+        LoraShard? shard, DeviceTensor? localShrinkBuffer, StackedLoraA? stack, int member)
     {
         ArgumentNullException.ThrowIfNull(baseLayer);
         if (maxSlots <= 0) throw new ArgumentOutOfRangeException(nameof(maxSlots), maxSlots, "must be positive");
@@ -74,7 +94,9 @@ public sealed class LoraLinear : ILinear, ISharedInputDeltas, IDisposable
         _inStart = row ? me * baseLayer.InFeatures : 0;
         _outStart = shard is null || row && !reduces ? 0 : me * bRows;
         _reduces = reduces;
-        A = device.Zeros(loraDType, maxSlots, aRows, baseLayer.InFeatures);
+        _stack = stack;
+        _member = member;
+        A = stack?.Member(member, maxSlots, maxRank, baseLayer.InFeatures, loraDType) ?? device.Zeros(loraDType, maxSlots, aRows, baseLayer.InFeatures);
         try
         {
             B = device.Zeros(loraDType, maxSlots, bRows, maxRank);
@@ -159,13 +181,63 @@ public sealed class LoraLinear : ILinear, ISharedInputDeltas, IDisposable
         B.Slice(slot, 1).Clear();
     }
 
-    /// <summary>y = base(x), then each token's adapter delta (<see cref="AddDelta"/>).</summary>
+    /// <summary>
+    /// y = base(x), then each token's adapter delta (<see cref="AddDelta"/>); with a stacked A, the base product and every
+    /// slot's shrink in one launch.
+    /// </summary>
     /// <inheritdoc cref="ILinear.Forward"/>
     public void Forward(DeviceTensor y, DeviceTensor x, StepBatch batch)
     {
+        if (_stack != null && batch.LinearContext is LoraBatchMapping { AnyAdapter: true } mapping && StackedShrinks(batch.NumTokens, StackedRows) is { } shrinks)
+        {
+            x.Device.MatMul.LinearGroup(x, [(y, Base.BaseWeight), (shrinks, OwnStackedA)]);
+            Base.AddDelta(y, x, batch);
+            x.Device.Lora.ExpandStacked(mapping.TokenSlots, shrinks, [(y, B)]);
+            return;
+        }
         Base.Forward(y, x, batch);
         AddDelta(y, x, batch);
     }
+
+    /// <summary>
+    /// y_i = linear_i(x) for LoRA linears sharing x, each exactly as its <see cref="Forward"/> gives it: the base products in
+    /// one launch — with the members' stacked A beside them when they are, in order, the members of one
+    /// <see cref="StackedLoraA"/> — then the deltas together (<see cref="AddDeltas"/>). False, with nothing written, unless
+    /// the first linear is a LoRA linear.
+    /// </summary>
+    /// <param name="x">[T, in] F32</param>
+    /// <param name="batch">the step's metadata (its <see cref="StepBatch.LinearContext"/> the <see cref="LoraBatchMapping"/>)</param>
+    /// <param name="outputs">(y_i [T, out_i] F32, linear_i)</param>
+    public static bool ForwardGroup(DeviceTensor x, StepBatch batch, ReadOnlySpan<(DeviceTensor Y, ILinear Linear)> outputs)
+    {
+        int n = outputs.Length;
+        if (n == 0 || outputs[0].Linear is not LoraLinear first) return false;
+        var products = new (DeviceTensor Y, DeviceTensor W)[n + 1];
+        for (int i = 0; i < n; i++) products[i] = (outputs[i].Y, outputs[i].Linear.BaseWeight);
+        if (first._stack is { } stack && IsWholeStack(outputs, stack) && batch.LinearContext is LoraBatchMapping { AnyAdapter: true } mapping
+            && first.StackedShrinks(batch.NumTokens, stack.Weight.Dim(0)) is { } shrinks)
+        {
+            products[n] = (shrinks, stack.Weight);
+            x.Device.MatMul.LinearGroup(x, products);
+            var expands = new (DeviceTensor Y, DeviceTensor B)[n];
+            for (int i = 0; i < n; i++)
+            {
+                var lora = (LoraLinear)outputs[i].Linear;
+                lora.Base.AddDelta(outputs[i].Y, x, batch);
+                expands[i] = (outputs[i].Y, lora.B);
+            }
+            x.Device.Lora.ExpandStacked(mapping.TokenSlots, shrinks, expands);
+            return true;
+        }
+        x.Device.MatMul.LinearGroup(x, products.AsSpan(0, n));
+        if (!AddDeltas(x, batch, outputs))
+            foreach (var (y, linear) in outputs) linear.AddDelta(y, x, batch);
+        return true;
+    }
+
+    /// <inheritdoc/>
+    bool ISharedInputGroup.TryForward(DeviceTensor x, StepBatch batch, ReadOnlySpan<(DeviceTensor Y, ILinear Linear)> outputs) =>
+        ForwardGroup(x, batch, outputs);
 
     /// <summary>The wrapped projection's base weight: a fused launch computes W·x, then <see cref="AddDelta"/> adds the adapters.</summary>
     public DeviceTensor BaseWeight => Base.BaseWeight;
@@ -180,8 +252,14 @@ public sealed class LoraLinear : ILinear, ISharedInputDeltas, IDisposable
     {
         Base.AddDelta(y, x, batch);
         if (batch.LinearContext is not LoraBatchMapping { AnyAdapter: true } mapping) return;
-        var buffer = _shrinkBuffer.Slice(0, batch.NumTokens);                 // [T, maxRank]
         var (lora, slots) = (y.Device.Lora, mapping.TokenSlots);
+        if (_stack != null && StackedShrinks(batch.NumTokens, StackedRows) is { } shrinks)
+        {
+            x.Device.MatMul.Linear(shrinks, x, OwnStackedA);                  // [T, slots · maxRank]: every slot's A·x
+            lora.ExpandStacked(slots, shrinks, [(y, B)]);
+            return;
+        }
+        var buffer = _shrinkBuffer.Slice(0, batch.NumTokens);                 // [T, maxRank]
         if (_localShrink is { } localShrink)
         {
             var local = localShrink.Slice(0, batch.NumTokens);                // [T, maxRank / ranks]
@@ -217,12 +295,24 @@ public sealed class LoraLinear : ILinear, ISharedInputDeltas, IDisposable
         int n = outputs.Length, tokens = batch.NumTokens;
         if (n is 0 or > LoraOps.MaxGroup || outputs[0].Linear is not LoraLinear first) return false;
         foreach (var (_, linear) in outputs)
-            if (linear is not LoraLinear { Shard: null } lora || !ReferenceEquals(lora._shrinkBuffer, first._shrinkBuffer) || lora.A.Device != x.Device)
+            if (linear is not LoraLinear { Shard: null } lora || !ReferenceEquals(lora._shrinkBuffer, first._shrinkBuffer) || lora.A.Device != x.Device
+                || (lora._stack == null) != (first._stack == null))
                 return false;
         if ((long)n * tokens > first._shrinkBuffer.Dim(0)) return false;
+        if (first._stack is { } stack && !(IsWholeStack(outputs, stack) && first.StackedShrinks(tokens, stack.Weight.Dim(0)) != null))
+            return false; // stacked members that are not one whole stack: each adds its own delta
 
         foreach (var (y, linear) in outputs) ((LoraLinear)linear).Base.AddDelta(y, x, batch);
         if (batch.LinearContext is not LoraBatchMapping { AnyAdapter: true } mapping) return true;
+        if (first._stack is { } whole)
+        {
+            var stacked = first.StackedShrinks(tokens, whole.Weight.Dim(0))!;      // [T, n · slots · maxRank]
+            x.Device.MatMul.Linear(stacked, x, whole.Weight);
+            var members = new (DeviceTensor Y, DeviceTensor B)[n];
+            for (int i = 0; i < n; i++) members[i] = (outputs[i].Y, ((LoraLinear)outputs[i].Linear).B);
+            x.Device.Lora.ExpandStacked(mapping.TokenSlots, stacked, members);
+            return true;
+        }
         var shrinks = new (DeviceTensor Buffer, DeviceTensor A)[n];
         var expands = new (DeviceTensor Y, DeviceTensor Buffer, DeviceTensor B)[n];
         for (int i = 0; i < n; i++)
@@ -238,9 +328,32 @@ public sealed class LoraLinear : ILinear, ISharedInputDeltas, IDisposable
         return true;
     }
 
-    /// <inheritdoc/>
-    bool ISharedInputDeltas.TryAddDeltas(DeviceTensor x, StepBatch batch, ReadOnlySpan<(DeviceTensor Y, ILinear Linear)> outputs) =>
-        AddDeltas(x, batch, outputs);
+    /// <summary>Rows of this linear's stacked A: slots × maxRank.</summary>
+    int StackedRows => MaxSlots * MaxRank;
+
+    /// <summary>This linear's own rows of its stacked A, [slots · maxRank, in]: A as one weight.</summary>
+    DeviceTensor OwnStackedA => A.Reshape(StackedRows, InFeatures);
+
+    /// <summary>Whether the linears are, in order, every member of <paramref name="stack"/>.</summary>
+    static bool IsWholeStack(ReadOnlySpan<(DeviceTensor Y, ILinear Linear)> outputs, StackedLoraA stack)
+    {
+        if (outputs.Length != stack.Members) return false;
+        for (int i = 0; i < outputs.Length; i++)
+            if (outputs[i].Linear is not LoraLinear lora || !ReferenceEquals(lora._stack, stack) || lora._member != i) return false;
+        return true;
+    }
+
+    /// <summary>
+    /// [tokens, columns] F32 at the start of the shrink buffer for stacked shrinks, or null when the buffer has no room
+    /// for <see cref="LoraOps.MaxGroup"/> stacked linears' shrinks of this many tokens — the same test alone and in a
+    /// group, so both take the same path and give the same bits.
+    /// </summary>
+    DeviceTensor? StackedShrinks(int tokens, int columns)
+    {
+        long room = (long)tokens * LoraOps.MaxGroup * StackedRows;
+        if (room > _shrinkBuffer.Length) return null;
+        return _shrinkBuffer.Reshape((int)_shrinkBuffer.Length).Slice(0, tokens * columns).Reshape(tokens, columns);
+    }
 
     static void Upload(DeviceTensor slotView, float[] values)
     {

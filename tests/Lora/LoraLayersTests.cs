@@ -19,10 +19,13 @@ public class LoraLayersTests
     public void Slot_memory_formula_for_Llama_3_2_1B_at_4_slots_of_rank_16()
     {
         // Per layer Σ(in + out): q 2048+2048, k 2048+512, v 2048+512, o 2048+2048, gate/up 2048+8192, down 8192+2048 = 44032.
-        // 16 layers × 44032 × 4 slots × rank 16 × 2 bytes (BF16) = 90,177,536 bytes, plus the shrink buffer (room for q/k/v's three).
+        // 16 layers × 44032 × 4 slots × rank 16 × 2 bytes (BF16) = 90,177,536 bytes, plus the shrink buffer: room for q/k/v's
+        // three, each with every slot's columns (stacked: 4 × 16 ≤ 2048 / 8).
         long slots = 16L * 44032 * 4 * 16 * 2;
         Assert.Equal(90_177_536L, slots);
-        Assert.Equal(slots + 3 * 4L * 256 * 16, LoraLayers.MemoryBytes(Llama32_1B(), 4, 16, DType.BF16, maxTokens: 256));
-        Assert.Equal(2 * slots + 3 * 4L * 256 * 16, LoraLayers.MemoryBytes(Llama32_1B(), 4, 16, DType.F32, maxTokens: 256));
+        Assert.Equal(slots + 3 * 4L * 256 * 4 * 16, LoraLayers.MemoryBytes(Llama32_1B(), 4, 16, DType.BF16, maxTokens: 256));
+        Assert.Equal(2 * slots + 3 * 4L * 256 * 4 * 16, LoraLayers.MemoryBytes(Llama32_1B(), 4, 16, DType.F32, maxTokens: 256));
+        // 32 slots of rank 16 (512 > 256 rows) are not stacked: one slot's columns.
+        Assert.Equal(8 * slots + 3 * 4L * 256 * 16, LoraLayers.MemoryBytes(Llama32_1B(), 32, 16, DType.BF16, maxTokens: 256));
     }
 }

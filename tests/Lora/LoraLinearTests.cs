@@ -2,6 +2,7 @@ using FsCheck.Xunit;
 using LoraEngine.Lora;
 using LoraEngine.Models.Llama;
 using LoraEngine.Tensors;
+using LoraEngine.Tensors.Kernels;
 using LoraEngine.TestSupport;
 using Xunit;
 
@@ -28,16 +29,24 @@ public class LoraLinearTests
     }
 
     static float[] Run(ComputeDevice device, float[] w, DType wType, DType loraType, int inF, int outF, int maxSlots, int maxRank,
-        Adapter?[] slots, int[] tokenSlots, float[] x)
+        Adapter?[] slots, int[] tokenSlots, float[] x, bool stacked = false)
     {
         var owned = new List<IDisposable>();
         try
         {
             int tokens = tokenSlots.Length;
             var (wt, _) = RandomData.UploadWeight(device, w, wType, outF, inF);
-            var shrink = device.Zeros(DType.F32, tokens, maxRank);
+            // A stacked shrink takes every slot's columns, with room for three linears.
+            var shrink = device.Zeros(DType.F32, stacked ? LoraOps.MaxGroup * tokens * maxSlots : tokens, maxRank);
             owned.Add(shrink);
-            var lora = new LoraLinear(new DenseLinear(wt), maxSlots, maxRank, loraType, device, shrink);
+            LoraLinear lora;
+            if (stacked)
+            {
+                var stack = StackedLoraA.Allocate(device, loraType, 1, maxSlots, maxRank, inF);
+                owned.Add(stack);
+                lora = new LoraLinear(new DenseLinear(wt), maxSlots, maxRank, loraType, device, shrink, stack, 0);
+            }
+            else lora = new LoraLinear(new DenseLinear(wt), maxSlots, maxRank, loraType, device, shrink);
             owned.Add(lora);
             for (int s = 0; s < slots.Length; s++)
                 if (slots[s] is { } a) lora.SetSlot(s, a.Rank, a.Scale, a.A, a.B);
@@ -99,10 +108,11 @@ public class LoraLinearTests
         // Empty slots are zero: tokens mapped there get the base output.
         var expected = MergedReference(stored, inF, outF, adapters, tokenSlots, x);
         foreach (var device in TestDevices.All)
-        {
-            var y = Run(device, w, wType, DType.F32, inF, outF, maxSlots, maxRank, adapters, tokenSlots, x);
-            Tolerance.AssertClose(y, expected, 1e-4, 1e-4, $"{device} {wType}");
-        }
+            foreach (bool stacked in new[] { false, true })
+            {
+                var y = Run(device, w, wType, DType.F32, inF, outF, maxSlots, maxRank, adapters, tokenSlots, x, stacked);
+                Tolerance.AssertClose(y, expected, 1e-4, 1e-4, $"{device} {wType}{(stacked ? " stacked" : "")}");
+            }
     }
 
     [Property(MaxTest = 10)]
@@ -115,13 +125,16 @@ public class LoraLinearTests
         var adapters = new Adapter?[] { adapter, null };
         var x = rnd.Floats(inF);
         var device = TestDevices.Configured;
-        var alone = Run(device, w, DType.BF16, DType.F32, inF, outF, 2, 8, adapters, [0], x);
         // The same token as row 3 of a batch of 6 (the GEMV path) with other tokens on other adapters or none.
         int others = 6;
         var xs = rnd.Floats(others * inF);
         x.CopyTo(xs, 3 * inF);
-        var batched = Run(device, w, DType.BF16, DType.F32, inF, outF, 2, 8, adapters, [-1, 1, 0, 0, -1, 0], xs);
-        Assert.Equal(alone, batched.AsSpan(3 * outF, outF).ToArray());
+        foreach (var (loraType, stacked) in new[] { (DType.F32, false), (DType.BF16, true) })
+        {
+            var alone = Run(device, w, DType.BF16, loraType, inF, outF, 2, 8, adapters, [0], x, stacked);
+            var batched = Run(device, w, DType.BF16, loraType, inF, outF, 2, 8, adapters, [-1, 1, 0, 0, -1, 0], xs, stacked);
+            Assert.Equal(alone, batched.AsSpan(3 * outF, outF).ToArray());
+        }
     }
 
     [Fact]
@@ -199,6 +212,74 @@ public class LoraLinearTests
                 Assert.False(LoraLinear.AddDeltas(xt, batch, [(together[0], linears[0]), (together[1], cramped[0].Base)]));
                 Assert.Equal(before, together[1].ToArray<float>());
                 Assert.True(LoraLinear.AddDeltas(xt, batch, [(together[0], linears[0]), (together[1], linears[1])]));
+            }
+            finally
+            {
+                foreach (var o in owned) o.Dispose();
+            }
+        }
+    }
+
+    [Theory]
+    [InlineData(DType.BF16, DType.BF16, 48)] // the base products and the stacked A in one tensor-core launch on CUDA
+    [InlineData(DType.F32, DType.F32, 13)]
+    public void Stacked_linears_sharing_an_input_give_the_bits_of_each_alone_and_the_shrink_kernels_values(DType wType, DType loraType, int inF)
+    {
+        var rnd = new RandomData(inF + 5);
+        int tokens = 5, maxSlots = 2, maxRank = 8;
+        int[] outs = [24, 8, 9];
+        var tokenSlots = new[] { 0, -1, 1, 0, 2 }; // 2: out of range
+        var x = rnd.Floats(tokens * inF);
+        var weights = outs.Select(o => rnd.Floats(o * inF)).ToArray();
+        var adapters = outs.Select(o => Enumerable.Range(0, maxSlots).Select(s => (A: rnd.Floats((maxRank - s) * inF), B: rnd.Floats(o * (maxRank - s)))).ToArray()).ToArray();
+        foreach (var device in TestDevices.All)
+        {
+            var owned = new List<IDisposable>();
+            try
+            {
+                var plainBuffer = device.Zeros(DType.F32, LoraOps.MaxGroup * tokens, maxRank);
+                var stackedBuffer = device.Zeros(DType.F32, LoraOps.MaxGroup * tokens * maxSlots, maxRank);
+                var stack = StackedLoraA.Allocate(device, loraType, outs.Length, maxSlots, maxRank, inF);
+                owned.AddRange([plainBuffer, stackedBuffer, stack]);
+                LoraLinear NewLinear(int i, bool stacked)
+                {
+                    var w = RandomData.UploadWeight(device, weights[i], wType, outs[i], inF).Tensor;
+                    var lora = stacked
+                        ? new LoraLinear(new DenseLinear(w), maxSlots, maxRank, loraType, device, stackedBuffer, stack, i)
+                        : new LoraLinear(new DenseLinear(w), maxSlots, maxRank, loraType, device, plainBuffer);
+                    owned.Add(lora);
+                    for (int s = 0; s < maxSlots; s++) lora.SetSlot(s, maxRank - s, 0.5f + s, adapters[i][s].A, adapters[i][s].B);
+                    return lora;
+                }
+                var plain = Enumerable.Range(0, outs.Length).Select(i => NewLinear(i, false)).ToArray();
+                var stackedLinears = Enumerable.Range(0, outs.Length).Select(i => NewLinear(i, true)).ToArray();
+                var slots = device.Upload(tokenSlots, tokens);
+                var xt = device.Upload(x, tokens, inF);
+                owned.AddRange([slots, xt]);
+                var batch = BatchFor(device, tokens, slots, owned);
+                DeviceTensor[] Outputs() => outs.Select(o => { var y = device.Zeros(DType.F32, tokens, o); owned.Add(y); return y; }).ToArray();
+
+                var reference = Outputs();
+                SharedInputLinears.Forward(xt, batch, (reference[0], plain[0]), (reference[1], plain[1]), (reference[2], plain[2]));
+                var alone = Outputs();
+                for (int i = 0; i < 3; i++) stackedLinears[i].Forward(alone[i], xt, batch);
+                var together = Outputs();
+                SharedInputLinears.Forward(xt, batch, (together[0], stackedLinears[0]), (together[1], stackedLinears[1]), (together[2], stackedLinears[2]));
+                // Stacked: every slot's shrink of every token (token 0 is on slot 0; slot 1's columns hold its A·x too).
+                Assert.Contains(stackedBuffer.ToArray<float>().AsSpan(maxRank, maxRank).ToArray(), v => v != 0);
+                var added = Outputs();
+                for (int i = 0; i < 3; i++) plain[i].Base.Forward(added[i], xt, batch);
+                Assert.True(LoraLinear.AddDeltas(xt, batch, [(added[0], stackedLinears[0]), (added[1], stackedLinears[1]), (added[2], stackedLinears[2])]));
+                var partial = Outputs();
+                for (int i = 0; i < 2; i++) stackedLinears[i].Base.Forward(partial[i], xt, batch);
+                // Two of the three members are not their whole stack: nothing added together, each adds its own.
+                Assert.False(LoraLinear.AddDeltas(xt, batch, [(partial[0], stackedLinears[0]), (partial[1], stackedLinears[1])]));
+                for (int i = 0; i < 3; i++)
+                {
+                    Assert.Equal(alone[i].ToArray<float>(), together[i].ToArray<float>());
+                    Assert.Equal(alone[i].ToArray<float>(), added[i].ToArray<float>());
+                    Tolerance.AssertClose(together[i].ToArray<float>(), reference[i].ToArray<float>(), 1e-5, 1e-5, $"{device} member {i}");
+                }
             }
             finally
             {

@@ -28,19 +28,20 @@ public interface ILinear
 }
 
 /// <summary>
-/// A linear that can add the deltas of several linears sharing one input at once (the LoRA layer: one shrink and one
-/// expand launch for q/k/v instead of three of each). <see cref="SharedInputLinears"/> asks the first linear of a group.
+/// A linear that can compute several linears sharing one input at once, base products and deltas (the LoRA layer: the
+/// q/k/v base products and every slot's shrink in one launch, one expand). <see cref="SharedInputLinears"/> asks the
+/// first linear of a group.
 /// </summary>
-public interface ISharedInputDeltas
+public interface ISharedInputGroup
 {
     /// <summary>
-    /// Adds each output's delta, as <c>linear_i.AddDelta(y_i, x, batch)</c> would, when it can add them together;
-    /// false, with nothing added, when it cannot (each linear then adds its own).
+    /// y_i = linear_i(x) for every pair, each exactly as <c>linear_i.Forward(y_i, x, batch)</c> would give it, when it
+    /// can compute them together; false, with nothing written, when it cannot.
     /// </summary>
     /// <param name="x">[tokens, in] F32, the input every linear reads</param>
     /// <param name="batch">the step's metadata</param>
-    /// <param name="outputs">(y_i [tokens, out_i] F32, linear_i), y_i already holding the base product</param>
-    bool TryAddDeltas(DeviceTensor x, StepBatch batch, ReadOnlySpan<(DeviceTensor Y, ILinear Linear)> outputs);
+    /// <param name="outputs">(y_i [tokens, out_i] F32, linear_i)</param>
+    bool TryForward(DeviceTensor x, StepBatch batch, ReadOnlySpan<(DeviceTensor Y, ILinear Linear)> outputs);
 }
 
 /// <summary>Linears that read the same input (q/k/v, gate/up): one fused base product, then their deltas.</summary>
@@ -49,10 +50,10 @@ public static class SharedInputLinears
     /// <summary>y_i = linear_i(x) for every pair.</summary>
     public static void Forward(DeviceTensor x, StepBatch batch, params ReadOnlySpan<(DeviceTensor Y, ILinear Linear)> outputs)
     {
+        if (outputs.Length > 0 && outputs[0].Linear is ISharedInputGroup group && group.TryForward(x, batch, outputs)) return;
         Span<(DeviceTensor, DeviceTensor)> products = new (DeviceTensor, DeviceTensor)[outputs.Length];
         for (int i = 0; i < outputs.Length; i++) products[i] = (outputs[i].Y, outputs[i].Linear.BaseWeight);
         x.Device.MatMul.LinearGroup(x, products);
-        if (outputs.Length > 0 && outputs[0].Linear is ISharedInputDeltas group && group.TryAddDeltas(x, batch, outputs)) return;
         foreach (var (y, linear) in outputs) linear.AddDelta(y, x, batch);
     }
 }

@@ -60,7 +60,7 @@ internal sealed unsafe class HostLora(ComputeDevice device) : LoraOps(device)
         int numSlots = shape.Slots, rank = shape.Rank, outF = shape.Out;
         if (!HostGemm.IsSupported)
         {
-            ExpandPortable(y, buffer, b, slots, numSlots, rank, outF, shape.YStride, shape.YOffset);
+            ExpandPortable(y, buffer, b, slots, shape);
             return;
         }
         var groups = SlotGroups.Build(slots, numSlots);
@@ -81,6 +81,7 @@ internal sealed unsafe class HostLora(ComputeDevice device) : LoraOps(device)
             job.OutF = outF;
             job.YStride = shape.YStride;
             job.YOffset = shape.YOffset;
+            (job.UStride, job.UBase, job.USlot) = (shape.UStride, shape.UBase, shape.USlot);
             int items = (outF + ExpandJob.BlockOutputs * ExpandJob.BlocksPerItem - 1) / (ExpandJob.BlockOutputs * ExpandJob.BlocksPerItem);
             if ((long)outF * rank * tokens < 1 << 16) for (int i = 0; i < items; i++) job.Run(i);
             else HostParallel.For(items, job);
@@ -107,6 +108,7 @@ internal sealed unsafe class HostLora(ComputeDevice device) : LoraOps(device)
         public int* Order, Start;
         public int Slots, Rank, OutF;
         public int YStride, YOffset; // y's row width and the first column written
+        public int UStride, UBase, USlot; // where token t's slot s rank values begin in Buffer: t · UStride + UBase + s · USlot
         public DType Type;
 
         /// <summary>Work item: BlocksPerItem blocks of 16 outputs (one block is too little work to hand to another core).</summary>
@@ -126,7 +128,7 @@ internal sealed unsafe class HostLora(ComputeDevice device) : LoraOps(device)
                     byte* slotB = B + (long)s * OutF * Rank * size;
                     if (o0 + BlockOutputs > OutF)
                     {
-                        RunScalar(slotB, o0, first, count);
+                        RunScalar(slotB, s, o0, first, count);
                         continue;
                     }
                     for (int c = 0; c < chunks; c++)
@@ -146,7 +148,7 @@ internal sealed unsafe class HostLora(ComputeDevice device) : LoraOps(device)
                     {
                         int t = Order[i];
                         float* yt = Y + (long)t * YStride + YOffset + o0;
-                        float* u = Buffer + (long)t * Rank;
+                        float* u = Buffer + (long)t * UStride + UBase + s * USlot;
                         var acc = Vector512.Load(yt);
                         for (int r = 0; r < Rank; r++) acc = Vector512.FusedMultiplyAdd(columns[r], Vector512.Create(u[r]), acc);
                         acc.Store(yt);
@@ -163,13 +165,13 @@ internal sealed unsafe class HostLora(ComputeDevice device) : LoraOps(device)
             return Vector512.Load(tmp);
         }
 
-        void RunScalar(byte* slotB, int o0, int first, int count)
+        void RunScalar(byte* slotB, int s, int o0, int first, int count)
         {
             int size = Type == DType.F32 ? 4 : 2;
             for (int i = first; i < first + count; i++)
             {
                 int t = Order[i];
-                float* u = Buffer + (long)t * Rank;
+                float* u = Buffer + (long)t * UStride + UBase + s * USlot;
                 for (int o = o0; o < OutF; o++)
                 {
                     byte* row = slotB + (long)o * Rank * size;
@@ -225,16 +227,17 @@ internal sealed unsafe class HostLora(ComputeDevice device) : LoraOps(device)
         }
     }
 
-    static void ExpandPortable(Span<float> y, Span<float> buffer, DeviceTensor b, Span<int> slots, int numSlots, int rank, int outF, int yStride, int yOffset)
+    static void ExpandPortable(Span<float> y, Span<float> buffer, DeviceTensor b, Span<int> slots, LoraShape shape)
     {
+        int rank = shape.Rank, outF = shape.Out;
         var row = new float[rank];
         for (int t = 0; t < slots.Length; t++)
         {
             int s = slots[t];
-            if (s < 0 || s >= numSlots) continue;
-            var u = buffer.Slice(t * rank, rank);
+            if (s < 0 || s >= shape.Slots) continue;
+            var u = buffer.Slice(t * shape.UStride + shape.UBase + s * shape.USlot, rank);
             for (int o = 0; o < outF; o++)
-                y[t * yStride + yOffset + o] += TensorPrimitives.Dot(HostMemory.WeightRow(b, ((long)s * outF + o) * rank, rank, row), u);
+                y[t * shape.YStride + shape.YOffset + o] += TensorPrimitives.Dot(HostMemory.WeightRow(b, ((long)s * outF + o) * rank, rank, row), u);
         }
     }
 }

@@ -40,6 +40,7 @@ public partial class LoraOps
     {
         public int Tokens, Slots, Rank, In, Out;
         public int YStride, YOffset; // expand: y's row width and the first column written (Out and 0 but for a column range)
+        public int UStride, UBase, USlot; // expand: the shrink's row width, a member's first column, columns between slots (Rank, 0, 0 but for a stacked shrink)
     }
 
     internal LoraOps(ComputeDevice device)
@@ -126,6 +127,53 @@ public partial class LoraOps
         ExpandCore(tokenSlots, outputs, shapes);
     }
 
+    /// <summary>
+    /// y_i[t, o] += B_i[slot[t], o, :] · shrinks[t, c_i + slot[t] · rank_i + r] (r &lt; rank_i) for up to
+    /// <see cref="MaxGroup"/> projections whose shrinks one linear computed for every slot at once: the members' A
+    /// stacked [Σ_i slots_i · rank_i, in] in member order, so member i's columns begin at c_i = Σ_{j&lt;i} slots_j · rank_j
+    /// (<see cref="StackedColumns"/>). Tokens with slot −1 untouched; the same kernels and sums as
+    /// <see cref="ExpandGroup"/>, reading each token's rank values where its slot's are.
+    /// </summary>
+    /// <param name="tokenSlots">[tokens] I32</param>
+    /// <param name="shrinks">[tokens, Σ_i slots_i · rank_i] F32</param>
+    /// <param name="outputs">(y_i [tokens, out_i] F32, B_i [slots_i, out_i, rank_i] F32/F16/BF16); the y_i must not overlap</param>
+    public void ExpandStacked(DeviceTensor tokenSlots, DeviceTensor shrinks, params ReadOnlySpan<(DeviceTensor Y, DeviceTensor B)> outputs)
+    {
+        CheckGroupSize(outputs.Length, nameof(outputs));
+        Check.DType(shrinks, DType.F32, nameof(shrinks));
+        Check.Rank(shrinks, 2, nameof(shrinks));
+        Span<LoraShape> shapes = stackalloc LoraShape[outputs.Length];
+        var members = new (DeviceTensor Y, DeviceTensor Buffer, DeviceTensor B)[outputs.Length];
+        int column = 0;
+        for (int i = 0; i < outputs.Length; i++)
+        {
+            var (y, b) = outputs[i];
+            Check.FloatWeight(b, nameof(outputs));
+            Check.Rank(b, 3, nameof(outputs));
+            var s = Validate(shrinks, b, tokenSlots, nameof(outputs), rankDim: 2);
+            s.Out = b.Dim(1);
+            Check.DType(y, DType.F32, nameof(outputs));
+            Check.Shape(y, nameof(outputs), s.Tokens, s.Out);
+            (s.YStride, s.YOffset) = (s.Out, 0);
+            (s.UStride, s.UBase, s.USlot) = (shrinks.Dim(1), column, s.Rank);
+            column = checked(column + s.Slots * s.Rank);
+            shapes[i] = s;
+            members[i] = (y, shrinks, b);
+        }
+        if (column != shrinks.Dim(1))
+            throw new ArgumentException($"shrinks has {shrinks.Dim(1)} columns, the members' slots × rank add up to {column}", nameof(shrinks));
+        if (shapes[0].Tokens == 0) return;
+        ExpandCore(tokenSlots, members, shapes);
+    }
+
+    /// <summary>Columns of a stacked shrink (<see cref="ExpandStacked"/>) for members with these B: Σ_i slots_i · rank_i.</summary>
+    public static int StackedColumns(params ReadOnlySpan<DeviceTensor> b)
+    {
+        int columns = 0;
+        foreach (var member in b) columns = checked(columns + member.Dim(0) * member.Dim(2));
+        return columns;
+    }
+
     /// <summary>The launch of <see cref="ShrinkGroup"/>, arguments checked, tokens &gt; 0.</summary>
     private protected virtual void ShrinkCore(DeviceTensor x, DeviceTensor tokenSlots, ReadOnlySpan<(DeviceTensor Buffer, DeviceTensor A)> outputs, ReadOnlySpan<LoraShape> shapes)
     {
@@ -182,7 +230,7 @@ public partial class LoraOps
 
     /// <summary>Whether B's rows are whole 16-byte units of BF16 and the buffer's rows 16-byte aligned: the wide expand.</summary>
     static bool ExpandIsWide(DeviceTensor buffer, DeviceTensor b) =>
-        b.DType == DType.BF16 && b.Dim(2) % 8 == 0 && b.ElementOffset % 8 == 0 && buffer.ElementOffset % 4 == 0;
+        b.DType == DType.BF16 && b.Dim(2) % 8 == 0 && b.ElementOffset % 8 == 0 && buffer.ElementOffset % 4 == 0 && buffer.Dim(1) % 4 == 0;
 
     /// <summary>Shrink groups per token for a rank: blocks of <see cref="RowsPerGroup"/> rows.</summary>
     static int Blocks(int rank) => (rank + RowsPerGroup - 1) / RowsPerGroup;
@@ -212,6 +260,7 @@ public partial class LoraOps
             {
                 Y = outputs[i].Y.F32, U = buffer(outputs[i].Buffer), B = weights(outputs[i].B),
                 Out = s.Out, Rank = s.Rank, Slots = s.Slots, YStride = s.YStride, YOffset = s.YOffset,
+                UStride = s.UStride, UBase = s.UBase, USlot = s.USlot,
             };
             segments.Add(i, member, s.Tokens * s.Out);
         }
@@ -244,6 +293,7 @@ public partial class LoraOps
             s.YOffset = offset;
         }
         s.YStride = y.Dim(1);
+        (s.UStride, s.UBase, s.USlot) = (s.Rank, 0, 0);
         return s;
     }
 
@@ -296,8 +346,9 @@ internal struct ShrinkSegment<TW> where TW : unmanaged
 }
 
 /// <summary>
-/// One expand member: y [tokens, YStride] F32 written at columns [YOffset, YOffset + Out), the shrink U [tokens, Rank]
-/// (F32, or 16-byte units on the wide path) and B [Slots, Out, Rank] (16-byte units on the wide path).
+/// One expand member: y [tokens, YStride] F32 written at columns [YOffset, YOffset + Out), the shrink U [tokens, UStride]
+/// (F32, or 16-byte units on the wide path) whose token t, slot s values begin at t · UStride + UBase + s · USlot (F32
+/// columns), and B [Slots, Out, Rank] (16-byte units on the wide path).
 /// </summary>
 internal struct ExpandSegment<TW, TU> where TW : unmanaged where TU : unmanaged
 {
@@ -305,4 +356,5 @@ internal struct ExpandSegment<TW, TU> where TW : unmanaged where TU : unmanaged
     public ArrayView<TU> U;
     public ArrayView<TW> B;
     public int Out, Rank, Slots, YStride, YOffset;
+    public int UStride, UBase, USlot;
 }

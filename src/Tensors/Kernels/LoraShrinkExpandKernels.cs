@@ -128,7 +128,8 @@ public partial class LoraOps
         buffer[outRow + j] = total;
     }
 
-    // ---- Expand: y[t, off + o] += B[s, o, :] · buffer[t, :], s = slot[t]; s = −1 (or out of range): skip.
+    // ---- Expand: y[t, off + o] += B[s, o, :] · buffer[t, :], s = slot[t]; s = −1 (or out of range): skip. A stacked shrink
+    // holds every slot's values for each token: the token's are read at its slot's columns.
     // One thread per (member, token, output), rank summed in order r = 0, 1, …; the wide path reads B's row and the
     // token's buffer row in 16-byte units (8 ranks), two units per pass.
 
@@ -139,7 +140,7 @@ public partial class LoraOps
         int slot = slots[t];
         if (slot < 0 || slot >= s.Slots) return;
         int units = s.Rank / 8;
-        long bRow = ((long)slot * s.Out + o) * units, uRow = (long)t * units * 2;
+        long bRow = ((long)slot * s.Out + o) * units, uRow = ((long)t * s.UStride + s.UBase + slot * s.USlot) >> 2; // F4 units
         float sum = 0;
         for (int u = 0; u < units; u += 2)
         {
@@ -163,7 +164,7 @@ public partial class LoraOps
         int slot = slots[t];
         if (slot < 0 || slot >= s.Slots) return;
         TDec dec = default;
-        long bRow = ((long)slot * s.Out + o) * s.Rank, uRow = (long)t * s.Rank;
+        long bRow = ((long)slot * s.Out + o) * s.Rank, uRow = (long)t * s.UStride + s.UBase + slot * s.USlot;
         float sum = 0;
         int r = 0;
         for (; r + 4 <= s.Rank; r += 4) // four independent loads in flight

@@ -279,7 +279,7 @@ public class MatMulOps
     public void LinearGroup(DeviceTensor x, ReadOnlySpan<(DeviceTensor Y, DeviceTensor W)> outputs)
     {
         if (outputs.Length == 0) return;
-        bool fused = _tensorCores != null && outputs.Length <= 3 && x.Dim(0) > 0;
+        bool fused = _tensorCores != null && outputs.Length <= TensorCoreLinear.MaxSegments && x.Dim(0) > 0;
         foreach (var (y, w) in outputs)
         {
             Check.FloatWeight(w, nameof(outputs));

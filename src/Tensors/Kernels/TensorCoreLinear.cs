@@ -18,14 +18,17 @@ internal struct F4
     public float X, Y, Z, W;
 }
 
-/// <summary>Up to three linears sharing one input (q/k/v, gate/up) in one launch: y_s = W_s · x.</summary>
+/// <summary>
+/// Up to four linears sharing one input in one launch: y_s = W_s · x (q/k/v, gate/up, and the LoRA slots' stacked A
+/// beside them, <see cref="TensorCoreLinear.MaxSegments"/>).
+/// </summary>
 internal struct LinearSegments
 {
-    public ArrayView<float> Y0, Y1, Y2;   // [tokens, n_s] F32
-    public ArrayView<U4> W0, W1, W2;      // [n_s, k] BF16 as 16-byte units
-    public long A0, A1, A2;               // their device addresses (cp.async reads them without a view)
-    public int N0, N1, N2;
-    public int End0, End1;                // blockIdx.x where segment 1 and segment 2 begin
+    public ArrayView<float> Y0, Y1, Y2, Y3;   // [tokens, n_s] F32
+    public ArrayView<U4> W0, W1, W2, W3;      // [n_s, k] BF16 as 16-byte units
+    public long A0, A1, A2, A3;               // their device addresses (cp.async reads them without a view)
+    public int N0, N1, N2, N3;
+    public int End0, End1, End2;              // blockIdx.x where segments 1, 2 and 3 begin
 }
 
 /// <summary>
@@ -218,7 +221,10 @@ internal sealed partial class TensorCoreLinear : IDisposable
     public static bool Supports(DeviceTensor x, DeviceTensor w) =>
         w.DType == DType.BF16 && w.Dim(1) % 8 == 0 && w.ElementOffset % 8 == 0 && x.ElementOffset % 4 == 0;
 
-    /// <summary>y_i = W_i · x for up to three (y_i, W_i) sharing x [tokens, k]; one launch.</summary>
+    /// <summary>The most linears one launch computes (<see cref="LinearSegments"/>).</summary>
+    public const int MaxSegments = 4;
+
+    /// <summary>y_i = W_i · x for up to <see cref="MaxSegments"/> (y_i, W_i) sharing x [tokens, k]; one launch.</summary>
     public void Launch(DeviceTensor x, ReadOnlySpan<(DeviceTensor Y, DeviceTensor W)> outputs)
     {
         int tokens = x.Dim(0), k = x.Dim(1);
@@ -245,15 +251,18 @@ internal sealed partial class TensorCoreLinear : IDisposable
             {
                 case 0: seg.Y0 = y.F32; seg.W0 = wv; seg.A0 = Address(wv); seg.N0 = n; break;
                 case 1: seg.Y1 = y.F32; seg.W1 = wv; seg.A1 = Address(wv); seg.N1 = n; break;
-                default: seg.Y2 = y.F32; seg.W2 = wv; seg.A2 = Address(wv); seg.N2 = n; break;
+                case 2: seg.Y2 = y.F32; seg.W2 = wv; seg.A2 = Address(wv); seg.N2 = n; break;
+                default: seg.Y3 = y.F32; seg.W3 = wv; seg.A3 = Address(wv); seg.N3 = n; break;
             }
             blocks += (n + rowsPerGroup - 1) / rowsPerGroup;
-            if (i == 0) seg.End0 = seg.End1 = blocks;
-            if (i == 1) seg.End1 = blocks;
+            if (i == 0) seg.End0 = seg.End1 = seg.End2 = blocks;
+            if (i == 1) seg.End1 = seg.End2 = blocks;
+            if (i == 2) seg.End2 = blocks;
         }
         // Unused segments alias segment 0 (never selected: their block range is empty).
         if (outputs.Length < 2) { seg.Y1 = seg.Y0; seg.W1 = seg.W0; seg.A1 = seg.A0; }
         if (outputs.Length < 3) { seg.Y2 = seg.Y0; seg.W2 = seg.W0; seg.A2 = seg.A0; }
+        if (outputs.Length < 4) { seg.Y3 = seg.Y0; seg.W3 = seg.W0; seg.A3 = seg.A0; }
         int tokenTiles = (tokens + TokensPerGroup - 1) / TokensPerGroup;
         if (rows)
         {
@@ -271,6 +280,11 @@ internal sealed partial class TensorCoreLinear : IDisposable
     /// <summary>The linear group <paramref name="block"/> serves (its weight and its address, output and rows) and its block within that linear.</summary>
     static int Select(LinearSegments seg, int block, out ArrayView<U4> w, out long address, out ArrayView<float> y, out int n)
     {
+        if (block >= seg.End2)
+        {
+            (w, address, y, n) = (seg.W3, seg.A3, seg.Y3, seg.N3);
+            return block - seg.End2;
+        }
         if (block >= seg.End1)
         {
             (w, address, y, n) = (seg.W2, seg.A2, seg.Y2, seg.N2);

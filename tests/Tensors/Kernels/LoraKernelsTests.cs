@@ -1,4 +1,5 @@
 using FsCheck.Xunit;
+using LoraEngine.Tensors.Kernels;
 using LoraEngine.Tensors.Reference;
 using LoraEngine.TestSupport;
 using Xunit;
@@ -253,6 +254,41 @@ public class LoraKernelsTests
             }
             var two = RunMembers(device, x, tokenSlots, inF, members[..2], grouped: true);
             Assert.Equal(alone.Ys[1], two.Ys[1]);
+        }
+    }
+
+    [Theory]
+    [InlineData(DType.BF16, DType.BF16, DType.BF16)] // the wide kernel (ranks 16, 16, 8)
+    [InlineData(DType.F32, DType.F16, DType.BF16)]   // a launch per member
+    public void A_stacked_expand_gives_each_member_the_bits_of_its_own_expand(DType q, DType k, DType v)
+    {
+        // Each member's shrink values sit at the token's slot's columns of the stacked shrink; every other column holds
+        // values the expand must never read.
+        var rnd = new RandomData(77);
+        int tokens = 7, inF = 16;
+        var tokenSlots = SlotsFor(rnd, tokens);
+        Member[] members = [NewMember(rnd, tokens, inF, 24, 16, q), NewMember(rnd, tokens, inF, 8, 16, k), NewMember(rnd, tokens, inF, 9, 8, v)];
+        var own = members.Select(m => rnd.Floats(tokens * m.Rank)).ToArray();
+        int columns = members.Sum(m => NumSlots * m.Rank);
+        var stacked = rnd.Floats(tokens * columns);
+        for (int t = 0, c = 0; t < tokens; t++, c = 0)
+            for (int i = 0; i < members.Length; c += NumSlots * members[i].Rank, i++)
+                if (tokenSlots[t] is >= 0 and < NumSlots)
+                    own[i].AsSpan(t * members[i].Rank, members[i].Rank).CopyTo(stacked.AsSpan(t * columns + c + tokenSlots[t] * members[i].Rank));
+        foreach (var device in TestDevices.All)
+        {
+            using var w = new Tensors(device);
+            var slots = w.Slots(tokenSlots);
+            var b = members.Select(m => w.Weight(m.B, m.WType, 0, NumSlots, m.Out, m.Rank)).ToArray();
+            var alone = members.Select(m => w.Floats(m.Y, 0, tokens, m.Out)).ToArray();
+            for (int i = 0; i < members.Length; i++) device.Lora.Expand(alone[i], w.Floats(own[i], 0, tokens, members[i].Rank), b[i], slots);
+            var together = members.Select(m => w.Floats(m.Y, 0, tokens, m.Out)).ToArray();
+            Assert.Equal(columns, LoraOps.StackedColumns(b));
+            device.Lora.ExpandStacked(slots, w.Floats(stacked, 0, tokens, columns), members.Select((_, i) => (together[i], b[i])).ToArray());
+            for (int i = 0; i < members.Length; i++) Assert.Equal(alone[i].ToArray<float>(), together[i].ToArray<float>());
+
+            var narrow = w.Floats(stacked.AsSpan(0, tokens * (columns - 1)).ToArray(), 0, tokens, columns - 1);
+            Assert.Equal("shrinks", Assert.Throws<ArgumentException>(() => device.Lora.ExpandStacked(slots, narrow, members.Select((_, i) => (together[i], b[i])).ToArray())).ParamName);
         }
     }
 

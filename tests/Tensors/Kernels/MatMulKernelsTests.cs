@@ -134,7 +134,7 @@ public class MatMulKernelsTests
         var device = TestDevices.ForModel;
         var rnd = new RandomData(13);
         var tc = device.MatMul.TensorCores;
-        foreach (var (tokens, k, outs) in new (int, int, int[])[] { (1, 40, [16]), (5, 264, [37, 16, 200]), (32, 2056, [64, 130]), (40, 72, [200]), (70, 1000, [37, 16, 80]) })
+        foreach (var (tokens, k, outs) in new (int, int, int[])[] { (1, 40, [16]), (5, 264, [37, 16, 200]), (32, 2056, [64, 130]), (40, 72, [200]), (70, 1000, [37, 16, 80, 48]) })
         {
             var x = rnd.Floats(tokens * k);
             var weights = outs.Select(n => RandomData.UploadWeight(device, rnd.Floats(n * k), DType.BF16, n, k)).ToArray();
@@ -194,7 +194,7 @@ public class MatMulKernelsTests
     /// that cross the edges — one token, tokens past one 32-token tile and past one 64-token tile of the tile kernel, K
     /// not a multiple of the 32-wide chunk (264: slice 0 has two chunks, the second partial), more than 64 chunks (2312:
     /// each warp of split-k has ten), fewer chunks than slices, rows not a multiple of 16, 64 or 128 and past one 128-row
-    /// group, three linears in one launch. (Small: each emulated MMA is two warp barriers on the CPU accelerator.)
+    /// group, four linears in one launch. (Small: each emulated MMA is two warp barriers on the CPU accelerator.)
     /// </summary>
     [Fact]
     public void Tensor_core_kernels_with_the_mma_emulated_give_the_same_bits_and_the_reference_values()
@@ -202,7 +202,7 @@ public class MatMulKernelsTests
         var device = TestDevices.Cpu;
         using var tc = TensorCoreLinear.CreateEmulated(device);
         var rnd = new RandomData(17);
-        foreach (var (tokens, k, outs) in new (int, int, int[])[] { (1, 40, [16]), (1, 2312, [16]), (3, 264, [37, 16, 24]), (40, 72, [150]), (66, 40, [20]) })
+        foreach (var (tokens, k, outs) in new (int, int, int[])[] { (1, 40, [16]), (1, 2312, [16]), (3, 264, [37, 16, 24, 40]), (40, 72, [150]), (66, 40, [20]) })
         {
             var x = rnd.Floats(tokens * k);
             var weights = outs.Select(n => RandomData.UploadWeight(device, rnd.Floats(n * k), DType.BF16, n, k)).ToArray();
