@@ -31,7 +31,9 @@ while [ $# -gt 0 ]; do
       echo "== tests Tensors (opencl)"; (cd tests/Tensors/bin/Release/net10.0 && LORAENGINE_DEVICE=opencl timeout 400 dotnet LoraEngine.Tensors.Tests.dll 2>&1 | tail -60) | tee "$out/tests-opencl.log" | grep -E "Total:|\[FAIL\]" | head -20 ;;
     tests)
       for p in Tensors Models Lora Engine; do
-        echo "== tests $p"; (cd tests/$p/bin/Release/net10.0 && timeout ${TESTS_TIMEOUT:-400} dotnet LoraEngine.$p.Tests.dll 2>&1 | tail -80) | tee "$out/tests-$p$tag.log" | grep -E "Total:|\[FAIL\]" | head -30
+        # The whole log comes back (a failure's reason is in it, not in its last lines).
+        echo "== tests $p"; (cd tests/$p/bin/Release/net10.0 && timeout ${TESTS_TIMEOUT:-400} dotnet LoraEngine.$p.Tests.dll 2>&1) > "$out/tests-$p$tag.log"
+        grep -E "Total:|\[FAIL\]" "$out/tests-$p$tag.log" | head -30
       done ;;
     test)  # test PROJECT FILTER...
       p=$1; shift; echo "== test $p $1"; (cd tests/$p/bin/Release/net10.0 && timeout ${TESTS_TIMEOUT:-400} dotnet LoraEngine.$p.Tests.dll -class "$1" 2>&1 | tail -60) | tee -a "$out/test-$p$tag.log"; shift ;;
