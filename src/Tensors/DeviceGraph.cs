@@ -74,8 +74,9 @@ public sealed class DeviceGraph : IDisposable
     /// up to 8 tokens, whose <c>griddepcontrol.wait</c> comes after their first weights' L2 prefetches and before anything
     /// else) becomes programmatic by the launch-order port: that kernel starts once every block of the one ahead of it
     /// has begun, so its weights stream while that one runs (bs1 decode step 1.76 → 1.68 ms on the H100; the port that
-    /// waits for the blocks to exit gained nothing). Every other edge stays whole. Returns how many edges changed; 0 where the driver predates edge data
-    /// (CUDA 12.3) or refuses the edges, which only costs the overlap (the log line of each decode graph counts them).
+    /// waits for the blocks to exit gained nothing). Every other edge stays whole. Returns how many edges changed; 0 where
+    /// the driver predates edge data (CUDA 12.3) or refuses the edges, which only costs the overlap (the log line of each
+    /// decode graph counts them).
     /// </summary>
     static int MakeProgrammatic(IntPtr graph, ComputeDevice device)
     {
@@ -172,7 +173,6 @@ public sealed class DeviceGraph : IDisposable
         public const int NodeKernel = 0;              // CU_GRAPH_NODE_TYPE_KERNEL
         public const byte DependencyDefault = 0;      // CU_GRAPH_DEPENDENCY_TYPE_DEFAULT
         public const byte DependencyProgrammatic = 1; // CU_GRAPH_DEPENDENCY_TYPE_PROGRAMMATIC
-        public const byte PortProgrammatic = 1;       // CU_GRAPH_KERNEL_NODE_PORT_PROGRAMMATIC: every block triggered or exited
         public const byte PortLaunchOrder = 2;        // CU_GRAPH_KERNEL_NODE_PORT_LAUNCH_ORDER: every block begun
         public const int KernelNodeParamsBytes = 128; // ≥ sizeof(CUDA_KERNEL_NODE_PARAMS_v2), 72 on 64-bit
 

@@ -100,9 +100,9 @@ internal sealed partial class TensorCoreLinear : IDisposable
         {
             _warpGroupRowKernel = PtxKernels.Load<Action<AcceleratorStream, KernelConfig, ArrayView<F4>, LinearSegments, int, int, int, ArrayView<F4>, ArrayView<int>>>(
                 device, RowKernel<PtxOps, WarpGroupChunks>, sm90a: true);
-            // Three groups of 8 warps an SM (≤ 85 registers a thread; ptxas gave 75 and no spills before the activations
-            // were loaded a chunk earlier, which holds 8 more; not re-checked): 24 warps, where five groups of the 4-warp
-            // build fit (20).
+            // Three groups of 8 warps an SM (≤ 85 registers a thread): 24 warps, where five groups of the 4-warp build fit
+            // (20). Since the activations are loaded two chunks ahead ptxas 12 gives 80 registers and 68 bytes of spills;
+            // bounded to two groups (95 registers, no spills) it was no faster (H100: bs32 step 2.76 against 2.77–2.81 ms).
             _wideRowKernel = PtxKernels.Load<Action<AcceleratorStream, KernelConfig, ArrayView<F4>, LinearSegments, int, int, int, ArrayView<F4>, ArrayView<int>>>(
                 device, RowKernel<PtxOps, WideWarpGroupChunks>, WideWarps * 32, 3, sm90a: true);
             _warpGroupTileKernel = PtxKernels.Load<Action<AcceleratorStream, KernelConfig, ArrayView<F4>, LinearSegments, int, int>>(

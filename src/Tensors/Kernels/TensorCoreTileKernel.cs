@@ -25,8 +25,9 @@ internal sealed partial class TensorCoreLinear
     /// total after it, as the split-k kernel adds its warps' sums in warp order). Each chunk's weights (128 rows × 32 k,
     /// row-major: a lane's two 16-byte units are its A fragments, as split-k loads them from global memory) are copied with
     /// cp.async into a ring of three stages, two chunks ahead of the one multiplied; its activations (64 tokens × 32 k) are
-    /// loaded two chunks ahead, split into hi/mid/lo once per group and staged a chunk ahead, double-buffered. One barrier a chunk: after it, every
-    /// thread's copies of the next chunk have landed and its activations are staged. <typeparamref name="TChunk"/> lays the
+    /// loaded two chunks ahead, split into hi/mid/lo once per group and staged a chunk ahead, double-buffered. One barrier
+    /// a chunk: after it, every thread's copies of the next chunk have landed and its activations are staged.
+    /// <typeparamref name="TChunk"/> lays the
     /// stage out and issues the MMAs: each warp's mma.sync against fragments (<see cref="WarpTileChunks"/>), or each
     /// warpgroup's wgmma reading the stage itself (<see cref="WarpGroupTileChunks"/>, Hopper).
     /// </summary>
