@@ -1,6 +1,8 @@
 using LoraEngine.Lora;
 using LoraEngine.Models;
+using LoraEngine.Models.Llama;
 using LoraEngine.Tensors;
+using LoraEngine.TestSupport;
 using Xunit;
 
 namespace LoraEngine.Lora.Tests;
@@ -27,5 +29,19 @@ public class LoraLayersTests
         Assert.Equal(2 * slots + 3 * 4L * 256 * 4 * 16, LoraLayers.MemoryBytes(Llama32_1B(), 4, 16, DType.F32, maxTokens: 256));
         // 32 slots of rank 16 (512 > 256 rows) are not stacked: one slot's columns.
         Assert.Equal(8 * slots + 3 * 4L * 256 * 16, LoraLayers.MemoryBytes(Llama32_1B(), 32, 16, DType.BF16, maxTokens: 256));
+    }
+
+    [Fact]
+    public void Shrinks_are_stacked_only_for_few_slots_of_the_weights_dtype_on_one_device()
+    {
+        // vim-tiny: F32 weights, hidden 256, so at most 32 of slots × rank.
+        foreach (var (slots, rank, dtype, stacked) in new[] { (2, 16, DType.F32, true), (3, 16, DType.F32, false), (2, 16, DType.BF16, false) })
+        {
+            using var model = LlamaModel.Load(TestDevices.CpuFast, Fixtures.Model("vim-tiny"));
+            using var layers = LoraLayers.Wrap(model, slots, rank, dtype, maxTokens: 8);
+            Assert.Equal(stacked, layers.StacksShrinks);
+            Assert.Equal(stacked, LoraLayers.Stacks(model.Config, slots, rank, dtype, DType.F32, worldSize: 1));
+            Assert.False(LoraLayers.Stacks(model.Config, slots, rank, dtype, DType.F32, worldSize: 2));
+        }
     }
 }
