@@ -131,8 +131,9 @@ public partial class LoraOps
     /// y_i[t, o] += B_i[slot[t], o, :] · shrinks[t, c_i + slot[t] · rank_i + r] (r &lt; rank_i) for up to
     /// <see cref="MaxGroup"/> projections whose shrinks one linear computed for every slot at once: the members' A
     /// stacked [Σ_i slots_i · rank_i, in] in member order, so member i's columns begin at c_i = Σ_{j&lt;i} slots_j · rank_j
-    /// (<see cref="StackedColumns"/>). Tokens with slot −1 untouched; the same kernels and sums as
-    /// <see cref="ExpandGroup"/>, reading each token's rank values where its slot's are.
+    /// (<see cref="StackedColumns"/>). Tokens with slot −1 untouched; each member gets <see cref="ExpandGroup"/>'s bits
+    /// (reading each token's rank values where its slot's are) whenever its columns begin 16-byte aligned, as they do when
+    /// the ranks are multiples of 8 (BF16 B takes its wide kernel only then; else the scalar one, close values).
     /// </summary>
     /// <param name="tokenSlots">[tokens] I32</param>
     /// <param name="shrinks">[tokens, Σ_i slots_i · rank_i] F32</param>
@@ -203,9 +204,9 @@ public partial class LoraOps
     /// <summary>The launch of <see cref="ExpandGroup"/> (and of the column-range Expand), arguments checked, tokens &gt; 0.</summary>
     private protected virtual void ExpandCore(DeviceTensor tokenSlots, ReadOnlySpan<(DeviceTensor Y, DeviceTensor Buffer, DeviceTensor B)> outputs, ReadOnlySpan<LoraShape> shapes)
     {
-        bool wide = ExpandIsWide(outputs[0].Buffer, outputs[0].B);
+        bool wide = ExpandIsWide(outputs[0].Buffer, outputs[0].B, shapes[0]);
         for (int i = 1; i < outputs.Length; i++)
-            if (outputs[i].B.DType != outputs[0].B.DType || ExpandIsWide(outputs[i].Buffer, outputs[i].B) != wide)
+            if (outputs[i].B.DType != outputs[0].B.DType || ExpandIsWide(outputs[i].Buffer, outputs[i].B, shapes[i]) != wide)
             {
                 for (int j = 0; j < outputs.Length; j++) ExpandCore(tokenSlots, outputs.Slice(j, 1), shapes.Slice(j, 1));
                 return;
@@ -228,9 +229,13 @@ public partial class LoraOps
     static bool ShrinkIsWide(DeviceTensor x, DeviceTensor a) =>
         a.DType == DType.BF16 && a.Dim(2) % 8 == 0 && a.ElementOffset % 8 == 0 && x.ElementOffset % 4 == 0;
 
-    /// <summary>Whether B's rows are whole 16-byte units of BF16 and the buffer's rows 16-byte aligned: the wide expand.</summary>
-    static bool ExpandIsWide(DeviceTensor buffer, DeviceTensor b) =>
-        b.DType == DType.BF16 && b.Dim(2) % 8 == 0 && b.ElementOffset % 8 == 0 && buffer.ElementOffset % 4 == 0 && buffer.Dim(1) % 4 == 0;
+    /// <summary>
+    /// Whether B's rows are whole 16-byte units of BF16 and every token's rank values in the buffer 16-byte aligned (its
+    /// rows, and a stacked member's first column): the wide expand.
+    /// </summary>
+    static bool ExpandIsWide(DeviceTensor buffer, DeviceTensor b, LoraShape shape) =>
+        b.DType == DType.BF16 && b.Dim(2) % 8 == 0 && b.ElementOffset % 8 == 0 && buffer.ElementOffset % 4 == 0 && buffer.Dim(1) % 4 == 0
+        && shape.UBase % 4 == 0;
 
     /// <summary>Shrink groups per token for a rank: blocks of <see cref="RowsPerGroup"/> rows.</summary>
     static int Blocks(int rank) => (rank + RowsPerGroup - 1) / RowsPerGroup;

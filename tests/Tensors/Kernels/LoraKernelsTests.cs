@@ -258,16 +258,17 @@ public class LoraKernelsTests
     }
 
     [Theory]
-    [InlineData(DType.BF16, DType.BF16, DType.BF16)] // the wide kernel (ranks 16, 16, 8)
-    [InlineData(DType.F32, DType.F16, DType.BF16)]   // a launch per member
-    public void A_stacked_expand_gives_each_member_the_bits_of_its_own_expand(DType q, DType k, DType v)
+    [InlineData(DType.BF16, DType.BF16, DType.BF16, 16, 8)] // the wide kernel
+    [InlineData(DType.F32, DType.F16, DType.BF16, 16, 8)]   // a launch per member
+    [InlineData(DType.F32, DType.BF16, DType.F32, 3, 1)]    // rows of 60 columns, the BF16 member's beginning at 9: the scalar kernel
+    public void A_stacked_expand_gives_each_member_the_bits_of_its_own_expand(DType q, DType k, DType v, int qRank, int vRank)
     {
         // Each member's shrink values sit at the token's slot's columns of the stacked shrink; every other column holds
         // values the expand must never read.
         var rnd = new RandomData(77);
         int tokens = 7, inF = 16;
         var tokenSlots = SlotsFor(rnd, tokens);
-        Member[] members = [NewMember(rnd, tokens, inF, 24, 16, q), NewMember(rnd, tokens, inF, 8, 16, k), NewMember(rnd, tokens, inF, 9, 8, v)];
+        Member[] members = [NewMember(rnd, tokens, inF, 24, qRank, q), NewMember(rnd, tokens, inF, 8, 16, k), NewMember(rnd, tokens, inF, 9, vRank, v)];
         var own = members.Select(m => rnd.Floats(tokens * m.Rank)).ToArray();
         int columns = members.Sum(m => NumSlots * m.Rank);
         var stacked = rnd.Floats(tokens * columns);
@@ -285,7 +286,13 @@ public class LoraKernelsTests
             var together = members.Select(m => w.Floats(m.Y, 0, tokens, m.Out)).ToArray();
             Assert.Equal(columns, LoraOps.StackedColumns(b));
             device.Lora.ExpandStacked(slots, w.Floats(stacked, 0, tokens, columns), members.Select((_, i) => (together[i], b[i])).ToArray());
-            for (int i = 0; i < members.Length; i++) Assert.Equal(alone[i].ToArray<float>(), together[i].ToArray<float>());
+            for (int i = 0; i < members.Length; i++)
+            {
+                // A BF16 member whose columns do not begin 16-byte aligned takes the scalar kernel: other sums, close values.
+                bool realigned = members[i].WType == DType.BF16 && members.Take(i).Sum(m => NumSlots * m.Rank) % 4 != 0;
+                if (realigned) Tolerance.AssertClose(together[i].ToArray<float>(), alone[i].ToArray<float>(), 1e-5, 1e-6, $"{device} member {i}");
+                else Assert.Equal(alone[i].ToArray<float>(), together[i].ToArray<float>());
+            }
 
             var narrow = w.Floats(stacked.AsSpan(0, tokens * (columns - 1)).ToArray(), 0, tokens, columns - 1);
             Assert.Equal("shrinks", Assert.Throws<ArgumentException>(() => device.Lora.ExpandStacked(slots, narrow, members.Select((_, i) => (together[i], b[i])).ToArray())).ParamName);
