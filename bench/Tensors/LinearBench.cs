@@ -113,6 +113,9 @@ public static class LinearBench
         using var y = device.Allocate(DType.F32, tokens, outF);
         if (device.MatMul.TensorCores is { } tc)
             tc.Choice = Array.Find(TensorCoreKernels, k => k.Name == kernel) is { Name: not null } named ? named.Kernel : TensorCoreLinear.Kernels.Auto;
+        // One launch first: the kernels' JIT (seconds for the tensor-core builds) stays out of the clock.
+        device.MatMul.Linear(y, x, w);
+        device.Synchronize();
         var clock = Stopwatch.StartNew();
         for (int i = 0; i < repeats; i++) device.MatMul.Linear(y, x, w);
         device.Synchronize();
