@@ -190,9 +190,7 @@ public sealed class LoraLinear : ILinear, ISharedInputGroup, IDisposable
     {
         if (_stack != null && batch.LinearContext is LoraBatchMapping { AnyAdapter: true } mapping && StackedShrinks(batch.NumTokens, StackedRows) is { } shrinks)
         {
-            x.Device.MatMul.LinearGroup(x, [(y, Base.BaseWeight), (shrinks, OwnStackedA)]);
-            Base.AddDelta(y, x, batch);
-            x.Device.Lora.ExpandStacked(mapping.TokenSlots, shrinks, [(y, B)]);
+            StackedDeltas(x, batch, mapping, [(y, this)], OwnStackedA, shrinks, withBase: true);
             return;
         }
         Base.Forward(y, x, batch);
@@ -212,24 +210,15 @@ public sealed class LoraLinear : ILinear, ISharedInputGroup, IDisposable
     {
         int n = outputs.Length;
         if (n == 0 || outputs[0].Linear is not LoraLinear first) return false;
-        var products = new (DeviceTensor Y, DeviceTensor W)[n + 1];
-        for (int i = 0; i < n; i++) products[i] = (outputs[i].Y, outputs[i].Linear.BaseWeight);
         if (first._stack is { } stack && IsWholeStack(outputs, stack) && batch.LinearContext is LoraBatchMapping { AnyAdapter: true } mapping
             && first.StackedShrinks(batch.NumTokens, stack.Weight.Dim(0)) is { } shrinks)
         {
-            products[n] = (shrinks, stack.Weight);
-            x.Device.MatMul.LinearGroup(x, products);
-            var expands = new (DeviceTensor Y, DeviceTensor B)[n];
-            for (int i = 0; i < n; i++)
-            {
-                var lora = (LoraLinear)outputs[i].Linear;
-                lora.Base.AddDelta(outputs[i].Y, x, batch);
-                expands[i] = (outputs[i].Y, lora.B);
-            }
-            x.Device.Lora.ExpandStacked(mapping.TokenSlots, shrinks, expands);
+            StackedDeltas(x, batch, mapping, outputs, stack.Weight, shrinks, withBase: true);
             return true;
         }
-        x.Device.MatMul.LinearGroup(x, products.AsSpan(0, n));
+        var products = new (DeviceTensor Y, DeviceTensor W)[n];
+        for (int i = 0; i < n; i++) products[i] = (outputs[i].Y, outputs[i].Linear.BaseWeight);
+        x.Device.MatMul.LinearGroup(x, products);
         if (!AddDeltas(x, batch, outputs))
             foreach (var (y, linear) in outputs) linear.AddDelta(y, x, batch);
         return true;
@@ -252,13 +241,12 @@ public sealed class LoraLinear : ILinear, ISharedInputGroup, IDisposable
     {
         Base.AddDelta(y, x, batch);
         if (batch.LinearContext is not LoraBatchMapping { AnyAdapter: true } mapping) return;
-        var (lora, slots) = (y.Device.Lora, mapping.TokenSlots);
         if (_stack != null && StackedShrinks(batch.NumTokens, StackedRows) is { } shrinks)
         {
-            x.Device.MatMul.Linear(shrinks, x, OwnStackedA);                  // [T, slots · maxRank]: every slot's A·x
-            lora.ExpandStacked(slots, shrinks, [(y, B)]);
+            StackedDeltas(x, batch, mapping, [(y, this)], OwnStackedA, shrinks, withBase: false);
             return;
         }
+        var (lora, slots) = (y.Device.Lora, mapping.TokenSlots);
         var buffer = _shrinkBuffer.Slice(0, batch.NumTokens);                 // [T, maxRank]
         if (_localShrink is { } localShrink)
         {
@@ -299,18 +287,15 @@ public sealed class LoraLinear : ILinear, ISharedInputGroup, IDisposable
                 || (lora._stack == null) != (first._stack == null))
                 return false;
         if ((long)n * tokens > first._shrinkBuffer.Dim(0)) return false;
-        if (first._stack is { } stack && !(IsWholeStack(outputs, stack) && first.StackedShrinks(tokens, stack.Weight.Dim(0)) != null))
-            return false; // stacked members that are not one whole stack: each adds its own delta
+        // Stacked members that are not one whole stack: each adds its own delta.
+        var stacked = first._stack is { } stack && IsWholeStack(outputs, stack) ? first.StackedShrinks(tokens, stack.Weight.Dim(0)) : null;
+        if (first._stack != null && stacked == null) return false;
 
         foreach (var (y, linear) in outputs) ((LoraLinear)linear).Base.AddDelta(y, x, batch);
         if (batch.LinearContext is not LoraBatchMapping { AnyAdapter: true } mapping) return true;
-        if (first._stack is { } whole)
+        if (stacked != null)
         {
-            var stacked = first.StackedShrinks(tokens, whole.Weight.Dim(0))!;      // [T, n · slots · maxRank]
-            x.Device.MatMul.Linear(stacked, x, whole.Weight);
-            var members = new (DeviceTensor Y, DeviceTensor B)[n];
-            for (int i = 0; i < n; i++) members[i] = (outputs[i].Y, ((LoraLinear)outputs[i].Linear).B);
-            x.Device.Lora.ExpandStacked(mapping.TokenSlots, stacked, members);
+            StackedDeltas(x, batch, mapping, outputs, first._stack!.Weight, stacked, withBase: false);
             return true;
         }
         var shrinks = new (DeviceTensor Buffer, DeviceTensor A)[n];
@@ -326,6 +311,29 @@ public sealed class LoraLinear : ILinear, ISharedInputGroup, IDisposable
         ops.ShrinkGroup(x, slots, shrinks);
         ops.ExpandGroup(slots, expands);
         return true;
+    }
+
+    /// <summary>
+    /// The stacked path of the four entries above: shrinks [T, Σ slots · maxRank] = <paramref name="stackedA"/> · x, every
+    /// slot's A·x (in the base products' launch when <paramref name="withBase"/>, each base layer's own delta after it), then
+    /// the members' expands from each token's own slot's columns.
+    /// </summary>
+    static void StackedDeltas(DeviceTensor x, StepBatch batch, LoraBatchMapping mapping, ReadOnlySpan<(DeviceTensor Y, ILinear Linear)> outputs,
+        DeviceTensor stackedA, DeviceTensor shrinks, bool withBase)
+    {
+        int n = outputs.Length, bases = withBase ? n : 0;
+        var products = new (DeviceTensor Y, DeviceTensor W)[bases + 1];
+        for (int i = 0; i < bases; i++) products[i] = (outputs[i].Y, outputs[i].Linear.BaseWeight);
+        products[bases] = (shrinks, stackedA);
+        x.Device.MatMul.LinearGroup(x, products);
+        var expands = new (DeviceTensor Y, DeviceTensor B)[n];
+        for (int i = 0; i < n; i++)
+        {
+            var lora = (LoraLinear)outputs[i].Linear;
+            if (withBase) lora.Base.AddDelta(outputs[i].Y, x, batch);
+            expands[i] = (outputs[i].Y, lora.B);
+        }
+        x.Device.Lora.ExpandStacked(mapping.TokenSlots, shrinks, expands);
     }
 
     /// <summary>Rows of this linear's stacked A: slots × maxRank.</summary>
