@@ -149,16 +149,8 @@ public partial class LoraOps
         for (int i = 0; i < outputs.Length; i++)
         {
             var (y, b) = outputs[i];
-            Check.FloatWeight(b, nameof(outputs));
-            Check.Rank(b, 3, nameof(outputs));
-            var s = Validate(shrinks, b, tokenSlots, nameof(outputs), rankDim: 2);
-            s.Out = b.Dim(1);
-            Check.DType(y, DType.F32, nameof(outputs));
-            Check.Shape(y, nameof(outputs), s.Tokens, s.Out);
-            (s.YStride, s.YOffset) = (s.Out, 0);
-            (s.UStride, s.UBase, s.USlot) = (shrinks.Dim(1), column, s.Rank);
-            column = checked(column + s.Slots * s.Rank);
-            shapes[i] = s;
+            shapes[i] = ValidateExpand(y, shrinks, b, tokenSlots, outputOffset: null, stackedColumn: column);
+            column = checked(column + shapes[i].Slots * shapes[i].Rank);
             members[i] = (y, shrinks, b);
         }
         if (column != shrinks.Dim(1))
@@ -277,13 +269,17 @@ public partial class LoraOps
         if (members is < 1 or > MaxGroup) throw new ArgumentException($"a LoRA group has 1 to {MaxGroup} members, got {members}", name);
     }
 
-    LoraShape ValidateExpand(DeviceTensor y, DeviceTensor buffer, DeviceTensor b, DeviceTensor tokenSlots, int? outputOffset)
+    /// <summary>
+    /// One expand member's shape; <paramref name="stackedColumn"/>: the member reads a stacked shrink from that column
+    /// (<see cref="ExpandStacked"/>, whose width its caller checks), else a buffer of exactly B's rank columns.
+    /// </summary>
+    LoraShape ValidateExpand(DeviceTensor y, DeviceTensor buffer, DeviceTensor b, DeviceTensor tokenSlots, int? outputOffset, int? stackedColumn = null)
     {
         Check.FloatWeight(b, nameof(b));
         Check.Rank(b, 3, nameof(b));
         var s = Validate(buffer, b, tokenSlots, nameof(b), rankDim: 2);
         s.Out = b.Dim(1);
-        if (buffer.Dim(1) != s.Rank) throw new ArgumentException($"buffer has {buffer.Dim(1)} columns, B has rank {s.Rank}", nameof(buffer));
+        if (stackedColumn == null && buffer.Dim(1) != s.Rank) throw new ArgumentException($"buffer has {buffer.Dim(1)} columns, B has rank {s.Rank}", nameof(buffer));
         Check.DType(y, DType.F32, nameof(y));
         if (outputOffset is not int offset)
         {
@@ -298,7 +294,7 @@ public partial class LoraOps
             s.YOffset = offset;
         }
         s.YStride = y.Dim(1);
-        (s.UStride, s.UBase, s.USlot) = (s.Rank, 0, 0);
+        (s.UStride, s.UBase, s.USlot) = stackedColumn is int column ? (buffer.Dim(1), column, s.Rank) : (s.Rank, 0, 0);
         return s;
     }
 
