@@ -64,14 +64,19 @@ internal static class PtxKernels
     {
         ptx = ptx.Replace(GridDependencyWaitMarker, "griddepcontrol.wait;");
         ptx = Regex.Replace(ptx, @"\.target sm_(\d+)(a?)", m => int.Parse(m.Groups[1].Value) >= 90 ? m.Value : ".target sm_90");
-        return Regex.Replace(ptx, @"\.version (\d+)\.(\d+)", m => int.Parse(m.Groups[1].Value) * 10 + int.Parse(m.Groups[2].Value) >= 78 ? m.Value : ".version 7.8");
+        return WithVersionAtLeast(ptx, 7, 8);
     }
+
+    /// <summary>The PTX with its <c>.version</c> raised to <paramref name="major"/>.<paramref name="minor"/> where it is lower.</summary>
+    static string WithVersionAtLeast(string ptx, int major, int minor) =>
+        Regex.Replace(ptx, @"\.version (\d+)\.(\d+)", m => (int.Parse(m.Groups[1].Value), int.Parse(m.Groups[2].Value)).CompareTo((major, minor)) >= 0
+            ? m.Value : $".version {major}.{minor}");
 
     /// <summary>The PTX with <c>.target sm_90a</c> and at least <c>.version 8.0</c>.</summary>
     static string ToSm90a(string ptx)
     {
         ptx = Regex.Replace(ptx, @"\.target sm_\d+a?", ".target sm_90a");
-        return Regex.Replace(ptx, @"\.version (\d+)\.(\d+)", m => int.Parse(m.Groups[1].Value) >= 8 ? m.Value : ".version 8.0");
+        return WithVersionAtLeast(ptx, 8, 0);
     }
 
     static readonly Regex EntryBody = new(@"(\.entry [^(]*\([^)]*\))\s*\n\{", RegexOptions.Singleline);
