@@ -115,7 +115,7 @@ public sealed partial class LoraAdapter
         if (!File.Exists(weightsPath))
             throw Fault(File.Exists(files.File("adapter_model.bin"))
                 ? "adapter_model.bin (pickled PyTorch) is not supported: convert the adapter to adapter_model.safetensors"
-                : "adapter_model.safetensors is missing");
+                : Directory.Exists(files.Folder) ? "adapter_model.safetensors is missing" : $"No adapter found for {path}");
 
         LoraAdapterConfig config;
         try
@@ -127,6 +127,10 @@ public sealed partial class LoraAdapter
         catch (InvalidDataException e)
         {
             throw Fault(e.Message, e);
+        }
+        catch (Exception e) when (e is FileNotFoundException or DirectoryNotFoundException)
+        {
+            throw Fault($"No adapter found for {path}: adapter_config.json was removed while it was read", e);
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
@@ -147,6 +151,10 @@ public sealed partial class LoraAdapter
         catch (RegexMatchTimeoutException e)
         {
             throw Fault($"a target_modules, rank_pattern or alpha_pattern regex ran longer than {LoraAdapterConfig.RegexTimeout.TotalMilliseconds} ms", e);
+        }
+        catch (Exception e) when (e is FileNotFoundException or DirectoryNotFoundException)
+        {
+            throw Fault($"No adapter found for {path}: adapter_model.safetensors was removed while it was read", e);
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
