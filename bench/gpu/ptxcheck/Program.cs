@@ -79,7 +79,7 @@ foreach (var spec in specs)
         {
             methodName = rest[..lt];
             targs = rest[(lt + 1)..^1].Split(',', StringSplitOptions.TrimEntries)
-                .Select(n => type.GetNestedType(n, BindingFlags.Public | BindingFlags.NonPublic) ?? asm.GetType(n, true)!)
+                .Select(n => type.GetNestedType(n, BindingFlags.Public | BindingFlags.NonPublic) ?? Type.GetType(n) ?? asm.GetType(n, true)!)
                 .ToArray();
         }
         var method = type.GetMethods(All).Single(m => m.Name == methodName && m.GetGenericArguments().Length == targs.Length);
