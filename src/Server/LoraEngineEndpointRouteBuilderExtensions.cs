@@ -1,5 +1,4 @@
 using System.Reflection;
-using System.Text.Json;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Diagnostics.HealthChecks;
 using Microsoft.AspNetCore.Http;
@@ -84,36 +83,16 @@ public static class LoraEngineEndpointRouteBuilderExtensions
         return http.Response.WriteAsJsonAsync(ApiErrors.Body(http.Response.StatusCode, "ServiceUnavailableError", why), Wire.Options);
     }
 
-    static async Task<IResult> LoadLoraAdapter(HttpContext http, ServerState state) => await ReadBody<LoadLoraRequest>(http) switch
+    // Read as the generation routes read theirs: a wrong type names the field, an unknown field is refused.
+    static async Task<IResult> LoadLoraAdapter(HttpContext http, ServerState state) => await RequestBody.ReadAsync<LoadLoraRequest>(http) switch
     {
-        ({ } body, _) => AdminApi.LoadLoraAdapter(body, state),
-        (_, var error) => ApiErrors.BadRequest(error!),
+        (_, { } error) => error,
+        (var body, _) => AdminApi.LoadLoraAdapter(body!, state),
     };
 
-    static async Task<IResult> UnloadLoraAdapter(HttpContext http, ServerState state) => await ReadBody<UnloadLoraRequest>(http) switch
+    static async Task<IResult> UnloadLoraAdapter(HttpContext http, ServerState state) => await RequestBody.ReadAsync<UnloadLoraRequest>(http) switch
     {
-        ({ } body, _) => AdminApi.UnloadLoraAdapter(body, state),
-        (_, var error) => ApiErrors.BadRequest(error!),
+        (_, { } error) => error,
+        (var body, _) => AdminApi.UnloadLoraAdapter(body!, state),
     };
-
-    /// <summary>
-    /// The body in the wire format (snake_case), or why it could not be read: read here rather than by parameter
-    /// binding, which would follow the application's JSON options.
-    /// </summary>
-    static async Task<(T? Body, string? Error)> ReadBody<T>(HttpContext http) where T : class
-    {
-        try
-        {
-            return await http.Request.ReadFromJsonAsync<T>(Wire.Options, http.RequestAborted) is { } body
-                ? (body, null) : (null, "The request body is empty.");
-        }
-        catch (JsonException e)
-        {
-            return (null, $"The request body is not valid JSON: {e.Message}");
-        }
-        catch (InvalidOperationException e) // not application/json
-        {
-            return (null, e.Message);
-        }
-    }
 }

@@ -53,12 +53,22 @@ public sealed record ModelList(string Object, List<ModelCard> Data);
 /// absolute); a path with ".." is refused. Required.</param>
 /// <param name="LoadInplace">load_inplace: true reloads an adapter already loaded under that name (its new weights serve
 /// every later step, including of requests running with it); without it loading a name twice is a 400.</param>
-public sealed record LoadLoraRequest(string? LoraName, string? LoraPath, bool? LoadInplace);
+public sealed record LoadLoraRequest(string? LoraName, string? LoraPath, bool? LoadInplace) : IHasUnrecognizedFields
+{
+    /// <summary>Fields the request does not declare: refused with a 400 naming the first (<see cref="RequestParameters"/>).</summary>
+    [JsonExtensionData]
+    public Dictionary<string, JsonElement>? Unrecognized { get; init; }
+}
 
 /// <summary>POST /v1/unload_lora_adapter (registered with <see cref="ServerOptions.AllowRuntimeLoraUpdating"/>).</summary>
 /// <param name="LoraName">lora_name: the adapter to remove. Required; an unknown name is a 404.</param>
 /// <param name="LoraIntId">lora_int_id: part of vLLM's request shape; as in vLLM the adapter is found by lora_name alone.</param>
-public sealed record UnloadLoraRequest(string? LoraName, int? LoraIntId);
+public sealed record UnloadLoraRequest(string? LoraName, int? LoraIntId) : IHasUnrecognizedFields
+{
+    /// <summary>Fields the request does not declare: refused with a 400 naming the first (<see cref="RequestParameters"/>).</summary>
+    [JsonExtensionData]
+    public Dictionary<string, JsonElement>? Unrecognized { get; init; }
+}
 
 /// <summary>What went wrong, as OpenAI's error object.</summary>
 /// <param name="Message">What was wrong, in words meant for the client.</param>

@@ -68,4 +68,21 @@ public class AdminApiTests(ServerFixture server) : IClassFixture<ServerFixture>
         Assert.Equal(HttpStatusCode.NotFound, (await Post("/v1/load_lora_adapter", new { lora_name = "ghost", lora_path = "ghost" })).Status);
         Assert.Equal(HttpStatusCode.OK, (await Post("/v1/completions", new { model = "vim-upper", prompt = "Vim is", max_tokens = 4 })).Status);
     }
+    [Fact]
+    public async Task Load_and_unload_refuse_unknown_fields_and_wrong_types_naming_the_field()
+    {
+        CopyDir(Fixtures.Adapter("vim-upper"), Path.Combine(server.LoraRoot, "strict-copy"));
+        var (status, body) = await Post("/v1/load_lora_adapter", new { lora_name = "strict", lora_path = "strict-copy", lora_scale = 2 });
+        Assert.Equal(HttpStatusCode.BadRequest, status);
+        Assert.Contains("Unrecognized request argument supplied: lora_scale", body);
+        (status, body) = await Post("/v1/load_lora_adapter", new { lora_name = 5, lora_path = "strict-copy" });
+        Assert.Equal(HttpStatusCode.BadRequest, status);
+        Assert.Contains("'lora_name' must be a string.", body);
+        Assert.DoesNotContain("LoraEngine.Server", body);
+        Assert.Equal(HttpStatusCode.NotFound, (await Post("/v1/completions", new { model = "strict", prompt = "x" })).Status);
+        (status, body) = await Post("/v1/unload_lora_adapter", new { lora_name = "vim-upper", force = true });
+        Assert.Equal(HttpStatusCode.BadRequest, status);
+        Assert.Contains("Unrecognized request argument supplied: force", body);
+        Assert.Equal(HttpStatusCode.OK, (await Post("/v1/completions", new { model = "vim-upper", prompt = "x", max_tokens = 1 })).Status);
+    }
 }
