@@ -13,6 +13,9 @@ internal static class AdminApi
     {
         if (string.IsNullOrEmpty(request.LoraName) || string.IsNullOrEmpty(request.LoraPath))
             return ApiErrors.BadRequest("Both 'lora_name' and 'lora_path' must be provided.");
+        // The model field resolves the base model's name first: an adapter under it could never be used.
+        if (request.LoraName == state.ModelId)
+            return ApiErrors.BadRequest($"lora_name '{request.LoraName}' is the base model's name; choose another.", "lora_name");
         if (state.Adapters.Contains(request.LoraName) && request.LoadInplace != true)
             return ApiErrors.BadRequest($"The lora adapter '{request.LoraName}' has already been loaded. If you want to load the adapter in place, set 'load_inplace' to True.");
         if (state.Adapters.CheckConfined(request.LoraPath) is { } refusal) return ApiErrors.BadRequest(refusal, "lora_path");

@@ -85,4 +85,16 @@ public class AdminApiTests(ServerFixture server) : IClassFixture<ServerFixture>
         Assert.Contains("Unrecognized request argument supplied: force", body);
         Assert.Equal(HttpStatusCode.OK, (await Post("/v1/completions", new { model = "vim-upper", prompt = "x", max_tokens = 1 })).Status);
     }
+
+    [Fact]
+    public async Task An_adapter_may_not_take_the_base_models_name()
+    {
+        CopyDir(Fixtures.Adapter("vim-rot13"), Path.Combine(server.LoraRoot, "shadow-copy"));
+        var (status, body) = await Post("/v1/load_lora_adapter", new { lora_name = "vim-tiny-bf16", lora_path = "shadow-copy" });
+        Assert.Equal(HttpStatusCode.BadRequest, status);
+        Assert.Contains("base model", body);
+        using var http = server.Http();
+        string models = await http.GetStringAsync("/v1/models", TestContext.Current.CancellationToken);
+        Assert.Single(System.Text.RegularExpressions.Regex.Matches(models, "\"id\":\"vim-tiny-bf16\""));
+    }
 }
