@@ -82,10 +82,11 @@ public sealed record SamplingParams
     static void CheckLogprobs(int? k, string field, int maxLogprobs, int vocabSize)
     {
         if (k is null) return;
-        if (k < -1) throw Bad(field, $"{field} must be non-negative or -1 (whole vocabulary), got {k}.");
+        string name = field == nameof(Logprobs) ? "logprobs" : "prompt_logprobs"; // the wire's name, as the other messages use
+        if (k < -1) throw Bad(field, $"{name} must be non-negative or -1 (whole vocabulary), got {k}.");
         int requested = k == -1 ? vocabSize : k.Value;
         int allowed = maxLogprobs == -1 ? vocabSize : maxLogprobs;
-        if (requested > allowed) throw Bad(field, $"Requested {field} of {requested}, which is greater than max allowed: {allowed}");
+        if (requested > allowed) throw Bad(field, $"Requested {name} of {requested}, which is greater than max allowed: {allowed}");
     }
 
     static ArgumentException Bad(string field, string message) => new(message, field);

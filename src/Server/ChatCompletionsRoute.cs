@@ -37,6 +37,11 @@ internal static class ChatCompletionsRoute
         {
             return ApiErrors.BadRequest(e.Message, e.Param);
         }
+        catch (ArgumentException e) when (ChatField(e.ParamName, r) is { } field)
+        {
+            string message = ApiErrors.ForException(e).Error.Message.Replace(ApiErrors.SnakeCase(e.ParamName!), field);
+            return ApiErrors.BadRequest(message, field);
+        }
         catch (Exception e) when (e is ArgumentException or Lora.LoraException or ChatTemplateException)
         {
             return ApiErrors.FromException(e);
@@ -50,6 +55,14 @@ internal static class ChatCompletionsRoute
             return new JsonAnswer<ChatCompletionResponse>(body, state);
         }
     }
+
+    /// <summary>The chat field a sampling parameter came from where its name differs from the engine's: top_logprobs, max_completion_tokens.</summary>
+    static string? ChatField(string? param, ChatCompletionRequest r) => param switch
+    {
+        nameof(SamplingParams.Logprobs) => "top_logprobs",
+        nameof(SamplingParams.MaxTokens) when r.MaxCompletionTokens != null => "max_completion_tokens",
+        _ => null,
+    };
 }
 
 /// <summary>

@@ -98,6 +98,19 @@ public class ChatParametersTests(ServerFixture server) : IClassFixture<ServerFix
         Assert.Equal("BadRequestError", reply.Error.GetProperty("type").GetString());
     }
 
+    // top_logprobs and max_completion_tokens reach the engine as logprobs and max_tokens: the error names the chat field.
+    [Theory]
+    [InlineData("""{"logprobs": true, "top_logprobs": 21}""", "top_logprobs", "Requested top_logprobs of 21")]
+    [InlineData("""{"max_completion_tokens": -5}""", "max_completion_tokens", "max_completion_tokens must be at least 1")]
+    [InlineData("""{"max_tokens": -5}""", "max_tokens", "max_tokens must be at least 1")]
+    public async Task Out_of_range_chat_fields_are_a_400_naming_the_chat_field(string fields, string param, string message)
+    {
+        var reply = await _api.PostRaw("/v1/chat/completions", $$"""{"messages": [{"role": "user", "content": "hi"}], {{fields[1..^1]}}}""");
+        Assert.Equal(HttpStatusCode.BadRequest, reply.Status);
+        Assert.Equal(param, reply.Param);
+        Assert.StartsWith(message, reply.Error.GetProperty("message").GetString());
+    }
+
     [Fact]
     public async Task Add_generation_prompt_continue_final_message_and_template_kwargs_change_the_prompt()
     {
