@@ -26,6 +26,7 @@ internal static class ChatCompletionsRoute
             string text = ChatInputs.Render(state.ChatTemplate, engine.Tokenizer, r, turns);
             var prompt = PromptInputs.Truncate(PromptInputs.FromText(text, engine, r.AddSpecialTokens ?? false),
                 r.TruncatePromptTokens, r.TruncationSide, engine.Config.MaxModelLen, engine.Tokenizer);
+            RequestMapping.CheckFits([prompt], r.MaxCompletionTokens ?? r.MaxTokens, r.MaxCompletionTokens != null ? "max_completion_tokens" : "max_tokens", engine.Config.MaxModelLen);
             // Without a limit a chat may use the rest of the context, as in vLLM.
             int maxTokens = r.MaxCompletionTokens ?? r.MaxTokens ?? Math.Max(1, engine.Config.MaxModelLen - prompt.TokenIds.Count);
             var sampling = RequestMapping.Sampling(r, maxTokens, r.Logprobs == true ? r.TopLogprobs ?? 0 : null, r.PromptLogprobs);

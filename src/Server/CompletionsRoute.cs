@@ -22,6 +22,7 @@ internal static class CompletionsRoute
                 .Select(p => PromptInputs.Truncate(p, r.TruncatePromptTokens, r.TruncationSide, engine.Config.MaxModelLen, engine.Tokenizer)).ToList();
             // echo with max_tokens 0 returns the prompt alone: as vLLM, one token is generated and dropped.
             bool promptOnly = r.Echo == true && r.MaxTokens == 0;
+            RequestMapping.CheckFits(prompts, r.MaxTokens, "max_tokens", engine.Config.MaxModelLen);
             int? promptLogprobs = r.PromptLogprobs ?? (r.Echo == true ? r.Logprobs : null);
             var sampling = RequestMapping.Sampling(r, promptOnly ? 1 : r.MaxTokens ?? 16, r.Logprobs, promptLogprobs);
             string id = "cmpl-" + RequestIds.Resolve(http, r.RequestId);

@@ -46,6 +46,19 @@ internal static class RequestMapping
             throw new BadRequestException($"truncation_side must be 'left' or 'right', got '{r.TruncationSide}'.", "truncation_side");
     }
 
+    /// <summary>
+    /// A max_tokens the context cannot hold after a prompt is refused, as vLLM does, rather than cut short. A prompt
+    /// that alone fills the context is left to the engine's own refusal.
+    /// </summary>
+    public static void CheckFits(IEnumerable<EnginePrompt> prompts, int? maxTokens, string field, int maxModelLen)
+    {
+        if (maxTokens is not int max) return;
+        foreach (int n in prompts.Select(p => p.TokenIds.Count))
+            if (n < maxModelLen && n + max > maxModelLen)
+                throw new BadRequestException($"'{field}' is too large: {max}. This model's maximum context length is {maxModelLen} tokens " +
+                    $"and your request has {n} input tokens ({max} > {maxModelLen} - {n}).", field);
+    }
+
     public static SamplingParams Sampling(IGenerationRequest r, int maxTokens, int? logprobs, int? promptLogprobs) => new()
     {
         N = r.N ?? 1,

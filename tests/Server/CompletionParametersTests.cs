@@ -21,6 +21,21 @@ public class CompletionParametersTests(ServerFixture server) : IClassFixture<Ser
         return d;
     }
 
+    // The fixture model's context is 512 tokens: a max_tokens that cannot fit was cut to what fits, finishing "length".
+    [Fact]
+    public async Task A_max_tokens_past_the_context_is_a_400_not_cut_short()
+    {
+        var tooLong = await _api.Post("/v1/completions", new { prompt = new int[100].Select(_ => 58).ToArray(), max_tokens = 413 });
+        Assert.Equal(HttpStatusCode.BadRequest, tooLong.Status);
+        Assert.Equal("max_tokens", tooLong.Param);
+        Assert.Contains("maximum context length is 512 tokens and your request has 100 input tokens (413 > 512 - 100)", tooLong.Error.GetProperty("message").GetString());
+        var fits = await _api.Post("/v1/completions", new { prompt = new int[100].Select(_ => 58).ToArray(), max_tokens = 412, ignore_eos = true, temperature = 0 });
+        Assert.Equal(412, fits.Usage("completion_tokens"));
+        var chat = await _api.Post("/v1/chat/completions", new { messages = new[] { new { role = "user", content = "hi" } }, max_completion_tokens = 600 });
+        Assert.Equal(HttpStatusCode.BadRequest, chat.Status);
+        Assert.Equal("max_completion_tokens", chat.Param);
+    }
+
     [Fact]
     public async Task Echo_puts_the_prompt_first_with_its_logprobs_and_max_tokens_0_returns_the_prompt_alone()
     {
