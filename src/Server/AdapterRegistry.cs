@@ -9,6 +9,12 @@ public sealed class AdapterRegistry(string? loraRoot)
     readonly ConcurrentDictionary<string, (LoraRequest Request, string? Parent)> _byName = new(StringComparer.Ordinal);
     int _nextId;
 
+    /// <summary>
+    /// Held by a runtime load or unload from its first check to its last change, so the registry and the engine's
+    /// adapters change together (a load racing an unload of the same name left the engine an adapter with no name).
+    /// </summary>
+    internal Lock Updates { get; } = new();
+
     /// <summary>Every adapter with the parent it was registered with (null: the base model), in registration order (by LoraIntId).</summary>
     public IEnumerable<(LoraRequest Request, string? Parent)> All => _byName.Values.OrderBy(a => a.Request.LoraIntId);
 

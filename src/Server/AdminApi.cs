@@ -11,6 +11,16 @@ internal static class AdminApi
 {
     public static IResult LoadLoraAdapter(LoadLoraRequest request, ServerState state)
     {
+        lock (state.Adapters.Updates) return Load(request, state);
+    }
+
+    public static IResult UnloadLoraAdapter(UnloadLoraRequest request, ServerState state)
+    {
+        lock (state.Adapters.Updates) return Unload(request, state);
+    }
+
+    static IResult Load(LoadLoraRequest request, ServerState state)
+    {
         if (string.IsNullOrEmpty(request.LoraName) || string.IsNullOrEmpty(request.LoraPath))
             return ApiErrors.BadRequest("Both 'lora_name' and 'lora_path' must be provided.");
         // The model field resolves the base model's name first: an adapter under it could never be used.
@@ -35,7 +45,7 @@ internal static class AdminApi
         return Results.Text($"Success: LoRA adapter '{request.LoraName}' added successfully.");
     }
 
-    public static IResult UnloadLoraAdapter(UnloadLoraRequest request, ServerState state)
+    static IResult Unload(UnloadLoraRequest request, ServerState state)
     {
         if (string.IsNullOrEmpty(request.LoraName)) return ApiErrors.BadRequest("'lora_name' needs to be provided to unload a LoRA adapter.");
         if (!state.Adapters.Remove(request.LoraName, out var lora)) return ApiErrors.NotFound($"The lora adapter '{request.LoraName}' cannot be found.");

@@ -97,4 +97,19 @@ public class AdminApiTests(ServerFixture server) : IClassFixture<ServerFixture>
         string models = await http.GetStringAsync("/v1/models", TestContext.Current.CancellationToken);
         Assert.Single(System.Text.RegularExpressions.Regex.Matches(models, "\"id\":\"vim-tiny-bf16\""));
     }
+
+    [Fact]
+    public async Task Concurrent_loads_and_unloads_of_one_name_leave_no_adapter_loaded_without_a_name()
+    {
+        CopyDir(Fixtures.Adapter("vim-rot13"), Path.Combine(server.LoraRoot, "churn-copy"));
+        for (int round = 0; round < 20; round++)
+            await Task.WhenAll(
+                Post("/v1/unload_lora_adapter", new { lora_name = "churn" }),
+                Post("/v1/load_lora_adapter", new { lora_name = "churn", lora_path = "churn-copy" }),
+                Post("/v1/load_lora_adapter", new { lora_name = "churn", lora_path = "churn-copy", load_inplace = true }),
+                Post("/v1/load_lora_adapter", new { lora_name = "churn", lora_path = "churn-copy" }));
+        await Post("/v1/unload_lora_adapter", new { lora_name = "churn" });
+        var named = server.State.Adapters.All.Select(a => a.Request.LoraIntId).ToHashSet();
+        Assert.All(server.State.Engine.Engine.ListLoras(), id => Assert.Contains(id, named));
+    }
 }
