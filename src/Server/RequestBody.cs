@@ -24,6 +24,8 @@ internal static class RequestBody
         var bytes = buffer.GetBuffer().AsSpan(0, (int)buffer.Length);
         // JsonElement fields keep their bytes unchecked: invalid UTF-8 would only fail later, when read.
         if (!Utf8.IsValid(bytes)) return (null, ApiErrors.BadRequest("The request body is not valid UTF-8."));
+        if (UnpairedSurrogateAt(bytes) is long at)
+            return (null, ApiErrors.BadRequest($"The request body has a string with an unpaired surrogate escape (byte {at + 1}); strings must be valid UTF-16."));
         T? body;
         try
         {
@@ -35,6 +37,35 @@ internal static class RequestBody
         }
         if (body is null) return (null, ApiErrors.BadRequest("The request body must be a JSON object."));
         return (body, RequestParameters.Check(body));
+    }
+
+    /// <summary>
+    /// Where a string (or name) unescapes to an unpaired surrogate ("\ud800" alone is valid JSON that .NET cannot read as
+    /// a string; in a JsonElement field it would only fail when read, as a 500), or null. A malformed body is left to
+    /// the deserializer to report.
+    /// </summary>
+    static long? UnpairedSurrogateAt(ReadOnlySpan<byte> json)
+    {
+        var reader = new Utf8JsonReader(json);
+        try
+        {
+            while (reader.Read())
+            {
+                if (reader.TokenType is not (JsonTokenType.String or JsonTokenType.PropertyName) || !reader.ValueIsEscaped) continue;
+                try
+                {
+                    reader.GetString();
+                }
+                catch (InvalidOperationException)
+                {
+                    return reader.TokenStartIndex;
+                }
+            }
+        }
+        catch (JsonException)
+        {
+        }
+        return null;
     }
 
     static IResult UnsupportedMediaType() =>

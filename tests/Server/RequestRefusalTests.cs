@@ -82,6 +82,20 @@ public class RequestRefusalTests(ServerFixture server) : IClassFixture<ServerFix
         Assert.Equal("messages[0].role", (await _api.PostRaw("/v1/chat/completions", """{"messages": [{"role": 5}]}""")).Param);
     }
 
+    // "\ud800" alone is valid JSON but no string: prompt, stop and message contents (kept as JSON values) were 500s.
+    [Theory]
+    [InlineData("/v1/completions", """{"prompt": "a \ud800 b", "max_tokens": 2}""")]
+    [InlineData("/v1/completions", """{"prompt": "a", "stop": ["\udc00"], "max_tokens": 2}""")]
+    [InlineData("/v1/chat/completions", """{"messages": [{"role": "user", "content": "\ud800"}], "max_tokens": 2}""")]
+    [InlineData("/tokenize", """{"messages": [{"role": "user", "content": [{"type": "text", "text": "\ud800"}]}]}""")]
+    public async Task Unpaired_surrogate_escapes_are_a_400(string route, string body)
+    {
+        var reply = await _api.PostRaw(route, body);
+        Assert.Equal(HttpStatusCode.BadRequest, reply.Status);
+        Assert.Contains("unpaired surrogate", reply.Error.GetProperty("message").GetString());
+        Assert.Equal(HttpStatusCode.OK, (await _api.PostRaw(route, body.Replace("\\ud800", "\\ud83d\\ude00").Replace("\\udc00", "\\ud83d\\ude00"))).Status);
+    }
+
     [Fact]
     public void The_readme_lists_every_refused_and_harmless_field()
     {
