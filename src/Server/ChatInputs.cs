@@ -73,6 +73,10 @@ internal static class ChatInputs
         {
             if (!part.TryGetProperty(kind, out var text) || text.ValueKind != JsonValueKind.String)
                 throw new BadRequestException($"{at}.{kind} must be a string", $"{at}.{kind}");
+            // As for a message's own fields: a part's field we do not read (cache_control, ...) is refused, not ignored.
+            foreach (var field in part.EnumerateObject())
+                if (field.Name != "type" && field.Name != kind)
+                    throw new BadRequestException($"Unrecognized request argument supplied: {at}.{field.Name}", $"{at}.{field.Name}");
             return text.GetString()!;
         }
         if (s_mediaParts.Contains(kind)) throw new BadRequestException($"{at}: '{kind}' content parts are not supported: the model reads text only", at);

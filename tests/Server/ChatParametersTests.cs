@@ -90,6 +90,7 @@ public class ChatParametersTests(ServerFixture server) : IClassFixture<ServerFix
     [InlineData("""[{"role": "user", "content": ["hi"]}]""", "messages[0].content[0]")]
     [InlineData("""[{"role": "user", "content": [{"type": "text", "text": 5}]}]""", "messages[0].content[0].text")]
     [InlineData("""[null]""", "messages[0]")]
+    [InlineData("""[{"role": "user", "content": [{"type": "text", "text": "hi", "cache_control": {"type": "ephemeral"}}]}]""", "messages[0].content[0].cache_control")]
     public async Task Malformed_messages_are_a_400_naming_the_field(string messages, string param)
     {
         var reply = await _api.PostRaw("/v1/chat/completions", $$"""{"messages": {{messages}}, "max_tokens": 2}""");
