@@ -23,16 +23,24 @@ public sealed class ChatTemplateException(string message) : Exception(message);
 public sealed class ChatTemplate
 {
     readonly IReadOnlyList<Jinja.Node> _body;
+    readonly string _source;
 
-    ChatTemplate(IReadOnlyList<Jinja.Node> body) => _body = body;
+    ChatTemplate(IReadOnlyList<Jinja.Node> body, string source) => (_body, _source) = (body, source);
 
     /// <summary>Parses a Jinja chat template (tokenizer_config.json's chat_template, or a chat_template.jinja file).</summary>
     /// <exception cref="ChatTemplateException">the template uses syntax outside the supported subset; the message names it.</exception>
     public static ChatTemplate Parse(string source)
     {
         ArgumentNullException.ThrowIfNull(source);
-        return new ChatTemplate(new Jinja.Parser(Jinja.Lexer.Tokenize(source)).ParseTemplate());
+        return new ChatTemplate(new Jinja.Parser(Jinja.Lexer.Tokenize(source)).ParseTemplate(), source);
     }
+
+    /// <summary>
+    /// Whether the template's text names <paramref name="name"/> as a whole word (a variable, an attribute or a quoted
+    /// key): false means no rendering can read a variable or message field of that name, so passing one has no effect.
+    /// </summary>
+    public bool Reads(string name) =>
+        System.Text.RegularExpressions.Regex.IsMatch(_source, $@"(?<![A-Za-z0-9_]){System.Text.RegularExpressions.Regex.Escape(name)}(?![A-Za-z0-9_])");
 
     /// <summary>Renders the messages with HF's variables: messages, add_generation_prompt, bos_token, eos_token (+ extra).</summary>
     public string Render(IReadOnlyList<ChatTurn> messages, bool addGenerationPrompt, string? bosToken, string? eosToken,

@@ -101,15 +101,32 @@ internal static class ChatInputs
         bool addGenerationPrompt = input.AddGenerationPrompt ?? true, continueFinal = input.ContinueFinalMessage ?? false;
         if (addGenerationPrompt && continueFinal)
             throw new BadRequestException("Cannot set both `continue_final_message` and `add_generation_prompt` to True.", "continue_final_message");
+        // A variable or message field the template never names would change nothing: refused rather than ignored.
+        void MustBeRead(string name, string param)
+        {
+            if (!template.Reads(name)) throw new BadRequestException($"{param} is not supported: this model's chat template does not read '{name}'.", param);
+        }
+        for (int i = 0; i < turns.Count; i++)
+            foreach (string field in turns[i].Extra?.Keys ?? Enumerable.Empty<string>())
+                MustBeRead(field, $"messages[{i}].{field}");
         var extra = new Dictionary<string, object?>();
         foreach (var (name, value) in input.ChatTemplateKwargs ?? [])
         {
             if (s_reserved.Contains(name))
                 throw new BadRequestException($"chat_template_kwargs may not set '{name}'; it is a request field of its own", "chat_template_kwargs");
+            MustBeRead(name, "chat_template_kwargs");
             extra[name] = ChatTemplate.ToTemplateValue(value);
         }
-        if (input.Documents.ValueKind is not (JsonValueKind.Undefined or JsonValueKind.Null)) extra["documents"] = ChatTemplate.ToTemplateValue(input.Documents);
-        if (input.ReasoningEffort != null) extra["reasoning_effort"] = input.ReasoningEffort;
+        if (input.Documents.ValueKind is not (JsonValueKind.Undefined or JsonValueKind.Null))
+        {
+            MustBeRead("documents", "documents");
+            extra["documents"] = ChatTemplate.ToTemplateValue(input.Documents);
+        }
+        if (input.ReasoningEffort != null)
+        {
+            MustBeRead("reasoning_effort", "reasoning_effort");
+            extra["reasoning_effort"] = input.ReasoningEffort;
+        }
         return template.Render(turns, addGenerationPrompt, continueFinal, tokenizer.BosToken, tokenizer.EosToken, extra);
     }
 }

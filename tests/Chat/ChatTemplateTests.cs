@@ -30,6 +30,17 @@ public class ChatTemplateTests
     }
 
     [Fact]
+    public void Reads_says_whether_the_template_names_a_variable_or_key()
+    {
+        var template = ChatTemplate.Parse("{{ bos_token }}{% for m in messages %}{{ m['content'] }}{% if m.tool_calls %}x{% endif %}{% endfor %}");
+        Assert.True(template.Reads("bos_token"));
+        Assert.True(template.Reads("content"));
+        Assert.True(template.Reads("tool_calls"));
+        Assert.False(template.Reads("documents"));
+        Assert.False(template.Reads("tool")); // a whole name, not a part of one
+    }
+
+    [Fact]
     public void Raise_exception_and_syntax_errors_are_ChatTemplateExceptions()
     {
         var strict = ChatTemplate.Parse(File.ReadAllText(Golden("llama31-style.jinja")));

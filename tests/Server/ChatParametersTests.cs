@@ -112,6 +112,25 @@ public class ChatParametersTests(ServerFixture server) : IClassFixture<ServerFix
         Assert.StartsWith(message, reply.Error.GetProperty("message").GetString());
     }
 
+    // The fixture's template reads role, content, bos_token and add_generation_prompt only: these changed nothing.
+    [Theory]
+    [InlineData("""{"documents": [{"title": "t", "text": "d"}]}""", "documents")]
+    [InlineData("""{"reasoning_effort": "low"}""", "reasoning_effort")]
+    [InlineData("""{"chat_template_kwargs": {"enable_thinking": true}}""", "chat_template_kwargs")]
+    [InlineData("""{"messages": [{"role": "user", "content": "hi", "name": "bob"}]}""", "messages[0].name")]
+    [InlineData("""{"messages": [{"role": "assistant", "content": null, "tool_calls": [{"id": "a", "type": "function", "function": {"name": "f", "arguments": "{}"}}]}]}""", "messages[0].tool_calls")]
+    public async Task Template_variables_the_chat_template_never_reads_are_a_400(string fields, string param)
+    {
+        string body = fields.Contains("\"messages\"") ? fields : $$"""{"messages": [{"role": "user", "content": "hi"}], {{fields[1..^1]}}}""";
+        foreach (string route in new[] { "/v1/chat/completions", "/tokenize" })
+        {
+            var reply = await _api.PostRaw(route, body);
+            Assert.Equal(HttpStatusCode.BadRequest, reply.Status);
+            Assert.Equal(param, reply.Param);
+            Assert.Contains("chat template", reply.Error.GetProperty("message").GetString());
+        }
+    }
+
     [Fact]
     public async Task Add_generation_prompt_continue_final_message_and_template_kwargs_change_the_prompt()
     {
