@@ -38,6 +38,14 @@ public sealed record ServerOptions
         if (DrainTimeout < TimeSpan.Zero) throw new ArgumentOutOfRangeException(nameof(DrainTimeout), DrainTimeout, $"drain timeout must not be negative, got {DrainTimeout.TotalSeconds} s");
         if (AllowRuntimeLoraUpdating && LoraRoot is { } root && !Directory.Exists(root))
             throw new ArgumentException($"--lora-root '{root}' is not a folder", nameof(LoraRoot));
+        // The model field resolves the base model's name first, and a repeated name would replace the earlier adapter:
+        // either adapter could never be used.
+        var names = new HashSet<string>(StringComparer.Ordinal);
+        foreach (var module in LoraModules)
+        {
+            if (module.Name == ModelId) throw new ArgumentException($"--lora-modules '{module.Name}' is the base model's name; choose another", nameof(LoraModules));
+            if (!names.Add(module.Name)) throw new ArgumentException($"--lora-modules names '{module.Name}' twice", nameof(LoraModules));
+        }
     }
 
     /// <summary>The base model's id in the API: <see cref="ServedModelName"/>, else the model folder's name.</summary>
