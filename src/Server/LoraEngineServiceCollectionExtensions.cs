@@ -38,9 +38,11 @@ public static class LoraEngineServiceCollectionExtensions
     }
 
     /// <summary>Registers the engine built from <paramref name="options"/> (its <see cref="EngineArgs"/> underneath).</summary>
+    /// <exception cref="ArgumentException">an option cannot work (<see cref="ServerOptions.Validate"/>); the message names it.</exception>
     public static IServiceCollection AddLoraEngine(this IServiceCollection services, ServerOptions options)
     {
         ArgumentNullException.ThrowIfNull(options);
+        options.Validate(); // an application embedding the engine gets the checks `serve` makes
         services.AddSingleton(options);
         services.AddSingleton(provider => CreateState(options, provider.GetService<ILoggerFactory>()));
         services.AddHostedService<EngineStartup>();

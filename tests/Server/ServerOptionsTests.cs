@@ -20,4 +20,13 @@ public class ServerOptionsTests
         Assert.Contains("base model", shadow.Message);
         With(new LoraModule("a", "x"), new LoraModule("b", "x")).Validate();
     }
+
+    [Fact]
+    public void An_application_embedding_the_engine_gets_the_same_checks()
+    {
+        var services = new Microsoft.Extensions.DependencyInjection.ServiceCollection();
+        var e = Assert.Throws<ArgumentException>(() => services.AddLoraEngine(With(new LoraModule("a", "x"), new LoraModule("a", "y"))));
+        Assert.Equal(nameof(ServerOptions.LoraModules), e.ParamName);
+        Assert.Empty(services); // nothing registered
+    }
 }
