@@ -22,7 +22,7 @@ internal static class AdminApi
     static IResult Load(LoadLoraRequest request, ServerState state)
     {
         if (string.IsNullOrEmpty(request.LoraName) || string.IsNullOrEmpty(request.LoraPath))
-            return ApiErrors.BadRequest("Both 'lora_name' and 'lora_path' must be provided.");
+            return ApiErrors.BadRequest("Both 'lora_name' and 'lora_path' must be provided.", string.IsNullOrEmpty(request.LoraName) ? "lora_name" : "lora_path");
         // The model field resolves the base model's name first: an adapter under it could never be used.
         if (request.LoraName == state.ModelId)
             return ApiErrors.BadRequest($"lora_name '{request.LoraName}' is the base model's name; choose another.", "lora_name");

@@ -52,7 +52,10 @@ public class AdminApiTests(ServerFixture server) : IClassFixture<ServerFixture>
         Directory.CreateDirectory(fileLinks);
         foreach (var f in Directory.GetFiles(Fixtures.Adapter("vim-upper"))) File.CreateSymbolicLink(Path.Combine(fileLinks, Path.GetFileName(f)), f);
         Assert.Equal(HttpStatusCode.BadRequest, (await Post("/v1/load_lora_adapter", new { lora_name = "files", lora_path = "file-links" })).Status);
-        Assert.Equal(HttpStatusCode.BadRequest, (await Post("/v1/load_lora_adapter", new { lora_name = "x" })).Status);
+        var (missing, why) = await Post("/v1/load_lora_adapter", new { lora_name = "x", lora_path = "" });
+        Assert.Equal(HttpStatusCode.BadRequest, missing);
+        Assert.Contains("\"param\":\"lora_path\"", why);
+        Assert.Contains("\"param\":\"lora_name\"", (await Post("/v1/load_lora_adapter", new { lora_path = "upper-copy" })).Body);
     }
 
     [Fact]
