@@ -102,9 +102,9 @@ public class SoakTests(ServerFixture server) : IClassFixture<ServerFixture>
                 if (round == 6)
                 {
                     // "doomed" leaves the CPU cache (six places) and its files vanish: requests holding it finish,
-                    // later ones get a 404 naming it.
-                    // Moved out of the root first: a delete goes file by file, and a folder caught half-deleted (its
-                    // config there, its weights gone) is a malformed adapter, a 400, not a missing one.
+                    // later ones get a 404 naming it. Its folder leaves the root by one rename before it is deleted: a
+                    // delete goes file by file, and a folder caught half-deleted (config there, weights gone) is a
+                    // malformed adapter, a 400, not a missing one.
                     for (int i = 0; i < 6; i++) Assert.Equal(HttpStatusCode.OK, await Load($"evict{i}", Fixtures[i % 3]));
                     string gone = Path.Combine(Path.GetDirectoryName(server.LoraRoot)!, $"loraengine-doomed-{Guid.NewGuid():N}"); // same file system: an atomic rename
                     Directory.Move(Path.Combine(server.LoraRoot, "doomed"), gone);
