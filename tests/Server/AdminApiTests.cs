@@ -71,6 +71,7 @@ public class AdminApiTests(ServerFixture server) : IClassFixture<ServerFixture>
         Assert.Equal(HttpStatusCode.NotFound, (await Post("/v1/load_lora_adapter", new { lora_name = "ghost", lora_path = "ghost" })).Status);
         Assert.Equal(HttpStatusCode.OK, (await Post("/v1/completions", new { model = "vim-upper", prompt = "Vim is", max_tokens = 4 })).Status);
     }
+
     [Fact]
     public async Task Load_and_unload_refuse_unknown_fields_and_wrong_types_naming_the_field()
     {
