@@ -19,7 +19,7 @@ public sealed record LoraAdapterConfig
     public IReadOnlyList<string>? TargetModules { get; init; }
     /// <summary>A regex matched against the full module name (PEFT's re.fullmatch), when target_modules is a string.</summary>
     public string? TargetModulesRegex { get; init; }
-    /// <summary>rank_pattern: module-name regex → rank overriding <see cref="Rank"/> (PEFT: the first key matching the name's end).</summary>
+    /// <summary>rank_pattern: module-name regex → rank overriding <see cref="Rank"/> (PEFT: the first key matching whole dotted parts at the name's end).</summary>
     public IReadOnlyDictionary<string, int> RankPattern { get; init; } = new Dictionary<string, int>();
     /// <summary>alpha_pattern: module-name regex → alpha overriding <see cref="Alpha"/>, matched as <see cref="RankPattern"/>.</summary>
     public IReadOnlyDictionary<string, double> AlphaPattern { get; init; } = new Dictionary<string, double>();
@@ -123,14 +123,17 @@ public sealed record LoraAdapterConfig
         return TargetModules!.Any(t => fullName == t || fullName.EndsWith("." + t, StringComparison.Ordinal));
     }
 
-    /// <summary>Rank and alpha of one module after rank_pattern / alpha_pattern (PEFT: first key matching the name's end).</summary>
+    /// <summary>
+    /// Rank and alpha of one module after rank_pattern / alpha_pattern: PEFT's get_pattern_key, the first key with
+    /// re.match(rf"(.*\.)?({key})$", name) — whole dotted parts at the end ("q_proj", "layers.0.self_attn.q_proj"), not any suffix.
+    /// </summary>
     public (int Rank, double Alpha) RankAndAlpha(string fullName) =>
         (Pattern(RankPattern, fullName) ?? Rank, Pattern(AlphaPattern, fullName) ?? Alpha);
 
     static T? Pattern<T>(IReadOnlyDictionary<string, T> patterns, string fullName) where T : struct
     {
         foreach (var (key, value) in patterns)
-            if (Regex.IsMatch(fullName, $"(.*\\.)?(?:{key})$", RegexOptions.None, RegexTimeout)) return value;
+            if (Regex.IsMatch(fullName, $"^(.*\\.)?(?:{key})$", RegexOptions.None, RegexTimeout)) return value; // Python's re.match anchors at the start
         return null;
     }
 

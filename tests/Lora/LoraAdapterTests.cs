@@ -141,6 +141,19 @@ public sealed class LoraAdapterTests : IDisposable
             Refused(Write("""{"r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj"], "layers_to_transform": [1]}""")).Message);
     }
 
+    [Fact]
+    public void Rank_and_alpha_pattern_keys_match_whole_dotted_name_parts_as_peft_does()
+    {
+        // PEFT's get_pattern_key: re.match(rf"(.*\.)?({key})$", name), anchored at the name's start, so a key matches
+        // whole dotted parts at the end: "proj" matches no model.layers.0.self_attn.q_proj, "0.self_attn.q_proj" matches
+        // layer 0's and not layer 10's.
+        var adapter = LoraAdapter.Load("pat", Write("""{"r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj"], "alpha_pattern": {"proj": 64}, "rank_pattern": {"_proj": 2}}"""), s_model.Value, 16);
+        Assert.All(adapter.Weights, w => Assert.Equal(2.0f, w.Scale)); // alpha 8 / r 4: neither pattern applies
+        var config = LoraAdapterConfig.Parse("""{"r": 4, "lora_alpha": 8, "target_modules": ["q_proj"], "alpha_pattern": {"0.self_attn.q_proj": 64}}""");
+        Assert.Equal(64, config.RankAndAlpha("model.layers.0.self_attn.q_proj").Alpha);
+        Assert.Equal(8, config.RankAndAlpha("model.layers.10.self_attn.q_proj").Alpha);
+    }
+
     [Theory]
     [InlineData(float.NaN, "a NaN")]
     [InlineData(float.PositiveInfinity, "an infinity")]
