@@ -187,6 +187,8 @@ public sealed partial class LoraAdapter
         if (c.UseDora) errors.Add("vLLM does not yet support DoRA.");
         if (c.Bias != "none") errors.Add("Adapter bias is not supported.");
         if (c.Rank > maxLoraRank) errors.Add($"LoRA rank {c.Rank} is greater than max_lora_rank {maxLoraRank}.");
+        foreach (var (pattern, a) in c.AlphaPattern)
+            if (!(a > 0) || double.IsInfinity(a)) errors.Add($"lora_alpha {a} of alpha_pattern {LoraException.Quote(pattern)} must be positive.");
         foreach (var (pattern, r) in c.RankPattern)
             if (r <= 0 || r > maxLoraRank) errors.Add($"LoRA rank {r} of rank_pattern {LoraException.Quote(pattern)} is not in 1..max_lora_rank {maxLoraRank}.");
         if (c.TargetModules is { } targets)
@@ -237,7 +239,11 @@ public sealed partial class LoraAdapter
             if (ar != br) throw fault($"{path}: lora_A has rank {ar} but lora_B has rank {br}", null);
             if (ar != rank) throw fault($"{path}: weights have rank {ar} but the config says {rank}", null);
             if (rank > maxLoraRank) throw fault($"LoRA rank {rank} is greater than max_lora_rank {maxLoraRank}.", null);
-            plan.Add((layer, module, rank, config.Scale(rank, alpha), a, b));
+            double scale = config.Scale(rank, alpha);
+            // Slots hold scale·B as floats: an infinite scale makes even a zero B (a fresh PEFT adapter's) NaN.
+            if (!(scale <= float.MaxValue))
+                throw fault($"{path}: scale {scale} (lora_alpha {alpha}, rank {rank}, from lora_alpha or alpha_pattern) is past the float range", null);
+            plan.Add((layer, module, rank, scale, a, b));
         }
         return plan.Select(p => new LoraLayerWeights(p.Layer, p.Module, p.Rank, (float)p.Scale,
             Finite(file.ReadFloats(p.A), p.A, 1, fault), Finite(file.ReadFloats(p.B), p.B, p.Scale, fault))).ToList();

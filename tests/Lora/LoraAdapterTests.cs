@@ -176,6 +176,24 @@ public sealed class LoraAdapterTests : IDisposable
     }
 
     [Fact]
+    public void A_scale_past_float_range_or_a_bad_alpha_pattern_is_refused_even_with_zero_B()
+    {
+        // A freshly initialised PEFT adapter has B = 0, so the overflow check on scale·B passes; the scale itself,
+        // infinite as a float, would turn the slot's B into 0·∞ = NaN.
+        void ZeroB(List<(string, string, long[], byte[])> t)
+        {
+            t[1] = SafetensorsWriter.Tensor(t[1].Item1, new float[256 * 4], DType.F32, 256, 4);
+            t[3] = SafetensorsWriter.Tensor(t[3].Item1, new float[128 * 4], DType.BF16, 128, 4);
+        }
+        Assert.Contains("scale", Refused(Write("""{"r": 4, "lora_alpha": 1e308, "target_modules": ["q_proj", "v_proj"]}""", ZeroB)).Message);
+        Assert.Contains("alpha_pattern", Refused(Write("""{"r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj"], "alpha_pattern": {"q_proj": 1e300}}""", ZeroB)).Message);
+        Assert.Contains("lora_alpha 0 of alpha_pattern 'q_proj' must be positive",
+            Refused(Write("""{"r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj"], "alpha_pattern": {"q_proj": 0}}""")).Message);
+        Assert.Contains("lora_alpha -8 of alpha_pattern 'q_proj' must be positive",
+            Refused(Write("""{"r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj"], "alpha_pattern": {"q_proj": -8}}""")).Message);
+    }
+
+    [Fact]
     public void Messages_never_quote_file_content()
     {
         // A config that is not JSON: the parser's own message would quote the offending character.
