@@ -52,6 +52,11 @@ public sealed record LoraAdapterConfig
         try
         {
             o = JsonNode.Parse(json) as JsonObject ?? throw new InvalidDataException("adapter_config.json is not a JSON object");
+            _ = o.Count; // JsonObject reads its properties lazily: a key given twice throws here, not at the first lookup
+        }
+        catch (ArgumentException e)
+        {
+            throw new InvalidDataException("adapter_config.json names a field twice", e);
         }
         catch (JsonException e)
         {
