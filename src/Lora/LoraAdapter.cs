@@ -150,7 +150,7 @@ public sealed partial class LoraAdapter
         }
         catch (RegexMatchTimeoutException e)
         {
-            throw Fault($"a target_modules, rank_pattern or alpha_pattern regex ran longer than {LoraAdapterConfig.RegexTimeout.TotalMilliseconds} ms", e);
+            throw Fault($"a target_modules, exclude_modules, rank_pattern or alpha_pattern regex ran longer than {LoraAdapterConfig.RegexTimeout.TotalMilliseconds} ms", e);
         }
         catch (Exception e) when (e is FileNotFoundException or DirectoryNotFoundException)
         {
@@ -212,7 +212,8 @@ public sealed partial class LoraAdapter
             if (!int.TryParse(m.Groups[1].Value, out int layer) || layer >= model.NumHiddenLayers)
                 throw fault($"tensor '{tensor}' names layer {m.Groups[1].Value} but the model has {model.NumHiddenLayers} layers", null);
             if (!config.Targets(module.ModulePath(layer), layer))
-                throw fault($"tensor '{tensor}' is for module {module.ModulePath(layer)}, which target_modules does not include", null);
+                throw fault($"tensor '{tensor}' is for module {module.ModulePath(layer)}, which " +
+                            (config.Excludes(module.ModulePath(layer)) ? "exclude_modules excludes" : "target_modules does not include"), null);
             var key = (layer, module);
             pairs.TryGetValue(key, out var pair);
             pairs[key] = m.Groups[4].Value == "A" ? (tensor, pair.B) : (pair.A, tensor);

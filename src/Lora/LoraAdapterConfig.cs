@@ -23,6 +23,10 @@ public sealed record LoraAdapterConfig
     public IReadOnlyDictionary<string, int> RankPattern { get; init; } = new Dictionary<string, int>();
     /// <summary>alpha_pattern: module-name regex → alpha overriding <see cref="Alpha"/>, matched as <see cref="RankPattern"/>.</summary>
     public IReadOnlyDictionary<string, double> AlphaPattern { get; init; } = new Dictionary<string, double>();
+    /// <summary>exclude_modules as a list: module-name suffixes never targeted (PEFT: exact name or "." + suffix), or null.</summary>
+    public IReadOnlyList<string>? ExcludeModules { get; init; }
+    /// <summary>exclude_modules as a string: a regex matched against the full module name (re.fullmatch), or null.</summary>
+    public string? ExcludeModulesRegex { get; init; }
     /// <summary>layers_to_transform: the only layers targeted; null: every layer.</summary>
     public IReadOnlyList<int>? LayersToTransform { get; init; }
     /// <summary>
@@ -67,8 +71,17 @@ public sealed record LoraAdapterConfig
 
         string? regex = Field(o, "target_modules", "a string or a list of strings", t => t.GetValueKind() == JsonValueKind.String ? t.GetValue<string>() : null);
         if (regex != null && !IsRegex(regex)) throw new InvalidDataException("adapter_config.json: target_modules is not a valid regular expression");
+        // PEFT fields that change what the adapter computes and that LoraEngine does not implement: refused unless
+        // absent, null or false, never applied as plain LoRA.
+        foreach (var (key, what) in Unsupported)
+            if (o[key] is { } node && !(node.GetValueKind() == JsonValueKind.False))
+                throw new InvalidDataException($"adapter_config.json: {key} ({what}) is not supported");
+        string? excludeRegex = Field(o, "exclude_modules", "a string or a list of strings", t => t.GetValueKind() == JsonValueKind.String ? t.GetValue<string>() : null);
+        if (excludeRegex != null && !IsRegex(excludeRegex)) throw new InvalidDataException("adapter_config.json: exclude_modules is not a valid regular expression");
         var config = new LoraAdapterConfig
         {
+            ExcludeModules = excludeRegex is null ? Field(o, "exclude_modules", "a string or a list of strings", t => t.AsArray().Select(x => x!.GetValue<string>()).ToArray()) : null,
+            ExcludeModulesRegex = excludeRegex,
             Rank = Field(o, "r", "an integer", v => v.GetValue<int>()),
             Alpha = Field(o, "lora_alpha", "a number", v => v.GetValue<double>()),
             UseRslora = Field(o, "use_rslora", "true or false", v => v.GetValue<bool>(), false),
@@ -91,6 +104,14 @@ public sealed record LoraAdapterConfig
             if (!keys.All(IsRegex)) throw new InvalidDataException($"adapter_config.json: a key of {field} is not a valid regular expression");
         return config;
     }
+
+    static readonly (string Key, string What)[] Unsupported =
+    [
+        ("alora_invocation_tokens", "activated LoRA: the adapter acts only after the invocation tokens"),
+        ("layer_replication", "replicated base layers"),
+        ("use_qalora", "QA-LoRA: lora_A reads pooled inputs"),
+        ("arrow_config", "Arrow routing between LoRA experts"),
+    ];
 
     /// <summary>A field read with <paramref name="read"/>; absent or JSON null gives <paramref name="absent"/>.</summary>
     static T Field<T>(JsonObject o, string key, string expected, Func<JsonNode, T> read, T absent = default!)
@@ -120,9 +141,15 @@ public sealed record LoraAdapterConfig
         }
     }
 
+    /// <summary>Does exclude_modules name this module (full name model.layers.{i}.{block}.{proj})? PEFT checks it before target_modules.</summary>
+    public bool Excludes(string fullName) => ExcludeModulesRegex is { } regex
+        ? Regex.IsMatch(fullName, $"^(?:{regex})$", RegexOptions.None, RegexTimeout)
+        : ExcludeModules?.Any(t => fullName == t || fullName.EndsWith("." + t, StringComparison.Ordinal)) ?? false;
+
     /// <summary>Does the config target this module (full name model.layers.{i}.{block}.{proj})?</summary>
     public bool Targets(string fullName, int layer)
     {
+        if (Excludes(fullName)) return false;
         if (LayersToTransform is { } layers && !layers.Contains(layer)) return false;
         if (TargetModulesRegex is { } regex) return Regex.IsMatch(fullName, $"^(?:{regex})$", RegexOptions.None, RegexTimeout);
         return TargetModules!.Any(t => fullName == t || fullName.EndsWith("." + t, StringComparison.Ordinal));

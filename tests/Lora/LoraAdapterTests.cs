@@ -156,6 +156,31 @@ public sealed class LoraAdapterTests : IDisposable
     }
 
     [Theory]
+    [InlineData("\"alora_invocation_tokens\": [5, 6]", "alora_invocation_tokens")]
+    [InlineData("\"layer_replication\": [[0, 4], [2, 6]]", "layer_replication")]
+    [InlineData("\"use_qalora\": true", "use_qalora")]
+    [InlineData("\"arrow_config\": {\"top_k\": 2}", "arrow_config")]
+    public void Peft_fields_that_change_the_computation_and_are_not_implemented_are_refused(string field, string name)
+    {
+        var e = Refused(Write($$"""{"r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj"], {{field}}}"""));
+        Assert.Contains($"{name} ", e.Message);
+        Assert.Contains("not supported", e.Message);
+        // Their neutral values load.
+        LoraAdapter.Load("ok", Write("""{"r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj"], "alora_invocation_tokens": null, "layer_replication": null, "use_qalora": false, "arrow_config": null}"""), s_model.Value, 16);
+    }
+
+    [Fact]
+    public void Exclude_modules_removes_modules_from_the_targets_as_peft_does()
+    {
+        Assert.Contains("exclude_modules", Refused(Write("""{"r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj"], "exclude_modules": ["v_proj"]}""")).Message);
+        Assert.Contains("exclude_modules", Refused(Write("""{"r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj"], "exclude_modules": ".*\\.v_proj"}""")).Message);
+        var config = LoraAdapterConfig.Parse("""{"r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj"], "exclude_modules": ["layers.1.self_attn.v_proj"]}""");
+        Assert.False(config.Targets("model.layers.1.self_attn.v_proj", 1));
+        Assert.True(config.Targets("model.layers.11.self_attn.v_proj", 11));
+        Assert.Equal(2, LoraAdapter.Load("ok", Write("""{"r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj"], "exclude_modules": ["k_proj"]}"""), s_model.Value, 16).Weights.Count);
+    }
+
+    [Theory]
     [InlineData(float.NaN, "a NaN")]
     [InlineData(float.PositiveInfinity, "an infinity")]
     [InlineData(float.NegativeInfinity, "an infinity")]
