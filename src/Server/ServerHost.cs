@@ -15,13 +15,26 @@ namespace LoraEngine.Server;
 /// </summary>
 public static class ServerHost
 {
+    /// <summary>
+    /// The host as a URL writes it. Kestrel listens on every interface for a host it cannot parse as an IP address or
+    /// localhost, so a typo (127.0.0.l) or a name would expose the server: refused instead (0.0.0.0 or :: mean all).
+    /// </summary>
+    static string ListenHost(string host)
+    {
+        if (host == "localhost") return host;
+        if (!System.Net.IPAddress.TryParse(host, out var address))
+            throw new ArgumentException($"--host '{host}' is not an IP address or localhost (use 0.0.0.0 or :: to listen on every interface)", nameof(ServerOptions.Host));
+        return address.AddressFamily == System.Net.Sockets.AddressFamily.InterNetworkV6 ? $"[{address}]" : address.ToString();
+    }
+
     /// <summary>Builds the server; the engine and the static adapters are loaded here, so a bad one throws from Build.</summary>
     public static WebApplication Build(ServerOptions options, ILoggerFactory? loggerFactory = null)
     {
         ArgumentNullException.ThrowIfNull(options);
         options.Validate();
+        string host = ListenHost(options.Host);
         var builder = WebApplication.CreateSlimBuilder();
-        builder.WebHost.UseUrls($"http://{options.Host}:{options.Port}");
+        builder.WebHost.UseUrls($"http://{host}:{options.Port}");
         builder.WebHost.ConfigureKestrel(k => k.Limits.MaxRequestBodySize = options.MaxRequestBodyBytes);
         // Kestrel waits this long for requests in flight when it stops: the drain, then time to tell the rest.
         builder.Services.Configure<HostOptions>(h => h.ShutdownTimeout = options.DrainTimeout + TimeSpan.FromSeconds(10));

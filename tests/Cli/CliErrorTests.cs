@@ -49,6 +49,19 @@ public class CliErrorTests
         OneLine(error, "temperature must be non-negative, got -1.");
     }
 
+    [Theory]
+    [InlineData("999.1.1.1")]
+    [InlineData("127.0.0.l")]
+    public async Task A_host_that_is_not_an_address_is_refused_not_bound_to_every_interface(string host)
+    {
+        // Kestrel listens on every interface for a host it cannot parse as an IP address or localhost.
+        var run = Run("serve", "--model", Fixtures.Model("vim-tiny-bf16"), "--host", host, "--port", "0", "--device", "cpu");
+        Assert.True(await Task.WhenAny(run, Task.Delay(TimeSpan.FromSeconds(60), TestContext.Current.CancellationToken)) == run, $"serve --host {host} started");
+        var (exit, error) = await run;
+        Assert.Equal(1, exit);
+        OneLine(error, $"--host '{host}' is not an IP address or localhost");
+    }
+
     [Fact]
     public async Task A_port_in_use()
     {
