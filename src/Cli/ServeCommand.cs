@@ -62,10 +62,29 @@ internal static class ServeCommand
     {
         if (value.TrimStart().StartsWith('{'))
         {
-            using var doc = JsonDocument.Parse(value);
-            var r = doc.RootElement;
-            return new LoraModule(r.GetProperty("name").GetString()!, r.GetProperty("path").GetString()!,
-                r.TryGetProperty("base_model_name", out var b) ? b.GetString() : null);
+            JsonDocument doc;
+            try
+            {
+                doc = JsonDocument.Parse(value);
+            }
+            catch (JsonException e)
+            {
+                throw new ArgumentException($"--lora-modules: not valid JSON (byte {e.BytePositionInLine + 1})", e);
+            }
+            using (doc)
+            {
+                var r = doc.RootElement;
+                // vLLM's LoRAModulePath(**json): a field it does not have is an error, not ignored.
+                foreach (var field in r.EnumerateObject())
+                    if (field.Name is not ("name" or "path" or "base_model_name"))
+                        throw new ArgumentException($"--lora-modules: unknown field '{field.Name}' (the JSON form has name, path and base_model_name)");
+                string? Text(string key) => r.TryGetProperty(key, out var v) && v.ValueKind == JsonValueKind.String ? v.GetString() : null;
+                if (Text("name") is not { } moduleName || Text("path") is not { } modulePath)
+                    throw new ArgumentException("--lora-modules: the JSON form needs \"name\" and \"path\" strings");
+                if (r.TryGetProperty("base_model_name", out var b) && b.ValueKind is not (JsonValueKind.String or JsonValueKind.Null))
+                    throw new ArgumentException("--lora-modules: base_model_name must be a string");
+                return new LoraModule(moduleName, modulePath, Text("base_model_name"));
+            }
         }
         var (name, path) = CommonOptions.ParseLora(value);
         return new LoraModule(name, path);

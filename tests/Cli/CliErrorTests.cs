@@ -50,6 +50,18 @@ public class CliErrorTests
     }
 
     [Theory]
+    [InlineData("""{"name": "a"}""", "--lora-modules: the JSON form needs \"name\" and \"path\" strings")]
+    [InlineData("""{"name": 5, "path": "/tmp"}""", "--lora-modules: the JSON form needs \"name\" and \"path\" strings")]
+    [InlineData("""{bad json""", "--lora-modules: not valid JSON (byte 2)")]
+    [InlineData("""{"name": "a", "path": "/tmp", "base_model": "m"}""", "--lora-modules: unknown field 'base_model'")]
+    public async Task A_lora_module_in_json_that_is_malformed_is_refused_naming_the_option(string module, string expected)
+    {
+        var (exit, error) = await Run("serve", "--model", Fixtures.Model("vim-tiny-bf16"), "--lora-modules", module, "--port", "0", "--device", "cpu");
+        Assert.Equal(1, exit);
+        OneLine(error, expected);
+    }
+
+    [Theory]
     [InlineData("999.1.1.1")]
     [InlineData("127.0.0.l")]
     public async Task A_host_that_is_not_an_address_is_refused_not_bound_to_every_interface(string host)
