@@ -19,7 +19,9 @@ internal static class GenerateCommand
         common.AddTo(command);
         command.SetAction(async (p, ct) =>
         {
-            var args = common.EngineArgs(p) with { MaxNumSeqs = 1, MaxNumBatchedTokens = 512, DisableLogStats = true };
+            // One request: one sequence per step unless --max-num-seqs says otherwise (it sizes the step buffers).
+            int seqs = p.GetResult(common.MaxNumSeqs) is { Implicit: false } ? p.GetValue(common.MaxNumSeqs) : 1;
+            var args = common.EngineArgs(p) with { MaxNumSeqs = seqs, MaxNumBatchedTokens = Math.Max(512, seqs), DisableLogStats = true };
             LoraRequest? request = null;
             if (p.GetValue(lora) is { } value)
             {

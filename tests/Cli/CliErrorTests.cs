@@ -42,6 +42,14 @@ public class CliErrorTests
     }
 
     [Fact]
+    public async Task Generate_honours_max_num_seqs_instead_of_overriding_it()
+    {
+        var (exit, error) = await Run("generate", "hi", "--max-num-seqs", "-1", "--max-tokens", "2", "--device", "cpu");
+        Assert.Equal(1, exit);
+        OneLine(error, "MaxNumSeqs must be positive, got -1");
+    }
+
+    [Fact]
     public async Task A_parameter_out_of_range()
     {
         var (exit, error) = await Run("generate", "hi", "--temperature", "-1", "--max-tokens", "2");
