@@ -36,15 +36,40 @@ internal static class CliApp
         }
         catch (Exception e)
         {
-            error.WriteLine(parse.GetValue(Verbose) ? $"error: {e}" : $"error: {OneLine(e)}");
+            var flags = parse.CommandResult.Command.Options.Select(o => o.Name).ToHashSet();
+            error.WriteLine(parse.GetValue(Verbose) ? $"error: {e}" : $"error: {OneLine(e, flags)}");
             return 1;
         }
     }
 
-    /// <summary>The exception's message on one line, without .NET's "(Parameter 'X')" suffix.</summary>
-    public static string OneLine(Exception e)
+    /// <summary>
+    /// The exception's message on one line, without .NET's "(Parameter 'X')" and "Actual value was …" additions; a message
+    /// that begins with an options property (MaxLoras) names the command's option instead (--max-loras), as typed.
+    /// </summary>
+    public static string OneLine(Exception e, IReadOnlySet<string>? flags = null)
     {
-        string message = e is ArgumentException { ParamName: { } p } ? e.Message.Replace($" (Parameter '{p}')", "") : e.Message;
-        return string.Join(' ', message.Split(['\r', '\n'], StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries));
+        string message = e.Message;
+        if (e is ArgumentException { ParamName: { } p })
+        {
+            message = message.Replace($" (Parameter '{p}')", "");
+            if (flags != null && Flag(p) is { } flag && flags.Contains(flag) && message.StartsWith(p, StringComparison.Ordinal))
+                message = flag + message[p.Length..];
+        }
+        var lines = message.Split(['\r', '\n'], StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+        if (e is ArgumentOutOfRangeException { ActualValue: not null }) lines = [.. lines.Where(l => !l.StartsWith("Actual value was ", StringComparison.Ordinal))];
+        return string.Join(' ', lines);
+    }
+
+    /// <summary>--max-loras for MaxLoras: the options are the properties' names in kebab case; null for a name that is not PascalCase.</summary>
+    static string? Flag(string property)
+    {
+        if (property.Length == 0 || !char.IsUpper(property[0]) || !property.All(char.IsAsciiLetterOrDigit)) return null;
+        var flag = new System.Text.StringBuilder("--");
+        for (int i = 0; i < property.Length; i++)
+        {
+            if (char.IsUpper(property[i]) && i > 0) flag.Append('-');
+            flag.Append(char.ToLowerInvariant(property[i]));
+        }
+        return flag.ToString();
     }
 }

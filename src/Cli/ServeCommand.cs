@@ -46,7 +46,7 @@ internal static class ServeCommand
                 LoraRoot = p.GetValue(loraRoot),
                 ServedModelName = p.GetValue(servedName),
                 MaxRequestBodyBytes = p.GetValue(maxBody),
-                DrainTimeout = TimeSpan.FromSeconds(p.GetValue(drain)),
+                DrainTimeout = Seconds(p.GetValue(drain), "--drain-timeout"),
             };
             await using var app = ServerHost.Build(options, loggers);
             await app.StartAsync(ct);
@@ -57,6 +57,12 @@ internal static class ServeCommand
         });
         return command;
     }
+
+    /// <summary>A number of seconds from the command line; NaN, infinities and values past TimeSpan's range are refused by name.</summary>
+    static TimeSpan Seconds(double seconds, string option) =>
+        double.IsFinite(seconds) && Math.Abs(seconds) < TimeSpan.MaxValue.TotalSeconds
+            ? TimeSpan.FromSeconds(seconds)
+            : throw new ArgumentException($"{option} must be a finite number of seconds, got {seconds}");
 
     static LoraModule Parse(string value)
     {

@@ -117,7 +117,8 @@ public sealed record EngineArgs
             throw new ArgumentOutOfRangeException(nameof(MaxCpuLoras), maxCpuLoras, $"max_cpu_loras ({maxCpuLoras}) must be >= max_loras ({MaxLoras}).");
         if (MaxLogprobs < -1) throw new ArgumentOutOfRangeException(nameof(MaxLogprobs), MaxLogprobs, "MaxLogprobs must be -1 (whole vocabulary) or non-negative");
 
-        if (!Directory.Exists(Model)) throw new ArgumentException($"Model folder '{Model}' does not exist", nameof(Model));
+        if (!Directory.Exists(Model))
+            throw new ArgumentException(File.Exists(Model) ? $"Model '{Model}' is a file: give the model's folder (its config.json and safetensors)" : $"Model folder '{Model}' does not exist", nameof(Model));
         var model = LlamaConfig.Load(Model);
         model.CheckTensorParallel(TensorParallelSize);
         if (EnableLora && FullyShardedLoras && MaxLoraRank % TensorParallelSize != 0)

@@ -38,6 +38,11 @@ public sealed record ServerOptions
         if (DrainTimeout < TimeSpan.Zero) throw new ArgumentOutOfRangeException(nameof(DrainTimeout), DrainTimeout, $"drain timeout must not be negative, got {DrainTimeout.TotalSeconds} s");
         if (AllowRuntimeLoraUpdating && LoraRoot is { } root && !Directory.Exists(root))
             throw new ArgumentException($"--lora-root '{root}' is not a folder", nameof(LoraRoot));
+        // The root confines runtime loads only: without them it would be accepted and do nothing.
+        if (!AllowRuntimeLoraUpdating && LoraRoot != null)
+            throw new ArgumentException("--lora-root confines adapters loaded at run time: it needs --allow-runtime-lora-updating", nameof(LoraRoot));
+        // vLLM reads an empty key as none; here it would ask every client for "Bearer " and nothing more: refused.
+        if (ApiKey is { Length: 0 }) throw new ArgumentException("--api-key is empty: give a key, or leave the option out to serve without one", nameof(ApiKey));
         // The model field resolves the base model's name first, and a repeated name would replace the earlier adapter:
         // either adapter could never be used.
         var names = new HashSet<string>(StringComparer.Ordinal);

@@ -30,7 +30,7 @@ public class CliErrorTests
     {
         var (exit, error) = await Run("generate", "hi", "--model", "/nonexistent");
         Assert.Equal(1, exit);
-        OneLine(error, "Model folder '/nonexistent' does not exist");
+        OneLine(error, "--model folder '/nonexistent' does not exist");
     }
 
     [Fact]
@@ -46,7 +46,39 @@ public class CliErrorTests
     {
         var (exit, error) = await Run("generate", "hi", "--max-num-seqs", "-1", "--max-tokens", "2", "--device", "cpu");
         Assert.Equal(1, exit);
-        OneLine(error, "MaxNumSeqs must be positive, got -1");
+        OneLine(error, "--max-num-seqs must be positive, got -1");
+    }
+
+    [Theory]
+    [InlineData("--max-loras", "0", "--max-loras must be positive, got 0")]
+    [InlineData("--max-model-len", "-3", "--max-model-len must be positive, got -3")]
+    public async Task An_engine_option_out_of_range_is_named_as_typed_without_dotnets_additions(string option, string value, string expected)
+    {
+        var (exit, error) = await Run("generate", "hi", option, value, "--max-tokens", "2", "--device", "cpu");
+        Assert.Equal(1, exit);
+        OneLine(error, expected);
+        Assert.DoesNotContain("Actual value", error);
+    }
+
+    [Fact]
+    public async Task A_file_given_as_the_model_folder()
+    {
+        string config = Path.Combine(Fixtures.Model("vim-tiny-bf16"), "config.json");
+        var (exit, error) = await Run("generate", "hi", "--model", config, "--max-tokens", "2");
+        Assert.Equal(1, exit);
+        OneLine(error, $"--model '{config}' is a file: give the model's folder");
+    }
+
+    [Theory]
+    [InlineData(new[] { "--drain-timeout", "NaN" }, "--drain-timeout must be a finite number of seconds, got NaN")]
+    [InlineData(new[] { "--drain-timeout", "1e300" }, "--drain-timeout must be a finite number of seconds, got 1E+300")]
+    [InlineData(new[] { "--api-key", "" }, "--api-key is empty")]
+    [InlineData(new[] { "--lora-root", "/tmp" }, "--lora-root confines adapters loaded at run time: it needs --allow-runtime-lora-updating")]
+    public async Task A_serve_option_that_cannot_work_is_refused_by_name(string[] option, string expected)
+    {
+        var (exit, error) = await Run(["serve", "--model", Fixtures.Model("vim-tiny-bf16"), "--port", "0", "--device", "cpu", .. option]);
+        Assert.Equal(1, exit);
+        OneLine(error, expected);
     }
 
     [Fact]
