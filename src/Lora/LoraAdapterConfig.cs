@@ -30,6 +30,15 @@ public sealed record LoraAdapterConfig
     /// <summary>layers_to_transform: the only layers targeted; null: every layer.</summary>
     public IReadOnlyList<int>? LayersToTransform { get; init; }
     /// <summary>
+    /// layers_pattern: the name of the layer list that <see cref="LayersToTransform"/> indexes (PEFT reads it only with
+    /// layers_to_transform; null: PEFT's common names, layers, h, block, blocks, layer). A Llama's list is "layers": a
+    /// pattern that names another list targets nothing, as in PEFT.
+    /// </summary>
+    public IReadOnlyList<string>? LayersPattern { get; init; }
+
+    /// <summary>PEFT's COMMON_LAYERS_PATTERN: the layer lists layers_to_transform indexes when no layers_pattern is given.</summary>
+    static readonly string[] CommonLayersPatterns = ["layers", "h", "block", "blocks", "layer"];
+    /// <summary>
     /// fan_in_fan_out: how the base layer stores its weight (GPT-2's Conv1D). It matters to PEFT only when merging; lora_A and
     /// lora_B keep their shapes and are applied unmerged here, so it changes nothing.
     /// </summary>
@@ -94,6 +103,8 @@ public sealed record LoraAdapterConfig
                 JsonArray a => a.Select(x => x!.GetValue<int>()).ToArray(),
                 _ => (int[])[v.GetValue<int>()],
             }),
+            LayersPattern = Field(o, "layers_pattern", "a string or a list of strings", v => v.GetValueKind() == JsonValueKind.String
+                ? (string[])[v.GetValue<string>()] : v.AsArray().Select(x => x!.GetValue<string>()).ToArray()),
             FanInFanOut = Field(o, "fan_in_fan_out", "true or false", v => v.GetValue<bool>(), false),
             UseDora = Field(o, "use_dora", "true or false", v => v.GetValue<bool>(), false),
             Bias = Field(o, "bias", "a string", v => v.GetValue<string>(), "none"),
@@ -146,14 +157,21 @@ public sealed record LoraAdapterConfig
         ? Regex.IsMatch(fullName, $"^(?:{regex})$", RegexOptions.None, RegexTimeout)
         : ExcludeModules?.Any(t => fullName == t || fullName.EndsWith("." + t, StringComparison.Ordinal)) ?? false;
 
-    /// <summary>Does the config target this module (full name model.layers.{i}.{block}.{proj})?</summary>
+    /// <summary>Does the config target this module (full name model.layers.{i}.{block}.{proj}, <paramref name="layer"/> its i)?</summary>
     public bool Targets(string fullName, int layer)
     {
         if (Excludes(fullName)) return false;
-        if (LayersToTransform is { } layers && !layers.Contains(layer)) return false;
+        if (LayersToTransform is { } layers && (!InLayerList(fullName) || !layers.Contains(layer))) return false;
         if (TargetModulesRegex is { } regex) return Regex.IsMatch(fullName, $"^(?:{regex})$", RegexOptions.None, RegexTimeout);
         return TargetModules!.Any(t => fullName == t || fullName.EndsWith("." + t, StringComparison.Ordinal));
     }
+
+    /// <summary>
+    /// Whether a layers pattern finds the module's layer index in its name, as PEFT's re.match(rf".*.{pattern}\.(\d+)\.*", key):
+    /// with none, layers_to_transform targets nothing.
+    /// </summary>
+    public bool InLayerList(string fullName) =>
+        (LayersPattern ?? CommonLayersPatterns).Any(p => Regex.IsMatch(fullName, $@"^.*.{p}\.\d+", RegexOptions.None, RegexTimeout));
 
     /// <summary>
     /// Rank and alpha of one module after rank_pattern / alpha_pattern: PEFT's get_pattern_key, the first key with

@@ -130,6 +130,18 @@ public sealed class LoraAdapterTests : IDisposable
     }
 
     [Fact]
+    public void Layers_pattern_names_the_layer_list_layers_to_transform_indexes_as_in_peft()
+    {
+        // "layers" (a Llama's list, and PEFT's default) finds the index; "h" finds none, so nothing is targeted.
+        var layers = LoraAdapter.Load("lp", Write("""{"r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj"], "layers_to_transform": [0], "layers_pattern": "layers"}"""), s_model.Value, 16);
+        Assert.Equal(2, layers.Weights.Count);
+        Assert.Contains("layers_pattern does not name its layer list",
+            Refused(Write("""{"r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj"], "layers_to_transform": [0], "layers_pattern": ["h"]}""")).Message);
+        Assert.Contains("layers_to_transform does not include",
+            Refused(Write("""{"r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj"], "layers_to_transform": []}""")).Message);
+    }
+
+    [Fact]
     public void Regex_targets_rank_and_alpha_patterns_and_layers_to_transform()
     {
         var regex = LoraAdapter.Load("re", Write("""{"r": 4, "lora_alpha": 8, "target_modules": "model\\.layers\\.0\\.self_attn\\.(q|v)_proj"}"""), s_model.Value, 16);
@@ -138,7 +150,7 @@ public sealed class LoraAdapterTests : IDisposable
         Assert.Equal(4.0f, patterns.Weights.Single(w => w.Module == LoraModule.VProj).Scale); // rank 4 (rank_pattern), alpha 16 (alpha_pattern)
         Assert.Equal(2.0f, patterns.Weights.Single(w => w.Module == LoraModule.QProj).Scale); // rank 4 (rank_pattern), alpha 8
         Assert.All(patterns.Weights, w => Assert.Equal(4, w.Rank));
-        Assert.Contains("target_modules does not include",
+        Assert.Contains("layers_to_transform does not include",
             Refused(Write("""{"r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj"], "layers_to_transform": [1]}""")).Message);
     }
 
