@@ -87,8 +87,26 @@ public sealed class LoraManager
         {
             if (!replace && _cache.TryGet(id, out cached)) return cached; // read by the caller we waited for
             var adapter = LoraAdapter.Load(name, path, _config, MaxRank, loraRoot);
+            CheckFitsSlots(adapter);
             _cache.Add(id, adapter);
             return adapter;
+        }
+    }
+
+    /// <summary>
+    /// F16 slots hold A and scale·B to ±65504: a larger value would become an infinity in the slot and every token of the
+    /// adapter a NaN, so such an adapter is refused when it is read (F32 and BF16 slots hold every finite float).
+    /// </summary>
+    void CheckFitsSlots(LoraAdapter adapter)
+    {
+        if (_ranks[0].DType != Tensors.DType.F16) return;
+        const float F16Max = 65504f;
+        foreach (var w in adapter.Weights)
+        {
+            float a = System.Numerics.Tensors.TensorPrimitives.MaxMagnitude<float>(w.A), b = Math.Abs(w.Scale * System.Numerics.Tensors.TensorPrimitives.MaxMagnitude<float>(w.B));
+            if (Math.Abs(a) > F16Max || b > F16Max)
+                throw new LoraException(adapter.Name, adapter.Path,
+                    $"{w.Module.HfName()} of layer {w.Layer} holds {(Math.Abs(a) > F16Max ? $"a lora_A value of {a}" : $"a scaled lora_B value of {b}")}, past the ±{F16Max} the float16 LoRA slots hold (lora_dtype)");
         }
     }
 

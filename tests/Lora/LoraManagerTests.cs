@@ -114,4 +114,19 @@ public sealed class LoraManagerTests : IDisposable
         var copies = Enumerable.Range(0, 8).AsParallel().WithDegreeOfParallelism(8).Select(_ => _manager.Load("c", 3, dir)).ToArray();
         Assert.All(copies, c => Assert.Same(copies[0], c));
     }
+
+    [Fact]
+    public void Float16_slots_refuse_an_adapter_whose_scaled_weights_they_cannot_hold()
+    {
+        // lora_alpha 1e7 at rank 8: scale·B is finite as a float but far past float16's 65504.
+        string dir = Path.Combine(_root, "loud");
+        CopyAdapter("vim-upper", dir);
+        string config = Path.Combine(dir, "adapter_config.json");
+        File.WriteAllText(config, File.ReadAllText(config).Replace("\"lora_alpha\": 16", "\"lora_alpha\": 10000000"));
+        using var f16 = LoraLayers.Wrap(_model, maxSlots: 2, maxRank: 16, DType.F16, maxTokens: 16);
+        var e = Assert.Throws<LoraException>(() => new LoraManager(f16, _model.Config, maxCpuLoras: 2).Load("loud", 1, dir));
+        Assert.Contains("float16 LoRA slots", e.Message);
+        Assert.Contains("'loud'", e.Message);
+        _manager.Load("loud", 1, dir); // F32 slots hold it
+    }
 }
