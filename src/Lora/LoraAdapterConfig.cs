@@ -133,6 +133,10 @@ public sealed record LoraAdapterConfig
         {
             return read(node);
         }
+        catch (ArgumentException e) when (node is JsonObject) // its properties are read lazily: a key given twice throws here
+        {
+            throw new InvalidDataException($"adapter_config.json: field '{key}' names a key twice", e);
+        }
         catch (Exception e) when (e is InvalidOperationException or FormatException or ArgumentException or NullReferenceException)
         {
             throw new InvalidDataException($"adapter_config.json: field '{key}' has the wrong type (expected {expected})", e);

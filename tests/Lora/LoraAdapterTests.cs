@@ -89,6 +89,7 @@ public sealed class LoraAdapterTests : IDisposable
     [InlineData("""{"r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj"], """, "not valid JSON")]
     [InlineData("""{"r": 0, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj"]}""", "positive integer")]
     [InlineData("""{"r": 4, "r": 8, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj"]}""", "adapter_config.json names a field twice")]
+    [InlineData("""{"r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj"], "rank_pattern": {"q_proj": 2, "q_proj": 4}}""", "field 'rank_pattern' names a key twice")]
     [InlineData("""{"r": 4, "lora_alpha": 8, "target_modules": ["q_proj"]}""", "target_modules does not include")]
     public void Bad_configs_are_refused_naming_the_adapter_and_fault(string config, string fault)
     {
