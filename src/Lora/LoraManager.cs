@@ -1,5 +1,7 @@
 using System.Collections.Concurrent;
+using System.Numerics.Tensors;
 using LoraEngine.Models;
+using LoraEngine.Tensors;
 
 namespace LoraEngine.Lora;
 
@@ -99,14 +101,14 @@ public sealed class LoraManager
     /// </summary>
     void CheckFitsSlots(LoraAdapter adapter)
     {
-        if (_ranks[0].DType != Tensors.DType.F16) return;
+        if (_ranks[0].DType != DType.F16) return;
         const float F16Max = 65504f;
         foreach (var w in adapter.Weights)
         {
-            float a = System.Numerics.Tensors.TensorPrimitives.MaxMagnitude<float>(w.A), b = Math.Abs(w.Scale * System.Numerics.Tensors.TensorPrimitives.MaxMagnitude<float>(w.B));
-            if (Math.Abs(a) > F16Max || b > F16Max)
+            float a = Math.Abs(TensorPrimitives.MaxMagnitude<float>(w.A)), b = Math.Abs(w.Scale * TensorPrimitives.MaxMagnitude<float>(w.B));
+            if (a > F16Max || b > F16Max)
                 throw new LoraException(adapter.Name, adapter.Path,
-                    $"{w.Module.HfName()} of layer {w.Layer} holds {(Math.Abs(a) > F16Max ? $"a lora_A value of {a}" : $"a scaled lora_B value of {b}")}, past the ±{F16Max} the float16 LoRA slots hold (lora_dtype)");
+                    $"{w.Module.HfName()} of layer {w.Layer} holds {(a > F16Max ? $"a lora_A value of magnitude {a}" : $"a scaled lora_B value of magnitude {b}")}, past the ±{F16Max} the float16 LoRA slots hold (lora_dtype)");
         }
     }
 
