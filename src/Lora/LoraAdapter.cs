@@ -211,12 +211,8 @@ public sealed partial class LoraAdapter
                 throw fault($"unsupported LoRA weight {LoraException.Quote(tensor)} (expected base_model.model.model.layers.N.{{self_attn|mlp}}.{{q,k,v,o,gate,up,down}}_proj.lora_{{A|B}}.weight)", null);
             if (!int.TryParse(m.Groups[1].Value, out int layer) || layer >= model.NumHiddenLayers)
                 throw fault($"tensor '{tensor}' names layer {m.Groups[1].Value} but the model has {model.NumHiddenLayers} layers", null);
-            if (!config.Targets(module.ModulePath(layer), layer))
-                throw fault($"tensor '{tensor}' is for module {module.ModulePath(layer)}, which " +
-                            (config.Excludes(module.ModulePath(layer)) ? "exclude_modules excludes"
-                                : config.LayersToTransform != null && !config.InLayerList(module.ModulePath(layer)) ? "layers_pattern does not name its layer list (layers)"
-                                : config.LayersToTransform is { } layers && !layers.Contains(layer) ? "layers_to_transform does not include"
-                                : "target_modules does not include"), null);
+            if (config.WhyNotTargeted(module.ModulePath(layer), layer) is { } why)
+                throw fault($"tensor '{tensor}' is for module {module.ModulePath(layer)}, which {why}", null);
             var key = (layer, module);
             pairs.TryGetValue(key, out var pair);
             pairs[key] = m.Groups[4].Value == "A" ? (tensor, pair.B) : (pair.A, tensor);

@@ -78,24 +78,22 @@ public sealed record LoraAdapterConfig
         var missing = new[] { "r", "lora_alpha", "target_modules" }.Where(k => o[k] is null).ToArray();
         if (missing.Length > 0) throw new InvalidDataException($"Missing required configuration fields: {string.Join(", ", missing)}");
 
-        string? regex = Field(o, "target_modules", "a string or a list of strings", t => t.GetValueKind() == JsonValueKind.String ? t.GetValue<string>() : null);
-        if (regex != null && !IsRegex(regex)) throw new InvalidDataException("adapter_config.json: target_modules is not a valid regular expression");
         // PEFT fields that change what the adapter computes and that LoraEngine does not implement: refused unless
         // absent, null or false, never applied as plain LoRA.
         foreach (var (key, what) in Unsupported)
             if (o[key] is { } node && !(node.GetValueKind() == JsonValueKind.False))
                 throw new InvalidDataException($"adapter_config.json: {key} ({what}) is not supported");
-        string? excludeRegex = Field(o, "exclude_modules", "a string or a list of strings", t => t.GetValueKind() == JsonValueKind.String ? t.GetValue<string>() : null);
-        if (excludeRegex != null && !IsRegex(excludeRegex)) throw new InvalidDataException("adapter_config.json: exclude_modules is not a valid regular expression");
+        var (targets, targetsRegex) = Modules(o, "target_modules");
+        var (excluded, excludedRegex) = Modules(o, "exclude_modules");
         var config = new LoraAdapterConfig
         {
-            ExcludeModules = excludeRegex is null ? Field(o, "exclude_modules", "a string or a list of strings", t => t.AsArray().Select(x => x!.GetValue<string>()).ToArray()) : null,
-            ExcludeModulesRegex = excludeRegex,
+            ExcludeModules = excluded,
+            ExcludeModulesRegex = excludedRegex,
             Rank = Field(o, "r", "an integer", v => v.GetValue<int>()),
             Alpha = Field(o, "lora_alpha", "a number", v => v.GetValue<double>()),
             UseRslora = Field(o, "use_rslora", "true or false", v => v.GetValue<bool>(), false),
-            TargetModules = regex is null ? Field(o, "target_modules", "a string or a list of strings", t => t.AsArray().Select(x => x!.GetValue<string>()).ToArray()) : null,
-            TargetModulesRegex = regex,
+            TargetModules = targets,
+            TargetModulesRegex = targetsRegex,
             RankPattern = Field(o, "rank_pattern", "an object of integers", v => v.AsObject().ToDictionary(kv => kv.Key, kv => kv.Value!.GetValue<int>()), new()),
             AlphaPattern = Field(o, "alpha_pattern", "an object of numbers", v => v.AsObject().ToDictionary(kv => kv.Key, kv => kv.Value!.GetValue<double>()), new()),
             LayersToTransform = Field(o, "layers_to_transform", "an integer or a list of integers", v => v switch
@@ -123,6 +121,15 @@ public sealed record LoraAdapterConfig
         ("use_qalora", "QA-LoRA: lora_A reads pooled inputs"),
         ("arrow_config", "Arrow routing between LoRA experts"),
     ];
+
+    /// <summary>A module selector as PEFT takes it (target_modules, exclude_modules): a list of name suffixes, or one regex.</summary>
+    static (string[]? List, string? Regex) Modules(JsonObject o, string key)
+    {
+        const string Expected = "a string or a list of strings";
+        string? regex = Field(o, key, Expected, t => t.GetValueKind() == JsonValueKind.String ? t.GetValue<string>() : null);
+        if (regex != null && !IsRegex(regex)) throw new InvalidDataException($"adapter_config.json: {key} is not a valid regular expression");
+        return (regex is null ? Field(o, key, Expected, t => t.AsArray().Select(x => x!.GetValue<string>()).ToArray()) : null, regex);
+    }
 
     /// <summary>A field read with <paramref name="read"/>; absent or JSON null gives <paramref name="absent"/>.</summary>
     static T Field<T>(JsonObject o, string key, string expected, Func<JsonNode, T> read, T absent = default!)
@@ -156,26 +163,33 @@ public sealed record LoraAdapterConfig
         }
     }
 
-    /// <summary>Does exclude_modules name this module (full name model.layers.{i}.{block}.{proj})? PEFT checks it before target_modules.</summary>
-    public bool Excludes(string fullName) => ExcludeModulesRegex is { } regex
-        ? Regex.IsMatch(fullName, $"^(?:{regex})$", RegexOptions.None, RegexTimeout)
-        : ExcludeModules?.Any(t => fullName == t || fullName.EndsWith("." + t, StringComparison.Ordinal)) ?? false;
-
     /// <summary>Does the config target this module (full name model.layers.{i}.{block}.{proj}, <paramref name="layer"/> its i)?</summary>
-    public bool Targets(string fullName, int layer)
+    public bool Targets(string fullName, int layer) => WhyNotTargeted(fullName, layer) is null;
+
+    /// <summary>
+    /// Which field leaves the module untargeted, in PEFT's order (exclude_modules first, then the layers, then
+    /// target_modules), as the words of a refusal ("exclude_modules excludes"); null when the config targets it.
+    /// </summary>
+    public string? WhyNotTargeted(string fullName, int layer)
     {
-        if (Excludes(fullName)) return false;
-        if (LayersToTransform is { } layers && (!InLayerList(fullName) || !layers.Contains(layer))) return false;
-        if (TargetModulesRegex is { } regex) return Regex.IsMatch(fullName, $"^(?:{regex})$", RegexOptions.None, RegexTimeout);
-        return TargetModules!.Any(t => fullName == t || fullName.EndsWith("." + t, StringComparison.Ordinal));
+        if (Names(ExcludeModules, ExcludeModulesRegex, fullName)) return "exclude_modules excludes";
+        if (LayersToTransform is { } layers)
+        {
+            // PEFT's re.match(rf".*.{pattern}\.(\d+)\.*", key): with no pattern naming the module's layer list, nothing is targeted.
+            if (!(LayersPattern ?? CommonLayersPatterns).Any(p => Regex.IsMatch(fullName, $@"^.*.{p}\.\d+", RegexOptions.None, RegexTimeout)))
+                return "layers_pattern does not name its layer list (layers)";
+            if (!layers.Contains(layer)) return "layers_to_transform does not include";
+        }
+        return Names(TargetModules, TargetModulesRegex, fullName) ? null : "target_modules does not include";
     }
 
     /// <summary>
-    /// Whether a layers pattern finds the module's layer index in its name, as PEFT's re.match(rf".*.{pattern}\.(\d+)\.*", key):
-    /// with none, layers_to_transform targets nothing.
+    /// A module selector's match, as PEFT's: the regex against the whole name (re.fullmatch), else a list entry equal to
+    /// the name or to a dotted suffix of it; false for a selector not given.
     /// </summary>
-    public bool InLayerList(string fullName) =>
-        (LayersPattern ?? CommonLayersPatterns).Any(p => Regex.IsMatch(fullName, $@"^.*.{p}\.\d+", RegexOptions.None, RegexTimeout));
+    static bool Names(IReadOnlyList<string>? list, string? regex, string fullName) => regex is not null
+        ? Regex.IsMatch(fullName, $"^(?:{regex})$", RegexOptions.None, RegexTimeout)
+        : list?.Any(t => fullName == t || fullName.EndsWith("." + t, StringComparison.Ordinal)) ?? false;
 
     /// <summary>
     /// Rank and alpha of one module after rank_pattern / alpha_pattern: PEFT's get_pattern_key, the first key with
