@@ -31,8 +31,7 @@ public static class ServerHost
     public static WebApplication Build(ServerOptions options, ILoggerFactory? loggerFactory = null)
     {
         ArgumentNullException.ThrowIfNull(options);
-        options.Validate();
-        string host = ListenHost(options.Host);
+        string host = ListenHost(options.Host); // the options' own checks: AddLoraEngine's, below, before anything starts
         var builder = WebApplication.CreateSlimBuilder();
         builder.WebHost.UseUrls($"http://{host}:{options.Port}");
         builder.WebHost.ConfigureKestrel(k => k.Limits.MaxRequestBodySize = options.MaxRequestBodyBytes);
