@@ -124,10 +124,10 @@ public static class BenchRunner
     }
 
     static string Markdown(IReadOnlyList<ScenarioResult> results) =>
-    "| scenario | batch | prompt | tok/s | TTFT p50 / p99 ms | TTFT p50 vs uncached | prefix hits | ITL p50 / p99 ms | decode step ms | roofline | LoRA overhead | device MiB |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n" +
+    "| scenario | batch | prompt | tok/s | TTFT p50 / p99 ms | TTFT p50 vs uncached | prefix hits | ITL p50 / p99 ms | decode step ms | host ms | roofline | LoRA overhead | device MiB |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n" +
     string.Concat(results.Select(r => $"| {r.Scenario} | {r.Batch} | {r.PromptTokens} | {r.TokensPerSecond:F1} | {r.TtftP50Ms:F1} / {r.TtftP99Ms:F1} | " +
         $"{(r.TtftVsUncached is double v ? v.ToString("F3") : "")}{(r.SameTokensAsUncached is bool same ? same ? " (same tokens)" : " (TOKENS DIFFER)" : "")} | {(r.PrefixCacheHitRate is double h ? h.ToString("P1") : "")} | {r.ItlP50Ms:F2} / {r.ItlP99Ms:F2} | " +
-        $"{r.DecodeStepMs:F2} | {r.RooflineRatio:F2} | {(r.LoraOverhead is double o ? o.ToString("P1") : "")} | {r.DeviceBytes / (1 << 20)} |\n"));
+        $"{r.DecodeStepMs:F2} | {r.HostStepMs:F3} | {r.RooflineRatio:F2} | {(r.LoraOverhead is double o ? o.ToString("P1") : "")} | {r.DeviceBytes / (1 << 20)} |\n"));
 
     /// <summary>The repository's models/vim-tiny-bf16: searched from the working directory up, then from the executable up.</summary>
     static string ShippedModel()

@@ -33,6 +33,13 @@ public sealed record ScenarioResult(
     double TtftP50Ms, double TtftP99Ms, double ItlP50Ms, double ItlP99Ms, double DecodeStepMs,
     long DeviceBytes, double RooflineRatio, double? LoraOverhead)
 {
+    /// <summary>
+    /// Of <see cref="DecodeStepMs"/> (the median decode step), the host's own work: the step's time less the time it
+    /// waited for the device (median over decode steps). On the CPU device the kernels run inside their launches, so
+    /// this is the whole step there.
+    /// </summary>
+    public double HostStepMs { get; init; }
+
     /// <summary>Of <see cref="PromptTokens"/>, the system prompt all requests share.</summary>
     public int SharedPrefixTokens { get; init; }
 
@@ -134,7 +141,7 @@ public sealed class ServingBenchmark(string modelDir, Func<int, string> adapterD
                 };
                 results.Add(result);
                 log.WriteLine($"{scenario.Name,-42} {result.TokensPerSecond,9:F1} tok/s  TTFT p50 {result.TtftP50Ms,8:F1} ms  ITL p50 {result.ItlP50Ms,7:F2} ms  " +
-                              $"step {result.DecodeStepMs,7:F2} ms  roofline {result.RooflineRatio:F2}{(overhead is double o ? $"  LoRA overhead {o:P1}" : "")}" +
+                              $"step {result.DecodeStepMs,7:F2} ms (host {result.HostStepMs:F3})  roofline {result.RooflineRatio:F2}{(overhead is double o ? $"  LoRA overhead {o:P1}" : "")}" +
                               $"{(result.PrefixCacheHitRate is double h ? $"  prefix hits {h:P1}" : "")}{(vsUncached is double v ? $"  TTFT p50 {v:F3}× uncached" : "")}" +
                               $"{(sameTokens is bool same ? same ? ", same tokens" : ", TOKENS DIFFER from uncached" : "")}");
             }
@@ -168,6 +175,7 @@ public sealed class ServingBenchmark(string modelDir, Func<int, string> adapterD
         var lastSeen = new Dictionary<string, (double Ms, int Tokens)>();
         var finalTokens = new Dictionary<string, IReadOnlyList<int>>();
         var decodeSteps = new List<double>();
+        var hostSteps = new List<double>();
         var clock = Stopwatch.StartNew();
         for (int i = 0; i < scenario.Batch; i++)
         {
@@ -184,12 +192,18 @@ public sealed class ServingBenchmark(string modelDir, Func<int, string> adapterD
         }
         void Step()
         {
+            var waited = engine.Metrics.DeviceWaitTime;
             var stepClock = Stopwatch.StartNew();
             var outputs = engine.Step();
             double stepMs = stepClock.Elapsed.TotalMilliseconds;
+            double hostMs = stepMs - (engine.Metrics.DeviceWaitTime - waited).TotalMilliseconds;
             // A decode-only step: every request that advanced already had its first token (no prefill finished in it).
             bool decodeOnly = outputs.Count > 0 && outputs.All(o => firstToken.ContainsKey(o.RequestId));
-            if (decodeOnly) decodeSteps.Add(stepMs);
+            if (decodeOnly)
+            {
+                decodeSteps.Add(stepMs);
+                hostSteps.Add(hostMs);
+            }
             double now = clock.Elapsed.TotalMilliseconds;
             foreach (var o in outputs)
             {
@@ -211,6 +225,7 @@ public sealed class ServingBenchmark(string modelDir, Func<int, string> adapterD
             engine.MemoryPlan.WeightBytes + engine.MemoryPlan.LoraSlotBytes + engine.MemoryPlan.ActivationBytes + engine.MemoryPlan.KvCacheBytes,
             0, null)
         {
+            HostStepMs = hostSteps.Count > 0 ? Percentile(hostSteps.Order().ToArray(), 0.5) : double.NaN,
             SharedPrefixTokens = scenario.SharedPrefix,
             PrefixCacheHitRate = queries > 0 ? (double)hits / queries : null,
             Outputs = Enumerable.Range(0, scenario.Batch).Select(i => finalTokens[$"{scenario.Name}/{i}"]).ToArray(),

@@ -19,6 +19,8 @@ internal sealed class FaultyRunner(IModelRunner inner) : IModelRunner
 
     public ManualResetEventSlim Entered { get; } = new();
 
+    public TimeSpan DeviceWait => inner.DeviceWait;
+
     /// <summary>Runs inside every step, where a kernel's host work would run.</summary>
     public Action? DuringStep { get; set; }
 

@@ -12,6 +12,8 @@ internal sealed class TestRunner(IModelRunner inner) : IModelRunner
 
     public TimeSpan StepDelay { get; set; }
 
+    public TimeSpan DeviceWait => inner.DeviceWait;
+
     public static TestRunner Install(LlmEngine engine)
     {
         var runner = new TestRunner(engine.Core.Runner);

@@ -143,6 +143,7 @@ internal sealed class EngineCore : IDisposable
     IReadOnlyList<RequestOutput> StepLocked()
     {
         var started = Stopwatch.GetTimestamp();
+        var waited = Runner.DeviceWait;
         var plan = _scheduler.Schedule();
         _preemptions += plan.Preempted.Count;
         if (plan.Scheduled.Count == 0) return [];
@@ -152,7 +153,8 @@ internal sealed class EngineCore : IDisposable
         Record(new IterationStats(
             plan.Scheduled.Sum(s => Math.Clamp(s.Sequence.PromptLength - s.Start, 0, s.Count)),
             update.GeneratedTokens, update.FinishedRequests.Count, Stopwatch.GetElapsedTime(started),
-            update.TimesToFirstToken, update.InterTokenLatencies, update.RequestLatencies) { FailedRequests = update.FailedRequests });
+            update.TimesToFirstToken, update.InterTokenLatencies, update.RequestLatencies)
+            { FailedRequests = update.FailedRequests, DeviceWait = Runner.DeviceWait - waited });
         return update.Outputs;
     }
 

@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using System.Runtime.InteropServices;
 using LoraEngine.Lora;
 using LoraEngine.Models;
@@ -93,6 +94,8 @@ internal sealed class ModelExecutor : IModelRunner
     public int BlockSize { get; }
 
     public int MaxBlocksPerSequence { get; }
+
+    public TimeSpan DeviceWait { get; private set; }
 
     /// <summary>CUDA graphs captured so far (one per decode bucket, LoRA use and filtered sampling).</summary>
     public int CapturedGraphs => _graphs.Count;
@@ -220,6 +223,10 @@ internal sealed class ModelExecutor : IModelRunner
     {
         bool logprobs = false;
         for (int r = 0; r < n; r++) logprobs |= samples[start + r].Row.Logprobs >= 0;
+        // The read would wait for the device anyway; waiting here first tells the device's share of the step from the host's.
+        long waitStart = Stopwatch.GetTimestamp();
+        Model.Device.Synchronize();
+        DeviceWait += Stopwatch.GetElapsedTime(waitStart);
         _sample.Read(n, logprobs);
         for (int r = 0; r < n; r++)
         {

@@ -22,6 +22,7 @@ public sealed class EngineMetrics : IStatLogger, IDisposable
     readonly Histogram<double> _ttft;
     readonly Histogram<double> _itl;
     readonly Histogram<double> _e2e;
+    readonly Histogram<double> _stepHost;
     readonly object _lock = new();
     SchedulerStats? _last;
 
@@ -37,6 +38,7 @@ public sealed class EngineMetrics : IStatLogger, IDisposable
         _ttft = _meter.CreateHistogram<double>("loraengine.time_to_first_token", "s", "Time to first token");
         _itl = _meter.CreateHistogram<double>("loraengine.inter_token_latency", "s", "Time between output tokens");
         _e2e = _meter.CreateHistogram<double>("loraengine.request_latency", "s", "End-to-end request latency");
+        _stepHost = _meter.CreateHistogram<double>("loraengine.step_host_time", "s", "Time of a step the host spent on its own work, not waiting for the device");
         _meter.CreateObservableGauge("loraengine.requests_running", () => _last?.NumRunning ?? 0, "requests");
         _meter.CreateObservableGauge("loraengine.requests_waiting", () => _last?.NumWaiting ?? 0, "requests");
         _meter.CreateObservableGauge("loraengine.kv_cache_usage", () => _last?.KvCacheUsage ?? 0, "ratio");
@@ -62,6 +64,10 @@ public sealed class EngineMetrics : IStatLogger, IDisposable
     public long PrefixCacheHits { get; private set; }
     /// <summary>The engine's state after the latest step or abort; null before the first.</summary>
     public SchedulerStats? Last => _last;
+    /// <summary>Time spent in steps, summed.</summary>
+    public TimeSpan StepTime { get; private set; }
+    /// <summary>Of <see cref="StepTime"/>, the time the host waited for the device; the rest was the host's own work (scheduling, packing, launching, reading results, updating requests).</summary>
+    public TimeSpan DeviceWaitTime { get; private set; }
     /// <summary>Seconds from a request's arrival to its first output token.</summary>
     public LatencyHistogram TimeToFirstToken { get; } = new();
     /// <summary>Seconds between consecutive output tokens of a sequence.</summary>
@@ -76,6 +82,8 @@ public sealed class EngineMetrics : IStatLogger, IDisposable
         {
             _last = scheduler;
             if (iteration.StepTime > TimeSpan.Zero) Steps++;
+            StepTime += iteration.StepTime;
+            DeviceWaitTime += iteration.DeviceWait;
             PromptTokens += iteration.PromptTokens;
             GenerationTokens += iteration.GenerationTokens;
             RequestsFinished += iteration.FinishedRequests;
@@ -95,6 +103,7 @@ public sealed class EngineMetrics : IStatLogger, IDisposable
         foreach (var t in iteration.TimesToFirstToken) _ttft.Record(t.TotalSeconds);
         foreach (var t in iteration.InterTokenLatencies) _itl.Record(t.TotalSeconds);
         foreach (var t in iteration.RequestLatencies) _e2e.Record(t.TotalSeconds);
+        if (iteration.StepTime > TimeSpan.Zero) _stepHost.Record((iteration.StepTime - iteration.DeviceWait).TotalSeconds);
     }
 
     /// <summary>Disposes the meter: its instruments stop reporting; the totals stay readable.</summary>

@@ -42,6 +42,9 @@ public sealed record IterationStats(
     /// <summary>Requests among <see cref="FinishedRequests"/> that the engine failed (finish reason "error").</summary>
     public int FailedRequests { get; init; }
 
+    /// <summary>Of <see cref="StepTime"/>, the time the host waited for the device to finish the step's work.</summary>
+    public TimeSpan DeviceWait { get; init; }
+
     /// <summary>Nothing computed: reported with the state after an abort, so gauges follow it at once.</summary>
     public static IterationStats None { get; } = new(0, 0, 0, TimeSpan.Zero, [], [], []);
 }

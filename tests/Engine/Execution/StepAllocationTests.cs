@@ -14,6 +14,8 @@ public class StepAllocationTests
     {
         public readonly List<(int Rows, long Bytes)> DecodeSteps = new();
 
+        public TimeSpan DeviceWait => inner.DeviceWait;
+
         public IReadOnlyList<ExecutionResult> Execute(IReadOnlyList<ExecutionItem> items)
         {
             long before = GC.GetAllocatedBytesForCurrentThread();

@@ -1,4 +1,5 @@
 using System.Diagnostics.Metrics;
+using LoraEngine.Execution;
 using Xunit;
 
 namespace LoraEngine.Engine.Tests.Metrics;
@@ -56,5 +57,52 @@ public class EngineMetricsTests
         Assert.Equal(40 + 37 - 32, engine.Metrics.PromptTokens); // and computed only the rest
         Assert.Equal(40 + 37, meter["loraengine.prefix_cache_queries"]);
         Assert.Equal(32, meter["loraengine.prefix_cache_hits"]);
+    }
+
+    [Fact]
+    public void A_steps_time_is_split_into_the_devices_and_the_hosts()
+    {
+        using var engine = LlmEngine.FromEngineArgs(EngineFactory.Args());
+        var runner = new SlowDevice(engine.Core.Runner);
+        engine.Core.Runner = runner;
+        var hostTimes = new List<double>();
+        using var listener = new MeterListener();
+        listener.InstrumentPublished = (instrument, l) =>
+        {
+            if (instrument.Meter == engine.Metrics.Meter && instrument.Name == "loraengine.step_host_time") l.EnableMeasurementEvents(instrument);
+        };
+        listener.SetMeasurementEventCallback<double>((_, value, _, _) => { lock (hostTimes) hostTimes.Add(value); });
+        listener.Start();
+
+        engine.AddRequest("a", "Vim is", new SamplingParams { MaxTokens = 4, IgnoreEos = true });
+        EngineFactory.RunToCompletion(engine);
+
+        var m = engine.Metrics;
+        Assert.Equal(4, m.Steps);
+        Assert.Equal(4, hostTimes.Count);
+        // Each step waited at least the slow device's 30 ms, and the host's share is what is left of the step.
+        Assert.True(m.DeviceWaitTime >= 4 * SlowDevice.Delay, $"waited {m.DeviceWaitTime}");
+        Assert.True(m.DeviceWaitTime < m.StepTime, $"waited {m.DeviceWaitTime} of {m.StepTime}");
+        Assert.All(hostTimes, t => Assert.True(t >= 0, $"host time {t}"));
+        Assert.Equal((m.StepTime - m.DeviceWaitTime).TotalSeconds, hostTimes.Sum(), 6);
+    }
+
+    /// <summary>A device that takes 30 ms more to finish each step, all of it waited for.</summary>
+    sealed class SlowDevice(IModelRunner inner) : IModelRunner
+    {
+        public static readonly TimeSpan Delay = TimeSpan.FromMilliseconds(30);
+        TimeSpan _extra;
+
+        public TimeSpan DeviceWait => inner.DeviceWait + _extra;
+
+        public IReadOnlyList<ExecutionResult> Execute(IReadOnlyList<ExecutionItem> items)
+        {
+            var results = inner.Execute(items);
+            Thread.Sleep(Delay);
+            _extra += Delay;
+            return results;
+        }
+
+        public void Dispose() => inner.Dispose();
     }
 }
