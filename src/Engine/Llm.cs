@@ -26,7 +26,8 @@ public sealed class Llm : IDisposable
         ArgumentNullException.ThrowIfNull(loraRequests);
         if (loraRequests.Count != prompts.Count)
             throw new ArgumentException($"{loraRequests.Count} LoRA requests for {prompts.Count} prompts", nameof(loraRequests));
-        var sampling = samplingParams ?? new SamplingParams();
+        // As vLLM's LLM: only the final outputs are wanted, so steps build no others.
+        var sampling = (samplingParams ?? new SamplingParams()) with { OutputKind = RequestOutputKind.FinalOnly };
         string batchId = Guid.NewGuid().ToString("N")[..8];
         var ids = new string[prompts.Count];
         for (int i = 0; i < prompts.Count; i++)

@@ -47,6 +47,12 @@ public sealed record SamplingParams
     /// bans a token, +100 all but forces it. Values in [−100, 100]; the server clamps as vLLM does.
     /// </summary>
     public IReadOnlyDictionary<int, float>? LogitBias { get; init; }
+    /// <summary>
+    /// Which outputs the request's steps return: cumulative (default), deltas, or the final one only. <c>Llm.Generate</c>
+    /// asks for the final one only, as vLLM's LLM does; a server's non-streaming requests too. Outputs past the first cost
+    /// the host a copy of the text and tokens so far at every step in the cumulative kind.
+    /// </summary>
+    public RequestOutputKind OutputKind { get; init; }
 
     /// <summary>Checks ranges (vLLM's messages); an ArgumentException whose ParamName is the field.</summary>
     public void Validate(int maxLogprobs, int vocabSize)
@@ -67,6 +73,7 @@ public sealed record SamplingParams
         if (Stop?.Any(string.IsNullOrEmpty) == true) throw Bad(nameof(Stop), "stop strings must not be empty.");
         if (StopTokenIds?.Any(id => id < 0 || id >= vocabSize) == true) throw Bad(nameof(StopTokenIds), $"stop_token_ids must be in [0, {vocabSize}).");
         CheckLogitBias(vocabSize);
+        if (!Enum.IsDefined(OutputKind)) throw Bad(nameof(OutputKind), $"output_kind must be 0 (cumulative), 1 (delta) or 2 (final only), got {(int)OutputKind}.");
     }
 
     void CheckLogitBias(int vocabSize)

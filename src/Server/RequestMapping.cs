@@ -80,6 +80,8 @@ internal static class RequestMapping
         RepetitionPenalty = r.RepetitionPenalty ?? 1,
         IgnoreEos = r.IgnoreEos ?? false,
         LogitBias = LogitBias(r.LogitBias),
+        // A stream sends what each step added (the writers diff the cumulative outputs); a plain answer needs the last output only.
+        OutputKind = r.Stream == true ? RequestOutputKind.Cumulative : RequestOutputKind.FinalOnly,
     };
 
     public static IReadOnlyList<string>? Stops(JsonElement stop) => stop.ValueKind switch

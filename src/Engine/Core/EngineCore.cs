@@ -198,7 +198,7 @@ internal sealed class EngineCore : IDisposable
         foreach (var request in failed) OutputProcessor.Fail(request, DeadError, _scheduler);
         _requests.Clear();
         Record(IterationStats.None with { FinishedRequests = failed.Length, FailedRequests = failed.Length });
-        return failed.Select(OutputProcessor.ToOutput).ToArray();
+        return failed.Select(OutputProcessor.Output).OfType<RequestOutput>().ToArray();
     }
 
     /// <summary>Aborts a request: its KV blocks are freed at once and the gauges updated. Unknown ids are ignored.</summary>

@@ -86,7 +86,7 @@ internal sealed class OutputProcessor(HfTokenizer tokenizer, IReadOnlySet<int> e
 
         var finishedRequests = touched.Where(r => r.IsFinished).ToList();
         foreach (var r in finishedRequests) e2e.Add(now - r.ArrivalTime);
-        return new OutputUpdate(touched.Select(ToOutput).ToArray(), finished, finishedRequests, generated, failed, ttft, itl, e2e);
+        return new OutputUpdate(touched.Select(Output).OfType<RequestOutput>().ToArray(), finished, finishedRequests, generated, failed, ttft, itl, e2e);
     }
 
     /// <summary>Finishes every unfinished sequence of a request with reason "error"; returns them.</summary>
@@ -186,6 +186,44 @@ internal sealed class OutputProcessor(HfTokenizer tokenizer, IReadOnlySet<int> e
 
     string Decode(int id) => tokenizer.Decode([id]);
 
+    /// <summary>
+    /// The request's output after a step, of the kind it asked for; null for a final-only request still running and for
+    /// a delta with nothing new (a prefill chunk that sampled nothing).
+    /// </summary>
+    public static RequestOutput? Output(Request r) => r.SamplingParams.OutputKind switch
+    {
+        RequestOutputKind.FinalOnly => r.IsFinished ? ToOutput(r) : null,
+        RequestOutputKind.Delta => ToDelta(r),
+        _ => ToOutput(r),
+    };
+
+    /// <summary>What each sequence added since the request's previous output (the prompt logprobs computed since then).</summary>
+    static RequestOutput? ToDelta(Request r)
+    {
+        var p = r.SamplingParams;
+        var outputs = r.Sequences.Select(seq =>
+        {
+            string visible = seq.IsFinished ? seq.Text : seq.Text[..StopChecker.VisibleLength(seq.Text, p.Stop)];
+            var (tokensSent, textSent) = seq.DeltaSent;
+            int newTokens = seq.OutputLength - tokensSent;
+            // Held-back text is never sent, so a stop string cut at the end cannot take back text already sent.
+            string text = visible.Length > textSent ? visible[textSent..] : "";
+            seq.DeltaSent = (seq.OutputLength, Math.Max(textSent, visible.Length));
+            return new CompletionOutput(seq.Index, text, seq.Tokens.GetRange(seq.PromptLength + tokensSent, newTokens).ToArray(),
+                p.Logprobs != null ? seq.CumulativeLogprob : null, p.Logprobs != null ? seq.Logprobs.GetRange(tokensSent, newTokens).ToArray() : null,
+                seq.FinishReason) { StopReason = seq.StopReason };
+        }).ToArray();
+        IReadOnlyDictionary<int, Logprob>?[]? prompt = null;
+        if (r.PromptLogprobs is { } all && r.PromptLogprobsDone > r.PromptLogprobsSent)
+        {
+            prompt = all[r.PromptLogprobsSent..r.PromptLogprobsDone];
+            r.PromptLogprobsSent = r.PromptLogprobsDone;
+        }
+        if (prompt is null && !r.IsFinished && outputs.All(o => o.TokenIds.Count == 0 && o.Text.Length == 0)) return null;
+        return new RequestOutput(r.RequestId, r.Prompt, r.PromptTokenIds, prompt, outputs, r.IsFinished, r.LoraRequest) { Error = r.Error };
+    }
+
+    /// <summary>Everything so far (the cumulative kind, and the final output of the others).</summary>
     public static RequestOutput ToOutput(Request r)
     {
         var outputs = r.Sequences.Select(seq =>

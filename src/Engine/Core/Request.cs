@@ -57,6 +57,9 @@ internal sealed class Request
     /// <summary>Prompt positions whose logprobs are filled (survives preemption, which recomputes the prefill).</summary>
     public int PromptLogprobsDone { get; set; } = 1;
 
+    /// <summary>Prompt positions whose logprobs delta outputs have returned.</summary>
+    public int PromptLogprobsSent { get; set; }
+
     public DateTime ArrivalTime { get; } = DateTime.UtcNow;
 
     public DateTime? FirstTokenTime { get; set; }

@@ -87,6 +87,9 @@ internal sealed class Sequence
 
     public List<IReadOnlyDictionary<int, Logprob>> Logprobs { get; } = new();
 
+    /// <summary>Output tokens (and their logprobs) and characters of <see cref="Text"/> already returned in delta outputs.</summary>
+    public (int Tokens, int Text) DeltaSent { get; set; }
+
     public double CumulativeLogprob { get; set; }
 
     /// <summary>Steps this waiting sequence was passed over because the adapter limit was reached.</summary>
