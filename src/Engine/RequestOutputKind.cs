@@ -10,8 +10,9 @@ public enum RequestOutputKind
     Cumulative = 0,
 
     /// <summary>
-    /// Each output holds what is new since the request's previous one: text, token ids and logprobs; the prompt's
-    /// logprobs come in the first output only. CumulativeLogprob and FinishReason are those of the sequence so far.
+    /// Each output holds what is new since the request's previous one: text, token ids, logprobs, and the prompt
+    /// logprobs of the prefill chunks computed since (none once the prompt is done). CumulativeLogprob and FinishReason
+    /// are those of the sequence so far. A step that added nothing returns no output.
     /// </summary>
     Delta = 1,
 

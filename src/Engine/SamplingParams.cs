@@ -48,9 +48,9 @@ public sealed record SamplingParams
     /// </summary>
     public IReadOnlyDictionary<int, float>? LogitBias { get; init; }
     /// <summary>
-    /// Which outputs the request's steps return: cumulative (default), deltas, or the final one only. <c>Llm.Generate</c>
-    /// asks for the final one only, as vLLM's LLM does; a server's non-streaming requests too. Outputs past the first cost
-    /// the host a copy of the text and tokens so far at every step in the cumulative kind.
+    /// Which outputs the request's steps return (vLLM's output_kind): cumulative (default), deltas, or the final one only.
+    /// <c>Llm.Generate</c> asks for the final one only, as vLLM's LLM does, and so do a server's non-streaming requests:
+    /// the cumulative kind copies every request's text and tokens so far at every step.
     /// </summary>
     public RequestOutputKind OutputKind { get; init; }
 
