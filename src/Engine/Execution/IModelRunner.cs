@@ -9,8 +9,8 @@ internal interface IModelRunner : IDisposable
     IReadOnlyList<ExecutionResult> Execute(IReadOnlyList<ExecutionItem> items);
 
     /// <summary>
-    /// Host time spent waiting for the device to finish the steps' work before their results could be read, summed over
-    /// every step so far: the rest of a step's time is the host's (scheduling, packing, launching, reading, updating).
+    /// Host time spent waiting for the device to finish the steps' work and return their sampled results, summed over
+    /// every step so far: the rest of a step's time is the host's (scheduling, packing, launching, updating).
     /// </summary>
     TimeSpan DeviceWait { get; }
 }

@@ -223,11 +223,10 @@ internal sealed class ModelExecutor : IModelRunner
     {
         bool logprobs = false;
         for (int r = 0; r < n; r++) logprobs |= samples[start + r].Row.Logprobs >= 0;
-        // The read would wait for the device anyway; waiting here first tells the device's share of the step from the host's.
+        // The read waits for the step's work to finish, then copies its few results back: the device's share of the step.
         long waitStart = Stopwatch.GetTimestamp();
-        Model.Device.Synchronize();
-        DeviceWait += Stopwatch.GetElapsedTime(waitStart);
         _sample.Read(n, logprobs);
+        DeviceWait += Stopwatch.GetElapsedTime(waitStart);
         for (int r = 0; r < n; r++)
         {
             var row = samples[start + r].Row;

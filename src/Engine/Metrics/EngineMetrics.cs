@@ -66,7 +66,7 @@ public sealed class EngineMetrics : IStatLogger, IDisposable
     public SchedulerStats? Last => _last;
     /// <summary>Time spent in steps, summed.</summary>
     public TimeSpan StepTime { get; private set; }
-    /// <summary>Of <see cref="StepTime"/>, the time the host waited for the device; the rest was the host's own work (scheduling, packing, launching, reading results, updating requests).</summary>
+    /// <summary>Of <see cref="StepTime"/>, the time the host waited for the device to finish and return the steps' sampled results; the rest was the host's own work (scheduling, packing, launching, updating requests).</summary>
     public TimeSpan DeviceWaitTime { get; private set; }
     /// <summary>Seconds from a request's arrival to its first output token.</summary>
     public LatencyHistogram TimeToFirstToken { get; } = new();
