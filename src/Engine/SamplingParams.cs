@@ -8,9 +8,15 @@ public sealed record SamplingParams
 {
     /// <summary>Number of sequences to generate for the prompt.</summary>
     public int N { get; init; } = 1;
-    /// <summary>Divides the logits before sampling, ≥ 0; 0 is greedy (argmax). Default 1.</summary>
+    /// <summary>
+    /// Divides the logits before sampling, in [0, 3.4e38] (a 32-bit float); 0 is greedy (argmax). Default 1. As vLLM, a
+    /// positive temperature below <see cref="MinPositiveTemperature"/> samples at that: smaller ones overflow the logits.
+    /// </summary>
     public double Temperature { get; init; } = 1.0;
-    /// <summary>Samples from the smallest set of tokens whose probabilities add up to this, in (0, 1]; 1: off.</summary>
+    /// <summary>
+    /// Samples from the smallest set of tokens whose probabilities add up to this, in (0, 1]; 1: off. Below the smallest
+    /// 32-bit float (1.4e−45) it keeps the most likely token alone, as any top_p below that token's probability does.
+    /// </summary>
     public double TopP { get; init; } = 1.0;
     /// <summary>0 or -1: off.</summary>
     public int TopK { get; init; }
@@ -20,7 +26,10 @@ public sealed record SamplingParams
     public double PresencePenalty { get; init; }
     /// <summary>In [−2, 2]: subtracted from a token's logit once per time the sequence has generated it; 0: off.</summary>
     public double FrequencyPenalty { get; init; }
-    /// <summary>1: off. Divides positive logits (multiplies negative ones) of tokens in the prompt or output.</summary>
+    /// <summary>
+    /// 1: off. Divides positive logits (multiplies negative ones) of tokens in the prompt or output; in [1e−30, 1e30], so
+    /// that penalised 32-bit logits stay finite.
+    /// </summary>
     public double RepetitionPenalty { get; init; } = 1.0;
     /// <summary>The most tokens to generate per sequence, ≥ 1; null: until EOS, a stop or the context length. Default 16.</summary>
     public int? MaxTokens { get; init; } = 16;
@@ -54,17 +63,29 @@ public sealed record SamplingParams
     /// </summary>
     public RequestOutputKind OutputKind { get; init; }
 
-    /// <summary>Checks ranges (vLLM's messages); an ArgumentException whose ParamName is the field.</summary>
+    /// <summary>vLLM's <c>_MAX_TEMP</c>: the smallest positive temperature sampled at (a smaller one is raised to it).</summary>
+    public const double MinPositiveTemperature = 0.01;
+
+    /// <summary>The bounds of <see cref="RepetitionPenalty"/>: a logit of up to ±1e8 penalised stays a finite 32-bit float.</summary>
+    const double MinRepetitionPenalty = 1e-30, MaxRepetitionPenalty = 1e30;
+
+    /// <summary>
+    /// Checks ranges (vLLM's messages); an ArgumentException whose ParamName is the field. The sampler works in 32-bit
+    /// floats, so values that would become 0 or infinite there are refused here, per request, never inside a step.
+    /// </summary>
     public void Validate(int maxLogprobs, int vocabSize)
     {
         if (N < 1) throw Bad(nameof(N), $"n must be at least 1, got {N}.");
         if (!(Temperature >= 0) || double.IsInfinity(Temperature)) throw Bad(nameof(Temperature), $"temperature must be non-negative, got {Temperature}.");
+        if (Temperature > float.MaxValue) throw Bad(nameof(Temperature), $"temperature must be at most {float.MaxValue} (a 32-bit float), got {Temperature}.");
         if (!(TopP > 0 && TopP <= 1)) throw Bad(nameof(TopP), $"top_p must be in (0, 1], got {TopP}.");
         if (TopK < -1) throw Bad(nameof(TopK), $"top_k must be -1 (disable), or at least 1, got {TopK}.");
         if (!(MinP >= 0 && MinP <= 1)) throw Bad(nameof(MinP), $"min_p must be in [0, 1], got {MinP}.");
         if (!(PresencePenalty >= -2 && PresencePenalty <= 2)) throw Bad(nameof(PresencePenalty), $"presence_penalty must be in [-2, 2], got {PresencePenalty}.");
         if (!(FrequencyPenalty >= -2 && FrequencyPenalty <= 2)) throw Bad(nameof(FrequencyPenalty), $"frequency_penalty must be in [-2, 2], got {FrequencyPenalty}.");
         if (!(RepetitionPenalty > 0) || double.IsInfinity(RepetitionPenalty)) throw Bad(nameof(RepetitionPenalty), $"repetition_penalty must be greater than zero, got {RepetitionPenalty}.");
+        if (RepetitionPenalty is < MinRepetitionPenalty or > MaxRepetitionPenalty)
+            throw Bad(nameof(RepetitionPenalty), $"repetition_penalty must be in [{MinRepetitionPenalty}, {MaxRepetitionPenalty}] (penalised 32-bit logits stay finite), got {RepetitionPenalty}.");
         if (MaxTokens is < 1) throw Bad(nameof(MaxTokens), $"max_tokens must be at least 1, got {MaxTokens}.");
         if (MinTokens < 0) throw Bad(nameof(MinTokens), $"min_tokens must be greater than or equal to 0, got {MinTokens}.");
         if (MaxTokens is int max && MinTokens > max) throw Bad(nameof(MinTokens), $"min_tokens must be less than or equal to max_tokens={max}, got {MinTokens}.");

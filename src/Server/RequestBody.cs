@@ -76,8 +76,12 @@ internal static class RequestBody
     static IResult Malformed(JsonException e, Type root)
     {
         string? field = e.Path is { Length: > 2 } path && path.StartsWith("$.", StringComparison.Ordinal) ? path[2..] : null;
+        string at = $"line {e.LineNumber + 1}, byte {e.BytePositionInLine + 1}";
+        // Valid JSON nested past the reader's limit (a guard against stack exhaustion) is not a syntax error: say which.
+        if (e.Message.Contains("maximum configured depth", StringComparison.Ordinal))
+            return ApiErrors.BadRequest($"The request body nests JSON more than {Wire.Options.EffectiveMaxDepth()} levels deep ({at}).", field);
         if (!e.Message.StartsWith("The JSON value could not be converted", StringComparison.Ordinal))
-            return ApiErrors.BadRequest($"The request body is not valid JSON (line {e.LineNumber + 1}, byte {e.BytePositionInLine + 1}).", field);
+            return ApiErrors.BadRequest($"The request body is not valid JSON ({at}).", field);
         if (field is null) return ApiErrors.BadRequest("The request body must be a JSON object.");
         return ApiErrors.BadRequest(TypeAt(root, field) is { } type ? $"'{field}' must be {Describe(type)}." : $"'{field}' has a value of the wrong type.", field);
     }

@@ -97,6 +97,33 @@ public class LlmEngineTests
         Assert.Single(EngineFactory.RunToCompletion(engine));
     }
 
+    /// <summary>
+    /// The sampler works in 32-bit floats: values that would become 0 or infinite there are refused when the request is
+    /// added (before: accepted, then a step failed and the engine stopped for every request); a tiny positive temperature
+    /// samples at vLLM's minimum and a tiny top_p keeps the top token, while other requests run beside them.
+    /// </summary>
+    [Fact]
+    public void Sampling_values_beyond_32_bit_floats_are_refused_or_mapped_per_request()
+    {
+        using var engine = LlmEngine.FromEngineArgs(EngineFactory.Args());
+        var ok = new SamplingParams { MaxTokens = 6, IgnoreEos = true, Seed = 7 };
+        Assert.Equal("Temperature", Assert.Throws<ArgumentException>(() => engine.AddRequest("x", "hi", ok with { Temperature = 1e308 })).ParamName);
+        foreach (double r in new[] { 1e300, 1e-300, 1e31, 1e-31 })
+            Assert.Equal("RepetitionPenalty", Assert.Throws<ArgumentException>(() => engine.AddRequest("x", "hi", ok with { RepetitionPenalty = r })).ParamName);
+        Assert.False(engine.HasUnfinishedRequests);
+
+        engine.AddRequest("greedy", "Vim is", ok with { Temperature = 0 });
+        engine.AddRequest("tiny top_p", "Vim is", ok with { TopP = 1e-50 });
+        engine.AddRequest("tiny temperature", "Vim is", ok with { Temperature = 1e-40 });
+        engine.AddRequest("minimum temperature", "Vim is", ok with { Temperature = SamplingParams.MinPositiveTemperature });
+        engine.AddRequest("penalised", "Vim is", ok with { RepetitionPenalty = 1e-30, Temperature = 0.5 });
+        engine.AddRequest("other", "Vim is", ok);
+        var outputs = EngineFactory.RunToCompletion(engine);
+        Assert.All(outputs.Values, o => Assert.Equal("length", o.Outputs[0].FinishReason));
+        Assert.Equal(outputs["greedy"].Outputs[0].TokenIds, outputs["tiny top_p"].Outputs[0].TokenIds);
+        Assert.Equal(outputs["minimum temperature"].Outputs[0].TokenIds, outputs["tiny temperature"].Outputs[0].TokenIds);
+    }
+
     [Fact]
     public void Over_rank_adapter_is_refused_by_an_engine_with_a_smaller_max_rank()
     {

@@ -91,6 +91,11 @@ public sealed class LoraEngineExtensionsTests : IAsyncLifetime
         var bad = await _http.PostAsync("/v1/load_lora_adapter", new StringContent("{", System.Text.Encoding.UTF8, "application/json"), TestContext.Current.CancellationToken);
         Assert.Equal(HttpStatusCode.BadRequest, bad.StatusCode);
         Assert.Contains("not valid JSON", await bad.Content.ReadAsStringAsync(TestContext.Current.CancellationToken));
+        // Valid JSON nested past the reader's depth limit is told apart from a syntax error.
+        string deep = "{\"lora_name\": \"x\", \"lora_path\": \"y\", \"extra\": " + new string('[', 200) + new string(']', 200) + "}";
+        var tooDeep = await _http.PostAsync("/v1/load_lora_adapter", new StringContent(deep, System.Text.Encoding.UTF8, "application/json"), TestContext.Current.CancellationToken);
+        Assert.Equal(HttpStatusCode.BadRequest, tooDeep.StatusCode);
+        Assert.Contains("more than 64 levels deep", await tooDeep.Content.ReadAsStringAsync(TestContext.Current.CancellationToken));
     }
 
     [Fact]

@@ -21,7 +21,11 @@ internal static class Sampler
         // Top-n beyond what the device returns (or the whole vocabulary, −1) is computed on the host from the raw row.
         bool rawLogits = p.Logprobs is int k && (k < 0 || k > SampleBatch.MaxLogprobs);
         var mode = p.Temperature == 0 && edits.Count == 0 ? SampleMode.Argmax : SampleMode.Sample;
-        var row = new SampleRow(mode, (float)p.Temperature, p.TopK, (float)p.TopP, (float)p.MinP, seq.Seed, seq.Index, seq.OutputLength,
+        // Validated parameters in 32 bits: a tiny positive temperature is raised to vLLM's minimum, a top_p below the
+        // smallest float keeps the top token (its meaning at any top_p below that token's probability).
+        float temperature = p.Temperature is > 0 and < SamplingParams.MinPositiveTemperature ? (float)SamplingParams.MinPositiveTemperature : (float)p.Temperature;
+        float topP = Math.Max((float)p.TopP, float.Epsilon);
+        var row = new SampleRow(mode, temperature, p.TopK, topP, (float)p.MinP, seq.Seed, seq.Index, seq.OutputLength,
             (float)p.RepetitionPenalty, (float)p.PresencePenalty, (float)p.FrequencyPenalty,
             Logprobs: rawLogits ? -1 : p.Logprobs ?? -1, Edits: edits.Count);
         return new RowSampling(row, edits, rawLogits);
