@@ -30,10 +30,10 @@ public partial class LoraOps
     readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<int>, LoraSegments<ShrinkSegment<float>>, int> _shrinkF32;
     readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<int>, LoraSegments<ShrinkSegment<ushort>>, int> _shrinkBf16;
     readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<int>, LoraSegments<ShrinkSegment<ushort>>, int> _shrinkF16;
-    readonly Action<AcceleratorStream, Index1D, ArrayView<int>, LoraSegments<ExpandSegment<U4, F4>>> _expandBf16x8;
-    readonly Action<AcceleratorStream, Index1D, ArrayView<int>, LoraSegments<ExpandSegment<float, float>>> _expandF32;
-    readonly Action<AcceleratorStream, Index1D, ArrayView<int>, LoraSegments<ExpandSegment<ushort, float>>> _expandBf16;
-    readonly Action<AcceleratorStream, Index1D, ArrayView<int>, LoraSegments<ExpandSegment<ushort, float>>> _expandF16;
+    readonly Action<AcceleratorStream, Index1D, ArrayView<int>, LoraSegments<ExpandSegment<U4, F4>>, int> _expandBf16x8;
+    readonly Action<AcceleratorStream, Index1D, ArrayView<int>, LoraSegments<ExpandSegment<float, float>>, int> _expandF32;
+    readonly Action<AcceleratorStream, Index1D, ArrayView<int>, LoraSegments<ExpandSegment<ushort, float>>, int> _expandBf16;
+    readonly Action<AcceleratorStream, Index1D, ArrayView<int>, LoraSegments<ExpandSegment<ushort, float>>, int> _expandF16;
 
     /// <summary>One member's shape: tokens, and the slots, rank, in and out widths of its weights.</summary>
     internal struct LoraShape
@@ -48,10 +48,10 @@ public partial class LoraOps
         _device = device;
         var acc = device.Accelerator;
         (_shrinkBf16x8, _shrinkF32, _shrinkBf16, _shrinkF16) = device.UsesGroupLanes ? LoadShrinks<GroupLanes>(device) : LoadShrinks<WarpLanes>(device);
-        _expandBf16x8 = device.Serialized(acc.LoadAutoGroupedKernel<Index1D, ArrayView<int>, LoraSegments<ExpandSegment<U4, F4>>>(ExpandBf16x8Kernel));
-        _expandF32 = device.Serialized(acc.LoadAutoGroupedKernel<Index1D, ArrayView<int>, LoraSegments<ExpandSegment<float, float>>>(ExpandKernel<float, F32Decoder>));
-        _expandBf16 = device.Serialized(acc.LoadAutoGroupedKernel<Index1D, ArrayView<int>, LoraSegments<ExpandSegment<ushort, float>>>(ExpandKernel<ushort, Bf16Decoder>));
-        _expandF16 = device.Serialized(acc.LoadAutoGroupedKernel<Index1D, ArrayView<int>, LoraSegments<ExpandSegment<ushort, float>>>(ExpandKernel<ushort, F16Decoder>));
+        _expandBf16x8 = device.Serialized(acc.LoadAutoGroupedKernel<Index1D, ArrayView<int>, LoraSegments<ExpandSegment<U4, F4>>, int>(ExpandBf16x8Kernel));
+        _expandF32 = device.Serialized(acc.LoadAutoGroupedKernel<Index1D, ArrayView<int>, LoraSegments<ExpandSegment<float, float>>, int>(ExpandKernel<float, F32Decoder>));
+        _expandBf16 = device.Serialized(acc.LoadAutoGroupedKernel<Index1D, ArrayView<int>, LoraSegments<ExpandSegment<ushort, float>>, int>(ExpandKernel<ushort, Bf16Decoder>));
+        _expandF16 = device.Serialized(acc.LoadAutoGroupedKernel<Index1D, ArrayView<int>, LoraSegments<ExpandSegment<ushort, float>>, int>(ExpandKernel<ushort, F16Decoder>));
     }
 
     /// <summary>buffer[t, r] = A[slot[t], r, :] · x[t, :]; zero rows for slot −1 (or out of range).</summary>
@@ -203,19 +203,30 @@ public partial class LoraOps
                 for (int j = 0; j < outputs.Length; j++) ExpandCore(tokenSlots, outputs.Slice(j, 1), shapes.Slice(j, 1));
                 return;
             }
-        int threads = 0;
-        for (int i = 0; i < shapes.Length; i++) threads = checked(threads + shapes[i].Tokens * shapes[i].Out);
+        int run = TokensPerItem(shapes[0].Tokens), threads = 0;
+        for (int i = 0; i < shapes.Length; i++) threads = checked(threads + Runs(shapes[i].Tokens, run) * shapes[i].Out);
         if (threads == 0) return;
         var (stream, slots) = (_device.Stream, tokenSlots.I32);
         if (wide)
-            _expandBf16x8(stream, threads, slots, ExpandSegments(outputs, shapes, b => b.U16.Cast<U4>(), u => u.F32.Cast<F4>()));
+            _expandBf16x8(stream, threads, slots, ExpandSegments(outputs, shapes, run, b => b.U16.Cast<U4>(), u => u.F32.Cast<F4>()), run);
         else if (outputs[0].B.DType == DType.F32)
-            _expandF32(stream, threads, slots, ExpandSegments(outputs, shapes, b => b.F32, u => u.F32));
+            _expandF32(stream, threads, slots, ExpandSegments(outputs, shapes, run, b => b.F32, u => u.F32), run);
         else if (outputs[0].B.DType == DType.BF16)
-            _expandBf16(stream, threads, slots, ExpandSegments(outputs, shapes, b => b.U16, u => u.F32));
+            _expandBf16(stream, threads, slots, ExpandSegments(outputs, shapes, run, b => b.U16, u => u.F32), run);
         else
-            _expandF16(stream, threads, slots, ExpandSegments(outputs, shapes, b => b.U16, u => u.F32));
+            _expandF16(stream, threads, slots, ExpandSegments(outputs, shapes, run, b => b.U16, u => u.F32), run);
     }
+
+    /// <summary>
+    /// Tokens an expand thread takes in turn: one for a decode batch (a thread per output and token fills the GPU), up to
+    /// <see cref="MaxTokensPerItem"/> for a prefill, whose B rows are then read from L2 once per run instead of once per token.
+    /// </summary>
+    internal static int TokensPerItem(int tokens) => Math.Clamp(tokens / 128, 1, MaxTokensPerItem);
+
+    /// <summary>The longest run of tokens one expand thread takes (<see cref="TokensPerItem"/>).</summary>
+    internal const int MaxTokensPerItem = 16;
+
+    static int Runs(int tokens, int run) => (tokens + run - 1) / run;
 
     /// <summary>Whether A's rows are whole 16-byte units of BF16 and x's rows 16-byte aligned: the wide shrink.</summary>
     static bool ShrinkIsWide(DeviceTensor x, DeviceTensor a) =>
@@ -246,7 +257,7 @@ public partial class LoraOps
     }
 
     static LoraSegments<ExpandSegment<TW, TU>> ExpandSegments<TW, TU>(ReadOnlySpan<(DeviceTensor Y, DeviceTensor Buffer, DeviceTensor B)> outputs,
-        ReadOnlySpan<LoraShape> shapes, Func<DeviceTensor, ArrayView<TW>> weights, Func<DeviceTensor, ArrayView<TU>> buffer)
+        ReadOnlySpan<LoraShape> shapes, int run, Func<DeviceTensor, ArrayView<TW>> weights, Func<DeviceTensor, ArrayView<TU>> buffer)
         where TW : unmanaged where TU : unmanaged
     {
         var segments = new LoraSegments<ExpandSegment<TW, TU>>();
@@ -256,10 +267,10 @@ public partial class LoraOps
             var member = new ExpandSegment<TW, TU>
             {
                 Y = outputs[i].Y.F32, U = buffer(outputs[i].Buffer), B = weights(outputs[i].B),
-                Out = s.Out, Rank = s.Rank, Slots = s.Slots, YStride = s.YStride, YOffset = s.YOffset,
+                Tokens = s.Tokens, Out = s.Out, Rank = s.Rank, Slots = s.Slots, YStride = s.YStride, YOffset = s.YOffset,
                 UStride = s.UStride, UBase = s.UBase, USlot = s.USlot,
             };
-            segments.Add(i, member, s.Tokens * s.Out);
+            segments.Add(i, member, Runs(s.Tokens, run) * s.Out);
         }
         return segments;
     }
@@ -347,7 +358,7 @@ internal struct ShrinkSegment<TW> where TW : unmanaged
 }
 
 /// <summary>
-/// One expand member: y [tokens, YStride] F32 written at columns [YOffset, YOffset + Out), the shrink U [tokens, UStride]
+/// One expand member: y [Tokens, YStride] F32 written at columns [YOffset, YOffset + Out), the shrink U [tokens, UStride]
 /// (F32, or 16-byte units on the wide path) whose token t, slot s values begin at t · UStride + UBase + s · USlot (F32
 /// columns), and B [Slots, Out, Rank] (16-byte units on the wide path).
 /// </summary>
@@ -356,6 +367,6 @@ internal struct ExpandSegment<TW, TU> where TW : unmanaged where TU : unmanaged
     public ArrayView<float> Y;
     public ArrayView<TU> U;
     public ArrayView<TW> B;
-    public int Out, Rank, Slots, YStride, YOffset;
+    public int Tokens, Out, Rank, Slots, YStride, YOffset;
     public int UStride, UBase, USlot;
 }

@@ -130,49 +130,58 @@ public partial class LoraOps
 
     // ---- Expand: y[t, off + o] += B[s, o, :] · buffer[t, :], s = slot[t]; s = −1 (or out of range): skip. A stacked shrink
     // holds every slot's values for each token: the token's are read at its slot's columns.
-    // One thread per (member, token, output), rank summed in order r = 0, 1, …; the wide path reads B's row and the
-    // token's buffer row in 16-byte units (8 ranks), two units per pass.
+    // One thread per (member, output, run of tokensPerItem tokens): a warp's threads take consecutive outputs of the same
+    // tokens, and a thread's B row is read again (from L1) for each token of its run, not once per token from L2 — a
+    // prefill's thousands of tokens share a few slots. Each (token, output) sums its rank in order r = 0, 1, … whatever the
+    // run: the run length moves no bits. The wide path reads B's row and the token's buffer row in 16-byte units (8 ranks),
+    // two units per pass.
 
-    static void ExpandBf16x8Kernel(Index1D i, ArrayView<int> slots, LoraSegments<ExpandSegment<U4, F4>> segments)
+    static void ExpandBf16x8Kernel(Index1D i, ArrayView<int> slots, LoraSegments<ExpandSegment<U4, F4>> segments, int tokensPerItem)
     {
         var s = Select(segments, i, out int local);
-        int t = local / s.Out, o = local % s.Out;
-        int slot = slots[t];
-        if (slot < 0 || slot >= s.Slots) return;
+        int o = local % s.Out, first = local / s.Out * tokensPerItem, end = Math.Min(first + tokensPerItem, s.Tokens);
         int units = s.Rank / 8;
-        long bRow = ((long)slot * s.Out + o) * units, uRow = ((long)t * s.UStride + s.UBase + slot * s.USlot) >> 2; // F4 units
-        float sum = 0;
-        for (int u = 0; u < units; u += 2)
+        for (int t = first; t < end; t++)
         {
-            int v = u + 1;
-            bool second = v < units;
-            if (!second) v = u;
-            U4 bu = s.B[bRow + u], bv = s.B[bRow + v];
-            F4 pu0 = s.U[uRow + 2 * u], pu1 = s.U[uRow + 2 * u + 1], pv0 = s.U[uRow + 2 * v], pv1 = s.U[uRow + 2 * v + 1];
-            sum += Dot8(bu, pu0, pu1);
-            if (second) sum += Dot8(bv, pv0, pv1);
+            int slot = slots[t];
+            if (slot < 0 || slot >= s.Slots) continue;
+            long bRow = ((long)slot * s.Out + o) * units, uRow = ((long)t * s.UStride + s.UBase + slot * s.USlot) >> 2; // F4 units
+            float sum = 0;
+            for (int u = 0; u < units; u += 2)
+            {
+                int v = u + 1;
+                bool second = v < units;
+                if (!second) v = u;
+                U4 bu = s.B[bRow + u], bv = s.B[bRow + v];
+                F4 pu0 = s.U[uRow + 2 * u], pu1 = s.U[uRow + 2 * u + 1], pv0 = s.U[uRow + 2 * v], pv1 = s.U[uRow + 2 * v + 1];
+                sum += Dot8(bu, pu0, pu1);
+                if (second) sum += Dot8(bv, pv0, pv1);
+            }
+            long yi = (long)t * s.YStride + s.YOffset + o;
+            s.Y[yi] += sum;
         }
-        long yi = (long)t * s.YStride + s.YOffset + o;
-        s.Y[yi] += sum;
     }
 
-    static void ExpandKernel<TW, TDec>(Index1D i, ArrayView<int> slots, LoraSegments<ExpandSegment<TW, float>> segments)
+    static void ExpandKernel<TW, TDec>(Index1D i, ArrayView<int> slots, LoraSegments<ExpandSegment<TW, float>> segments, int tokensPerItem)
         where TW : unmanaged where TDec : struct, IWeightDecoder<TW>
     {
         var s = Select(segments, i, out int local);
-        int t = local / s.Out, o = local % s.Out;
-        int slot = slots[t];
-        if (slot < 0 || slot >= s.Slots) return;
+        int o = local % s.Out, first = local / s.Out * tokensPerItem, end = Math.Min(first + tokensPerItem, s.Tokens);
         TDec dec = default;
-        long bRow = ((long)slot * s.Out + o) * s.Rank, uRow = (long)t * s.UStride + s.UBase + slot * s.USlot;
-        float sum = 0;
-        int r = 0;
-        for (; r + 4 <= s.Rank; r += 4) // four independent loads in flight
-            sum += dec.Decode(s.B[bRow + r]) * s.U[uRow + r] + dec.Decode(s.B[bRow + r + 1]) * s.U[uRow + r + 1]
-                 + dec.Decode(s.B[bRow + r + 2]) * s.U[uRow + r + 2] + dec.Decode(s.B[bRow + r + 3]) * s.U[uRow + r + 3];
-        for (; r < s.Rank; r++) sum += dec.Decode(s.B[bRow + r]) * s.U[uRow + r];
-        long yi = (long)t * s.YStride + s.YOffset + o;
-        s.Y[yi] += sum;
+        for (int t = first; t < end; t++)
+        {
+            int slot = slots[t];
+            if (slot < 0 || slot >= s.Slots) continue;
+            long bRow = ((long)slot * s.Out + o) * s.Rank, uRow = (long)t * s.UStride + s.UBase + slot * s.USlot;
+            float sum = 0;
+            int r = 0;
+            for (; r + 4 <= s.Rank; r += 4) // four independent loads in flight
+                sum += dec.Decode(s.B[bRow + r]) * s.U[uRow + r] + dec.Decode(s.B[bRow + r + 1]) * s.U[uRow + r + 1]
+                     + dec.Decode(s.B[bRow + r + 2]) * s.U[uRow + r + 2] + dec.Decode(s.B[bRow + r + 3]) * s.U[uRow + r + 3];
+            for (; r < s.Rank; r++) sum += dec.Decode(s.B[bRow + r]) * s.U[uRow + r];
+            long yi = (long)t * s.YStride + s.YOffset + o;
+            s.Y[yi] += sum;
+        }
     }
 
     /// <summary>Σ_j w[j] · x[j] over one unit: eight BF16 weights (low half of each uint first) and eight F32 inputs.</summary>

@@ -324,4 +324,39 @@ public class LoraKernelsTests
             Assert.Equal(batch.Ys[0].AsSpan(0, 5 * outF).ToArray(), five.Ys[0]);
         }
     }
+
+    [Theory]
+    [InlineData(DType.BF16, 16)] // the wide kernel
+    [InlineData(DType.F16, 5)]   // the scalar kernel
+    public void A_prefills_expand_gives_each_token_the_bits_of_a_decode_batch(DType wType, int rank)
+    {
+        // A prefill's threads take runs of 16 tokens (the last one short here), a decode batch's one token each; runs of
+        // one slot as a prefill has them, with tokens of no slot (−1) and out of range between.
+        var rnd = new RandomData(rank + 5);
+        int tokens = 2100, outF = 24, batch = 100;
+        Assert.Equal(LoraOps.MaxTokensPerItem, LoraOps.TokensPerItem(tokens));
+        Assert.Equal(1, LoraOps.TokensPerItem(batch));
+        var tokenSlots = new int[tokens];
+        for (int t = 0; t < tokens;)
+        {
+            int slot = rnd.Int(-1, NumSlots), length = rnd.Int(1, 300);
+            for (int end = Math.Min(tokens, t + length); t < end; t++) tokenSlots[t] = slot;
+        }
+        var member = NewMember(rnd, tokens, 1, outF, rank, wType);
+        var shrunk = rnd.Floats(tokens * rank);
+        foreach (var device in TestDevices.All)
+        {
+            using var w = new Tensors(device);
+            var b = w.Weight(member.B, wType, 0, NumSlots, outF, rank);
+            var whole = w.Floats(member.Y, 0, tokens, outF);
+            device.Lora.Expand(whole, w.Floats(shrunk, 0, tokens, rank), b, w.Slots(tokenSlots));
+            var prefill = whole.ToArray<float>();
+            for (int first = 0; first < tokens; first += batch)
+            {
+                var y = w.Floats(member.Y.AsSpan(first * outF, batch * outF).ToArray(), 0, batch, outF);
+                device.Lora.Expand(y, w.Floats(shrunk.AsSpan(first * rank, batch * rank).ToArray(), 0, batch, rank), b, w.Slots(tokenSlots[first..(first + batch)]));
+                Assert.Equal(prefill.AsSpan(first * outF, batch * outF).ToArray(), y.ToArray<float>());
+            }
+        }
+    }
 }
