@@ -42,6 +42,7 @@ public partial class AttentionOps : IDisposable
         var acc = device.Accelerator;
         _writeKv = device.Serialized(acc.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, int, int>(WriteKvKernel));
         _rotateWriteKv = device.Serialized(acc.LoadAutoGroupedKernel<Index1D, RotateKvViews, RopeOps.RopeShape, int>(RotateWriteKvKernel));
+        _rotateWriteKvExpand = device.Serialized(acc.LoadAutoGroupedKernel<Index1D, RotateKvViews, RopeOps.RopeShape, int, QkvExpands>(RotateWriteKvExpandKernel));
         _narrowWarps = device.UsesGroupLanes ? 1 : WarpsPerGroup;
         (_attention, _attentionWide) = device.UsesGroupLanes ? LoadWithLanes<GroupLanes>(device) : LoadWithLanes<WarpLanes>(device);
         if (workspaceFloats <= 0) return;

@@ -10,6 +10,7 @@ public class ElementwiseOps
     readonly ComputeDevice _device;
     readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<float>> _addInPlace;
     readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>> _swiGlu;
+    readonly Action<AcceleratorStream, Index1D, SwiGluViews, ArrayView<int>, ExpandSegment<U4, F4>, ExpandSegment<U4, F4>> _swiGluExpand;
     readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<int>, ArrayView<float>, int, int> _embedF32;
     readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<int>, ArrayView<ushort>, int, int> _embedBf16;
     readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<int>, ArrayView<ushort>, int, int> _embedF16;
@@ -20,6 +21,7 @@ public class ElementwiseOps
         var acc = device.Accelerator;
         _addInPlace = device.Serialized(acc.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<float>>(AddInPlaceKernel));
         _swiGlu = device.Serialized(acc.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>>(SwiGluKernel));
+        _swiGluExpand = device.Serialized(acc.LoadAutoGroupedKernel<Index1D, SwiGluViews, ArrayView<int>, ExpandSegment<U4, F4>, ExpandSegment<U4, F4>>(SwiGluExpandKernel));
         _embedF32 = device.Serialized(acc.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<int>, ArrayView<float>, int, int>(EmbeddingKernel<float, F32Decoder>));
         _embedBf16 = device.Serialized(acc.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<int>, ArrayView<ushort>, int, int>(EmbeddingKernel<ushort, Bf16Decoder>));
         _embedF16 = device.Serialized(acc.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<int>, ArrayView<ushort>, int, int>(EmbeddingKernel<ushort, F16Decoder>));
@@ -33,6 +35,26 @@ public class ElementwiseOps
     {
         float g = gate[i];
         output[i] = g / (1f + XMath.Exp(-g)) * up[i];
+    }
+
+    // The same with gate's and up's pending LoRA expands added as they are read (LoraOps.ExpandAt on each, then SwiGlu)
+    static void SwiGluExpandKernel(Index1D i, SwiGluViews v, ArrayView<int> slots, ExpandSegment<U4, F4> gateExpand, ExpandSegment<U4, F4> upExpand)
+    {
+        int t = i / gateExpand.Out, o = i % gateExpand.Out;
+        float g = v.Gate[i], u = v.Up[i];
+        int slot = LoraOps.ExpandSlot(slots, gateExpand, t);
+        if (slot >= 0)
+        {
+            g += LoraOps.ExpandSum(gateExpand, slot, t, o);
+            u += LoraOps.ExpandSum(upExpand, slot, t, o);
+        }
+        v.Output[i] = g / (1f + XMath.Exp(-g)) * u;
+    }
+
+    /// <summary>The tensors of one SwiGLU launch.</summary>
+    internal struct SwiGluViews
+    {
+        public ArrayView<float> Output, Gate, Up;
     }
 
     // out[t, d] = table[ids[t], d]; an id outside [0, vocab) gives zeros (never an out-of-bounds read)
@@ -63,16 +85,46 @@ public class ElementwiseOps
     /// <param name="up">[tokens, intermediate] F32</param>
     public void SwiGlu(DeviceTensor output, DeviceTensor gate, DeviceTensor up)
     {
+        CheckSwiGlu(output, gate, up);
+        if (gate.Length == 0) return;
+        SwiGluCore(output, gate, up);
+    }
+
+    static void CheckSwiGlu(DeviceTensor output, DeviceTensor gate, DeviceTensor up)
+    {
         Check.DType(gate, DType.F32, nameof(gate));
         Check.DType(up, DType.F32, nameof(up));
         Check.DType(output, DType.F32, nameof(output));
         if (!gate.Shape.SequenceEqual(up.Shape)) throw new ArgumentException($"up has shape {up.ShapeString}, gate has {gate.ShapeString}", nameof(up));
         if (!gate.Shape.SequenceEqual(output.Shape)) throw new ArgumentException($"output has shape {output.ShapeString}, gate has {gate.ShapeString}", nameof(output));
-        if (gate.Length == 0) return;
-        SwiGluCore(output, gate, up);
     }
 
-    /// <summary>The launch of <see cref="SwiGlu"/>, arguments checked.</summary>
+    /// <summary>
+    /// SwiGLU of gate + gateExpand and up + upExpand, with the bits of <see cref="LoraOps.ExpandAt"/> into each then
+    /// <see cref="SwiGlu(DeviceTensor, DeviceTensor, DeviceTensor)"/>. On a GPU with the wide expand (both expands alike:
+    /// the same token slots, slots and rank) one launch adds both; elsewhere each expand is added into its input first.
+    /// </summary>
+    /// <param name="output">[tokens, intermediate] F32 (may alias gate)</param>
+    /// <param name="gate">[tokens, intermediate] F32</param>
+    /// <param name="up">[tokens, intermediate] F32</param>
+    /// <param name="gateExpand">what remains to add to gate (null: nothing)</param>
+    /// <param name="upExpand">what remains to add to up (null: nothing)</param>
+    public void SwiGlu(DeviceTensor output, DeviceTensor gate, DeviceTensor up, PendingExpand? gateExpand, PendingExpand? upExpand)
+    {
+        var lora = _device.Lora;
+        if (gateExpand != null && upExpand != null && ReferenceEquals(gateExpand.TokenSlots, upExpand.TokenSlots)
+            && lora.TryFusedView(gate, gateExpand, out var g) && lora.TryFusedView(up, upExpand, out var u) && g.Slots == u.Slots)
+        {
+            CheckSwiGlu(output, gate, up);
+            if (gate.Length > 0) _swiGluExpand(_device.Stream, (int)gate.Length, new SwiGluViews { Output = output.F32, Gate = gate.F32, Up = up.F32 }, gateExpand.TokenSlots.I32, g, u);
+            return;
+        }
+        if (gateExpand != null) lora.ExpandAt(gate, gateExpand);
+        if (upExpand != null) lora.ExpandAt(up, upExpand);
+        SwiGlu(output, gate, up);
+    }
+
+    /// <summary>The launch of <see cref="SwiGlu(DeviceTensor, DeviceTensor, DeviceTensor)"/>, arguments checked.</summary>
     private protected virtual void SwiGluCore(DeviceTensor output, DeviceTensor gate, DeviceTensor up) =>
         _swiGlu(_device.Stream, (int)gate.Length, output.F32, gate.F32, up.F32);
 

@@ -24,6 +24,13 @@ internal sealed unsafe class HostLora(ComputeDevice device) : LoraOps(device)
         for (int i = 0; i < outputs.Length; i++) ExpandOne(outputs[i].Y, outputs[i].Buffer, outputs[i].B, tokenSlots, shapes[i]);
     }
 
+    /// <summary>Never: the host adds a pending expand before the op that reads its output (the kernels' fusion saves launches, which the host has none of).</summary>
+    internal override bool TryFusedView(DeviceTensor y, PendingExpand expand, out ExpandSegment<U4, F4> view)
+    {
+        view = default;
+        return false;
+    }
+
     /// <summary>buffer[t, r] = A[slot[t], r, :] · x[t, :]; zero rows for tokens without a slot.</summary>
     static void ShrinkOne(DeviceTensor bufferT, DeviceTensor xt, DeviceTensor a, DeviceTensor tokenSlots, LoraShape shape)
     {

@@ -159,6 +159,50 @@ public partial class LoraOps
         ExpandCore(tokenSlots, members, shapes);
     }
 
+    /// <summary>
+    /// y[t, o] += B[slot[t], o, :] · shrinks[t, column + slot[t] · rank + r] (r &lt; rank): one member of a stacked shrink,
+    /// with the bits <see cref="ExpandStacked"/> gives it; tokens with slot −1 untouched.
+    /// </summary>
+    /// <param name="y">[tokens, out] F32</param>
+    /// <param name="expand">the member: its token slots, the stacked shrink, B and its first column</param>
+    public void ExpandAt(DeviceTensor y, PendingExpand expand)
+    {
+        var s = ValidateAt(y, expand);
+        if (s.Tokens == 0 || s.Out == 0) return;
+        ExpandCore(expand.TokenSlots, [(y, expand.Shrinks, expand.B)], [s]);
+    }
+
+    /// <summary>
+    /// Whether the op that reads <paramref name="y"/> next adds <paramref name="expand"/> in its own launch: on a GPU, the
+    /// wide expand of a decode-sized batch, whose expand kernel takes a token a thread (<see cref="TryFusedView"/>).
+    /// Elsewhere that op adds it first with <see cref="ExpandAt"/>: the same bits either way.
+    /// </summary>
+    public bool Fuses(DeviceTensor y, PendingExpand expand) => TryFusedView(y, expand, out _);
+
+    /// <summary>
+    /// The wide expand's view of <paramref name="expand"/> into <paramref name="y"/> for a kernel that adds <see cref="ExpandSum"/>
+    /// as it reads y: a token's B rows are read once for each output a thread of it reads, as the expand kernel does for
+    /// a token a thread; a prefill's expand reads them once for a run of tokens (<see cref="TokensPerItem"/>) and is not fused.
+    /// </summary>
+    internal virtual bool TryFusedView(DeviceTensor y, PendingExpand expand, out ExpandSegment<U4, F4> view)
+    {
+        var s = ValidateAt(y, expand);
+        view = default;
+        if (!ExpandIsWide(expand.Shrinks, expand.B, s) || TokensPerItem(s.Tokens) != 1) return false;
+        view = ExpandSegments([(y, expand.Shrinks, expand.B)], [s], 1, b => b.U16.Cast<U4>(), u => u.F32.Cast<F4>()).S0;
+        return true;
+    }
+
+    LoraShape ValidateAt(DeviceTensor y, PendingExpand expand)
+    {
+        ArgumentNullException.ThrowIfNull(expand);
+        if (expand.Column < 0) throw new ArgumentOutOfRangeException(nameof(expand), expand.Column, "the member's first column must be non-negative");
+        var s = ValidateExpand(y, expand.Shrinks, expand.B, expand.TokenSlots, outputOffset: null, stackedColumn: expand.Column);
+        if ((long)expand.Column + (long)s.Slots * s.Rank > expand.Shrinks.Dim(1))
+            throw new ArgumentException($"shrinks has {expand.Shrinks.Dim(1)} columns, the member's {s.Slots} slots × rank {s.Rank} from column {expand.Column} need more", nameof(expand));
+        return s;
+    }
+
     /// <summary>Columns of a stacked shrink (<see cref="ExpandStacked"/>) for members with these B: Σ_i slots_i · rank_i.</summary>
     public static int StackedColumns(params ReadOnlySpan<DeviceTensor> b)
     {
@@ -355,6 +399,24 @@ internal struct ShrinkSegment<TW> where TW : unmanaged
     public ArrayView<TW> A;
     public int Rank, Slots;
     public int Blocks; // groups per token: Rank rows in blocks of four
+}
+
+/// <summary>Whether a kernel adds a pending LoRA expand (<see cref="PendingExpand"/>) as it reads: a build of its own each way.</summary>
+internal interface IExpandMode
+{
+    bool On { get; }
+}
+
+/// <summary>No pending expand: the kernel as it is without LoRA.</summary>
+internal struct NoExpand : IExpandMode
+{
+    public readonly bool On => false;
+}
+
+/// <summary>A pending expand added where its output is read.</summary>
+internal struct WithExpand : IExpandMode
+{
+    public readonly bool On => true;
 }
 
 /// <summary>

@@ -140,26 +140,42 @@ public partial class LoraOps
     {
         var s = Select(segments, i, out int local);
         int o = local % s.Out, first = local / s.Out * tokensPerItem, end = Math.Min(first + tokensPerItem, s.Tokens);
-        int units = s.Rank / 8;
         for (int t = first; t < end; t++)
         {
             int slot = slots[t];
             if (slot < 0 || slot >= s.Slots) continue;
-            long bRow = ((long)slot * s.Out + o) * units, uRow = ((long)t * s.UStride + s.UBase + slot * s.USlot) >> 2; // F4 units
-            float sum = 0;
-            for (int u = 0; u < units; u += 2)
-            {
-                int v = u + 1;
-                bool second = v < units;
-                if (!second) v = u;
-                U4 bu = s.B[bRow + u], bv = s.B[bRow + v];
-                F4 pu0 = s.U[uRow + 2 * u], pu1 = s.U[uRow + 2 * u + 1], pv0 = s.U[uRow + 2 * v], pv1 = s.U[uRow + 2 * v + 1];
-                sum += Dot8(bu, pu0, pu1);
-                if (second) sum += Dot8(bv, pv0, pv1);
-            }
             long yi = (long)t * s.YStride + s.YOffset + o;
-            s.Y[yi] += sum;
+            s.Y[yi] += ExpandSum(s, slot, t, o);
         }
+    }
+
+    /// <summary>
+    /// Σ_r B[slot, o, r] · U[t, UBase + slot · USlot + r] in the wide expand's order (16-byte units, two a pass): the one
+    /// sum of the wide expand kernel and of the kernels that add an expand as they read its output (<see cref="PendingExpand"/>).
+    /// </summary>
+    internal static float ExpandSum(ExpandSegment<U4, F4> s, int slot, int t, int o)
+    {
+        int units = s.Rank / 8;
+        long bRow = ((long)slot * s.Out + o) * units, uRow = ((long)t * s.UStride + s.UBase + slot * s.USlot) >> 2; // F4 units
+        float sum = 0;
+        for (int u = 0; u < units; u += 2)
+        {
+            int v = u + 1;
+            bool second = v < units;
+            if (!second) v = u;
+            U4 bu = s.B[bRow + u], bv = s.B[bRow + v];
+            F4 pu0 = s.U[uRow + 2 * u], pu1 = s.U[uRow + 2 * u + 1], pv0 = s.U[uRow + 2 * v], pv1 = s.U[uRow + 2 * v + 1];
+            sum += Dot8(bu, pu0, pu1);
+            if (second) sum += Dot8(bv, pv0, pv1);
+        }
+        return sum;
+    }
+
+    /// <summary>Token <paramref name="t"/>'s slot where the expand has it, else −1 (no delta).</summary>
+    internal static int ExpandSlot(ArrayView<int> slots, ExpandSegment<U4, F4> s, int t)
+    {
+        int slot = slots[t];
+        return slot >= 0 && slot < s.Slots ? slot : -1;
     }
 
     static void ExpandKernel<TW, TDec>(Index1D i, ArrayView<int> slots, LoraSegments<ExpandSegment<TW, float>> segments, int tokensPerItem)

@@ -48,12 +48,17 @@ public class RopeOps
     /// <summary>(x[a], x[b]) ← (x[a]·cos − x[b]·sin, x[b]·cos + x[a]·sin) with (cos, sin) at cosSin[cs]: every kernel that rotates from the table shares these products.</summary>
     internal static (float A, float B) Rotate(ArrayView<float> x, long a, long b, ArrayView<float> cosSin, long cs)
     {
-        float c = cosSin[cs], sn = cosSin[cs + 1];
-        float x1 = x[a], x2 = x[b];
-        float y1 = x1 * c - x2 * sn, y2 = x2 * c + x1 * sn;
+        var (y1, y2) = Rotate(x[a], x[b], cosSin, cs);
         x[a] = y1;
         x[b] = y2;
         return (y1, y2);
+    }
+
+    /// <summary>(x1·cos − x2·sin, x2·cos + x1·sin) with (cos, sin) at cosSin[cs].</summary>
+    internal static (float A, float B) Rotate(float x1, float x2, ArrayView<float> cosSin, long cs)
+    {
+        float c = cosSin[cs], sn = cosSin[cs + 1];
+        return (x1 * c - x2 * sn, x2 * c + x1 * sn);
     }
 
     /// <summary>

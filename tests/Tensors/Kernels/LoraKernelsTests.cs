@@ -359,4 +359,100 @@ public class LoraKernelsTests
             }
         }
     }
+
+    [Theory]
+    [InlineData(16, DType.BF16)] // the wide expand: the ILGPU kernels add it in the op's own launch
+    [InlineData(3, DType.BF16)]  // rank not a multiple of 8: added by its own launch first
+    [InlineData(8, DType.F32)]
+    public void Ops_that_add_a_pending_expand_give_the_bits_of_the_expand_then_the_op(int rank, DType bType)
+    {
+        // A stacked shrink of three members (o: hidden outputs; gate, up: intermediate), every slot's columns filled;
+        // tokens with no slot (−1) and out of range mixed in.
+        var rnd = new RandomData(rank * 10 + (int)bType);
+        int tokens = 9, hidden = 40, inter = 24, columns = 3 * NumSlots * rank;
+        var tokenSlots = SlotsFor(rnd, tokens);
+        float[] x = rnd.Floats(tokens * hidden), delta = rnd.Floats(tokens * hidden), gate = rnd.Floats(tokens * inter), up = rnd.Floats(tokens * inter);
+        float[] shrinks = rnd.Floats(tokens * columns), norm = rnd.Floats(hidden);
+        float[][] b = [rnd.Floats(NumSlots * hidden * rank), rnd.Floats(NumSlots * inter * rank), rnd.Floats(NumSlots * inter * rank)];
+        foreach (var device in TestDevices.All)
+        {
+            using var w = new Tensors(device);
+            var slots = w.Slots(tokenSlots);
+            var u = w.Floats(shrinks, 0, tokens, columns);
+            var weight = w.Weight(norm, DType.BF16, 0, hidden);
+            PendingExpand Pending(int member, int outF) => new(slots, u, w.Weight(b[member], bType, 0, NumSlots, outF, rank), member * NumSlots * rank);
+            var (oExpand, gateExpand, upExpand) = (Pending(0, hidden), Pending(1, inter), Pending(2, inter));
+            bool fuses = rank % 8 == 0 && bType == DType.BF16 && device.Lora is not HostLora;
+            Assert.Equal(fuses, device.Lora.Fuses(w.Floats(delta, 0, tokens, hidden), oExpand));
+            var prefill = new PendingExpand(w.Slots(new int[256]), w.Zeros(256, columns), oExpand.B, 0);
+            Assert.False(device.Lora.Fuses(w.Zeros(256, hidden), prefill)); // its expand keeps a launch of its own, runs of tokens a thread
+
+            var (x1, d1, y1) = (w.Floats(x, 0, tokens, hidden), w.Floats(delta, 0, tokens, hidden), w.Zeros(tokens, hidden));
+            device.Lora.ExpandAt(d1, oExpand);
+            device.Norm.AddRmsNorm(y1, x1, d1, weight, 1e-5f);
+            var (x2, d2, y2) = (w.Floats(x, 0, tokens, hidden), w.Floats(delta, 0, tokens, hidden), w.Zeros(tokens, hidden));
+            device.Norm.AddRmsNorm(y2, x2, d2, oExpand, weight, 1e-5f);
+            Assert.Equal(y1.ToArray<float>(), y2.ToArray<float>());
+            Assert.Equal(x1.ToArray<float>(), x2.ToArray<float>());
+            Assert.NotEqual(w.Floats(delta, 0, tokens, hidden).ToArray<float>(), d1.ToArray<float>()); // the expand added something
+
+            var (g1, u1) = (w.Floats(gate, 0, tokens, inter), w.Floats(up, 0, tokens, inter));
+            device.Lora.ExpandAt(g1, gateExpand);
+            device.Lora.ExpandAt(u1, upExpand);
+            device.Elementwise.SwiGlu(g1, g1, u1);
+            var (g2, u2) = (w.Floats(gate, 0, tokens, inter), w.Floats(up, 0, tokens, inter));
+            device.Elementwise.SwiGlu(g2, g2, u2, gateExpand, upExpand);
+            Assert.Equal(g1.ToArray<float>(), g2.ToArray<float>());
+
+            var past = new PendingExpand(slots, u, oExpand.B, columns - NumSlots * rank + 1);
+            Assert.Equal("expand", Assert.Throws<ArgumentException>(() => device.Norm.AddRmsNorm(y2, x2, d2, past, weight, 1e-5f)).ParamName);
+        }
+    }
+
+    [Theory]
+    [InlineData(16, DType.BF16)] // the wide expand: the ILGPU kernels add all three in the op's own launch
+    [InlineData(3, DType.BF16)]  // added by their own launches first
+    public void Rotate_and_write_kv_with_pending_expands_gives_the_bits_of_the_expands_then_the_op(int rank, DType bType)
+    {
+        // q/k/v of two heads and one KV head; a position past the cos/sin table (unrotated), a token with no cache slot
+        // and tokens with no LoRA slot or one out of range.
+        var rnd = new RandomData(rank + 100);
+        int tokens = 7, headDim = 8, qWidth = 2 * headDim, kvWidth = headDim, maxPositions = 16, columns = 3 * NumSlots * rank;
+        var loraSlots = SlotsFor(rnd, tokens);
+        var positions = Enumerable.Range(0, tokens).Select(t => t == 3 ? maxPositions : rnd.Int(0, maxPositions - 1)).ToArray();
+        var cacheSlots = Enumerable.Range(0, tokens).Select(t => t == 5 ? -1 : 2 * t + 1).ToArray();
+        var table = RopeOps.CosSinTable(rnd.Floats(headDim / 2), maxPositions);
+        float[] q = rnd.Floats(tokens * qWidth), k = rnd.Floats(tokens * kvWidth), v = rnd.Floats(tokens * kvWidth), shrinks = rnd.Floats(tokens * columns);
+        float[][] b = [rnd.Floats(NumSlots * qWidth * rank), rnd.Floats(NumSlots * kvWidth * rank), rnd.Floats(NumSlots * kvWidth * rank)];
+        foreach (var device in TestDevices.All)
+        {
+            using var w = new Tensors(device);
+            var slots = w.Slots(loraSlots);
+            var u = w.Floats(shrinks, 0, tokens, columns);
+            var pos = w.Slots(positions);
+            var cacheSlot = w.Slots(cacheSlots);
+            var cs = w.Floats(table, 0, maxPositions, headDim / 2, 2);
+            PendingExpand Pending(int member, int outF) => new(slots, u, w.Weight(b[member], bType, 0, NumSlots, outF, rank), member * NumSlots * rank);
+            PendingExpand[] expands = [Pending(0, qWidth), Pending(1, kvWidth), Pending(2, kvWidth)];
+            Assert.Equal(rank % 8 == 0 && device.Lora is not HostLora, device.Lora.Fuses(w.Floats(q, 0, tokens, qWidth), expands[0]));
+
+            float[][] Run(bool pending)
+            {
+                var (qt, kt, vt) = (w.Floats(q, 0, tokens, qWidth), w.Floats(k, 0, tokens, kvWidth), w.Floats(v, 0, tokens, kvWidth));
+                var (kCache, vCache) = (w.Zeros(2 * tokens, 1, 1, headDim), w.Zeros(2 * tokens, 1, 1, headDim));
+                if (pending) device.Attention.RotateAndWriteKv(qt, kt, vt, pos, cs, headDim, kCache, vCache, cacheSlot, expands[0], expands[1], expands[2]);
+                else
+                {
+                    device.Lora.ExpandAt(qt, expands[0]);
+                    device.Lora.ExpandAt(kt, expands[1]);
+                    device.Lora.ExpandAt(vt, expands[2]);
+                    device.Attention.RotateAndWriteKv(qt, kt, vt, pos, cs, headDim, kCache, vCache, cacheSlot);
+                }
+                return [qt.ToArray<float>(), kt.ToArray<float>(), vt.ToArray<float>(), kCache.ToArray<float>(), vCache.ToArray<float>()];
+            }
+            var separate = Run(pending: false);
+            var together = Run(pending: true);
+            for (int i = 0; i < separate.Length; i++) Assert.Equal(separate[i], together[i]);
+        }
+    }
 }
