@@ -186,11 +186,25 @@ public sealed class LoraLinear : ILinear, ISharedInputGroup, IDisposable
     /// slot's shrink in one launch.
     /// </summary>
     /// <inheritdoc cref="ILinear.Forward"/>
-    public void Forward(DeviceTensor y, DeviceTensor x, StepBatch batch)
+    public void Forward(DeviceTensor y, DeviceTensor x, StepBatch batch) => ForwardOrPend(y, x, batch, []);
+
+    /// <summary>
+    /// <see cref="Forward"/>, the expand of a stacked shrink left to the op that reads y next where that op can add it in
+    /// its own launch (<see cref="LoraOps.Fuses"/>).
+    /// </summary>
+    /// <inheritdoc cref="ILinear.ForwardPending"/>
+    public PendingExpand? ForwardPending(DeviceTensor y, DeviceTensor x, StepBatch batch)
+    {
+        var pending = new PendingExpand?[1];
+        ForwardOrPend(y, x, batch, pending);
+        return pending[0];
+    }
+
+    void ForwardOrPend(DeviceTensor y, DeviceTensor x, StepBatch batch, Span<PendingExpand?> pending)
     {
         if (_stack != null && batch.LinearContext is LoraBatchMapping { AnyAdapter: true } mapping && StackedShrinks(batch.NumTokens, StackedRows) is { } shrinks)
         {
-            StackedDeltas(x, batch, mapping, [(y, this)], OwnStackedA, shrinks, withBase: true);
+            StackedDeltas(x, batch, mapping, [(y, this)], OwnStackedA, shrinks, withBase: true, pending);
             return;
         }
         Base.Forward(y, x, batch);
@@ -206,14 +220,26 @@ public sealed class LoraLinear : ILinear, ISharedInputGroup, IDisposable
     /// <param name="x">[T, in] F32</param>
     /// <param name="batch">the step's metadata (its <see cref="StepBatch.LinearContext"/> the <see cref="LoraBatchMapping"/>)</param>
     /// <param name="outputs">(y_i [T, out_i] F32, linear_i)</param>
-    public static bool ForwardGroup(DeviceTensor x, StepBatch batch, ReadOnlySpan<(DeviceTensor Y, ILinear Linear)> outputs)
+    public static bool ForwardGroup(DeviceTensor x, StepBatch batch, ReadOnlySpan<(DeviceTensor Y, ILinear Linear)> outputs) =>
+        ForwardGroup(x, batch, outputs, []);
+
+    /// <summary>
+    /// <see cref="ForwardGroup(DeviceTensor, StepBatch, ReadOnlySpan{ValueTuple{DeviceTensor, ILinear}})"/>, the expands of a
+    /// whole stack left in <paramref name="pending"/> (one entry per output) where the ops that read the outputs next can
+    /// add them in their own launches (<see cref="LoraOps.Fuses"/>); entries left null need nothing more.
+    /// </summary>
+    /// <param name="x">[T, in] F32</param>
+    /// <param name="batch">the step's metadata (its <see cref="StepBatch.LinearContext"/> the <see cref="LoraBatchMapping"/>)</param>
+    /// <param name="outputs">(y_i [T, out_i] F32, linear_i)</param>
+    /// <param name="pending">empty (nothing left pending) or one entry per output, null on entry</param>
+    public static bool ForwardGroup(DeviceTensor x, StepBatch batch, ReadOnlySpan<(DeviceTensor Y, ILinear Linear)> outputs, Span<PendingExpand?> pending)
     {
         int n = outputs.Length;
         if (n == 0 || outputs[0].Linear is not LoraLinear first) return false;
         if (first._stack is { } stack && IsWholeStack(outputs, stack) && batch.LinearContext is LoraBatchMapping { AnyAdapter: true } mapping
             && first.StackedShrinks(batch.NumTokens, stack.Weight.Dim(0)) is { } shrinks)
         {
-            StackedDeltas(x, batch, mapping, outputs, stack.Weight, shrinks, withBase: true);
+            StackedDeltas(x, batch, mapping, outputs, stack.Weight, shrinks, withBase: true, pending);
             return true;
         }
         var products = new (DeviceTensor Y, DeviceTensor W)[n];
@@ -227,6 +253,10 @@ public sealed class LoraLinear : ILinear, ISharedInputGroup, IDisposable
     /// <inheritdoc/>
     bool ISharedInputGroup.TryForward(DeviceTensor x, StepBatch batch, ReadOnlySpan<(DeviceTensor Y, ILinear Linear)> outputs) =>
         ForwardGroup(x, batch, outputs);
+
+    /// <inheritdoc/>
+    bool ISharedInputGroup.TryForwardPending(DeviceTensor x, StepBatch batch, ReadOnlySpan<(DeviceTensor Y, ILinear Linear)> outputs, Span<PendingExpand?> pending) =>
+        ForwardGroup(x, batch, outputs, pending);
 
     /// <summary>The wrapped projection's base weight: a fused launch computes W·x, then <see cref="AddDelta"/> adds the adapters.</summary>
     public DeviceTensor BaseWeight => Base.BaseWeight;
@@ -243,7 +273,7 @@ public sealed class LoraLinear : ILinear, ISharedInputGroup, IDisposable
         if (batch.LinearContext is not LoraBatchMapping { AnyAdapter: true } mapping) return;
         if (_stack != null && StackedShrinks(batch.NumTokens, StackedRows) is { } shrinks)
         {
-            StackedDeltas(x, batch, mapping, [(y, this)], OwnStackedA, shrinks, withBase: false);
+            StackedDeltas(x, batch, mapping, [(y, this)], OwnStackedA, shrinks, withBase: false, pending: []);
             return;
         }
         var (lora, slots) = (y.Device.Lora, mapping.TokenSlots);
@@ -295,7 +325,7 @@ public sealed class LoraLinear : ILinear, ISharedInputGroup, IDisposable
         if (batch.LinearContext is not LoraBatchMapping { AnyAdapter: true } mapping) return true;
         if (stacked != null)
         {
-            StackedDeltas(x, batch, mapping, outputs, first._stack!.Weight, stacked, withBase: false);
+            StackedDeltas(x, batch, mapping, outputs, first._stack!.Weight, stacked, withBase: false, pending: []);
             return true;
         }
         var shrinks = new (DeviceTensor Buffer, DeviceTensor A)[n];
@@ -314,12 +344,13 @@ public sealed class LoraLinear : ILinear, ISharedInputGroup, IDisposable
     }
 
     /// <summary>
-    /// The stacked path of the four entries above: shrinks [T, Σ slots · maxRank] = <paramref name="stackedA"/> · x, every
+    /// The stacked path of the entries above: shrinks [T, Σ slots · maxRank] = <paramref name="stackedA"/> · x, every
     /// slot's A·x (in the base products' launch when <paramref name="withBase"/>, each base layer's own delta after it), then
-    /// the members' expands from each token's own slot's columns.
+    /// the members' expands from each token's own slot's columns — or, where <paramref name="pending"/> has an entry for
+    /// every member and the ops reading the outputs can add every member's expand in their own launches, those expands.
     /// </summary>
     static void StackedDeltas(DeviceTensor x, StepBatch batch, LoraBatchMapping mapping, ReadOnlySpan<(DeviceTensor Y, ILinear Linear)> outputs,
-        DeviceTensor stackedA, DeviceTensor shrinks, bool withBase)
+        DeviceTensor stackedA, DeviceTensor shrinks, bool withBase, Span<PendingExpand?> pending)
     {
         int n = outputs.Length, bases = withBase ? n : 0;
         var products = new (DeviceTensor Y, DeviceTensor W)[bases + 1];
@@ -333,7 +364,22 @@ public sealed class LoraLinear : ILinear, ISharedInputGroup, IDisposable
             if (withBase) lora.Base.AddDelta(outputs[i].Y, x, batch);
             expands[i] = (outputs[i].Y, lora.B);
         }
+        if (pending.Length == n && Pend(mapping.TokenSlots, shrinks, expands, pending)) return;
         x.Device.Lora.ExpandStacked(mapping.TokenSlots, shrinks, expands);
+    }
+
+    /// <summary>Every member's expand as a <see cref="PendingExpand"/>, if the ops reading the outputs add each in their own launch; else false, nothing set.</summary>
+    static bool Pend(DeviceTensor tokenSlots, DeviceTensor shrinks, ReadOnlySpan<(DeviceTensor Y, DeviceTensor B)> expands, Span<PendingExpand?> pending)
+    {
+        var lora = shrinks.Device.Lora;
+        var members = new PendingExpand[expands.Length];
+        for (int i = 0, column = 0; i < expands.Length; column += LoraOps.StackedColumns(expands[i].B), i++)
+        {
+            members[i] = new PendingExpand(tokenSlots, shrinks, expands[i].B, column);
+            if (!lora.Fuses(expands[i].Y, members[i])) return false;
+        }
+        members.CopyTo(pending);
+        return true;
     }
 
     /// <summary>Rows of this linear's stacked A: slots × maxRank.</summary>

@@ -274,10 +274,30 @@ public class LoraLinearTests
                 for (int i = 0; i < 2; i++) stackedLinears[i].Base.Forward(partial[i], xt, batch);
                 // Two of the three members are not their whole stack: nothing added together, each adds its own.
                 Assert.False(LoraLinear.AddDeltas(xt, batch, [(partial[0], stackedLinears[0]), (partial[1], stackedLinears[1])]));
+                // Expands left pending (where the device's ops add them in their own launches) and added after: the same bits.
+                bool pends = loraType == DType.BF16 && !ReferenceEquals(device, TestDevices.CpuFast); // the CPU device adds every expand at once
+                var pendingGroup = Outputs();
+                var expands = new PendingExpand?[3];
+                SharedInputLinears.ForwardPending(xt, batch, expands, (pendingGroup[0], stackedLinears[0]), (pendingGroup[1], stackedLinears[1]), (pendingGroup[2], stackedLinears[2]));
+                for (int i = 0; i < 3; i++)
+                {
+                    Assert.Equal(pends, expands[i] != null);
+                    if (expands[i] is { } e) device.Lora.ExpandAt(pendingGroup[i], e);
+                }
+                var pendingAlone = Outputs();
+                for (int i = 0; i < 3; i++)
+                {
+                    // Each before the next linear: a pending expand reads the shrink buffer the LoRA linears share.
+                    var own = stackedLinears[i].ForwardPending(pendingAlone[i], xt, batch);
+                    Assert.Equal(pends, own != null);
+                    if (own != null) device.Lora.ExpandAt(pendingAlone[i], own);
+                }
                 for (int i = 0; i < 3; i++)
                 {
                     Assert.Equal(alone[i].ToArray<float>(), together[i].ToArray<float>());
                     Assert.Equal(alone[i].ToArray<float>(), added[i].ToArray<float>());
+                    Assert.Equal(alone[i].ToArray<float>(), pendingGroup[i].ToArray<float>());
+                    Assert.Equal(alone[i].ToArray<float>(), pendingAlone[i].ToArray<float>());
                     Tolerance.AssertClose(together[i].ToArray<float>(), reference[i].ToArray<float>(), 1e-5, 1e-5, $"{device} member {i}");
                 }
             }

@@ -1,4 +1,5 @@
 using LoraEngine.Tensors;
+using LoraEngine.Tensors.Kernels;
 
 namespace LoraEngine.Models.Llama;
 
@@ -25,6 +26,19 @@ public interface ILinear
 
     /// <summary>Adds to y what this linear computes beyond <see cref="BaseWeight"/>·x (a LoRA delta; nothing for a dense linear).</summary>
     void AddDelta(DeviceTensor y, DeviceTensor x, StepBatch batch);
+
+    /// <summary>
+    /// <see cref="Forward"/>, except that what remains may be left for the op that reads y next to add as it reads
+    /// (a LoRA expand: one launch fewer). y + the result (null: nothing) is this linear's output, bit for bit.
+    /// </summary>
+    /// <param name="y">[tokens, OutFeatures] F32</param>
+    /// <param name="x">[tokens, InFeatures] F32</param>
+    /// <param name="batch">the step's metadata, passed through untouched</param>
+    PendingExpand? ForwardPending(DeviceTensor y, DeviceTensor x, StepBatch batch)
+    {
+        Forward(y, x, batch);
+        return null;
+    }
 }
 
 /// <summary>
@@ -42,6 +56,17 @@ public interface ISharedInputGroup
     /// <param name="batch">the step's metadata</param>
     /// <param name="outputs">(y_i [tokens, out_i] F32, linear_i)</param>
     bool TryForward(DeviceTensor x, StepBatch batch, ReadOnlySpan<(DeviceTensor Y, ILinear Linear)> outputs);
+
+    /// <summary>
+    /// <see cref="TryForward"/>, except that what remains of y_i may be left in <paramref name="pending"/>[i] for the op that
+    /// reads y_i next (<see cref="ILinear.ForwardPending"/>); entries left null need nothing more.
+    /// </summary>
+    /// <param name="x">[tokens, in] F32, the input every linear reads</param>
+    /// <param name="batch">the step's metadata</param>
+    /// <param name="outputs">(y_i [tokens, out_i] F32, linear_i)</param>
+    /// <param name="pending">one entry per output, null on entry</param>
+    bool TryForwardPending(DeviceTensor x, StepBatch batch, ReadOnlySpan<(DeviceTensor Y, ILinear Linear)> outputs, Span<PendingExpand?> pending) =>
+        TryForward(x, batch, outputs);
 }
 
 /// <summary>Linears that read the same input (q/k/v, gate/up): one fused base product, then their deltas.</summary>
@@ -55,6 +80,22 @@ public static class SharedInputLinears
         for (int i = 0; i < outputs.Length; i++) products[i] = (outputs[i].Y, outputs[i].Linear.BaseWeight);
         x.Device.MatMul.LinearGroup(x, products);
         foreach (var (y, linear) in outputs) linear.AddDelta(y, x, batch);
+    }
+
+    /// <summary>
+    /// y_i = linear_i(x) for every pair, what remains of y_i perhaps left in <paramref name="pending"/>[i] for the op that
+    /// reads y_i next (<see cref="ISharedInputGroup.TryForwardPending"/>).
+    /// </summary>
+    /// <param name="x">[tokens, in] F32</param>
+    /// <param name="batch">the step's metadata</param>
+    /// <param name="pending">empty (every y_i whole) or one entry per output, null on return where y_i is whole</param>
+    /// <param name="outputs">(y_i [tokens, out_i] F32, linear_i)</param>
+    public static void ForwardPending(DeviceTensor x, StepBatch batch, Span<PendingExpand?> pending, params ReadOnlySpan<(DeviceTensor Y, ILinear Linear)> outputs)
+    {
+        if (pending.Length != 0 && pending.Length != outputs.Length) throw new ArgumentException($"{pending.Length} pending entries for {outputs.Length} outputs", nameof(pending));
+        pending.Clear();
+        if (outputs.Length > 0 && outputs[0].Linear is ISharedInputGroup group && group.TryForwardPending(x, batch, outputs, pending)) return;
+        Forward(x, batch, outputs);
     }
 }
 

@@ -1,5 +1,6 @@
 using LoraEngine.Tensors;
 using LoraEngine.Tensors.Distributed;
+using LoraEngine.Tensors.Kernels;
 
 namespace LoraEngine.Models.Llama;
 
@@ -34,49 +35,66 @@ public sealed class LlamaLayer : IDisposable
 
     /// <summary>
     /// x [T, hidden] is updated in place: x += pending; x += attention(norm(x)); then returns mlp(norm(x)), which the caller
-    /// adds to x (the next layer fuses that add into its first norm, one launch fewer a layer).
+    /// adds to x (the next layer fuses that add into its first norm, one launch fewer a layer). On one device a projection's
+    /// LoRA expand may be left to the op that reads its output (<see cref="ILinear.ForwardPending"/>): q/k/v's to the RoPE
+    /// and KV write, o's to the norm after it, gate/up's to SwiGLU, down's to the next layer's first norm (the returned
+    /// <see cref="MlpOutput.Expand"/>).
     /// </summary>
     /// <param name="x">[T, hidden] the residual stream (the same on every rank)</param>
-    /// <param name="pending">[T, hidden] the previous layer's MLP output, not yet added to x; null for the first layer</param>
+    /// <param name="pending">the previous layer's MLP output, not yet added to x; null for the first layer</param>
     /// <param name="layer">this layer's index (its KV cache)</param>
     /// <param name="batch">the step's tokens</param>
     /// <param name="cache">this rank's KV cache (its KV heads)</param>
     /// <param name="ws">this rank's activation buffers</param>
     /// <param name="config">the widths this rank holds (<see cref="LlamaConfig.ShardFor"/>)</param>
     /// <param name="communicator">this rank's group: sums the partial outputs of o_proj and down_proj</param>
-    /// <returns>[T, hidden] this layer's MLP output (a view of the workspace, valid until the next layer's attention)</returns>
-    public DeviceTensor Forward(DeviceTensor x, DeviceTensor? pending, int layer, StepBatch batch, PagedKvCache cache, ForwardWorkspace ws, LlamaConfig config, ICommunicator communicator)
+    /// <returns>this layer's MLP output (a view of the workspace, valid until the next layer's attention) and down_proj's pending expand</returns>
+    public MlpOutput Forward(DeviceTensor x, MlpOutput? pending, int layer, StepBatch batch, PagedKvCache cache, ForwardWorkspace ws, LlamaConfig config, ICommunicator communicator)
     {
         var device = x.Device;
         int t = batch.NumTokens;
         var h = ws.Normed.Slice(0, t);
+        bool pends = communicator.WorldSize == 1;                          // o's and down's whole outputs are what the ranks sum
 
         // Attention block, after x += pending fused into its norm.
-        if (pending is null) device.Norm.RmsNorm(h, x, InputLayerNorm, (float)config.RmsNormEps);
-        else device.Norm.AddRmsNorm(h, x, pending, InputLayerNorm, (float)config.RmsNormEps);
+        if (pending is not { } previous) device.Norm.RmsNorm(h, x, InputLayerNorm, (float)config.RmsNormEps);
+        else device.Norm.AddRmsNorm(h, x, previous.Values, previous.Expand, InputLayerNorm, (float)config.RmsNormEps);
         var q = ws.Q.Slice(0, t);
         var k = ws.K.Slice(0, t);
         var v = ws.V.Slice(0, t);
-        SharedInputLinears.Forward(h, batch, (q, QProj), (k, KProj), (v, VProj));
-        device.Attention.RotateAndWriteKv(q, k, v, batch.Positions, ws.RopeCosSin, config.HeadDim, cache.Keys(layer), cache.Values(layer), batch.SlotMapping);
+        var qkv = new PendingExpand?[pends ? 3 : 0];
+        SharedInputLinears.ForwardPending(h, batch, qkv, (q, QProj), (k, KProj), (v, VProj));
+        device.Attention.RotateAndWriteKv(q, k, v, batch.Positions, ws.RopeCosSin, config.HeadDim, cache.Keys(layer), cache.Values(layer), batch.SlotMapping,
+            Pending(qkv, 0), Pending(qkv, 1), Pending(qkv, 2));
         var attn = ws.Attention.Slice(0, t);
         device.Attention.PagedAttention(attn, q, cache.Keys(layer), cache.Values(layer), batch.BlockTables,
             batch.TokenSequence, batch.Positions, config.NumAttentionHeads, config.NumKeyValueHeads, config.HeadDim,
             1f / MathF.Sqrt(config.HeadDim));
         var o = ws.Out.Slice(0, t);
-        OProj.Forward(o, attn, batch);
+        var oExpand = Forward(OProj, o, attn, batch, pends);
         communicator.AllReduceSum(o);                                      // Σ over ranks' heads
 
         // MLP block: down(silu(gate(h)) * up(h)), after x += o fused into its norm.
-        device.Norm.AddRmsNorm(h, x, o, PostAttentionLayerNorm, (float)config.RmsNormEps);
+        device.Norm.AddRmsNorm(h, x, o, oExpand, PostAttentionLayerNorm, (float)config.RmsNormEps);
         var gate = ws.Gate.Slice(0, t);
         var up = ws.Up.Slice(0, t);
-        SharedInputLinears.Forward(h, batch, (gate, GateProj), (up, UpProj));
-        device.Elementwise.SwiGlu(gate, gate, up);
-        DownProj.Forward(o, gate, batch);
+        var gateUp = new PendingExpand?[pends ? 2 : 0];
+        SharedInputLinears.ForwardPending(h, batch, gateUp, (gate, GateProj), (up, UpProj));
+        device.Elementwise.SwiGlu(gate, gate, up, Pending(gateUp, 0), Pending(gateUp, 1));
+        var downExpand = Forward(DownProj, o, gate, batch, pends);
         communicator.AllReduceSum(o);                                      // Σ over ranks' MLP columns
-        return o;
+        return new MlpOutput(o, downExpand);
     }
+
+    /// <summary>y = linear(x), what remains left pending where <paramref name="pends"/>.</summary>
+    static PendingExpand? Forward(ILinear linear, DeviceTensor y, DeviceTensor x, StepBatch batch, bool pends)
+    {
+        if (pends) return linear.ForwardPending(y, x, batch);
+        linear.Forward(y, x, batch);
+        return null;
+    }
+
+    static PendingExpand? Pending(PendingExpand?[] pending, int i) => i < pending.Length ? pending[i] : null;
 
     /// <summary>The seven projections by their Hugging Face module names.</summary>
     public IEnumerable<(string Name, ILinear Linear)> Projections() =>
@@ -93,3 +111,8 @@ public sealed class LlamaLayer : IDisposable
         foreach (var (_, linear) in Projections()) (linear as IDisposable)?.Dispose();
     }
 }
+
+/// <summary>A layer's MLP output, not yet added to the residual stream.</summary>
+/// <param name="Values">[T, hidden] down_proj's output</param>
+/// <param name="Expand">down_proj's LoRA expand still to add to <paramref name="Values"/> (null: none)</param>
+public readonly record struct MlpOutput(DeviceTensor Values, PendingExpand? Expand);

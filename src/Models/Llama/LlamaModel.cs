@@ -148,10 +148,14 @@ public sealed class LlamaModel : IDisposable
 
         var x = workspace.Hidden.Slice(0, batch.NumTokens);               // [T, hidden]
         Device.Elementwise.Embedding(x, batch.TokenIds, EmbedTokens);
-        DeviceTensor? mlpOut = null;                                        // each layer's MLP output, added by the next layer's first norm
+        MlpOutput? mlpOut = null;                                           // each layer's MLP output, added by the next layer's first norm
         for (int l = 0; l < Layers.Count; l++)
             mlpOut = Layers[l].Forward(x, mlpOut, l, batch, cache, workspace, ShardConfig, Communicator);
-        if (mlpOut != null) Device.Elementwise.AddInPlace(x, mlpOut);
+        if (mlpOut is { } last)
+        {
+            if (last.Expand != null) Device.Lora.ExpandAt(last.Values, last.Expand);
+            Device.Elementwise.AddInPlace(x, last.Values);
+        }
 
         int rows = batch.LogitRows.Dim(0);
         var picked = workspace.Normed.Slice(0, rows);                      // [R, hidden]
