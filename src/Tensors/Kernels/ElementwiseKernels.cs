@@ -111,16 +111,15 @@ public class ElementwiseOps
     /// <param name="upExpand">what remains to add to up (null: nothing)</param>
     public void SwiGlu(DeviceTensor output, DeviceTensor gate, DeviceTensor up, PendingExpand? gateExpand, PendingExpand? upExpand)
     {
-        var lora = _device.Lora;
-        if (gateExpand != null && upExpand != null && ReferenceEquals(gateExpand.TokenSlots, upExpand.TokenSlots)
-            && lora.TryFusedView(gate, gateExpand, out var g) && lora.TryFusedView(up, upExpand, out var u) && g.Slots == u.Slots)
+        ReadOnlySpan<(DeviceTensor, PendingExpand?)> pending = [(gate, gateExpand), (up, upExpand)];
+        Span<ExpandSegment<U4, F4>> views = [default, default];
+        if (_device.Lora.TryFusedViews(pending, views))
         {
             CheckSwiGlu(output, gate, up);
-            if (gate.Length > 0) _swiGluExpand(_device.Stream, (int)gate.Length, new SwiGluViews { Output = output.F32, Gate = gate.F32, Up = up.F32 }, gateExpand.TokenSlots.I32, g, u);
+            if (gate.Length > 0) _swiGluExpand(_device.Stream, (int)gate.Length, new SwiGluViews { Output = output.F32, Gate = gate.F32, Up = up.F32 }, gateExpand!.TokenSlots.I32, views[0], views[1]);
             return;
         }
-        if (gateExpand != null) lora.ExpandAt(gate, gateExpand);
-        if (upExpand != null) lora.ExpandAt(up, upExpand);
+        _device.Lora.ExpandEach(pending);
         SwiGlu(output, gate, up);
     }
 

@@ -193,6 +193,30 @@ public partial class LoraOps
         return true;
     }
 
+    /// <summary>
+    /// The fused views of expands one launch adds together (<paramref name="views"/>[i] for <paramref name="pending"/>[i]):
+    /// true when every entry has an expand, all share one token-slot tensor and slot count, and each fuses
+    /// (<see cref="TryFusedView"/>); else false, and the op adds them first (<see cref="ExpandEach"/>).
+    /// </summary>
+    internal bool TryFusedViews(ReadOnlySpan<(DeviceTensor Y, PendingExpand? Expand)> pending, Span<ExpandSegment<U4, F4>> views)
+    {
+        for (int i = 0; i < pending.Length; i++)
+        {
+            var (y, expand) = pending[i];
+            if (expand is null || !ReferenceEquals(expand.TokenSlots, pending[0].Expand!.TokenSlots)
+                || !TryFusedView(y, expand, out views[i]) || views[i].Slots != views[0].Slots)
+                return false;
+        }
+        return true;
+    }
+
+    /// <summary>Each pending expand added into its output (<see cref="ExpandAt"/>): what an op that does not fuse them does first.</summary>
+    internal void ExpandEach(ReadOnlySpan<(DeviceTensor Y, PendingExpand? Expand)> pending)
+    {
+        foreach (var (y, expand) in pending)
+            if (expand != null) ExpandAt(y, expand);
+    }
+
     LoraShape ValidateAt(DeviceTensor y, PendingExpand expand)
     {
         ArgumentNullException.ThrowIfNull(expand);

@@ -44,6 +44,9 @@ public partial class AttentionOps
         int loraSlot = expands ? LoraOps.ExpandSlot(e.Slots, e.Q, t) : -1;
         if (r >= qPairs + kvPairs)
         {
+            int vSlot = v.Slots[t];
+            bool writes = vSlot >= 0 && vSlot < numSlots;
+            if (!writes && loraSlot < 0) return; // nothing to write: no v read (the kernel without LoRA's order)
             r -= qPairs + kvPairs;
             int d = r / half * s.HeadDim + r % half;
             long from = (long)t * s.KWidth + d;
@@ -55,8 +58,7 @@ public partial class AttentionOps
                 v.V[from] = v1;
                 v.V[from + half] = v2;
             }
-            int vSlot = v.Slots[t];
-            if (vSlot < 0 || vSlot >= numSlots) return;
+            if (!writes) return;
             long to = (long)vSlot * s.KWidth + d;
             v.VCache[to] = v1;
             v.VCache[to + half] = v2;
@@ -157,22 +159,18 @@ public partial class AttentionOps
     public void RotateAndWriteKv(DeviceTensor q, DeviceTensor k, DeviceTensor v, DeviceTensor positions, DeviceTensor cosSin, int headDim,
         DeviceTensor kCache, DeviceTensor vCache, DeviceTensor slotMapping, PendingExpand? qExpand, PendingExpand? kExpand, PendingExpand? vExpand)
     {
-        var lora = _device.Lora;
-        if (qExpand != null && kExpand != null && vExpand != null
-            && ReferenceEquals(qExpand.TokenSlots, kExpand.TokenSlots) && ReferenceEquals(qExpand.TokenSlots, vExpand.TokenSlots)
-            && lora.TryFusedView(q, qExpand, out var eq) && lora.TryFusedView(k, kExpand, out var ek) && lora.TryFusedView(v, vExpand, out var ev)
-            && eq.Slots == ek.Slots && eq.Slots == ev.Slots)
+        ReadOnlySpan<(DeviceTensor, PendingExpand?)> pending = [(q, qExpand), (k, kExpand), (v, vExpand)];
+        Span<ExpandSegment<U4, F4>> views = [default, default, default];
+        if (_device.Lora.TryFusedViews(pending, views))
         {
             var shape = CheckRotateAndWriteKv(q, k, v, positions, cosSin, headDim, kCache, vCache, slotMapping);
             if (q.Dim(0) == 0) return;
-            var expands = new QkvExpands { Q = eq, K = ek, V = ev, Slots = qExpand.TokenSlots.I32 };
+            var expands = new QkvExpands { Q = views[0], K = views[1], V = views[2], Slots = qExpand!.TokenSlots.I32 };
             _rotateWriteKvExpand(_device.Stream, checked(q.Dim(0) * (shape.QWidth / 2 + shape.KWidth)), Views(q, k, v, positions, cosSin, kCache, vCache, slotMapping),
                 shape, kCache.Dim(0) * kCache.Dim(1), expands);
             return;
         }
-        if (qExpand != null) lora.ExpandAt(q, qExpand);
-        if (kExpand != null) lora.ExpandAt(k, kExpand);
-        if (vExpand != null) lora.ExpandAt(v, vExpand);
+        _device.Lora.ExpandEach(pending);
         RotateAndWriteKv(q, k, v, positions, cosSin, headDim, kCache, vCache, slotMapping);
     }
 
